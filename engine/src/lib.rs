@@ -1,0 +1,32 @@
+//! surge's engine: the deterministic order state machine, the types that go in and out of it,
+//! and the LMAX-style ring buffer that sequences work between pinned threads.
+//!
+//! Nothing here does I/O, reads a clock, spawns a thread (the ring's tests do) or uses
+//! randomness: time arrives with each command, so replaying the same commands gives the same
+//! outcomes and the same rolling hash on any machine.
+
+pub mod code;
+pub mod command;
+pub mod config;
+pub mod holdings;
+pub mod idempotency;
+pub mod ids;
+pub mod order;
+pub mod outcome;
+pub mod release_history;
+pub mod ring;
+pub mod rolling_hash;
+pub mod sku;
+pub mod snapshot;
+pub mod state_machine;
+pub mod waitlist;
+
+pub use code::Code;
+pub use command::{Command, OrderLine, Query, Request, SaleWindow, SkuSpec};
+pub use command::{StatementEntry, StatementStatus};
+pub use config::EngineConfig;
+pub use ids::{ClientId, Money, OrderId, RequestId, SkuId, TimestampNs, Units, UserId};
+pub use order::OrderState;
+pub use outcome::{Answer, Discrepancy, DiscrepancyKind, Event, Outcome, Output};
+pub use snapshot::{EngineSnapshot, SnapshotError};
+pub use state_machine::Engine;

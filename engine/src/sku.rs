@@ -1,0 +1,138 @@
+//! The catalog: SKUs with price, limits, sale window, and their stock split into
+//! available / reserved / sold. The invariant `available + reserved + sold == stocked` holds
+//! after every command; `Sku::check_balanced` says so loudly when it does not.
+
+use rustc_hash::FxHashMap;
+
+use crate::command::SaleWindow;
+use crate::ids::{Money, SkuId, TimestampNs, Units};
+use crate::release_history::ReleaseHistory;
+use crate::waitlist::Waitlist;
+
+#[derive(Clone, Debug, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+pub struct Sku {
+    pub id: SkuId,
+    pub price: Money,
+    pub per_user_limit: u32,
+    pub sale_window: Option<SaleWindow>,
+    pub listed: bool,
+    pub stocked: Units,
+    pub available: Units,
+    pub reserved: Units,
+    pub sold: Units,
+    pub waitlist: Waitlist,
+    pub releases: ReleaseHistory,
+}
+
+impl Sku {
+    pub fn is_balanced(&self) -> bool {
+        self.available.checked_add(self.reserved).and_then(|n| n.checked_add(self.sold))
+            == Some(self.stocked)
+    }
+
+    /// Stop loudly: a broken stock invariant means the engine can no longer be trusted.
+    #[inline]
+    pub fn check_balanced(&self) {
+        assert!(
+            self.is_balanced(),
+            "stock invariant broken for SKU {}: available {} + reserved {} + sold {} != stocked {}",
+            self.id,
+            self.available,
+            self.reserved,
+            self.sold,
+            self.stocked
+        );
+    }
+
+    pub fn window_allows(&self, now_ns: TimestampNs) -> Result<(), crate::code::Code> {
+        match self.sale_window {
+            Some(w) if now_ns < w.start_ns => Err(crate::code::Code::SaleNotStarted),
+            Some(w) if now_ns >= w.end_ns => Err(crate::code::Code::SaleEnded),
+            _ => Ok(()),
+        }
+    }
+
+    pub fn reserve(&mut self, qty: Units) {
+        self.available = self.available.checked_sub(qty).expect("reserve beyond available");
+        self.reserved += qty;
+    }
+
+    pub fn release(&mut self, qty: Units) {
+        self.reserved = self.reserved.checked_sub(qty).expect("release beyond reserved");
+        self.available += qty;
+    }
+
+    pub fn sell(&mut self, qty: Units) {
+        self.reserved = self.reserved.checked_sub(qty).expect("sell beyond reserved");
+        self.sold += qty;
+    }
+}
+
+/// Index of a SKU in the catalog's dense array.
+pub type SkuIndex = u32;
+
+#[derive(Clone, Debug, Default)]
+pub struct Catalog {
+    skus: Vec<Sku>,
+    index: FxHashMap<SkuId, SkuIndex>,
+}
+
+impl Catalog {
+    pub fn from_skus(skus: Vec<Sku>) -> Result<Catalog, &'static str> {
+        let mut index = FxHashMap::default();
+        index.reserve(skus.len());
+        for (i, sku) in skus.iter().enumerate() {
+            if index.insert(sku.id, i as SkuIndex).is_some() {
+                return Err("a SKU appears twice in the catalog");
+            }
+        }
+        Ok(Catalog { skus, index })
+    }
+
+    pub fn len(&self) -> usize {
+        self.skus.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.skus.is_empty()
+    }
+
+    #[inline]
+    pub fn find(&self, id: SkuId) -> Option<SkuIndex> {
+        self.index.get(&id).copied()
+    }
+
+    pub fn get(&self, id: SkuId) -> Option<&Sku> {
+        self.find(id).map(|i| &self.skus[i as usize])
+    }
+
+    #[inline]
+    pub fn at(&self, index: SkuIndex) -> &Sku {
+        &self.skus[index as usize]
+    }
+
+    #[inline]
+    pub fn at_mut(&mut self, index: SkuIndex) -> &mut Sku {
+        &mut self.skus[index as usize]
+    }
+
+    pub fn insert(&mut self, sku: Sku) -> SkuIndex {
+        let index = self.skus.len() as SkuIndex;
+        let previous = self.index.insert(sku.id, index);
+        assert!(previous.is_none(), "SKU {} inserted twice", sku.id);
+        self.skus.push(sku);
+        index
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &Sku> {
+        self.skus.iter()
+    }
+
+    pub fn skus(&self) -> &[Sku] {
+        &self.skus
+    }
+
+    pub fn skus_mut(&mut self) -> &mut [Sku] {
+        &mut self.skus
+    }
+}
