@@ -22,13 +22,29 @@ pub enum Outcome {
         position: u32,
         units_ahead: Units,
     },
-    PaymentConfirmed { order: OrderId },
-    PaymentFailed { order: OrderId },
-    OrderCancelled { order: OrderId },
-    SkuUpserted { sku: SkuId },
-    SkuRestocked { sku: SkuId, available: Units },
-    SkuDelisted { sku: SkuId, waitlist_dropped: u32 },
-    Ticked { now_ns: TimestampNs },
+    PaymentConfirmed {
+        order: OrderId,
+    },
+    PaymentFailed {
+        order: OrderId,
+    },
+    OrderCancelled {
+        order: OrderId,
+    },
+    SkuUpserted {
+        sku: SkuId,
+    },
+    SkuRestocked {
+        sku: SkuId,
+        available: Units,
+    },
+    SkuDelisted {
+        sku: SkuId,
+        waitlist_dropped: u32,
+    },
+    Ticked {
+        now_ns: TimestampNs,
+    },
     StatementApplied {
         entries: u32,
         matched: u32,
@@ -37,7 +53,10 @@ pub enum Outcome {
     /// Refused; nothing changed. `subject` names what was wrong: the SKU for stock, window,
     /// limit and listing codes, the expected total for `WRONG_AMOUNT`, the order for order
     /// codes, otherwise 0.
-    Rejected { code: Code, subject: u64 },
+    Rejected {
+        code: Code,
+        subject: u64,
+    },
 }
 
 impl Outcome {
@@ -280,7 +299,9 @@ impl Event {
                 user,
                 sku,
             } => hash.words(&[client.0, request.0, user.0, sku.0]),
-            Event::Discrepancy(d) => hash.words(&[d.order.0, d.payment_ref, d.expected, d.captured]),
+            Event::Discrepancy(d) => {
+                hash.words(&[d.order.0, d.payment_ref, d.expected, d.captured])
+            }
         }
     }
 }

@@ -4,7 +4,9 @@
 use crate::config::RELEASE_HISTORY_LEN;
 use crate::ids::{TimestampNs, Units};
 
-#[derive(Clone, Debug, Default, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+#[derive(
+    Clone, Debug, Default, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize,
+)]
 pub struct ReleaseHistory {
     /// (when, units), a ring; `len` valid entries ending at `next - 1`.
     releases: [(TimestampNs, Units); RELEASE_HISTORY_LEN],
@@ -26,12 +28,16 @@ impl ReleaseHistory {
             return None;
         }
         let newest = (self.next as usize + RELEASE_HISTORY_LEN - 1) % RELEASE_HISTORY_LEN;
-        let oldest = (self.next as usize + RELEASE_HISTORY_LEN - self.len as usize)
-            % RELEASE_HISTORY_LEN;
-        let span_ns = self.releases[newest].0.checked_sub(self.releases[oldest].0)?;
+        let oldest =
+            (self.next as usize + RELEASE_HISTORY_LEN - self.len as usize) % RELEASE_HISTORY_LEN;
+        let span_ns = self.releases[newest]
+            .0
+            .checked_sub(self.releases[oldest].0)?;
         // The oldest release opens the span; the units released within it are the rest.
         let released: Units = (1..self.len as usize)
-            .map(|back| self.releases[(newest + RELEASE_HISTORY_LEN + 1 - back) % RELEASE_HISTORY_LEN].1)
+            .map(|back| {
+                self.releases[(newest + RELEASE_HISTORY_LEN + 1 - back) % RELEASE_HISTORY_LEN].1
+            })
             .sum();
         if span_ns == 0 || released == 0 {
             return None;

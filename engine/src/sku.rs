@@ -26,7 +26,9 @@ pub struct Sku {
 
 impl Sku {
     pub fn is_balanced(&self) -> bool {
-        self.available.checked_add(self.reserved).and_then(|n| n.checked_add(self.sold))
+        self.available
+            .checked_add(self.reserved)
+            .and_then(|n| n.checked_add(self.sold))
             == Some(self.stocked)
     }
 
@@ -53,17 +55,26 @@ impl Sku {
     }
 
     pub fn reserve(&mut self, qty: Units) {
-        self.available = self.available.checked_sub(qty).expect("reserve beyond available");
+        self.available = self
+            .available
+            .checked_sub(qty)
+            .expect("reserve beyond available");
         self.reserved += qty;
     }
 
     pub fn release(&mut self, qty: Units) {
-        self.reserved = self.reserved.checked_sub(qty).expect("release beyond reserved");
+        self.reserved = self
+            .reserved
+            .checked_sub(qty)
+            .expect("release beyond reserved");
         self.available += qty;
     }
 
     pub fn sell(&mut self, qty: Units) {
-        self.reserved = self.reserved.checked_sub(qty).expect("sell beyond reserved");
+        self.reserved = self
+            .reserved
+            .checked_sub(qty)
+            .expect("sell beyond reserved");
         self.sold += qty;
     }
 }

@@ -5,9 +5,9 @@
 use std::collections::VecDeque;
 
 use crate::config::EngineConfig;
+use crate::holdings::Holdings;
 use crate::idempotency::{IdempotencyWindow, RequestKey};
 use crate::ids::{OrderId, SkuId, TimestampNs, UserId};
-use crate::holdings::Holdings;
 use crate::order::{Order, OrderBook, OrderState};
 use crate::outcome::Outcome;
 use crate::rolling_hash::RollingHash;
@@ -109,7 +109,8 @@ impl Engine {
         let catalog = Catalog::from_skus(skus).map_err(inconsistent)?;
         let orders = OrderBook::from_orders(snapshot.orders);
         let pending = |id: &OrderId| orders.get(*id).is_some();
-        if !snapshot.deadlines.iter().all(pending) || !snapshot.unreconciled_paid.iter().all(pending)
+        if !snapshot.deadlines.iter().all(pending)
+            || !snapshot.unreconciled_paid.iter().all(pending)
         {
             return Err(inconsistent("a queue names an unknown order"));
         }
@@ -145,7 +146,9 @@ impl Engine {
             hash: RollingHash(snapshot.hash),
             commands_applied: snapshot.commands_applied,
         };
-        engine.check_invariants().map_err(SnapshotError::Inconsistent)?;
+        engine
+            .check_invariants()
+            .map_err(SnapshotError::Inconsistent)?;
         Ok(engine)
     }
 }

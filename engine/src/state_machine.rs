@@ -248,7 +248,13 @@ impl Engine {
                 user,
                 lines,
                 join_waitlist,
-            } => self.place_order(request.client, request.request, *user, lines, *join_waitlist),
+            } => self.place_order(
+                request.client,
+                request.request,
+                *user,
+                lines,
+                *join_waitlist,
+            ),
             Command::ConfirmPayment {
                 order,
                 amount,
@@ -400,7 +406,8 @@ impl Engine {
             !sku.waitlist.is_empty() || sku.available < Units::from(line.qty)
         });
         if let Some((line, &index)) = short {
-            return self.join_waitlist(client, request, user, lines, index, join_waitlist)
+            return self
+                .join_waitlist(client, request, user, lines, index, join_waitlist)
                 .unwrap_or(Outcome::rejected(Code::OutOfStock, line.sku.0));
         }
         if self.orders.len() >= self.config.orders_max {
@@ -434,7 +441,8 @@ impl Engine {
     ) -> Option<Outcome> {
         let [line] = lines else { return None };
         let sku = self.catalog.at(index);
-        let could_come_back = sku.reserved > 0 && Units::from(line.qty) <= sku.available + sku.reserved;
+        let could_come_back =
+            sku.reserved > 0 && Units::from(line.qty) <= sku.available + sku.reserved;
         if !wanted || !could_come_back {
             return None;
         }
@@ -512,7 +520,10 @@ impl Engine {
         order.payment_ref = payment_ref;
         let lines = order.lines.clone();
         for line in lines.as_slice() {
-            let index = self.catalog.find(line.sku).expect("order names a known SKU");
+            let index = self
+                .catalog
+                .find(line.sku)
+                .expect("order names a known SKU");
             self.catalog.at_mut(index).sell(Units::from(line.qty));
             // Fewer units can come back now; the waitlist head may have become hopeless.
             self.serve_waitlist(index, events);
@@ -543,7 +554,10 @@ impl Engine {
         let user = order.user;
         let lines = order.lines.clone();
         for line in lines.as_slice() {
-            let index = self.catalog.find(line.sku).expect("order names a known SKU");
+            let index = self
+                .catalog
+                .find(line.sku)
+                .expect("order names a known SKU");
             let qty = Units::from(line.qty);
             let sku = self.catalog.at_mut(index);
             sku.release(qty);
@@ -578,8 +592,13 @@ impl Engine {
                     sku: sku_id,
                     qty: head.qty,
                 };
-                let order =
-                    self.create_order(head.client, head.request, head.user, OrderLines::One(line), total);
+                let order = self.create_order(
+                    head.client,
+                    head.request,
+                    head.user,
+                    OrderLines::One(line),
+                    total,
+                );
                 events.push(Event::WaitlistOrderCreated {
                     client: head.client,
                     request: head.request,
@@ -591,7 +610,12 @@ impl Engine {
                     deadline_ns: self.clock_ns + self.config.payment_window_ns,
                 });
             } else if qty > sku.available + sku.reserved {
-                let entry = self.catalog.at_mut(index).waitlist.pop_front().expect("head");
+                let entry = self
+                    .catalog
+                    .at_mut(index)
+                    .waitlist
+                    .pop_front()
+                    .expect("head");
                 self.drop_wait_entry(sku_id, entry, events);
             } else {
                 break;
@@ -621,7 +645,8 @@ impl Engine {
         closes_through_ns: Option<TimestampNs>,
         events: &mut Vec<Event>,
     ) -> Outcome {
-        if entries.len() > STATEMENT_ENTRIES_MAX || (entries.is_empty() && closes_through_ns.is_none())
+        if entries.len() > STATEMENT_ENTRIES_MAX
+            || (entries.is_empty() && closes_through_ns.is_none())
         {
             return Outcome::rejected(Code::BadStatement, entries.len() as u64);
         }
@@ -633,7 +658,10 @@ impl Engine {
                 Some(kind) => {
                     if kind == DiscrepancyKind::SettledFromStatement {
                         self.settle(entry.order, entry.payment_ref, events);
-                        self.orders.get_mut(entry.order).expect("settled").reconciled = true;
+                        self.orders
+                            .get_mut(entry.order)
+                            .expect("settled")
+                            .reconciled = true;
                     }
                     let expected = self.orders.get(entry.order).map_or(0, |o| o.total);
                     events.push(Event::Discrepancy(Discrepancy {

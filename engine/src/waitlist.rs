@@ -108,7 +108,10 @@ impl Waitlist {
                     return Err("waitlist tickets are not contiguous");
                 }
             }
-            expected = Some((entry.ticket + 1, entry.units_before + Units::from(entry.qty)));
+            expected = Some((
+                entry.ticket + 1,
+                entry.units_before + Units::from(entry.qty),
+            ));
             if self.by_user.insert(entry.user, entry.ticket).is_some() {
                 return Err("a user is queued twice on one waitlist");
             }

@@ -56,16 +56,23 @@ impl<T> Consumer<T> {
         self.read_up_to(usize::MAX, timeout)
     }
 
-    pub fn read_up_to(&mut self, max: usize, timeout: Option<Duration>) -> Option<ReadBatch<'_, T>> {
+    pub fn read_up_to(
+        &mut self,
+        max: usize,
+        timeout: Option<Duration>,
+    ) -> Option<ReadBatch<'_, T>> {
         if self.available_cached <= self.processed {
             let deadline = timeout.map(|t| Instant::now() + t);
             let processed = self.processed;
             let upstream = &self.upstream;
             let mut seen = self.available_cached;
-            let ready = self.shared.notifier.wait_until(self.shared.strategy, deadline, || {
-                seen = cursor::minimum(upstream);
-                seen > processed
-            });
+            let ready = self
+                .shared
+                .notifier
+                .wait_until(self.shared.strategy, deadline, || {
+                    seen = cursor::minimum(upstream);
+                    seen > processed
+                });
             self.available_cached = seen;
             if !ready {
                 return None;

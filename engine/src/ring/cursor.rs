@@ -25,7 +25,10 @@ impl Cursor {
     /// `get` that observes it.
     #[inline]
     pub(crate) fn set(&self, sequence: u64) {
-        debug_assert!(sequence >= self.value.load(Ordering::Relaxed), "cursors never go back");
+        debug_assert!(
+            sequence >= self.value.load(Ordering::Relaxed),
+            "cursors never go back"
+        );
         self.value.store(sequence, Ordering::Release);
     }
 }

@@ -66,10 +66,13 @@ impl<T> Producer<T> {
             let deadline = timeout.map(|t| Instant::now() + t);
             let gating = &self.gating;
             let mut seen = self.gate_cached;
-            let freed = self.shared.notifier.wait_until(self.shared.strategy, deadline, || {
-                seen = cursor::minimum(gating);
-                seen >= must_be_released
-            });
+            let freed = self
+                .shared
+                .notifier
+                .wait_until(self.shared.strategy, deadline, || {
+                    seen = cursor::minimum(gating);
+                    seen >= must_be_released
+                });
             self.gate_cached = seen;
             if !freed {
                 return None;

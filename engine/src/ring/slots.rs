@@ -19,7 +19,10 @@ unsafe impl<T: Send> Send for Slots<T> {}
 
 impl<T> Slots<T> {
     pub(crate) fn new(capacity: usize, mut fill: impl FnMut() -> T) -> Slots<T> {
-        assert!(capacity.is_power_of_two(), "ring capacity must be a power of two");
+        assert!(
+            capacity.is_power_of_two(),
+            "ring capacity must be a power of two"
+        );
         assert!(capacity >= 2, "a ring needs at least two slots");
         let slots = (0..capacity).map(|_| UnsafeCell::new(fill())).collect();
         Slots {
@@ -39,7 +42,12 @@ impl<T> Slots<T> {
     #[allow(clippy::mut_from_ref)]
     pub(crate) unsafe fn get_mut(&self, sequence: u64) -> &mut T {
         // SAFETY: the index is masked into bounds; exclusivity is the caller's promise.
-        unsafe { &mut *self.slots.get_unchecked((sequence & self.mask) as usize).get() }
+        unsafe {
+            &mut *self
+                .slots
+                .get_unchecked((sequence & self.mask) as usize)
+                .get()
+        }
     }
 
     /// SAFETY (caller): the sequence is published and the producer cannot reclaim it until the
@@ -47,6 +55,11 @@ impl<T> Slots<T> {
     #[inline]
     pub(crate) unsafe fn get(&self, sequence: u64) -> &T {
         // SAFETY: the index is masked into bounds; no writer exists by the caller's promise.
-        unsafe { &*self.slots.get_unchecked((sequence & self.mask) as usize).get() }
+        unsafe {
+            &*self
+                .slots
+                .get_unchecked((sequence & self.mask) as usize)
+                .get()
+        }
     }
 }

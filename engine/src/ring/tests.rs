@@ -64,7 +64,10 @@ fn producer_cannot_lap_the_slowest_consumer() {
     publish(&mut producer, &[1, 2, 3, 4]);
     assert!(producer.try_claim(1).is_none(), "ring is full");
     assert_eq!(drain(&mut stages[fast.index()]).len(), 4);
-    assert!(producer.try_claim(1).is_none(), "the slow stage still holds every slot");
+    assert!(
+        producer.try_claim(1).is_none(),
+        "the slow stage still holds every slot"
+    );
     assert_eq!(producer.free_slots(), 0);
     {
         let batch = stages[slow.index()].try_read_up_to(2).unwrap();
@@ -73,9 +76,7 @@ fn producer_cannot_lap_the_slowest_consumer() {
     assert_eq!(producer.free_slots(), 2);
     assert!(producer.try_claim(3).is_none());
     publish(&mut producer, &[5, 6]);
-    assert!(producer
-        .claim(1, Some(Duration::from_millis(20)))
-        .is_none());
+    assert!(producer.claim(1, Some(Duration::from_millis(20))).is_none());
 }
 
 #[test]
@@ -88,7 +89,10 @@ fn a_later_stage_waits_for_every_stage_before_it() {
     publish(&mut producer, &[7, 8, 9]);
     assert!(stages[gate.index()].try_read().is_none());
     drop(stages[journal.index()].try_read_up_to(2));
-    assert!(stages[gate.index()].try_read().is_none(), "engine has not seen any");
+    assert!(
+        stages[gate.index()].try_read().is_none(),
+        "engine has not seen any"
+    );
     drop(stages[engine.index()].try_read());
     assert_eq!(drain(&mut stages[gate.index()]), vec![(1, 7), (2, 8)]);
     drop(stages[journal.index()].try_read());

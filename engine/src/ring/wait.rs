@@ -57,7 +57,9 @@ impl std::str::FromStr for WaitStrategy {
             "busy-spin" | "spin" => Ok(WaitStrategy::BusySpin),
             "yield" => Ok(WaitStrategy::Yield),
             "block" => Ok(WaitStrategy::Block),
-            other => Err(format!("unknown wait strategy {other:?} (busy-spin, yield, block)")),
+            other => Err(format!(
+                "unknown wait strategy {other:?} (busy-spin, yield, block)"
+            )),
         }
     }
 }
@@ -98,7 +100,7 @@ impl Notifier {
             }
             spins = spins.wrapping_add(1);
             let backing_off = strategy != WaitStrategy::BusySpin && spins > SPINS_BEFORE_BACKOFF;
-            if (backing_off || spins % SPINS_PER_CLOCK_CHECK == 0)
+            if (backing_off || spins.is_multiple_of(SPINS_PER_CLOCK_CHECK))
                 && deadline.is_some_and(|d| Instant::now() >= d)
             {
                 return ready();

@@ -124,12 +124,7 @@ impl Model {
         }
         // 3. Tick.
         if request.command == Command::Tick {
-            return (
-                Outcome::Ticked {
-                    now_ns: self.clock,
-                },
-                events,
-            );
+            return (Outcome::Ticked { now_ns: self.clock }, events);
         }
         // 4. Idempotency.
         let key = (request.client, request.request);
@@ -263,9 +258,7 @@ impl Model {
     pub fn held(&self, user: UserId, sku: SkuId) -> Units {
         let mut held = 0;
         for o in &self.orders {
-            if o.user == user
-                && matches!(o.state, OrderState::PendingPayment | OrderState::Paid)
-            {
+            if o.user == user && matches!(o.state, OrderState::PendingPayment | OrderState::Paid) {
                 for l in &o.lines {
                     if l.sku == sku {
                         held += Units::from(l.qty);
@@ -506,10 +499,7 @@ impl Model {
                 s.available -= qty;
                 s.reserved += qty;
                 let total = price * qty;
-                let line = OrderLine {
-                    sku,
-                    qty: head.qty,
-                };
+                let line = OrderLine { sku, qty: head.qty };
                 let order = self.new_order(head.client, head.request, head.user, vec![line], total);
                 events.push(Event::WaitlistOrderCreated {
                     client: head.client,
@@ -543,7 +533,8 @@ impl Model {
         closes_through_ns: Option<TimestampNs>,
         events: &mut Vec<Event>,
     ) -> Outcome {
-        if entries.len() > STATEMENT_ENTRIES_MAX || (entries.is_empty() && closes_through_ns.is_none())
+        if entries.len() > STATEMENT_ENTRIES_MAX
+            || (entries.is_empty() && closes_through_ns.is_none())
         {
             return reject(Code::BadStatement, 0);
         }
@@ -575,7 +566,14 @@ impl Model {
                     if e.amount == total {
                         matched += 1;
                     } else {
-                        report(events, AmountMismatch, e.order, e.payment_ref, total, e.amount)
+                        report(
+                            events,
+                            AmountMismatch,
+                            e.order,
+                            e.payment_ref,
+                            total,
+                            e.amount,
+                        )
                     }
                 }
                 (StatementStatus::Captured, Some(Paid)) => {
@@ -584,17 +582,36 @@ impl Model {
                 (StatementStatus::Captured, Some(PendingPayment)) if e.amount == total => {
                     self.settle(e.order, e.payment_ref, events);
                     self.orders[idx(e.order)].seen = true;
-                    report(events, SettledFromStatement, e.order, e.payment_ref, total, e.amount)
+                    report(
+                        events,
+                        SettledFromStatement,
+                        e.order,
+                        e.payment_ref,
+                        total,
+                        e.amount,
+                    )
                 }
-                (StatementStatus::Captured, Some(PendingPayment)) => {
-                    report(events, AmountMismatch, e.order, e.payment_ref, total, e.amount)
-                }
+                (StatementStatus::Captured, Some(PendingPayment)) => report(
+                    events,
+                    AmountMismatch,
+                    e.order,
+                    e.payment_ref,
+                    total,
+                    e.amount,
+                ),
                 (StatementStatus::Captured, Some(Cancelled | PaymentFailed | Expired)) => {
                     report(events, RefundDue, e.order, e.payment_ref, total, e.amount)
                 }
                 (StatementStatus::Declined, Some(Paid)) if !seen => {
                     self.orders[idx(e.order)].seen = true;
-                    report(events, MissingFromStatement, e.order, e.payment_ref, total, 0)
+                    report(
+                        events,
+                        MissingFromStatement,
+                        e.order,
+                        e.payment_ref,
+                        total,
+                        0,
+                    )
                 }
                 (StatementStatus::Declined, _) => matched += 1,
             }
