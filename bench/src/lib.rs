@@ -1,1 +1,91 @@
-//! placeholder
+//! Shared pieces of surge's benchmarks: recorded workloads ready to replay on a fresh engine.
+//! The benches themselves are in `benches/` (criterion) and `src/bin/` (measurements that
+//! are not timings, such as memory per order).
+
+use engine::{
+    ClientId, Command, Engine, EngineConfig, OrderLine, Output, Request, RequestId, SkuId, SkuSpec,
+    TimestampNs, UserId,
+};
+use loadgen::{Recording, Scenario, Simulation};
+
+/// Record a whole simulated run of `scenario`.
+pub fn record(scenario: &impl Scenario, config: EngineConfig, seed: u64) -> Recording {
+    let mut engine = Engine::new(config);
+    let (_, recording) = Simulation::new(scenario, &mut engine, seed).record().run();
+    recording.expect("recording was asked for")
+}
+
+/// Apply `requests` to `engine` as the engine stage does, prefetching for the next request
+/// while applying this one; returns the engine's hash so the work cannot be optimised away.
+pub fn replay(engine: &mut Engine, requests: &[(TimestampNs, Request)]) -> u64 {
+    let mut out = Output::default();
+    for (i, (now_ns, request)) in requests.iter().enumerate() {
+        if let Some((_, next)) = requests.get(i + PREFETCH_DISTANCE) {
+            engine.prefetch(next);
+        }
+        engine.apply(*now_ns, request, &mut out);
+    }
+    engine.hash()
+}
+
+/// How far ahead `replay` prefetches: far enough for a DRAM miss (~100 ns) to land before the
+/// request is applied, near enough that the line is still in cache.
+pub const PREFETCH_DISTANCE: usize = 2;
+
+/// Clients of the hot path.
+pub const HOT_PATH_CLIENTS: u64 = 64;
+
+/// Bring every hot-path client's idempotency table to full size (`window` requests each,
+/// cancels of an order that does not exist: rejected, remembered, no other effect). The hot
+/// path's own request ids then continue above these.
+pub fn warm_sessions(window: u32) -> Vec<(TimestampNs, Request)> {
+    (0..u64::from(window) * HOT_PATH_CLIENTS)
+        .map(|i| {
+            let request = Request {
+                client: ClientId(1 + i % HOT_PATH_CLIENTS),
+                request: RequestId(1 + i / HOT_PATH_CLIENTS),
+                command: Command::CancelOrder {
+                    order: engine::OrderId(u64::MAX),
+                },
+            };
+            (0, request)
+        })
+        .collect()
+}
+
+/// The PlaceOrder hot path: one SKU with stock for everyone, `orders` buyers each placing one
+/// single-unit order, 1 ns apart.
+pub fn hot_path(orders: u64) -> (Vec<(TimestampNs, Request)>, Vec<(TimestampNs, Request)>) {
+    let sku = SkuId(1);
+    let setup = vec![(
+        0,
+        Request {
+            client: ClientId(1),
+            request: RequestId(0),
+            command: Command::UpsertSku(SkuSpec {
+                sku,
+                price: 19_900,
+                stock: orders,
+                per_user_limit: 4,
+                sale_window: None,
+            }),
+        },
+    )];
+    let stream = (1..=orders)
+        .map(|i| {
+            let request = Request {
+                // Shop-backend clients, each numbering its own requests upwards, past any
+                // warm-up requests.
+                client: ClientId(1 + i % HOT_PATH_CLIENTS),
+                request: RequestId(1 << 32 | i / HOT_PATH_CLIENTS),
+                command: Command::PlaceOrder {
+                    user: UserId(i),
+                    lines: vec![OrderLine { sku, qty: 1 }],
+                    join_waitlist: true,
+                },
+            };
+            (i, request)
+        })
+        .collect();
+    (setup, stream)
+}

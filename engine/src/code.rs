@@ -127,6 +127,9 @@ codes! {
     OrderCapacityFull = 121 => "ORDER_CAPACITY_FULL",
     BadStatement = 122 => "BAD_STATEMENT",
     SkuCapacityFull = 123 => "SKU_CAPACITY_FULL",
+    /// The request id is older than the client's idempotency window: it cannot be told
+    /// apart from a new request, so it is refused rather than risk applying it twice.
+    RequestTooOld = 124 => "REQUEST_TOO_OLD",
 }
 
 #[cfg(test)]

@@ -18,8 +18,10 @@ pub struct EngineConfig {
     pub payment_window_ns: TimestampNs,
     /// Buyers queued per SKU.
     pub waitlist_len_max: u32,
-    /// Requests remembered for idempotent retries (oldest forgotten first).
+    /// Requests remembered per client for idempotent retries (rounded up to a power of two).
     pub idempotency_window: u32,
+    /// Clients whose requests are remembered (the least recently active is forgotten).
+    pub clients_max: u32,
     /// Orders held in memory.
     pub orders_max: u64,
     /// SKUs in the catalog.
@@ -31,7 +33,8 @@ impl Default for EngineConfig {
         EngineConfig {
             payment_window_ns: 10 * 60 * 1_000_000_000,
             waitlist_len_max: 100_000,
-            idempotency_window: 1 << 21,
+            idempotency_window: 1 << 16,
+            clients_max: 1024,
             orders_max: 1 << 27,
             skus_max: 1 << 21,
         }

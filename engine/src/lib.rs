@@ -11,6 +11,7 @@ pub mod config;
 pub mod holdings;
 pub mod idempotency;
 pub mod ids;
+mod memory;
 pub mod order;
 pub mod outcome;
 pub mod release_history;

@@ -94,6 +94,27 @@ impl OrderBook {
         OrderBook { orders }
     }
 
+    /// Room for `orders` more without reallocating, pages faulted in now.
+    pub fn preallocate(&mut self, orders: usize) {
+        let filler = Order {
+            client: ClientId(0),
+            request: RequestId(0),
+            user: UserId(0),
+            total: 0,
+            created_ns: 0,
+            deadline_ns: 0,
+            paid_ns: 0,
+            payment_ref: 0,
+            lines: OrderLines::One(OrderLine {
+                sku: crate::ids::SkuId(0),
+                qty: 0,
+            }),
+            state: OrderState::PendingPayment,
+            reconciled: false,
+        };
+        crate::memory::reserve_touched(&mut self.orders, orders, filler);
+    }
+
     pub fn len(&self) -> u64 {
         self.orders.len() as u64
     }

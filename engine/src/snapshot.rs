@@ -6,10 +6,9 @@ use std::collections::VecDeque;
 
 use crate::config::EngineConfig;
 use crate::holdings::Holdings;
-use crate::idempotency::{IdempotencyWindow, RequestKey};
+use crate::idempotency::{IdempotencyWindow, Session};
 use crate::ids::{OrderId, SkuId, TimestampNs, UserId};
 use crate::order::{Order, OrderBook, OrderState};
-use crate::outcome::Outcome;
 use crate::rolling_hash::RollingHash;
 use crate::sku::{Catalog, Sku};
 use crate::state_machine::Engine;
@@ -27,8 +26,8 @@ pub struct EngineSnapshot {
     pub skus: Vec<Sku>,
     pub orders: Vec<Order>,
     pub holdings: Vec<(UserId, SkuId, u32)>,
-    /// Oldest first.
-    pub idempotency: Vec<(RequestKey, Outcome)>,
+    /// By client id.
+    pub idempotency: Vec<Session>,
     pub deadlines: Vec<OrderId>,
     pub unreconciled_paid: Vec<OrderId>,
 }
@@ -90,7 +89,7 @@ impl Engine {
             skus: self.catalog.skus().to_vec(),
             orders: self.orders.as_slice().to_vec(),
             holdings: self.holdings.to_sorted_vec(),
-            idempotency: self.idempotency.entries().collect(),
+            idempotency: self.idempotency.sessions(),
             deadlines: self.deadlines.iter().copied().collect(),
             unreconciled_paid: self.unreconciled_paid.iter().copied().collect(),
         }
@@ -114,16 +113,12 @@ impl Engine {
         {
             return Err(inconsistent("a queue names an unknown order"));
         }
-        if snapshot.idempotency.len() > snapshot.config.idempotency_window as usize {
-            return Err(inconsistent("idempotency window larger than configured"));
-        }
-        let mut idempotency = IdempotencyWindow::new(snapshot.config.idempotency_window);
-        for (key, outcome) in snapshot.idempotency {
-            if idempotency.get(key).is_some() {
-                return Err(inconsistent("a request is remembered twice"));
-            }
-            idempotency.insert(key, outcome);
-        }
+        let idempotency = IdempotencyWindow::restore(
+            snapshot.config.idempotency_window,
+            snapshot.config.clients_max,
+            snapshot.idempotency,
+        )
+        .map_err(inconsistent)?;
         let every_pending_has_a_deadline = {
             let queued: std::collections::BTreeSet<_> = snapshot.deadlines.iter().collect();
             orders
@@ -139,7 +134,7 @@ impl Engine {
             clock_ns: snapshot.clock_ns,
             catalog,
             orders,
-            holdings: Holdings::from_entries(&snapshot.holdings),
+            holdings: Holdings::from_entries(&snapshot.holdings).map_err(inconsistent)?,
             idempotency,
             deadlines: VecDeque::from(snapshot.deadlines),
             unreconciled_paid: VecDeque::from(snapshot.unreconciled_paid),

@@ -18,7 +18,7 @@ use crate::command::{Command, OrderLine, Query, Request, SkuSpec, StatementEntry
 use crate::command::{SaleWindow, StatementStatus};
 use crate::config::{EngineConfig, ORDER_LINES_MAX, STATEMENT_ENTRIES_MAX};
 use crate::holdings::Holdings;
-use crate::idempotency::IdempotencyWindow;
+use crate::idempotency::{IdempotencyWindow, Seen};
 use crate::ids::{ClientId, Money, OrderId, RequestId, SkuId, TimestampNs, Units, UserId};
 use crate::order::{Order, OrderBook, OrderLines, OrderState};
 use crate::outcome::{Answer, Discrepancy, DiscrepancyKind, Event, OrderView, Outcome, Output};
@@ -53,12 +53,24 @@ impl Engine {
             catalog: Catalog::default(),
             orders: OrderBook::default(),
             holdings: Holdings::default(),
-            idempotency: IdempotencyWindow::new(config.idempotency_window),
+            idempotency: IdempotencyWindow::new(config.idempotency_window, config.clients_max),
             deadlines: VecDeque::new(),
             unreconciled_paid: VecDeque::new(),
             hash: RollingHash::default(),
             commands_applied: 0,
         }
+    }
+
+    /// Size the order book, the deadline queue and the holdings table for `orders` more
+    /// orders and fault their memory in now, so the sale does not pay page faults on the hot
+    /// path. Changes no state: replicas may preallocate differently.
+    pub fn preallocate(&mut self, orders: u64) {
+        let orders = usize::try_from(orders.min(self.config.orders_max)).expect("fits memory");
+        self.orders.preallocate(orders);
+        let mut deadlines: Vec<OrderId> = std::mem::take(&mut self.deadlines).into();
+        crate::memory::reserve_touched(&mut deadlines, orders, OrderId(0));
+        self.deadlines = deadlines.into();
+        self.holdings.preallocate(self.holdings.len() + orders);
     }
 
     pub fn config(&self) -> &EngineConfig {
@@ -101,11 +113,13 @@ impl Engine {
             }
         } else {
             let key = (request.client, request.request);
-            match self.idempotency.get(key) {
-                Some(original) => original,
-                None => {
+            match self.idempotency.seen(key) {
+                Seen::Retry(original) => original,
+                Seen::TooOld => Outcome::rejected(Code::RequestTooOld, request.request.0),
+                Seen::New => {
                     let outcome = self.execute(request, &mut out.events);
-                    self.idempotency.insert(key, outcome);
+                    self.idempotency
+                        .remember(key, outcome, self.commands_applied);
                     outcome
                 }
             }
@@ -115,6 +129,19 @@ impl Engine {
             event.feed(&mut self.hash);
         }
         self.commands_applied += 1;
+    }
+
+    /// A hint: start loading what applying `request` will touch that is likely cold (the
+    /// buyer's per-SKU holdings, the client's idempotency slot). A stage that has the next request in hand calls this before
+    /// applying the current one, so the cache miss overlaps that work. Changes nothing.
+    #[inline]
+    pub fn prefetch(&self, request: &Request) {
+        self.idempotency.prefetch((request.client, request.request));
+        if let Command::PlaceOrder { user, lines, .. } = &request.command {
+            if let Some(line) = lines.first() {
+                self.holdings.prefetch(*user, line.sku);
+            }
+        }
     }
 
     /// Answer a query from the current state. Changes nothing.

@@ -26,6 +26,7 @@ impl Sim {
             payment_window_ns: WINDOW_NS,
             waitlist_len_max: 3,
             idempotency_window: 1000,
+            clients_max: 8,
             orders_max: 1000,
             skus_max: 10,
         })
@@ -580,6 +581,7 @@ fn catalog_and_orders_are_bounded() {
         payment_window_ns: WINDOW_NS,
         waitlist_len_max: 1,
         idempotency_window: 100,
+        clients_max: 8,
         orders_max: 2,
         skus_max: 1,
     });
@@ -623,28 +625,46 @@ fn a_retried_request_gets_the_original_outcome_and_no_second_order() {
 }
 
 #[test]
-fn the_idempotency_window_forgets_oldest_first() {
+fn requests_older_than_the_window_are_refused_not_reapplied() {
     let mut s = Sim::with_config(EngineConfig {
         payment_window_ns: WINDOW_NS,
         waitlist_len_max: 1,
-        idempotency_window: 2,
+        idempotency_window: 16,
+        clients_max: 2,
         orders_max: 100,
         skus_max: 1,
     });
-    s.sku(HOT, 10, 10, 0);
+    s.sku(HOT, 10, 100, 0);
     let place = |user| Command::PlaceOrder {
         user: UserId(user),
         lines: vec![OrderLine { sku: HOT, qty: 1 }],
         join_waitlist: false,
     };
-    s.send_as(9, 1, place(1));
-    s.send_as(9, 2, place(2));
-    s.send_as(9, 3, place(3));
-    assert_eq!(s.engine.orders().len(), 3);
-    s.send_as(9, 3, place(3));
-    assert_eq!(s.engine.orders().len(), 3, "request 3 is remembered");
-    s.send_as(9, 1, place(1));
-    assert_eq!(s.engine.orders().len(), 4, "request 1 was forgotten");
+    for r in 1..=20 {
+        s.send_as(9, r, place(r));
+    }
+    assert_eq!(s.engine.orders().len(), 20);
+    assert!(matches!(
+        s.send_as(9, 5, place(5)),
+        Outcome::OrderPlaced {
+            order: OrderId(5),
+            ..
+        }
+    ));
+    assert_eq!(
+        s.send_as(9, 4, place(4)),
+        Outcome::Rejected {
+            code: Code::RequestTooOld,
+            subject: 4
+        }
+    );
+    assert_eq!(s.engine.orders().len(), 20, "neither retry made an order");
+    // Past `clients_max` clients, the least recently active is forgotten.
+    s.send_as(10, 1, place(30));
+    s.send_as(11, 1, place(31));
+    assert_eq!(s.engine.orders().len(), 22);
+    s.send_as(9, 20, place(20));
+    assert_eq!(s.engine.orders().len(), 23, "client 9 was forgotten");
 }
 
 fn statement(s: &mut Sim, entries: &[(u64, u64, StatementStatus)], close: Option<u64>) -> Outcome {
