@@ -8,6 +8,9 @@ use engine::{
 };
 use loadgen::{Recording, Scenario, Simulation};
 
+/// Requests as the sequencer stamped them.
+pub type Stream = Vec<(TimestampNs, Request)>;
+
 /// Record a whole simulated run of `scenario`.
 pub fn record(scenario: &impl Scenario, config: EngineConfig, seed: u64) -> Recording {
     let mut engine = Engine::new(config);
@@ -38,7 +41,7 @@ pub const HOT_PATH_CLIENTS: u64 = 64;
 /// Bring every hot-path client's idempotency table to full size (`window` requests each,
 /// cancels of an order that does not exist: rejected, remembered, no other effect). The hot
 /// path's own request ids then continue above these.
-pub fn warm_sessions(window: u32) -> Vec<(TimestampNs, Request)> {
+pub fn warm_sessions(window: u32) -> Stream {
     (0..u64::from(window) * HOT_PATH_CLIENTS)
         .map(|i| {
             let request = Request {
@@ -55,7 +58,7 @@ pub fn warm_sessions(window: u32) -> Vec<(TimestampNs, Request)> {
 
 /// The PlaceOrder hot path: one SKU with stock for everyone, `orders` buyers each placing one
 /// single-unit order, 1 ns apart.
-pub fn hot_path(orders: u64) -> (Vec<(TimestampNs, Request)>, Vec<(TimestampNs, Request)>) {
+pub fn hot_path(orders: u64) -> (Stream, Stream) {
     let sku = SkuId(1);
     let setup = vec![(
         0,
@@ -77,7 +80,7 @@ pub fn hot_path(orders: u64) -> (Vec<(TimestampNs, Request)>, Vec<(TimestampNs, 
                 // Shop-backend clients, each numbering its own requests upwards, past any
                 // warm-up requests.
                 client: ClientId(1 + i % HOT_PATH_CLIENTS),
-                request: RequestId(1 << 32 | i / HOT_PATH_CLIENTS),
+                request: RequestId((1 << 32) | (i / HOT_PATH_CLIENTS)),
                 command: Command::PlaceOrder {
                     user: UserId(i),
                     lines: vec![OrderLine { sku, qty: 1 }],

@@ -194,7 +194,7 @@ mod tests {
             let key = (UserId(x % 3000), SkuId(x / 3000 % 3));
             let held = model.get(&key).copied().unwrap_or(0);
             assert_eq!(table.get(key.0, key.1), held, "step {step}");
-            if held > 0 && x % 3 == 0 {
+            if held > 0 && x.is_multiple_of(3) {
                 let qty = 1 + (x / 7 % held as u64) as u32;
                 table.remove(key.0, key.1, qty);
                 if held == qty {

@@ -4,7 +4,7 @@
 //! recomputed (holdings, for one, are summed from orders and waitlists on every use), so each
 //! rule reads like the sentence it comes from.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::BTreeMap;
 
 use engine::outcome::{OrderView, StockView, WaitlistView};
 use engine::{Answer, Code, Discrepancy, DiscrepancyKind, EngineConfig, Event, Outcome};
@@ -59,6 +59,17 @@ pub struct ModelOrder {
     pub seen: bool,
 }
 
+/// What the engine remembers of one client's requests (ENGINE.md, *Idempotency*).
+#[derive(Clone, Debug, Default)]
+pub struct Session {
+    /// The largest request id the client has had applied; `None` before its first.
+    pub highest: Option<u64>,
+    /// Outcomes by request id (only ids still inside the window matter).
+    pub outcomes: BTreeMap<u64, Outcome>,
+    /// When its last non-Tick command came, counted in non-Tick commands.
+    pub last_active: u64,
+}
+
 #[derive(Clone, Debug)]
 pub struct Model {
     pub config: EngineConfig,
@@ -68,8 +79,9 @@ pub struct Model {
     pub orders: Vec<ModelOrder>,
     /// Every order ever paid, in payment order (a statement's close walks it).
     pub paid_in_order: Vec<OrderId>,
-    /// Remembered outcomes, oldest first.
-    pub remembered: VecDeque<((ClientId, RequestId), Outcome)>,
+    pub sessions: BTreeMap<ClientId, Session>,
+    /// Non-Tick commands so far: the clock for `Session::last_active`.
+    pub keyed_commands: u64,
 }
 
 fn reject(code: Code, subject: u64) -> Outcome {
@@ -88,7 +100,8 @@ impl Model {
             skus: BTreeMap::new(),
             orders: Vec::new(),
             paid_in_order: Vec::new(),
-            remembered: VecDeque::new(),
+            sessions: BTreeMap::new(),
+            keyed_commands: 0,
         }
     }
 
@@ -127,16 +140,56 @@ impl Model {
             return (Outcome::Ticked { now_ns: self.clock }, events);
         }
         // 4. Idempotency.
-        let key = (request.client, request.request);
-        if let Some((_, outcome)) = self.remembered.iter().find(|(k, _)| *k == key) {
-            return (*outcome, events);
+        let id = request.request.0;
+        let window = self.window();
+        self.keyed_commands += 1;
+        let session = self.session(request.client);
+        if let Some(highest) = session.highest {
+            if id.saturating_add(window) <= highest {
+                return (reject(Code::RequestTooOld, id), events);
+            }
+            if let Some(outcome) = session.outcomes.get(&id) {
+                return (*outcome, events);
+            }
         }
         let outcome = self.execute(request, &mut events);
-        self.remembered.push_back((key, outcome));
-        while self.remembered.len() > self.config.idempotency_window as usize {
-            self.remembered.pop_front();
-        }
+        let session = self.sessions.get_mut(&request.client).expect("made above");
+        let highest = session.highest.map_or(id, |h| h.max(id));
+        session.highest = Some(highest);
+        session.outcomes.insert(id, outcome);
+        session
+            .outcomes
+            .retain(|&old, _| old.saturating_add(window) > highest);
         (outcome, events)
+    }
+
+    /// `W`: `idempotency_window` rounded up to a power of two, at least 16.
+    fn window(&self) -> u64 {
+        u64::from(self.config.idempotency_window)
+            .next_power_of_two()
+            .max(16)
+    }
+
+    /// The client's session, marked active now; a new client past `clients_max` first evicts
+    /// the one whose last command is oldest.
+    fn session(&mut self, client: ClientId) -> &mut Session {
+        if !self.sessions.contains_key(&client)
+            && self.sessions.len() >= self.config.clients_max as usize
+        {
+            let idlest = self
+                .sessions
+                .iter()
+                .min_by_key(|(_, s)| s.last_active)
+                .map(|(c, _)| *c);
+            if let Some(idlest) = idlest {
+                self.sessions.remove(&idlest);
+            }
+        }
+        let session = self.sessions.entry(client).or_default();
+        // Any non-Tick command counts ("whose last command (non-Tick) is oldest"), so a retry
+        // answered from memory or refused as too old does too.
+        session.last_active = self.keyed_commands;
+        session
     }
 
     fn execute(&mut self, request: &Request, events: &mut Vec<Event>) -> Outcome {
@@ -498,6 +551,8 @@ impl Model {
                 s.waitlist.remove(0);
                 s.available -= qty;
                 s.reserved += qty;
+                // ENGINE.md does not say what happens if the price rose while the buyer queued
+                // and this overflows; the tests keep prices where it cannot.
                 let total = price * qty;
                 let line = OrderLine { sku, qty: head.qty };
                 let order = self.new_order(head.client, head.request, head.user, vec![line], total);
@@ -533,109 +588,78 @@ impl Model {
         closes_through_ns: Option<TimestampNs>,
         events: &mut Vec<Event>,
     ) -> Outcome {
-        if entries.len() > STATEMENT_ENTRIES_MAX
-            || (entries.is_empty() && closes_through_ns.is_none())
-        {
+        let too_many = entries.len() > STATEMENT_ENTRIES_MAX;
+        if too_many || (entries.is_empty() && closes_through_ns.is_none()) {
             return reject(Code::BadStatement, 0);
         }
+        use DiscrepancyKind::*;
+        use OrderState::*;
+        use StatementStatus::*;
         let mut matched = 0u32;
-        let mut discrepancies = 0u32;
-        let mut report = |events: &mut Vec<Event>, kind, order, payment_ref, expected, captured| {
-            discrepancies += 1;
-            events.push(Event::Discrepancy(Discrepancy {
-                kind,
-                order,
-                payment_ref,
-                expected,
-                captured,
-            }));
-        };
+        let mut found: Vec<Discrepancy> = Vec::new();
         for e in entries {
-            let (state, total, seen) = match self.order(e.order) {
-                Some(o) => (Some(o.state), o.total, o.seen),
-                None => (None, 0, false),
-            };
-            use DiscrepancyKind::*;
-            use OrderState::*;
-            match (e.status, state) {
-                (StatementStatus::Captured, None) => {
-                    report(events, RefundDue, e.order, e.payment_ref, 0, e.amount)
-                }
-                (StatementStatus::Captured, Some(Paid)) if !seen => {
+            let order = self.order(e.order).map(|o| (o.state, o.total, o.seen));
+            let total = order.map_or(0, |(_, total, _)| total);
+            // What the table in ENGINE.md says for this row; `None` means the entry agrees.
+            let kind = match (e.status, order) {
+                (Captured, None) => Some(RefundDue),
+                (Captured, Some((Paid, _, false))) => {
                     self.orders[idx(e.order)].seen = true;
-                    if e.amount == total {
-                        matched += 1;
-                    } else {
-                        report(
-                            events,
-                            AmountMismatch,
-                            e.order,
-                            e.payment_ref,
-                            total,
-                            e.amount,
-                        )
-                    }
+                    (e.amount != total).then_some(AmountMismatch)
                 }
-                (StatementStatus::Captured, Some(Paid)) => {
-                    report(events, RefundDue, e.order, e.payment_ref, total, e.amount)
-                }
-                (StatementStatus::Captured, Some(PendingPayment)) if e.amount == total => {
+                (Captured, Some((Paid, _, true))) => Some(RefundDue),
+                (Captured, Some((PendingPayment, _, _))) if e.amount == total => {
                     self.settle(e.order, e.payment_ref, events);
                     self.orders[idx(e.order)].seen = true;
-                    report(
-                        events,
-                        SettledFromStatement,
-                        e.order,
-                        e.payment_ref,
-                        total,
-                        e.amount,
-                    )
+                    Some(SettledFromStatement)
                 }
-                (StatementStatus::Captured, Some(PendingPayment)) => report(
-                    events,
-                    AmountMismatch,
-                    e.order,
-                    e.payment_ref,
-                    total,
-                    e.amount,
-                ),
-                (StatementStatus::Captured, Some(Cancelled | PaymentFailed | Expired)) => {
-                    report(events, RefundDue, e.order, e.payment_ref, total, e.amount)
-                }
-                (StatementStatus::Declined, Some(Paid)) if !seen => {
+                (Captured, Some((PendingPayment, _, _))) => Some(AmountMismatch),
+                (Captured, Some((Cancelled | PaymentFailed | Expired, _, _))) => Some(RefundDue),
+                (Declined, Some((Paid, _, false))) => {
                     self.orders[idx(e.order)].seen = true;
-                    report(
-                        events,
-                        MissingFromStatement,
-                        e.order,
-                        e.payment_ref,
-                        total,
-                        0,
-                    )
+                    Some(MissingFromStatement)
                 }
-                (StatementStatus::Declined, _) => matched += 1,
-            }
+                (Declined, _) => None,
+            };
+            let Some(kind) = kind else {
+                matched += 1;
+                continue;
+            };
+            let captured = match e.status {
+                Captured => e.amount,
+                Declined => 0,
+            };
+            found.push(Discrepancy {
+                kind,
+                order: e.order,
+                payment_ref: e.payment_ref,
+                expected: total,
+                captured,
+            });
+            // Events go out in entry order, interleaved with any that settling caused.
+            events.push(Event::Discrepancy(found[found.len() - 1]));
         }
         if let Some(through) = closes_through_ns {
             for &id in &self.paid_in_order {
                 let o = &mut self.orders[idx(id)];
-                if o.state == OrderState::Paid && !o.seen && o.paid_ns <= through {
+                if o.state == Paid && !o.seen && o.paid_ns <= through {
                     o.seen = true;
-                    report(
-                        events,
-                        DiscrepancyKind::MissingFromStatement,
-                        id,
-                        o.payment_ref,
-                        o.total,
-                        0,
-                    );
+                    let missing = Discrepancy {
+                        kind: MissingFromStatement,
+                        order: id,
+                        payment_ref: o.payment_ref,
+                        expected: o.total,
+                        captured: 0,
+                    };
+                    found.push(missing);
+                    events.push(Event::Discrepancy(missing));
                 }
             }
         }
         Outcome::StatementApplied {
             entries: entries.len() as u32,
             matched,
-            discrepancies,
+            discrepancies: found.len() as u32,
         }
     }
 
@@ -731,5 +755,7 @@ fn eta(releases: &[(TimestampNs, Units)], wanted: Units) -> Option<u64> {
     if span == 0 || released == 0 {
         return None;
     }
-    Some((u128::from(wanted) * u128::from(span) / u128::from(released)) as u64)
+    // Saturating: ENGINE.md gives no bound, and a wait past `u64::MAX` ns is "never" anyway.
+    let eta = u128::from(wanted) * u128::from(span) / u128::from(released);
+    Some(u64::try_from(eta).unwrap_or(u64::MAX))
 }
