@@ -22,7 +22,11 @@ fn expected_sum() -> u64 {
     (1..=MESSAGES).sum()
 }
 
+/// `SURGE_RING_WAIT=busy-spin|yield|block` overrides the choice, to compare strategies.
 fn strategy(threads: usize) -> WaitStrategy {
+    if let Ok(name) = std::env::var("SURGE_RING_WAIT") {
+        return name.parse().expect("SURGE_RING_WAIT");
+    }
     let cores = thread::available_parallelism().map_or(1, |n| n.get());
     WaitStrategy::for_threads(threads, cores)
 }

@@ -91,7 +91,8 @@ codes! {
     OrderExpired = 50 => "ORDER_EXPIRED",
     /// Released units went to the head of a waitlist as a new order.
     WaitlistOrderCreated = 51 => "WAITLIST_ORDER_CREATED",
-    /// A waitlist entry was dropped because its SKU was delisted.
+    /// A waitlist entry was dropped: its SKU was delisted, it wants more units than could
+    /// still come back from reservations, or its total would overflow at today's price.
     WaitlistDropped = 52 => "WAITLIST_DROPPED",
     /// Reconciliation: money was captured for an order that is not paid here.
     DiscrepancyRefundDue = 60 => "DISCREPANCY_REFUND_DUE",

@@ -126,6 +126,14 @@ impl IdempotencyWindow {
         }
     }
 
+    /// A retry or a refused old request is activity too: it keeps the client from being the
+    /// least recently active.
+    pub fn touch(&mut self, client: ClientId, now: u64) {
+        if let Some(session) = self.sessions.get_mut(&client) {
+            session.last_active = now;
+        }
+    }
+
     /// Start loading the slot `remember` will write for this request.
     #[inline]
     pub fn prefetch(&self, (client, request): RequestKey) {

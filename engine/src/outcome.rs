@@ -50,9 +50,10 @@ pub enum Outcome {
         matched: u32,
         discrepancies: u32,
     },
-    /// Refused; nothing changed. `subject` names what was wrong: the SKU for stock, window,
-    /// limit and listing codes, the expected total for `WRONG_AMOUNT`, the order for order
-    /// codes, otherwise 0.
+    /// Refused; nothing changed. `subject` names what was wrong: the SKU for SKU, stock,
+    /// window, limit, listing and waitlist codes; the order for order codes; the expected
+    /// total for `WRONG_AMOUNT`; the count for `BAD_LINE_COUNT` and `BAD_STATEMENT`; the
+    /// request id for `REQUEST_TOO_OLD`; otherwise 0. See docs/ENGINE.md.
     Rejected {
         code: Code,
         subject: u64,

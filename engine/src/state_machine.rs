@@ -114,8 +114,16 @@ impl Engine {
         } else {
             let key = (request.client, request.request);
             match self.idempotency.seen(key) {
-                Seen::Retry(original) => original,
-                Seen::TooOld => Outcome::rejected(Code::RequestTooOld, request.request.0),
+                Seen::Retry(original) => {
+                    self.idempotency
+                        .touch(request.client, self.commands_applied);
+                    original
+                }
+                Seen::TooOld => {
+                    self.idempotency
+                        .touch(request.client, self.commands_applied);
+                    Outcome::rejected(Code::RequestTooOld, request.request.0)
+                }
                 Seen::New => {
                     let outcome = self.execute(request, &mut out.events);
                     self.idempotency
@@ -609,12 +617,22 @@ impl Engine {
                 if self.orders.len() >= self.config.orders_max {
                     break; // stays queued; capacity may come back with a restart
                 }
-                let price = sku.price;
+                let Some(total) = sku.price.checked_mul(qty) else {
+                    // The price rose so far since the buyer joined that the total overflows:
+                    // no order can be made for them.
+                    let entry = self
+                        .catalog
+                        .at_mut(index)
+                        .waitlist
+                        .pop_front()
+                        .expect("head");
+                    self.drop_wait_entry(sku_id, entry, events);
+                    continue;
+                };
                 let sku = self.catalog.at_mut(index);
                 sku.waitlist.pop_front();
                 sku.reserve(qty);
                 // The units were counted in holdings when the buyer joined.
-                let total = price * qty;
                 let line = OrderLine {
                     sku: sku_id,
                     qty: head.qty,

@@ -912,8 +912,21 @@ fn waitlist_order_after_a_steep_price_rise_does_not_panic() {
             request: RequestId(n as u64 + 1),
             command,
         };
-        run(&mut engine, 10, &request);
+        let (_, events) = run(&mut engine, 10, &request);
         assert_eq!(engine.check_invariants(), Ok(()), "after {request:?}");
+        if n == 4 {
+            // ENGINE.md, *Waitlist*: a head whose total would overflow is dropped.
+            assert!(
+                matches!(
+                    events[..],
+                    [Event::WaitlistDropped {
+                        user: UserId(2),
+                        ..
+                    }]
+                ),
+                "{events:?}"
+            );
+        }
     }
 }
 

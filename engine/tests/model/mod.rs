@@ -542,18 +542,17 @@ impl Model {
                 return;
             };
             let qty = Units::from(head.qty);
-            if qty <= s.available {
+            let fits = qty <= s.available;
+            let total = s.price.checked_mul(qty);
+            if fits && total.is_some() {
                 if self.orders.len() as u64 >= self.config.orders_max {
                     return;
                 }
-                let price = s.price;
+                let total = total.expect("checked");
                 let s = self.skus.get_mut(&sku).expect("known");
                 s.waitlist.remove(0);
                 s.available -= qty;
                 s.reserved += qty;
-                // ENGINE.md does not say what happens if the price rose while the buyer queued
-                // and this overflows; the tests keep prices where it cannot.
-                let total = price * qty;
                 let line = OrderLine { sku, qty: head.qty };
                 let order = self.new_order(head.client, head.request, head.user, vec![line], total);
                 events.push(Event::WaitlistOrderCreated {
@@ -566,7 +565,8 @@ impl Model {
                     total,
                     deadline_ns: self.orders[idx(order)].deadline_ns,
                 });
-            } else if qty > s.available + s.reserved {
+            } else if fits || qty > s.available + s.reserved {
+                // Fits but its total overflows at today's price, or can never be satisfied.
                 self.skus.get_mut(&sku).expect("known").waitlist.remove(0);
                 events.push(Event::WaitlistDropped {
                     client: head.client,
@@ -590,7 +590,7 @@ impl Model {
     ) -> Outcome {
         let too_many = entries.len() > STATEMENT_ENTRIES_MAX;
         if too_many || (entries.is_empty() && closes_through_ns.is_none()) {
-            return reject(Code::BadStatement, 0);
+            return reject(Code::BadStatement, entries.len() as u64);
         }
         use DiscrepancyKind::*;
         use OrderState::*;
