@@ -544,11 +544,10 @@ impl Model {
             let qty = Units::from(head.qty);
             let fits = qty <= s.available;
             let total = s.price.checked_mul(qty);
-            if fits && total.is_some() {
+            if let (true, Some(total)) = (fits, total) {
                 if self.orders.len() as u64 >= self.config.orders_max {
                     return;
                 }
-                let total = total.expect("checked");
                 let s = self.skus.get_mut(&sku).expect("known");
                 s.waitlist.remove(0);
                 s.available -= qty;
