@@ -48,9 +48,7 @@ mod tests {
         b.words(&[1, 3, 2]);
         assert_ne!(a, b);
         // Pinned: a change here breaks comparison with existing journals and replicas.
-        let mut c = RollingHash::default();
-        c.words(&[1, 2, 3]);
-        assert_eq!(a, c);
+        assert_eq!(a.value(), 0x0611_c40d_e9f8_91c4);
         assert_eq!(RollingHash::default().value(), SEED);
     }
 }

@@ -89,7 +89,7 @@ fn main() {
     let total = after - before;
     println!(
         "{orders} open orders over {SKUS} SKUs: {:.1} MiB held, {:.1} bytes per open order \
-         (orders, deadlines, per-user holdings, and an idempotency window of {} requests)",
+         (orders, deadlines, per-user holdings, one client's idempotency window of {} requests)",
         total as f64 / (1 << 20) as f64,
         total as f64 / orders as f64,
         config.idempotency_window
