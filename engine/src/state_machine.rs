@@ -443,7 +443,7 @@ impl Engine {
         if let Some((line, &index)) = short {
             return self
                 .join_waitlist(client, request, user, lines, index, join_waitlist)
-                .unwrap_or(Outcome::rejected(Code::OutOfStock, line.sku.0));
+                .unwrap_or_else(|| Outcome::rejected(Code::OutOfStock, line.sku.0));
         }
         if self.orders.len() >= self.config.orders_max {
             return Outcome::rejected(Code::OrderCapacityFull, 0);
@@ -553,8 +553,8 @@ impl Engine {
         order.state = OrderState::Paid;
         order.paid_ns = self.clock_ns;
         order.payment_ref = payment_ref;
-        let lines = order.lines.clone();
-        for line in lines.as_slice() {
+        for i in 0..order.lines.as_slice().len() {
+            let line = self.line(id, i);
             let index = self
                 .catalog
                 .find(line.sku)
@@ -587,8 +587,8 @@ impl Engine {
         debug_assert_eq!(order.state, OrderState::PendingPayment);
         order.state = state;
         let user = order.user;
-        let lines = order.lines.clone();
-        for line in lines.as_slice() {
+        for i in 0..order.lines.as_slice().len() {
+            let line = self.line(id, i);
             let index = self
                 .catalog
                 .find(line.sku)
@@ -600,6 +600,12 @@ impl Engine {
             self.holdings.remove(user, line.sku, line.qty);
             self.serve_waitlist(index, events);
         }
+    }
+
+    /// Line `i` of an order, copied out so the order need not stay borrowed (no clone of
+    /// the line list on the payment and release paths).
+    fn line(&self, id: OrderId, i: usize) -> OrderLine {
+        self.orders.get(id).expect("known order").lines.as_slice()[i]
     }
 
     /// Hand available units to the head of the SKU's waitlist while it fits; drop a head that
