@@ -619,58 +619,47 @@ impl Engine {
             };
             let qty = Units::from(head.qty);
             let sku_id = sku.id;
-            if qty <= sku.available {
-                if self.orders.len() >= self.config.orders_max {
-                    break; // stays queued; capacity may come back with a restart
-                }
-                let Some(total) = sku.price.checked_mul(qty) else {
-                    // The price rose so far since the buyer joined that the total overflows:
-                    // no order can be made for them.
-                    let entry = self
-                        .catalog
-                        .at_mut(index)
-                        .waitlist
-                        .pop_front()
-                        .expect("head");
-                    self.drop_wait_entry(sku_id, entry, events);
-                    continue;
-                };
-                let sku = self.catalog.at_mut(index);
-                sku.waitlist.pop_front();
-                sku.reserve(qty);
-                // The units were counted in holdings when the buyer joined.
-                let line = OrderLine {
-                    sku: sku_id,
-                    qty: head.qty,
-                };
-                let order = self.create_order(
-                    head.client,
-                    head.request,
-                    head.user,
-                    OrderLines::One(line),
-                    total,
-                );
-                events.push(Event::WaitlistOrderCreated {
-                    client: head.client,
-                    request: head.request,
-                    user: head.user,
-                    sku: sku_id,
-                    qty: head.qty,
-                    order,
-                    total,
-                    deadline_ns: self.clock_ns + self.config.payment_window_ns,
-                });
-            } else if qty > sku.available + sku.reserved {
-                let entry = self
-                    .catalog
-                    .at_mut(index)
-                    .waitlist
-                    .pop_front()
-                    .expect("head");
-                self.drop_wait_entry(sku_id, entry, events);
-            } else {
-                break;
+            let fits = qty <= sku.available;
+            // Dropped if no release can ever satisfy it, or if (the price having risen since it
+            // joined) its total overflows: either way it must not block those behind it.
+            let total = sku.price.checked_mul(qty);
+            let hopeless = qty > sku.available + sku.reserved || (fits && total.is_none());
+            if hopeless {
+                let entry = self.catalog.at_mut(index).waitlist.pop_front();
+                self.drop_wait_entry(sku_id, entry.expect("head"), events);
+                continue;
             }
+            let (true, Some(total)) = (fits, total) else {
+                break;
+            };
+            if self.orders.len() >= self.config.orders_max {
+                break; // stays queued; capacity may come back with a restart
+            }
+            let sku = self.catalog.at_mut(index);
+            sku.waitlist.pop_front();
+            sku.reserve(qty);
+            // The units were counted in holdings when the buyer joined.
+            let line = OrderLine {
+                sku: sku_id,
+                qty: head.qty,
+            };
+            let order = self.create_order(
+                head.client,
+                head.request,
+                head.user,
+                OrderLines::One(line),
+                total,
+            );
+            events.push(Event::WaitlistOrderCreated {
+                client: head.client,
+                request: head.request,
+                user: head.user,
+                sku: sku_id,
+                qty: head.qty,
+                order,
+                total,
+                deadline_ns: self.clock_ns + self.config.payment_window_ns,
+            });
         }
         debug_assert!(self.catalog.at(index).is_balanced());
     }
