@@ -1,0 +1,26 @@
+//! surge's write-ahead journal. It works in bytes and knows nothing of orders: records are
+//! (sequence, timestamp, kind, payload) in fixed-size, pre-zeroed segment files, checksummed,
+//! group-committed through io_uring (or `pwritev2` + `fdatasync`), read back through memmap2,
+//! recovered after a crash (a torn tail is cut, corruption refuses to start), plus snapshot
+//! files and retention. The format is in `format.rs` and docs/FORMAT.md.
+
+pub mod durable;
+pub mod error;
+pub mod fault;
+pub mod format;
+pub mod recovery;
+pub mod retention;
+pub mod scan;
+pub mod snapshot;
+pub mod storage;
+mod uring;
+pub mod writer;
+
+pub use durable::DurableSeq;
+pub use error::{ErrorCode, JournalError, Location};
+pub use fault::{FaultStorage, Faults};
+pub use format::{Record, RecordOut};
+pub use recovery::{recover, Recovered};
+pub use scan::{scan, ScanReport};
+pub use storage::{FileStorage, IoMode, Storage};
+pub use writer::JournalWriter;

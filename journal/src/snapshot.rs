@@ -1,0 +1,168 @@
+//! Snapshot files: an opaque state image (the engine's rkyv bytes) taken at a sequence, with
+//! a checksummed header. Written to a temporary name, synced, renamed, and the directory
+//! synced, so a snapshot file either is complete or does not exist. Loading takes the newest
+//! one that validates and skips damaged ones (code `SNAPSHOT_CORRUPT`, a warning).
+//!
+//! `<sequence, 20 digits>.snap`:
+//!
+//! ```text
+//! 0   8  magic "SURGESNP"
+//! 8   4  format version (u32)
+//! 12  4  CRC32C of bytes 16..64
+//! 16  8  sequence: the state includes every record up to this one (u64)
+//! 24  8  the caller's check value (surge: the engine's rolling hash) (u64)
+//! 32  8  payload length (u64)
+//! 40  4  CRC32C of the payload (u32)
+//! 44 20  zero
+//! 64  …  payload
+//! ```
+
+use crate::error::{ErrorCode, JournalError, Result};
+use crate::storage::Storage;
+
+pub const SNAPSHOT_MAGIC: [u8; 8] = *b"SURGESNP";
+pub const SNAPSHOT_VERSION: u32 = 1;
+pub const SNAPSHOT_HEADER_LEN: usize = 64;
+
+pub fn snapshot_name(seq: u64) -> String {
+    format!("{seq:020}.snap")
+}
+
+fn parse_snapshot_name(name: &str) -> Option<u64> {
+    let digits = name.strip_suffix(".snap")?;
+    (digits.len() == 20 && digits.bytes().all(|b| b.is_ascii_digit()))
+        .then(|| digits.parse().ok())
+        .flatten()
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Snapshot {
+    pub seq: u64,
+    pub check: u64,
+    pub payload: Vec<u8>,
+}
+
+pub fn encode_snapshot(seq: u64, check: u64, payload: &[u8]) -> Vec<u8> {
+    let mut bytes = vec![0u8; SNAPSHOT_HEADER_LEN + payload.len()];
+    bytes[0..8].copy_from_slice(&SNAPSHOT_MAGIC);
+    bytes[8..12].copy_from_slice(&SNAPSHOT_VERSION.to_le_bytes());
+    bytes[16..24].copy_from_slice(&seq.to_le_bytes());
+    bytes[24..32].copy_from_slice(&check.to_le_bytes());
+    bytes[32..40].copy_from_slice(&(payload.len() as u64).to_le_bytes());
+    bytes[40..44].copy_from_slice(&crc32c::crc32c(payload).to_le_bytes());
+    let header_crc = crc32c::crc32c(&bytes[16..SNAPSHOT_HEADER_LEN]);
+    bytes[12..16].copy_from_slice(&header_crc.to_le_bytes());
+    bytes[SNAPSHOT_HEADER_LEN..].copy_from_slice(payload);
+    bytes
+}
+
+pub fn decode_snapshot(bytes: &[u8]) -> std::result::Result<Snapshot, String> {
+    if bytes.len() < SNAPSHOT_HEADER_LEN || bytes[0..8] != SNAPSHOT_MAGIC {
+        return Err("not a snapshot (bad magic)".into());
+    }
+    let field = |at: usize| u64::from_le_bytes(bytes[at..at + 8].try_into().expect("8 bytes"));
+    let version = u32::from_le_bytes(bytes[8..12].try_into().expect("4 bytes"));
+    if version != SNAPSHOT_VERSION {
+        return Err(format!(
+            "snapshot format version {version} is not supported"
+        ));
+    }
+    let header_crc = u32::from_le_bytes(bytes[12..16].try_into().expect("4 bytes"));
+    if crc32c::crc32c(&bytes[16..SNAPSHOT_HEADER_LEN]) != header_crc {
+        return Err("header checksum mismatch".into());
+    }
+    let len = field(32) as usize;
+    if bytes.len() != SNAPSHOT_HEADER_LEN + len {
+        return Err(format!(
+            "{} payload bytes, header says {len}",
+            bytes.len() - 64
+        ));
+    }
+    let payload = &bytes[SNAPSHOT_HEADER_LEN..];
+    let payload_crc = u32::from_le_bytes(bytes[40..44].try_into().expect("4 bytes"));
+    if crc32c::crc32c(payload) != payload_crc {
+        return Err("payload checksum mismatch".into());
+    }
+    Ok(Snapshot {
+        seq: field(16),
+        check: field(24),
+        payload: payload.to_vec(),
+    })
+}
+
+/// Write a snapshot durably: temp file, sync, rename, directory sync.
+pub fn write_snapshot(
+    storage: &dyn Storage,
+    seq: u64,
+    check: u64,
+    payload: &[u8],
+) -> Result<String> {
+    let name = snapshot_name(seq);
+    let temp = format!("{name}.tmp");
+    let bytes = encode_snapshot(seq, check, payload);
+    let fail = |what: &str, e| JournalError::io(format!("{what} snapshot {name}"), e);
+    if storage
+        .list()
+        .map_err(|e| fail("listing for", e))?
+        .contains(&temp)
+    {
+        storage
+            .remove(&temp)
+            .map_err(|e| fail("removing a stale temp of", e))?;
+    }
+    storage
+        .create_zeroed(&temp, bytes.len() as u64)
+        .map_err(|e| fail("creating", e))?;
+    storage
+        .write_all_and_sync(&temp, 0, &bytes)
+        .map_err(|e| fail("writing", e))?;
+    storage
+        .rename(&temp, &name)
+        .map_err(|e| fail("naming", e))?;
+    storage
+        .sync_dir()
+        .map_err(|e| fail("syncing the directory of", e))?;
+    Ok(name)
+}
+
+/// The newest valid snapshot, and a warning (with its code) for each damaged one skipped.
+pub fn load_newest(storage: &dyn Storage) -> Result<(Option<Snapshot>, Vec<String>)> {
+    let mut names: Vec<(u64, String)> = storage
+        .list()
+        .map_err(|e| JournalError::io("listing snapshots", e))?
+        .into_iter()
+        .filter_map(|n| parse_snapshot_name(&n).map(|s| (s, n)))
+        .collect();
+    names.sort();
+    let mut warnings = Vec::new();
+    for (seq, name) in names.into_iter().rev() {
+        let bytes = storage
+            .read(&name)
+            .map_err(|e| JournalError::io(format!("reading {name}"), e))?;
+        match decode_snapshot(&bytes) {
+            Ok(snapshot) if snapshot.seq == seq => return Ok((Some(snapshot), warnings)),
+            Ok(snapshot) => warnings.push(format!(
+                "{}: {name} says sequence {}; skipped",
+                ErrorCode::SnapshotCorrupt,
+                snapshot.seq
+            )),
+            Err(why) => warnings.push(format!(
+                "{}: {name}: {why}; skipped",
+                ErrorCode::SnapshotCorrupt
+            )),
+        }
+    }
+    Ok((None, warnings))
+}
+
+/// Snapshot sequences present, oldest first.
+pub fn snapshot_seqs(storage: &dyn Storage) -> Result<Vec<u64>> {
+    let mut seqs: Vec<u64> = storage
+        .list()
+        .map_err(|e| JournalError::io("listing snapshots", e))?
+        .iter()
+        .filter_map(|n| parse_snapshot_name(n))
+        .collect();
+    seqs.sort();
+    Ok(seqs)
+}

@@ -1,0 +1,246 @@
+//! The journal writer: group commit. Callers `append` records (they are encoded into one
+//! buffer) and `commit` when they have taken everything that is waiting; a commit is one
+//! write of the whole buffer (several writes in flight on io_uring) and one `fdatasync`, so
+//! the batch size follows the load by itself. Only after the sync returns is the durable
+//! sequence published. A failed write or sync poisons the writer: the file's state is unknown
+//! (the kernel may have dropped the dirty pages), so nothing more is acknowledged until a
+//! restart recovers what is really on disk.
+//!
+//! Segments are zero-filled ahead of need by a helper thread, so rolling over costs a header
+//! write, a rename and a directory sync, not 64 MiB of zeros on the hot path.
+
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use crate::durable::DurableSeq;
+use crate::error::{ErrorCode, JournalError, Location, Result};
+use crate::format::{self, RecordOut, SegmentHeader, SEGMENT_HEADER_LEN};
+use crate::recovery::{Recovered, PREPARED_SEGMENT_NAME};
+use crate::storage::Storage;
+
+/// Bytes in one commit at most (a caller appending more gets it committed in pieces).
+pub const COMMIT_BYTES_MAX: usize = 4 << 20;
+/// Default segment size.
+pub const SEGMENT_LEN_DEFAULT: u64 = 64 << 20;
+/// Smallest segment size accepted (tests use small ones to roll over often).
+pub const SEGMENT_LEN_MIN: u64 = 64 << 10;
+
+/// The commit size cap for a segment size: a commit always fits in one empty segment.
+pub fn commit_bytes_max(segment_len: u64) -> usize {
+    COMMIT_BYTES_MAX.min((segment_len - SEGMENT_HEADER_LEN) as usize)
+}
+
+pub struct JournalWriter {
+    storage: Arc<dyn Storage>,
+    /// Size of new segments.
+    segment_len: u64,
+    /// The segment being appended to (recovery may hand over one of another size), and where.
+    segment: Option<String>,
+    current_len: u64,
+    write_offset: u64,
+    next_seq: u64,
+    buffer: Vec<u8>,
+    buffered: u64,
+    durable: Arc<DurableSeq>,
+    poisoned: Option<String>,
+    preparing: Option<JoinHandle<std::io::Result<()>>>,
+    commits: u64,
+}
+
+impl JournalWriter {
+    /// Continue the journal `recovered` describes. `start_seq` is the first sequence of an
+    /// empty journal.
+    pub fn open(
+        storage: Arc<dyn Storage>,
+        recovered: &Recovered,
+        segment_len: u64,
+        start_seq: u64,
+    ) -> Result<JournalWriter> {
+        assert!(
+            segment_len >= SEGMENT_LEN_MIN,
+            "segment length below {SEGMENT_LEN_MIN}"
+        );
+        assert!(segment_len.is_multiple_of(format::RECORD_ALIGN as u64));
+        let next_seq = recovered.next_seq(start_seq);
+        let (segment, write_offset) = match &recovered.tail {
+            Some((name, offset)) => (Some(name.clone()), *offset),
+            None => (None, 0),
+        };
+        let current_len = recovered
+            .report
+            .segments
+            .last()
+            .map_or(0, |last| last.segment_len);
+        let mut writer = JournalWriter {
+            storage,
+            segment_len,
+            segment,
+            current_len,
+            write_offset,
+            next_seq,
+            buffer: Vec::with_capacity(commit_bytes_max(segment_len)),
+            buffered: 0,
+            durable: Arc::new(DurableSeq::new(next_seq - 1)),
+            poisoned: None,
+            preparing: None,
+            commits: 0,
+        };
+        writer.prepare_next_segment();
+        Ok(writer)
+    }
+
+    /// The sequence the next appended record must carry.
+    pub fn next_seq(&self) -> u64 {
+        self.next_seq
+    }
+
+    pub fn durable(&self) -> Arc<DurableSeq> {
+        self.durable.clone()
+    }
+
+    pub fn durable_seq(&self) -> u64 {
+        self.durable.get()
+    }
+
+    /// Records appended but not committed.
+    pub fn buffered_records(&self) -> u64 {
+        self.buffered
+    }
+
+    pub fn commits(&self) -> u64 {
+        self.commits
+    }
+
+    /// Encode one record into the pending commit. Its sequence must be `next_seq()`. If the
+    /// pending commit would grow past its cap, it is committed first.
+    pub fn append(&mut self, record: RecordOut<'_>) -> Result<()> {
+        self.check_poisoned()?;
+        assert_eq!(
+            record.seq, self.next_seq,
+            "journal sequences must be consecutive"
+        );
+        let len = format::record_len(record.payload.len());
+        if record.payload.len() > format::RECORD_PAYLOAD_MAX
+            || len > commit_bytes_max(self.segment_len)
+        {
+            return Err(JournalError::new(
+                ErrorCode::RecordTooLarge,
+                format!(
+                    "record {} has {} payload bytes",
+                    record.seq,
+                    record.payload.len()
+                ),
+            ));
+        }
+        if self.buffer.len() + len > commit_bytes_max(self.segment_len) {
+            self.commit()?;
+        }
+        format::encode_record(&record, self.durable.get(), &mut self.buffer);
+        self.buffered += 1;
+        self.next_seq += 1;
+        Ok(())
+    }
+
+    /// Write and sync everything appended; returns the durable sequence. Only `Ok` means
+    /// durable.
+    pub fn commit(&mut self) -> Result<u64> {
+        self.check_poisoned()?;
+        if self.buffer.is_empty() {
+            return Ok(self.durable.get());
+        }
+        let first_seq = self.next_seq - self.buffered;
+        if self.segment.is_none() || self.write_offset + self.buffer.len() as u64 > self.current_len
+        {
+            self.roll_over(first_seq)?;
+        }
+        let segment = self.segment.clone().expect("a segment is open");
+        let result = self
+            .storage
+            .write_all_and_sync(&segment, self.write_offset, &self.buffer);
+        if let Err(e) = result {
+            let error =
+                JournalError::io("group commit failed; nothing in it is durable", e).at(Location {
+                    segment: segment.clone(),
+                    offset: self.write_offset,
+                    sequence: first_seq,
+                });
+            self.poisoned = Some(error.to_string());
+            return Err(error);
+        }
+        self.write_offset += self.buffer.len() as u64;
+        self.buffer.clear();
+        self.buffered = 0;
+        self.commits += 1;
+        self.durable.publish(self.next_seq - 1);
+        Ok(self.next_seq - 1)
+    }
+
+    fn check_poisoned(&self) -> Result<()> {
+        match &self.poisoned {
+            None => Ok(()),
+            Some(why) => Err(JournalError::new(
+                ErrorCode::WriterPoisoned,
+                format!("an earlier write or sync failed: {why}"),
+            )),
+        }
+    }
+
+    fn prepare_next_segment(&mut self) {
+        let storage = self.storage.clone();
+        let len = self.segment_len;
+        self.preparing = Some(std::thread::spawn(move || {
+            storage.create_zeroed(PREPARED_SEGMENT_NAME, len)
+        }));
+    }
+
+    /// Start a new segment whose first record is `first_seq`: take the prepared file, write
+    /// its header durably, give it its name, sync the directory.
+    fn roll_over(&mut self, first_seq: u64) -> Result<()> {
+        let name = format::segment_name(first_seq);
+        let fail = |what: &str, e: std::io::Error| {
+            JournalError::io(format!("{what} for segment {name}"), e)
+        };
+        let prepared = self
+            .preparing
+            .take()
+            .expect("a segment is always being prepared")
+            .join()
+            .expect("segment preparer panicked");
+        let result = prepared
+            .map_err(|e| fail("zero-filling", e))
+            .and_then(|()| {
+                let header = SegmentHeader {
+                    first_seq,
+                    segment_len: self.segment_len,
+                }
+                .encode();
+                self.storage
+                    .write_all_and_sync(PREPARED_SEGMENT_NAME, 0, &header)
+                    .map_err(|e| fail("writing the header", e))?;
+                self.storage
+                    .rename(PREPARED_SEGMENT_NAME, &name)
+                    .map_err(|e| fail("naming", e))?;
+                self.storage
+                    .sync_dir()
+                    .map_err(|e| fail("syncing the directory", e))
+            });
+        if let Err(e) = result {
+            self.poisoned = Some(e.to_string());
+            return Err(e);
+        }
+        self.segment = Some(name);
+        self.current_len = self.segment_len;
+        self.write_offset = SEGMENT_HEADER_LEN;
+        self.prepare_next_segment();
+        Ok(())
+    }
+}
+
+impl Drop for JournalWriter {
+    fn drop(&mut self) {
+        // Let the preparer finish so its file is complete (or removed at the next recovery).
+        if let Some(handle) = self.preparing.take() {
+            let _ = handle.join();
+        }
+    }
+}
