@@ -6,6 +6,7 @@
 //! outcomes and the same rolling hash on any machine.
 
 pub mod code;
+pub mod codec;
 pub mod command;
 pub mod config;
 pub mod holdings;

@@ -216,8 +216,10 @@ fn vouched_after(maps: &[(String, FileBytes)], index: usize, from: u64, seq: u64
         } else {
             format::SEGMENT_HEADER_LEN
         };
+        // Past the last non-zero byte nothing can be read; zero pages skip fast this way.
+        let end = bytes.iter().rposition(|&b| b != 0).map_or(0, |i| i + 1);
         let mut offset = start as usize;
-        while offset + format::RECORD_HEADER_LEN <= bytes.len() {
+        while offset < end {
             if let Ok(record) = format::decode_record(&bytes[offset..]) {
                 if vouches(&record) {
                     return Some(record.seq);

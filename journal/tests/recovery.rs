@@ -218,5 +218,8 @@ fn recovery_continues_across_restarts_and_roll_overs() {
     }
     assert!(expected > 1000);
     let segments = journal::scan::segment_names(storage.as_ref()).unwrap();
-    assert!(segments.len() as u64 > expected * 100 / SEGMENT_LEN, "rolled over");
+    assert!(
+        segments.len() as u64 > expected * 100 / SEGMENT_LEN,
+        "rolled over"
+    );
 }

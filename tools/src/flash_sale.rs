@@ -9,6 +9,8 @@ use anyhow::{ensure, Context};
 use engine::{Answer, Engine, EngineConfig, Query};
 use loadgen::{FlashSale, Simulation};
 
+use crate::data_dir::{DataDir, Journaler};
+
 const MS: u64 = 1_000_000;
 
 #[derive(clap::Args)]
@@ -31,6 +33,17 @@ pub struct Args {
     /// Seed for the buyers' choices; the same seed gives the same sale.
     #[arg(long, default_value_t = 1)]
     seed: u64,
+    /// Also journal every sequenced request to this data directory (which must not hold a
+    /// journal yet), group-committing as a server would, with a snapshot half way through.
+    /// `surge replay --data-dir` then rebuilds the same state.
+    #[arg(long)]
+    data_dir: Option<std::path::PathBuf>,
+    /// Requests per group commit when journaling.
+    #[arg(long, default_value_t = 256)]
+    commit_every: usize,
+    /// Journal write path: auto (io_uring when allowed), io_uring, pwritev2.
+    #[arg(long, default_value = "auto")]
+    io: String,
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
@@ -46,12 +59,17 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         arrivals_over_ns: args.arrivals_over_ms * MS,
         ..FlashSale::default()
     };
-    let mut engine = Engine::new(EngineConfig {
+    let config = EngineConfig {
         payment_window_ns: args.payment_window_ms * MS,
         ..EngineConfig::default()
-    });
+    };
+    let mut engine = Engine::new(config);
     let started = Instant::now();
-    let (report, _) = Simulation::new(&sale, &mut engine, args.seed).run();
+    let simulation = Simulation::new(&sale, &mut engine, args.seed);
+    let (report, recording) = match args.data_dir {
+        Some(_) => simulation.record().run(),
+        None => simulation.run(),
+    };
     let elapsed = started.elapsed();
     engine
         .check_invariants()
@@ -111,5 +129,72 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         report.requests,
         report.requests as f64 / elapsed.as_secs_f64() / 1e6
     );
+    if let (Some(dir), Some(recording)) = (&args.data_dir, recording) {
+        ensure!(args.commit_every > 0, "--commit-every must be at least 1");
+        let io = args.io.parse().map_err(anyhow::Error::msg)?;
+        journal_sale(
+            dir,
+            io,
+            config,
+            &recording,
+            args.commit_every,
+            engine.hash(),
+        )?;
+    }
+    Ok(())
+}
+
+/// Journal a recorded sale as a server would (group commits), applying each request to an
+/// engine of its own and snapshotting it half way; check it ends with the same hash.
+fn journal_sale(
+    root: &std::path::Path,
+    io: journal::IoMode,
+    config: EngineConfig,
+    recording: &loadgen::Recording,
+    commit_every: usize,
+    expected_hash: u64,
+) -> anyhow::Result<()> {
+    let dir = DataDir::new(root);
+    let (mut journaler, write_path) = Journaler::open(&dir, io, &config)?;
+    ensure!(
+        journaler.next_seq() == 2,
+        "{} already holds a journal; use an empty directory",
+        root.display()
+    );
+    let requests: Vec<_> = recording.setup.iter().chain(&recording.stream).collect();
+    let mut engine = Engine::new(config);
+    let mut out = engine::Output::default();
+    let started = Instant::now();
+    let mut commits = 0u64;
+    let mut snapshot = None;
+    for (i, (now_ns, request)) in requests.iter().enumerate() {
+        let seq = journaler.append(*now_ns, request)?;
+        engine.apply(*now_ns, request, &mut out);
+        if (i + 1) % commit_every == 0 || i + 1 == requests.len() {
+            journaler.commit()?;
+            commits += 1;
+        }
+        if i + 1 == requests.len() / 2 {
+            journaler.commit()?;
+            let retention = journal::retention::Retention::Keep;
+            snapshot = Some((dir.write_snapshot(&engine, seq, &retention)?.0, seq));
+        }
+    }
+    let elapsed = started.elapsed();
+    ensure!(
+        engine.hash() == expected_hash,
+        "the journaled engine diverged from the sale"
+    );
+    println!("journal                {}", dir.journal_dir().display());
+    println!("  write path           {write_path}");
+    println!(
+        "  records              {} in {commits} group commits, {:.1} ms ({:.0} durable records/s)",
+        requests.len() + 1,
+        elapsed.as_secs_f64() * 1e3,
+        requests.len() as f64 / elapsed.as_secs_f64()
+    );
+    if let Some((name, seq)) = snapshot {
+        println!("  snapshot             {name} (sequence {seq})");
+    }
     Ok(())
 }

@@ -1,7 +1,10 @@
 //! `surge`: the one binary. Each subcommand lives in its own module; this file only parses
 //! the command line and dispatches.
 
+mod data_dir;
 mod flash_sale;
+mod journal_cmd;
+mod replay_cmd;
 
 use clap::{Parser, Subcommand};
 
@@ -20,10 +23,20 @@ struct Cli {
 enum Commands {
     /// Run a generated flash sale through the engine in simulated time and report it.
     FlashSale(flash_sale::Args),
+    /// Inspect a journal: verify, dump, stats.
+    #[command(subcommand)]
+    Journal(journal_cmd::JournalCommand),
+    /// Rebuild the state from snapshot + journal and report it (or export it).
+    Replay(replay_cmd::ReplayArgs),
+    /// Rebuild the state, write a snapshot, and retire the segments it covers.
+    Snapshot(replay_cmd::SnapshotArgs),
 }
 
 fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Commands::FlashSale(args) => flash_sale::run(args),
+        Commands::Journal(command) => journal_cmd::run(command),
+        Commands::Replay(args) => replay_cmd::run(args),
+        Commands::Snapshot(args) => replay_cmd::snapshot(args),
     }
 }
