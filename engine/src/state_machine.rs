@@ -554,11 +554,7 @@ impl Engine {
         order.paid_ns = self.clock_ns;
         order.payment_ref = payment_ref;
         for i in 0..order.lines.as_slice().len() {
-            let line = self.line(id, i);
-            let index = self
-                .catalog
-                .find(line.sku)
-                .expect("order names a known SKU");
+            let (line, index) = self.line(id, i);
             self.catalog.at_mut(index).sell(Units::from(line.qty));
             // Fewer units can come back now; the waitlist head may have become hopeless.
             self.serve_waitlist(index, events);
@@ -588,11 +584,7 @@ impl Engine {
         order.state = state;
         let user = order.user;
         for i in 0..order.lines.as_slice().len() {
-            let line = self.line(id, i);
-            let index = self
-                .catalog
-                .find(line.sku)
-                .expect("order names a known SKU");
+            let (line, index) = self.line(id, i);
             let qty = Units::from(line.qty);
             let sku = self.catalog.at_mut(index);
             sku.release(qty);
@@ -602,10 +594,15 @@ impl Engine {
         }
     }
 
-    /// Line `i` of an order, copied out so the order need not stay borrowed (no clone of
-    /// the line list on the payment and release paths).
-    fn line(&self, id: OrderId, i: usize) -> OrderLine {
-        self.orders.get(id).expect("known order").lines.as_slice()[i]
+    /// Line `i` of an order and its SKU's index, copied out so the order need not stay
+    /// borrowed (no clone of the line list on the payment and release paths).
+    fn line(&self, id: OrderId, i: usize) -> (OrderLine, SkuIndex) {
+        let line = self.orders.get(id).expect("known order").lines.as_slice()[i];
+        let index = self
+            .catalog
+            .find(line.sku)
+            .expect("order names a known SKU");
+        (line, index)
     }
 
     /// Hand available units to the head of the SKU's waitlist while it fits; drop a head that

@@ -192,6 +192,9 @@ impl Journaler {
         let storage: Arc<dyn Storage> = Arc::new(dir.journal(mode)?);
         let described = storage.describe();
         let recovered = journal::recover(storage.as_ref())?;
+        if let Some(notice) = recovered.cut_notice() {
+            eprintln!("notice {notice}");
+        }
         let mut writer =
             JournalWriter::open(storage, &recovered, journal::writer::SEGMENT_LEN_DEFAULT, 1)?;
         if writer.next_seq() == 1 {
