@@ -1,10 +1,11 @@
 //! Journal retention: segments wholly covered by a snapshot (every record in them is at or
 //! below its sequence) are no longer needed to rebuild the state. They are deleted or moved
-//! to an archive folder; the last segment never is.
+//! to an archive folder or kept for the writer to reuse; the last segment never is.
 
 use std::path::Path;
 
 use crate::error::{JournalError, Result};
+use crate::recovery::PREPARED_SEGMENT_NAME;
 use crate::scan::segment_names;
 use crate::storage::Storage;
 
@@ -14,6 +15,38 @@ pub enum Retention {
     Delete,
     /// Move to this directory (same file system).
     Archive(std::path::PathBuf),
+    /// Keep up to `RECYCLED_MAX` as `<first sequence>.recycle` for the writer to reuse
+    /// instead of zero-filling a new file; delete the rest.
+    Recycle,
+}
+
+/// Recycled segments kept at most: enough for the writer to never zero-fill while it keeps
+/// up with snapshots.
+pub const RECYCLED_MAX: usize = 8;
+const RECYCLED_SUFFIX: &str = ".recycle";
+
+fn recycled_names(storage: &dyn Storage) -> std::io::Result<Vec<String>> {
+    let mut names: Vec<String> = storage
+        .list()?
+        .into_iter()
+        .filter(|n| n.ends_with(RECYCLED_SUFFIX))
+        .collect();
+    names.sort();
+    Ok(names)
+}
+
+/// Make a recycled segment of `segment_len` bytes the next prepared segment, if there is
+/// one (others of a different size are deleted). Its old header stays until the writer
+/// writes the new one; scan never reads a file under this name.
+pub fn take_recycled(storage: &dyn Storage, segment_len: u64) -> std::io::Result<bool> {
+    for name in recycled_names(storage)? {
+        if storage.read(&name)?.len() as u64 == segment_len {
+            storage.rename(&name, PREPARED_SEGMENT_NAME)?;
+            return Ok(true);
+        }
+        storage.remove(&name)?;
+    }
+    Ok(false)
 }
 
 /// Segments all of whose records are `<= snapshot_seq`: those followed by a segment that
@@ -38,10 +71,19 @@ pub fn prune(
         return Ok(Vec::new());
     }
     let covered = covered_segments(storage, snapshot_seq)?;
+    let mut recycled = recycled_names(storage)
+        .map_err(|e| JournalError::io("listing recycled segments", e))?
+        .len();
     for name in &covered {
         match retention {
             Retention::Keep => unreachable!(),
             Retention::Delete => storage.remove(name),
+            Retention::Recycle if recycled < RECYCLED_MAX => {
+                recycled += 1;
+                let stem = name.strip_suffix(".seg").unwrap_or(name);
+                storage.rename(name, &format!("{stem}{RECYCLED_SUFFIX}"))
+            }
+            Retention::Recycle => storage.remove(name),
             Retention::Archive(dir) => std::fs::create_dir_all(dir)
                 .and_then(|()| std::fs::rename(journal_dir.join(name), dir.join(name))),
         }

@@ -11,6 +11,11 @@
 //! durable, the journal is corrupt — an acknowledged record was damaged. Otherwise it is the
 //! torn tail of the last commit, and recovery cuts it off. (So damage inside the very last
 //! commit reads as a torn tail: no later record can vouch for it. The standby has it.)
+//!
+//! Recycled segments hold their earlier life's records past the live ones. Every commit is
+//! followed by a zero length (the end marker), and any intact record whose sequence is below
+//! its segment's first is stale: both end the segment cleanly. Stale records cannot vouch for
+//! anything: their watermarks are below the segment's first sequence.
 
 use crate::error::{ErrorCode, JournalError, Location, Result};
 use crate::format::{self, DecodeError, HeaderError, Record, SegmentHeader};
@@ -45,9 +50,15 @@ pub struct ScanReport {
 }
 
 impl ScanReport {
-    /// The sequence the next record must have (`start_seq` for an empty journal).
+    /// The sequence the next record must have: after the last record; where the last
+    /// segment starts if no segment holds a record (retention may have removed the ones that
+    /// did); `start_seq` for a journal without segments.
     pub fn next_seq(&self, start_seq: u64) -> u64 {
-        self.last_seq.map_or(start_seq, |s| s + 1)
+        match (self.last_seq, self.segments.last()) {
+            (Some(last), _) => last + 1,
+            (None, Some(segment)) => segment.first_seq,
+            (None, None) => start_seq,
+        }
     }
 }
 
@@ -118,6 +129,10 @@ pub fn scan(
                 break None;
             }
             match format::decode_record(&bytes[offset as usize..limit as usize]) {
+                // A record from a recycled segment's earlier life: the end of this one's.
+                Ok(record) if record.seq < header.first_seq => {
+                    break Some((DecodeError::Empty, offset))
+                }
                 Ok(record) => {
                     if record.seq != next {
                         return Err(JournalError::new(
@@ -220,12 +235,13 @@ fn vouched_after(maps: &[(String, FileBytes)], index: usize, from: u64, seq: u64
         let end = bytes.iter().rposition(|&b| b != 0).map_or(0, |i| i + 1);
         let mut offset = start as usize;
         while offset < end {
-            if let Ok(record) = format::decode_record(&bytes[offset..]) {
-                if vouches(&record) {
-                    return Some(record.seq);
-                }
+            match format::decode_record(&bytes[offset..]) {
+                Ok(record) if vouches(&record) => return Some(record.seq),
+                // An intact record (stale, from a recycled segment's earlier life) cannot
+                // hide a later one inside its bytes: those would have broken its checksum.
+                Ok(record) => offset += record.total_len,
+                Err(_) => offset += format::RECORD_ALIGN,
             }
-            offset += format::RECORD_ALIGN;
         }
     }
     None

@@ -6,8 +6,12 @@
 //! (the kernel may have dropped the dirty pages), so nothing more is acknowledged until a
 //! restart recovers what is really on disk.
 //!
-//! Segments are zero-filled ahead of need by a helper thread, so rolling over costs a header
-//! write, a rename and a directory sync, not 64 MiB of zeros on the hot path.
+//! Segments are prepared ahead of need by a helper thread, so rolling over costs a header
+//! write, a rename and a directory sync, not 64 MiB of zeros on the hot path. The helper
+//! takes a recycled segment when retention left one (its blocks are written already, so
+//! overwriting them flushes only data), else zero-fills a new file. Each commit writes a
+//! zero length after its last record (the end marker), so a recycled segment's stale
+//! records never read as the continuation of the live ones.
 
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -16,6 +20,7 @@ use crate::durable::DurableSeq;
 use crate::error::{ErrorCode, JournalError, Location, Result};
 use crate::format::{self, RecordOut, SegmentHeader, SEGMENT_HEADER_LEN};
 use crate::recovery::{Recovered, PREPARED_SEGMENT_NAME};
+use crate::retention::take_recycled;
 use crate::storage::Storage;
 
 /// Bytes in one commit at most (a caller appending more gets it committed in pieces).
@@ -29,6 +34,9 @@ pub const SEGMENT_LEN_MIN: u64 = 64 << 10;
 pub fn commit_bytes_max(segment_len: u64) -> usize {
     COMMIT_BYTES_MAX.min((segment_len - SEGMENT_HEADER_LEN) as usize)
 }
+
+/// The zero length written after each commit's last record (when the segment has room).
+const END_MARKER: [u8; 8] = [0; 8];
 
 pub struct JournalWriter {
     storage: Arc<dyn Storage>,
@@ -78,7 +86,7 @@ impl JournalWriter {
             current_len,
             write_offset,
             next_seq,
-            buffer: Vec::with_capacity(commit_bytes_max(segment_len)),
+            buffer: Vec::with_capacity(commit_bytes_max(segment_len) + END_MARKER.len()),
             buffered: 0,
             durable: Arc::new(DurableSeq::new(next_seq - 1)),
             poisoned: None,
@@ -154,9 +162,14 @@ impl JournalWriter {
             self.roll_over(first_seq)?;
         }
         let segment = self.segment.clone().expect("a segment is open");
+        let records_len = self.buffer.len();
+        let room = self.current_len - self.write_offset - records_len as u64;
+        let marker = &END_MARKER[..END_MARKER.len().min(room as usize)];
+        self.buffer.extend_from_slice(marker);
         let result = self
             .storage
             .write_all_and_sync(&segment, self.write_offset, &self.buffer);
+        self.buffer.truncate(records_len);
         if let Err(e) = result {
             let error =
                 JournalError::io("group commit failed; nothing in it is durable", e).at(Location {
@@ -189,6 +202,9 @@ impl JournalWriter {
         let storage = self.storage.clone();
         let len = self.segment_len;
         self.preparing = Some(std::thread::spawn(move || {
+            if take_recycled(storage.as_ref(), len)? {
+                return Ok(());
+            }
             storage.create_zeroed(PREPARED_SEGMENT_NAME, len)
         }));
     }

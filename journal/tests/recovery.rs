@@ -223,3 +223,28 @@ fn recovery_continues_across_restarts_and_roll_overs() {
         "rolled over"
     );
 }
+
+/// Found by the recovery fuzz target: a journal whose remaining segment holds no record (its
+/// predecessors retired, its first commit torn) continues at that segment's first sequence,
+/// not at 1.
+#[test]
+fn an_empty_last_segment_sets_the_next_sequence() {
+    let storage = Arc::new(FaultStorage::new());
+    let name = journal::format::segment_name(1001);
+    storage.create_zeroed(&name, SEGMENT_LEN).unwrap();
+    let header = journal::format::SegmentHeader {
+        first_seq: 1001,
+        segment_len: SEGMENT_LEN,
+    }
+    .encode();
+    storage.corrupt(&name, |bytes| {
+        bytes[..header.len()].copy_from_slice(&header)
+    });
+    let mut writer = open_writer(storage.clone());
+    assert_eq!(writer.next_seq(), 1001);
+    assert_eq!(commit_batch(&mut writer, 3).unwrap(), 1003);
+    drop(writer);
+    let image = storage.crash_image();
+    recover(&image).unwrap();
+    assert_eq!(read_all(&image).unwrap(), vec![1001, 1002, 1003]);
+}

@@ -1,0 +1,138 @@
+//! Recycled segments: retention hands covered segments back to the writer, which overwrites
+//! them instead of zero-filling new files. Their stale records must never read as live ones:
+//! not after a clean stop, not after a torn commit at any byte, not after appending again.
+
+mod common;
+
+use std::sync::Arc;
+
+use common::{commit_batch, open_writer, read_all};
+use journal::retention::{prune, Retention};
+use journal::{recover, FaultStorage, Storage};
+
+fn names_ending(storage: &dyn Storage, suffix: &str) -> Vec<String> {
+    let mut names: Vec<String> = storage
+        .list()
+        .unwrap()
+        .into_iter()
+        .filter(|n| n.ends_with(suffix))
+        .collect();
+    names.sort();
+    names
+}
+
+/// Write through many small segments, retiring covered ones with `Recycle` as snapshots
+/// would, until the open segment is a recycled one holding stale records past its end.
+fn journal_on_recycled_segments() -> (Arc<FaultStorage>, journal::JournalWriter) {
+    let storage = Arc::new(FaultStorage::new());
+    let mut writer = open_writer(storage.clone());
+    let mut recycled_seen = false;
+    let mut reused = 0;
+    for round in 0..400 {
+        let before = names_ending(storage.as_ref(), ".recycle").len();
+        let durable = commit_batch(&mut writer, 7 + round % 13).unwrap();
+        if names_ending(storage.as_ref(), ".recycle").len() < before {
+            reused += 1;
+        }
+        if round % 10 == 9 {
+            prune(
+                storage.as_ref(),
+                std::path::Path::new("unused"),
+                durable,
+                &Retention::Recycle,
+            )
+            .unwrap();
+        }
+        let after = names_ending(storage.as_ref(), ".recycle").len();
+        recycled_seen |= after > 0;
+        assert!(after <= journal::retention::RECYCLED_MAX);
+    }
+    assert!(recycled_seen, "retention never recycled a segment");
+    assert!(
+        reused >= 3,
+        "the writer reused only {reused} recycled segments"
+    );
+    (storage, writer)
+}
+
+#[test]
+fn stale_records_in_recycled_segments_are_never_read_as_live() {
+    let (storage, mut writer) = journal_on_recycled_segments();
+    let last = commit_batch(&mut writer, 5).unwrap();
+    drop(writer);
+    let first_kept = journal::scan::segment_names(storage.as_ref()).unwrap()[0].0;
+    let image = storage.crash_image();
+    let recovered = recover(&image).unwrap();
+    assert!(recovered.cut.is_none(), "a clean stop read as a torn tail");
+    assert_eq!(
+        read_all(&image).unwrap(),
+        (first_kept..=last).collect::<Vec<_>>()
+    );
+    // And again after appending to the recovered journal.
+    let image = Arc::new(image);
+    let mut writer = open_writer(image.clone());
+    let last = commit_batch(&mut writer, 40).unwrap();
+    drop(writer);
+    assert_eq!(
+        read_all(&image.crash_image()).unwrap(),
+        (first_kept..=last).collect::<Vec<_>>()
+    );
+}
+
+#[test]
+fn a_torn_commit_over_stale_bytes_is_cut_at_every_byte() {
+    let (storage, mut writer) = journal_on_recycled_segments();
+    let durable = commit_batch(&mut writer, 3).unwrap();
+    let before = storage.crash_image();
+    let last = commit_batch(&mut writer, 1).unwrap();
+    assert_eq!(last, durable + 1);
+    drop(writer);
+    let first_kept = journal::scan::segment_names(storage.as_ref()).unwrap()[0].0;
+    let mut at = None;
+    journal::scan(storage.as_ref(), |r, location| {
+        if r.seq == last {
+            at = Some((
+                location.segment.clone(),
+                location.offset as usize,
+                r.total_len,
+            ));
+        }
+    })
+    .unwrap();
+    let (segment, offset, len) = at.unwrap();
+    let old = before.read(&segment).unwrap()[offset..offset + len + 8].to_vec();
+    let new = storage.read(&segment).unwrap()[offset..offset + len].to_vec();
+    assert!(
+        old[8..].iter().any(|&b| b != 0),
+        "the last record should overwrite stale bytes"
+    );
+    // A torn write leaves the old bytes (the previous end marker, then stale records) from
+    // some point of the new record on.
+    for keep in 0..len + 8 {
+        let torn = storage.crash_image();
+        torn.corrupt(&segment, |bytes| {
+            bytes[offset + keep..offset + len + 8].copy_from_slice(&old[keep..]);
+        });
+        let recovered = recover(&torn).unwrap_or_else(|e| panic!("keep {keep}: {e}"));
+        let survivors = recovered.report.last_seq.unwrap();
+        // The record survives only if what the tear kept of the old bytes equals the new.
+        let intact = keep >= len || new[keep..] == old[keep..len];
+        let expected = if intact { last } else { durable };
+        assert_eq!(survivors, expected, "keep {keep}");
+        assert_eq!(
+            read_all(&torn).unwrap(),
+            (first_kept..=survivors).collect::<Vec<_>>(),
+            "keep {keep}"
+        );
+        let torn = Arc::new(torn);
+        let mut writer = open_writer(torn.clone());
+        assert_eq!(writer.next_seq(), survivors + 1);
+        let end = commit_batch(&mut writer, 9).unwrap();
+        drop(writer);
+        assert_eq!(
+            read_all(&torn.crash_image()).unwrap(),
+            (first_kept..=end).collect::<Vec<_>>(),
+            "keep {keep}, after appending"
+        );
+    }
+}
