@@ -57,10 +57,19 @@ impl std::fmt::Display for SnapshotError {
 impl std::error::Error for SnapshotError {}
 
 impl EngineSnapshot {
-    pub fn to_bytes(&self) -> Vec<u8> {
-        rkyv::to_bytes::<rkyv::rancor::Error>(self)
+    /// The archive, in a buffer sized for it up front: growing it by doubling re-copied
+    /// gigabytes for a big state, and converting it to a `Vec` would copy it once more.
+    pub fn to_bytes(&self) -> rkyv::util::AlignedVec<16> {
+        let estimate = 4096
+            + std::mem::size_of_val(self.skus.as_slice())
+            + std::mem::size_of_val(self.orders.as_slice())
+            + std::mem::size_of_val(self.holdings.as_slice())
+            + std::mem::size_of_val(self.idempotency.as_slice())
+            + std::mem::size_of_val(self.deadlines.as_slice())
+            + std::mem::size_of_val(self.unreconciled_paid.as_slice());
+        let buffer = rkyv::util::AlignedVec::<16>::with_capacity(estimate + estimate / 4);
+        rkyv::api::high::to_bytes_in::<_, rkyv::rancor::Error>(self, buffer)
             .expect("serializing to memory cannot fail")
-            .into_vec()
     }
 
     /// Decode and validate (every byte checked by bytecheck before use).

@@ -757,7 +757,7 @@ proptest! {
             prop_assert_eq!(run(&mut a, now, request), run(&mut b, now, request));
             prop_assert_eq!(a.hash(), b.hash());
         }
-        prop_assert_eq!(a.snapshot().to_bytes(), b.snapshot().to_bytes());
+        prop_assert_eq!(&a.snapshot().to_bytes()[..], &b.snapshot().to_bytes()[..]);
     }
 
     /// 4. A snapshot taken anywhere, encoded, decoded and restored, continues exactly as the
@@ -780,7 +780,7 @@ proptest! {
         let mut restored = Engine::restore(EngineSnapshot::from_bytes(&bytes).map_err(fail)?)
             .map_err(fail)?;
         prop_assert_eq!(restored.hash(), original.hash());
-        prop_assert_eq!(restored.snapshot().to_bytes(), bytes);
+        prop_assert_eq!(&restored.snapshot().to_bytes()[..], &bytes[..]);
         for &(now, request) in &all[cut..] {
             prop_assert_eq!(
                 run(&mut restored, now, request),
@@ -789,7 +789,7 @@ proptest! {
             );
             prop_assert_eq!(restored.hash(), original.hash());
         }
-        prop_assert_eq!(restored.snapshot().to_bytes(), original.snapshot().to_bytes());
+        prop_assert_eq!(&restored.snapshot().to_bytes()[..], &original.snapshot().to_bytes()[..]);
         // The answers too, over the whole final state.
         let queries = catalog_queries().into_iter().chain(order_queries(original.orders().len()));
         for q in queries {

@@ -813,8 +813,8 @@ fn same_requests_same_hash_and_snapshots_continue_identically() {
     script(&mut half, 60, 120);
     assert_eq!(half.engine.hash(), whole.engine.hash());
     assert_eq!(
-        half.engine.snapshot().to_bytes(),
-        whole.engine.snapshot().to_bytes()
+        &half.engine.snapshot().to_bytes()[..],
+        &whole.engine.snapshot().to_bytes()[..]
     );
 }
 

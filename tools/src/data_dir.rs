@@ -74,7 +74,7 @@ impl DataDir {
         }
         let journal = self.journal(IoMode::Pwritev2)?;
         let after = snapshot_seq.unwrap_or(0);
-        let mut out = Output::default();
+        let mut applier = Applier::new(engine);
         let mut records = 0u64;
         let mut last_seq = after;
         let mut failure: Option<anyhow::Error> = None;
@@ -90,7 +90,7 @@ impl DataDir {
                 ));
                 return;
             }
-            let applied = apply_record(&mut engine, record, &mut out);
+            let applied = applier.push(record);
             if let Err(e) = applied {
                 failure = Some(e.context(format!(
                     "record {} (segment {}, offset {})",
@@ -104,6 +104,7 @@ impl DataDir {
         if let Some(e) = failure {
             return Err(e);
         }
+        let engine = applier.finish();
         if let (Some(seq), Some(end)) = (snapshot_seq, report.last_seq) {
             if end < seq {
                 return Err(JournalError::new(
@@ -149,31 +150,70 @@ impl DataDir {
     }
 }
 
-/// Apply one journal record to the engine being rebuilt (created by the config record).
-fn apply_record(
-    engine: &mut Option<Engine>,
-    record: &journal::Record<'_>,
-    out: &mut Output,
-) -> anyhow::Result<()> {
-    if record.kind == kind::ENGINE_CONFIG {
-        if engine.is_some() {
-            bail!("an engine configuration record in the middle of the journal");
+/// Requests decoded ahead of the one being applied, so the engine can prefetch what each
+/// will touch while it applies the ones before (as the engine stage does).
+const REPLAY_LOOKAHEAD: usize = 4;
+
+/// Applies journal records to the engine being rebuilt (created by the config record).
+struct Applier {
+    engine: Option<Engine>,
+    ahead: std::collections::VecDeque<(TimestampNs, Request)>,
+    out: Output,
+}
+
+impl Applier {
+    fn new(engine: Option<Engine>) -> Applier {
+        Applier {
+            engine,
+            ahead: std::collections::VecDeque::with_capacity(REPLAY_LOOKAHEAD + 1),
+            out: Output::default(),
         }
-        *engine = Some(Engine::new(codec::decode_config(record.payload)?));
-        return Ok(());
     }
-    let request = codec::decode_request(record.payload)?;
-    if request.command.kind() != record.kind {
-        bail!(
-            "record kind {} but the payload is {}",
-            record.kind,
-            codec::kind_name(request.command.kind())
-        );
+
+    /// Decode `record`, prefetch for it, and apply the one `REPLAY_LOOKAHEAD` before it.
+    fn push(&mut self, record: &journal::Record<'_>) -> anyhow::Result<()> {
+        if record.kind == kind::ENGINE_CONFIG {
+            if self.engine.is_some() {
+                bail!("an engine configuration record in the middle of the journal");
+            }
+            self.engine = Some(Engine::new(codec::decode_config(record.payload)?));
+            return Ok(());
+        }
+        let request = codec::decode_request(record.payload)?;
+        if request.command.kind() != record.kind {
+            bail!(
+                "record kind {} but the payload is {}",
+                record.kind,
+                codec::kind_name(request.command.kind())
+            );
+        }
+        engine_or_default(&mut self.engine).prefetch(&request);
+        self.ahead.push_back((record.timestamp_ns, request));
+        if self.ahead.len() > REPLAY_LOOKAHEAD {
+            self.apply_oldest();
+        }
+        Ok(())
     }
-    engine
-        .get_or_insert_with(|| Engine::new(EngineConfig::default()))
-        .apply(record.timestamp_ns, &request, out);
-    Ok(())
+
+    fn apply_oldest(&mut self) {
+        let Some((now_ns, request)) = self.ahead.pop_front() else {
+            return;
+        };
+        engine_or_default(&mut self.engine).apply(now_ns, &request, &mut self.out);
+    }
+
+    /// Apply what is still ahead; the rebuilt engine.
+    fn finish(mut self) -> Option<Engine> {
+        while !self.ahead.is_empty() {
+            self.apply_oldest();
+        }
+        self.engine
+    }
+}
+
+/// A journal that does not start with a configuration record runs on the defaults.
+fn engine_or_default(engine: &mut Option<Engine>) -> &mut Engine {
+    engine.get_or_insert_with(|| Engine::new(EngineConfig::default()))
 }
 
 /// Appends requests to a data directory's journal, as the server's journaler will.

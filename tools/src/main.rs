@@ -1,12 +1,8 @@
 //! `surge`: the one binary. Each subcommand lives in its own module; this file only parses
 //! the command line and dispatches.
 
-mod data_dir;
-mod flash_sale;
-mod journal_cmd;
-mod replay_cmd;
-
 use clap::{Parser, Subcommand};
+use tools::{flash_sale, journal_cmd, replay_cmd};
 
 #[derive(Parser)]
 #[command(

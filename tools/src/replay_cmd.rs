@@ -27,8 +27,8 @@ pub struct ReplayArgs {
 pub struct SnapshotArgs {
     #[command(flatten)]
     dir: DirArgs,
-    /// What to do with journal segments the snapshot covers: keep, delete, or archive (moved
-    /// to DIR/archive).
+    /// What to do with journal segments the snapshot covers: keep, delete, archive (moved
+    /// to DIR/archive), or recycle (kept for the writer to reuse; the surplus deleted).
     #[arg(long, default_value = "keep")]
     retention: String,
 }
@@ -89,7 +89,8 @@ pub fn snapshot(args: SnapshotArgs) -> anyhow::Result<()> {
         "keep" => Retention::Keep,
         "delete" => Retention::Delete,
         "archive" => Retention::Archive(args.dir.data_dir.join("archive")),
-        other => anyhow::bail!("--retention {other:?}: use keep, delete or archive"),
+        "recycle" => Retention::Recycle,
+        other => anyhow::bail!("--retention {other:?}: use keep, delete, archive or recycle"),
     };
     let replayed = rebuild(&dir)?;
     let started = std::time::Instant::now();
