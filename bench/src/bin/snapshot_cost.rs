@@ -1,0 +1,123 @@
+//! What a snapshot of a big state costs: `ORDERS` open orders (default 10M, single-line,
+//! over 1,000 SKUs, none paid), then each step timed on its own:
+//!
+//! - copy: `Engine::snapshot()`, the part that needs the engine to stand still;
+//! - archive: rkyv to bytes (on any thread, from the copy);
+//! - write: temp file, sync, rename, directory sync;
+//! - load: read the newest snapshot, check it, restore an engine from it.
+//!
+//! `cargo run --release -p bench --bin snapshot-cost [-- ORDERS]` (files under
+//! `SURGE_BENCH_DIR`, default /var/tmp).
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use engine::{
+    ClientId, Command, Engine, EngineConfig, EngineSnapshot, OrderLine, Output, Request, RequestId,
+    SkuId, SkuSpec, UserId,
+};
+use journal::{snapshot, FileStorage, IoMode};
+
+const SKUS: u64 = 1_000;
+
+fn main() -> anyhow::Result<()> {
+    let orders: u64 = std::env::args()
+        .nth(1)
+        .map(|a| a.parse().expect("ORDERS is a number"))
+        .unwrap_or(10_000_000);
+    let dir = std::env::var_os("SURGE_BENCH_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/var/tmp"))
+        .join("surge-snapshot-cost");
+    let _ = std::fs::remove_dir_all(&dir);
+    let engine = open_orders(orders);
+
+    let started = Instant::now();
+    let copy = engine.snapshot();
+    let copy_s = started.elapsed().as_secs_f64();
+
+    let started = Instant::now();
+    let bytes = copy.to_bytes();
+    let archive_s = started.elapsed().as_secs_f64();
+    drop(copy);
+
+    let storage = FileStorage::open(&dir, IoMode::Pwritev2)?;
+    let started = Instant::now();
+    snapshot::write_snapshot(&storage, orders, engine.hash(), &bytes)?;
+    let write_s = started.elapsed().as_secs_f64();
+    let size = bytes.len();
+    drop(bytes);
+    let hash = engine.hash();
+    drop(engine);
+
+    let started = Instant::now();
+    let (newest, _) = snapshot::load_newest(&storage)?;
+    let newest = newest.expect("the snapshot just written");
+    let restored = Engine::restore(EngineSnapshot::from_bytes(&newest.payload)?)?;
+    let load_s = started.elapsed().as_secs_f64();
+    anyhow::ensure!(restored.hash() == hash, "the restored engine differs");
+
+    println!("snapshot of {orders} open orders over {SKUS} SKUs");
+    println!(
+        "  size      {:.1} MiB ({:.1} bytes per open order)",
+        size as f64 / (1 << 20) as f64,
+        size as f64 / orders as f64
+    );
+    println!(
+        "  copy      {:.1} ms  (the engine stands still for this)",
+        copy_s * 1e3
+    );
+    println!(
+        "  archive   {:.1} ms  (rkyv, off the engine)",
+        archive_s * 1e3
+    );
+    println!(
+        "  write     {:.1} ms  (temp file, sync, rename, dir sync)",
+        write_s * 1e3
+    );
+    println!(
+        "  load      {:.1} ms  (read, validate, restore)",
+        load_s * 1e3
+    );
+    std::fs::remove_dir_all(&dir)?;
+    Ok(())
+}
+
+/// An engine holding `orders` open single-line orders.
+fn open_orders(orders: u64) -> Engine {
+    let mut engine = Engine::new(EngineConfig::default());
+    engine.preallocate(orders);
+    let mut out = Output::default();
+    for sku in 1..=SKUS {
+        let spec = SkuSpec {
+            sku: SkuId(sku),
+            price: 1_000,
+            stock: orders,
+            per_user_limit: 5,
+            sale_window: None,
+        };
+        let request = Request {
+            client: ClientId(1),
+            request: RequestId(sku),
+            command: Command::UpsertSku(spec),
+        };
+        engine.apply(0, &request, &mut out);
+    }
+    for i in 1..=orders {
+        let request = Request {
+            client: ClientId(2 + i % 64),
+            request: RequestId(i),
+            command: Command::PlaceOrder {
+                user: UserId(i),
+                lines: vec![OrderLine {
+                    sku: SkuId(1 + i % SKUS),
+                    qty: 1,
+                }],
+                join_waitlist: false,
+            },
+        };
+        engine.apply(1, &request, &mut out);
+        assert!(matches!(out.outcome, engine::Outcome::OrderPlaced { .. }));
+    }
+    engine
+}
