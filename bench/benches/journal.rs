@@ -100,9 +100,8 @@ fn bench_writer(c: &mut Criterion, label: &str, mode: IoMode) {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-/// The same bytes a journal commit of `batch` records writes.
-fn encoded_batch(batch: u64) -> Vec<u8> {
-    let mut bytes = Vec::new();
+/// Encode what a journal commit of `batch` records writes into `bytes`.
+fn encode_batch(batch: u64, bytes: &mut Vec<u8>) {
     for seq in 1..=batch {
         let record = RecordOut {
             seq,
@@ -110,9 +109,8 @@ fn encoded_batch(batch: u64) -> Vec<u8> {
             kind: KIND,
             payload: &PAYLOAD,
         };
-        encode_record(&record, 0, &mut bytes);
+        encode_record(&record, 0, bytes);
     }
-    bytes
 }
 
 fn bench_raw(c: &mut Criterion) {
@@ -128,7 +126,8 @@ fn bench_raw(c: &mut Criterion) {
     let mut group = c.benchmark_group("journal/raw");
     configure(&mut group);
     for batch in BATCHES {
-        let bytes = encoded_batch(batch);
+        let mut bytes = Vec::new();
+        encode_batch(batch, &mut bytes);
         let mut offset = 0u64;
         group.throughput(Throughput::Elements(batch));
         group.bench_function(format!("batch_{batch}"), |b| {
@@ -174,15 +173,7 @@ fn bench_encode(c: &mut Criterion) {
         group.bench_function(format!("batch_{batch}"), |b| {
             b.iter(|| {
                 buffer.clear();
-                for seq in 1..=batch {
-                    let record = RecordOut {
-                        seq,
-                        timestamp_ns: seq,
-                        kind: KIND,
-                        payload: &PAYLOAD,
-                    };
-                    encode_record(&record, 0, &mut buffer);
-                }
+                encode_batch(batch, &mut buffer);
                 buffer.len()
             })
         });

@@ -92,3 +92,47 @@ pub fn hot_path(orders: u64) -> (Stream, Stream) {
         .collect();
     (setup, stream)
 }
+
+/// Load SKUs 1..=`skus`, each with `stock` units at 10.00 and a limit of 5 per buyer.
+pub fn load_catalog(engine: &mut Engine, skus: u64, stock: u64) {
+    let mut out = Output::default();
+    for sku in 1..=skus {
+        let spec = SkuSpec {
+            sku: SkuId(sku),
+            price: 1_000,
+            stock,
+            per_user_limit: 5,
+            sale_window: None,
+        };
+        let request = Request {
+            client: ClientId(1),
+            request: RequestId(sku),
+            command: Command::UpsertSku(spec),
+        };
+        engine.apply(0, &request, &mut out);
+    }
+}
+
+/// Place `orders` single-line, single-unit orders from distinct buyers over SKUs 1..=`skus`
+/// (loaded with stock enough), none paid: the state of a sale at its busiest.
+pub fn place_open_orders(engine: &mut Engine, orders: u64, skus: u64) {
+    let mut out = Output::default();
+    let mut request = Request {
+        client: ClientId(2),
+        request: RequestId(0),
+        command: Command::Tick,
+    };
+    for i in 1..=orders {
+        request.request = RequestId(i);
+        request.command = Command::PlaceOrder {
+            user: UserId(i),
+            lines: vec![OrderLine {
+                sku: SkuId(1 + i % skus),
+                qty: 1,
+            }],
+            join_waitlist: false,
+        };
+        engine.apply(1, &request, &mut out);
+        assert!(matches!(out.outcome, engine::Outcome::OrderPlaced { .. }));
+    }
+}

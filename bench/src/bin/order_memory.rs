@@ -7,10 +7,7 @@
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use engine::{
-    ClientId, Command, Engine, EngineConfig, OrderLine, Output, Request, RequestId, SkuId, SkuSpec,
-    UserId,
-};
+use engine::{Engine, EngineConfig};
 
 struct Counting;
 
@@ -50,41 +47,9 @@ fn main() {
         .unwrap_or(10_000_000);
     let config = EngineConfig::default();
     let mut engine = Engine::new(config);
-    let mut out = Output::default();
-    for sku in 1..=SKUS {
-        let spec = SkuSpec {
-            sku: SkuId(sku),
-            price: 1_000,
-            stock: orders,
-            per_user_limit: 5,
-            sale_window: None,
-        };
-        let request = Request {
-            client: ClientId(1),
-            request: RequestId(sku),
-            command: Command::UpsertSku(spec),
-        };
-        engine.apply(0, &request, &mut out);
-    }
+    bench::load_catalog(&mut engine, SKUS, orders);
     let before = LIVE_BYTES.load(Ordering::Relaxed);
-    let mut request = Request {
-        client: ClientId(2),
-        request: RequestId(0),
-        command: Command::Tick,
-    };
-    for i in 1..=orders {
-        request.request = RequestId(i);
-        request.command = Command::PlaceOrder {
-            user: UserId(i),
-            lines: vec![OrderLine {
-                sku: SkuId(1 + i % SKUS),
-                qty: 1,
-            }],
-            join_waitlist: false,
-        };
-        engine.apply(1, &request, &mut out);
-        assert!(matches!(out.outcome, engine::Outcome::OrderPlaced { .. }));
-    }
+    bench::place_open_orders(&mut engine, orders, SKUS);
     let after = LIVE_BYTES.load(Ordering::Relaxed);
     let total = after - before;
     println!(

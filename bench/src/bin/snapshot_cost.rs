@@ -12,10 +12,7 @@
 use std::path::PathBuf;
 use std::time::Instant;
 
-use engine::{
-    ClientId, Command, Engine, EngineConfig, EngineSnapshot, OrderLine, Output, Request, RequestId,
-    SkuId, SkuSpec, UserId,
-};
+use engine::{Engine, EngineConfig, EngineSnapshot};
 use journal::{snapshot, FileStorage, IoMode};
 
 const SKUS: u64 = 1_000;
@@ -87,37 +84,7 @@ fn main() -> anyhow::Result<()> {
 fn open_orders(orders: u64) -> Engine {
     let mut engine = Engine::new(EngineConfig::default());
     engine.preallocate(orders);
-    let mut out = Output::default();
-    for sku in 1..=SKUS {
-        let spec = SkuSpec {
-            sku: SkuId(sku),
-            price: 1_000,
-            stock: orders,
-            per_user_limit: 5,
-            sale_window: None,
-        };
-        let request = Request {
-            client: ClientId(1),
-            request: RequestId(sku),
-            command: Command::UpsertSku(spec),
-        };
-        engine.apply(0, &request, &mut out);
-    }
-    for i in 1..=orders {
-        let request = Request {
-            client: ClientId(2 + i % 64),
-            request: RequestId(i),
-            command: Command::PlaceOrder {
-                user: UserId(i),
-                lines: vec![OrderLine {
-                    sku: SkuId(1 + i % SKUS),
-                    qty: 1,
-                }],
-                join_waitlist: false,
-            },
-        };
-        engine.apply(1, &request, &mut out);
-        assert!(matches!(out.outcome, engine::Outcome::OrderPlaced { .. }));
-    }
+    bench::load_catalog(&mut engine, SKUS, orders);
+    bench::place_open_orders(&mut engine, orders, SKUS);
     engine
 }

@@ -48,7 +48,13 @@ fn open_writer(storage: Arc<dyn Storage>) -> Option<JournalWriter> {
     JournalWriter::open(storage, &recovered, SEGMENT_LEN, 1).ok()
 }
 
+/// Append `count` records and commit them; the durable sequence.
 fn append(writer: &mut JournalWriter, count: u64) -> u64 {
+    append_uncommitted(writer, count);
+    writer.commit().expect("commit")
+}
+
+fn append_uncommitted(writer: &mut JournalWriter, count: u64) {
     for _ in 0..count {
         let seq = writer.next_seq();
         let payload = payload(seq);
@@ -60,7 +66,6 @@ fn append(writer: &mut JournalWriter, count: u64) -> u64 {
         };
         writer.append(record).expect("append");
     }
-    writer.commit().expect("commit")
 }
 
 /// Every record, in order and gap-free, with the payload it was written with (raw mode's
@@ -130,17 +135,7 @@ fn written(mut input: Input<'_>) {
     }
     // The last commit is appended but its sync never returns.
     let mut torn = input.u16();
-    for _ in 0..input.byte() % 200 {
-        let seq = writer.next_seq();
-        let payload = payload(seq);
-        let record = RecordOut {
-            seq,
-            timestamp_ns: seq,
-            kind: 1,
-            payload: &payload,
-        };
-        writer.append(record).expect("append");
-    }
+    append_uncommitted(&mut writer, u64::from(input.byte() % 200));
     let image = storage.crash_image_tearing(|_, bytes| {
         torn = torn.rotate_left(3);
         usize::from(torn) % (bytes.len() + 1)
