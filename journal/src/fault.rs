@@ -102,11 +102,13 @@ impl FaultStorage {
         file.durable = file.now.clone();
     }
 
-    fn trips(at: Option<u64>, count: u64, sticky: bool) -> bool {
-        match at {
-            Some(n) => count == n || (sticky && count > n),
-            None => false,
+    /// The injected failure of the `count`th `what`, if the faults armed at `at` trip on it.
+    fn injected(at: Option<u64>, count: u64, sticky: bool, what: &str) -> io::Result<()> {
+        let trips = at.is_some_and(|n| count == n || (sticky && count > n));
+        if trips {
+            return Err(io::Error::other(format!("injected: {what} {count} fails")));
         }
+        Ok(())
     }
 }
 
@@ -149,12 +151,7 @@ impl Storage for FaultStorage {
         let faults = self.faults.lock().unwrap().clone();
         let mut state = self.state.lock().unwrap();
         state.writes += 1;
-        if Self::trips(faults.fail_write, state.writes, faults.sticky) {
-            return Err(io::Error::other(format!(
-                "injected: write {} fails",
-                state.writes
-            )));
-        }
+        Self::injected(faults.fail_write, state.writes, faults.sticky, "write")?;
         let n = faults
             .short_write_max
             .map_or(data.len(), |m| m.min(data.len()));
@@ -168,12 +165,7 @@ impl Storage for FaultStorage {
         let faults = self.faults.lock().unwrap().clone();
         let mut state = self.state.lock().unwrap();
         state.syncs += 1;
-        if Self::trips(faults.fail_sync, state.syncs, faults.sticky) {
-            return Err(io::Error::other(format!(
-                "injected: sync {} fails",
-                state.syncs
-            )));
-        }
+        Self::injected(faults.fail_sync, state.syncs, faults.sticky, "sync")?;
         let file = state.files.get_mut(name).ok_or_else(|| not_found(name))?;
         file.durable = file.now.clone();
         file.unsynced.clear();
