@@ -2,7 +2,8 @@
 //! logs and `docs/ERRORS.md` all use these; a number is never reused for something else.
 //!
 //! Ranges: 1–49 replies that succeeded, 50–99 events (pushed, not asked for), 100–199
-//! rejections by business rules. 200 and up are reserved for the gateway and the journal.
+//! rejections by business rules, 200–299 protocol and gateway errors. 300 and up belong to the
+//! journal (`journal::ErrorCode`).
 
 macro_rules! codes {
     ($($(#[$doc:meta])* $name:ident = $num:literal => $text:literal,)*) => {
@@ -48,6 +49,12 @@ impl Code {
     pub const fn is_rejection(self) -> bool {
         let n = self as u16;
         n >= 100 && n < 200
+    }
+
+    /// True for the 200–299 range: the gateway refused before the engine saw anything.
+    pub const fn is_gateway_error(self) -> bool {
+        let n = self as u16;
+        n >= 200 && n < 300
     }
 }
 
@@ -131,6 +138,46 @@ codes! {
     /// The request id is older than the client's idempotency window: it cannot be told
     /// apart from a new request, so it is refused rather than risk applying it twice.
     RequestTooOld = 124 => "REQUEST_TOO_OLD",
+
+    // Protocol and gateway: the request (or the connection) never reached the engine.
+    /// A frame's length field is 0, or its body is shorter than its kind needs. Closes.
+    FrameTooShort = 200 => "FRAME_TOO_SHORT",
+    /// A frame's length field is over the limit (1 MiB). Closes.
+    FrameTooLarge = 201 => "FRAME_TOO_LARGE",
+    /// A frame kind the server does not know, or one a client may not send. Closes.
+    UnknownFrameKind = 202 => "UNKNOWN_FRAME_KIND",
+    /// The hello does not start with the protocol's magic number. Closes.
+    BadMagic = 203 => "BAD_MAGIC",
+    /// The hello names a protocol version this server does not speak. Closes.
+    UnsupportedVersion = 204 => "UNSUPPORTED_VERSION",
+    /// A frame other than HELLO came before the handshake. Closes.
+    HelloRequired = 205 => "HELLO_REQUIRED",
+    /// A second HELLO on one connection. Closes.
+    DuplicateHello = 206 => "DUPLICATE_HELLO",
+    /// Client id 0 is the sequencer's own. Closes.
+    BadClientId = 207 => "BAD_CLIENT_ID",
+    /// A REQUESTS frame with no requests or more than 4096. Closes.
+    BadRequestCount = 208 => "BAD_REQUEST_COUNT",
+    /// A frame whose fields do not add up (request headers not tiling the frame, reserved
+    /// bytes set in a handshake). Closes.
+    MalformedFrame = 209 => "MALFORMED_FRAME",
+    /// One request's body is the wrong length for its op or has a bad field; the subject is
+    /// the op. Only that request is refused.
+    MalformedRequest = 210 => "MALFORMED_REQUEST",
+    /// One request names an op that does not exist (or Tick, which is the sequencer's own);
+    /// the subject is the op.
+    UnknownOp = 211 => "UNKNOWN_OP",
+    /// The server has as many connections as it takes. Closes.
+    TooManyConnections = 212 => "TOO_MANY_CONNECTIONS",
+    /// The server is draining for shutdown and takes no new requests.
+    ShuttingDown = 213 => "SHUTTING_DOWN",
+    /// The client did not read its answers and its unsent bytes passed the limit. Closes.
+    SlowConsumer = 214 => "SLOW_CONSUMER",
+    /// A started frame (or the hello) did not complete within the timeout. Closes.
+    FrameTimeout = 215 => "FRAME_TIMEOUT",
+    /// The journal failed (see the 300 codes in the log); the server answers nothing more
+    /// and exits so a restart can recover what is durable.
+    ServerFailed = 216 => "SERVER_FAILED",
 }
 
 #[cfg(test)]

@@ -22,6 +22,7 @@ pub mod sku;
 pub mod snapshot;
 pub mod state_machine;
 pub mod waitlist;
+pub mod wire;
 
 pub use code::Code;
 pub use command::{Command, OrderLine, Query, Request, SaleWindow, SkuSpec};
