@@ -1,7 +1,9 @@
-//! surge's load side. For now: seeded, reproducible workloads (a flash sale on one hot SKU,
-//! a broad Zipf mix) and a simulation that drives an in-process engine with them and
-//! records the run for replay. The client and the open-loop generator come with the server.
+//! surge's load side: the Rust client for the protocol (`client`), seeded, reproducible
+//! workloads (a flash sale on one hot SKU, a broad Zipf mix) and a simulation that drives an
+//! in-process engine with them and records the run for replay. The open-loop load generator
+//! comes next.
 
+pub mod client;
 pub mod rng;
 pub mod simulation;
 pub mod workloads;

@@ -229,14 +229,30 @@ impl Journaler {
         mode: IoMode,
         config: &EngineConfig,
     ) -> anyhow::Result<(Journaler, String)> {
-        let storage: Arc<dyn Storage> = Arc::new(dir.journal(mode)?);
+        Journaler::open_dir(dir, mode, config, journal::writer::SEGMENT_LEN_DEFAULT)
+    }
+
+    pub fn open_dir(
+        dir: &DataDir,
+        mode: IoMode,
+        config: &EngineConfig,
+        segment_len: u64,
+    ) -> anyhow::Result<(Journaler, String)> {
+        Journaler::open_on(Arc::new(dir.journal(mode)?), config, segment_len)
+    }
+
+    /// Open the journal on any storage (tests slow it down or make it fail).
+    pub fn open_on(
+        storage: Arc<dyn Storage>,
+        config: &EngineConfig,
+        segment_len: u64,
+    ) -> anyhow::Result<(Journaler, String)> {
         let described = storage.describe();
         let recovered = journal::recover(storage.as_ref())?;
         if let Some(notice) = recovered.cut_notice() {
             eprintln!("notice {notice}");
         }
-        let mut writer =
-            JournalWriter::open(storage, &recovered, journal::writer::SEGMENT_LEN_DEFAULT, 1)?;
+        let mut writer = JournalWriter::open(storage, &recovered, segment_len, 1)?;
         if writer.next_seq() == 1 {
             let payload = codec::encode_config(config);
             writer.append(RecordOut {

@@ -5,3 +5,5 @@ pub mod data_dir;
 pub mod flash_sale;
 pub mod journal_cmd;
 pub mod replay_cmd;
+pub mod serve_cmd;
+pub mod server;

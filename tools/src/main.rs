@@ -2,7 +2,7 @@
 //! the command line and dispatches.
 
 use clap::{Parser, Subcommand};
-use tools::{flash_sale, journal_cmd, replay_cmd};
+use tools::{flash_sale, journal_cmd, replay_cmd, serve_cmd};
 
 #[derive(Parser)]
 #[command(
@@ -17,6 +17,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Commands {
+    /// Serve the client protocol: gateway, journal, engine, release gate, /metrics.
+    Serve(serve_cmd::ServeArgs),
     /// Run a generated flash sale through the engine in simulated time and report it.
     FlashSale(flash_sale::Args),
     /// Inspect a journal: verify, dump, stats.
@@ -30,6 +32,7 @@ enum Commands {
 
 fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
+        Commands::Serve(args) => serve_cmd::run(args),
         Commands::FlashSale(args) => flash_sale::run(args),
         Commands::Journal(command) => journal_cmd::run(command),
         Commands::Replay(args) => replay_cmd::run(args),

@@ -26,6 +26,14 @@ impl<T> Consumer<T> {
         self.processed
     }
 
+    /// Whether there is something to read now (without taking it).
+    pub fn has_ready(&mut self) -> bool {
+        if self.available_cached <= self.processed {
+            self.available_cached = cursor::minimum(&self.upstream);
+        }
+        self.available_cached > self.processed
+    }
+
     /// Everything published upstream and not yet processed here, if there is any now.
     pub fn try_read(&mut self) -> Option<ReadBatch<'_, T>> {
         self.try_read_up_to(usize::MAX)

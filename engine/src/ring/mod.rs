@@ -17,6 +17,7 @@ mod consumer;
 mod cursor;
 mod producer;
 mod slots;
+mod stage_cell;
 mod wait;
 
 use std::sync::Arc;
@@ -24,6 +25,7 @@ use std::sync::Arc;
 pub use consumer::{Consumer, ReadBatch};
 pub use cursor::Cursor;
 pub use producer::{Claim, Producer};
+pub use stage_cell::StageCell;
 pub use wait::WaitStrategy;
 
 use slots::Slots;

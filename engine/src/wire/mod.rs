@@ -15,7 +15,8 @@ mod request;
 pub use bytes::{Reader, Writer};
 pub use handshake::{ErrorFrame, Hello, Role, Welcome, HELLO_MAGIC};
 pub use push::{decode_pushes, encode_push, PushFrameBuilder, WirePush};
-pub use reply::{decode_answers, encode_reply, AnswersFrameBuilder, Reply, WireAnswer};
+pub use reply::{decode_answers, encode_answer, encode_outcome, encode_refusal, encode_reply};
+pub use reply::{AnswersFrameBuilder, Reply, WireAnswer};
 pub use request::{
     decode_requests, encode_operation, Operation, RequestsFrameBuilder, WireRequest,
 };

@@ -1,0 +1,363 @@
+//! The Rust client for surge's protocol (docs/PROTOCOL.md): connect and say hello, pipeline
+//! requests (many per frame), read answers and pushes. Blocking, one connection, no threads:
+//! the CLI, the tests and the load generator build on it.
+//!
+//! ```no_run
+//! use engine::{wire::Operation, Query, SkuId};
+//! let mut client = loadgen::client::Client::connect("127.0.0.1:7600", engine::ClientId(7))?;
+//! let answer = client.call(Operation::Query(Query::Stock { sku: SkuId(1) }))?;
+//! println!("{:?}", answer.reply);
+//! # Ok::<(), loadgen::client::ClientError>(())
+//! ```
+
+use std::collections::VecDeque;
+use std::io::{self, Read, Write};
+use std::net::{TcpStream, ToSocketAddrs};
+use std::time::{Duration, Instant};
+
+use engine::wire::{self, frame_kind, ErrorFrame, Hello, Operation, RequestsFrameBuilder};
+use engine::wire::{WireAnswer, WirePush, Welcome};
+use engine::{ClientId, RequestId};
+
+/// Default time to wait for the server.
+pub const TIMEOUT_DEFAULT: Duration = Duration::from_secs(10);
+
+#[derive(Debug)]
+pub enum ClientError {
+    Io(io::Error),
+    /// The server sent an ERROR frame (its code from docs/ERRORS.md) and closed.
+    Server { code: u16, message: String },
+    /// The server sent bytes this client cannot read.
+    Protocol(String),
+    /// The connection closed.
+    Closed,
+    /// Nothing arrived within the timeout.
+    Timeout,
+}
+
+impl std::fmt::Display for ClientError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ClientError::Io(e) => write!(f, "i/o: {e}"),
+            ClientError::Server { code, message } => {
+                let name = engine::Code::from_u16(*code).map_or("", |c| c.name());
+                write!(f, "server error {code} {name}: {message}")
+            }
+            ClientError::Protocol(what) => write!(f, "protocol: {what}"),
+            ClientError::Closed => write!(f, "the server closed the connection"),
+            ClientError::Timeout => write!(f, "timed out waiting for the server"),
+        }
+    }
+}
+
+impl std::error::Error for ClientError {}
+
+impl From<io::Error> for ClientError {
+    fn from(e: io::Error) -> Self {
+        match e.kind() {
+            io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => ClientError::Timeout,
+            io::ErrorKind::UnexpectedEof | io::ErrorKind::ConnectionReset => ClientError::Closed,
+            _ => ClientError::Io(e),
+        }
+    }
+}
+
+pub type Result<T> = std::result::Result<T, ClientError>;
+
+/// Something the server sent.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Incoming {
+    Answer(WireAnswer),
+    Push(WirePush),
+}
+
+pub struct Client {
+    stream: TcpStream,
+    client: ClientId,
+    welcome: Welcome,
+    /// Requests encoded and not yet written (one open frame at most).
+    out: Vec<u8>,
+    frame: Option<RequestsFrameBuilder>,
+    read_buf: Vec<u8>,
+    read_start: usize,
+    incoming: VecDeque<Incoming>,
+    next_request: u64,
+    timeout: Duration,
+}
+
+impl Client {
+    /// Connect and complete the handshake.
+    pub fn connect(addr: impl ToSocketAddrs, client: ClientId) -> Result<Client> {
+        Client::connect_timeout(addr, client, TIMEOUT_DEFAULT)
+    }
+
+    pub fn connect_timeout(
+        addr: impl ToSocketAddrs,
+        client: ClientId,
+        timeout: Duration,
+    ) -> Result<Client> {
+        let addr = addr
+            .to_socket_addrs()?
+            .next()
+            .ok_or_else(|| ClientError::Protocol("no address".into()))?;
+        let stream = TcpStream::connect_timeout(&addr, timeout)?;
+        stream.set_nodelay(true)?;
+        let mut this = Client {
+            stream,
+            client,
+            welcome: Welcome {
+                version: 0,
+                role: wire::Role::Primary,
+                in_flight_max: 0,
+                frame_len_max: 0,
+                requests_per_frame_max: 0,
+                epoch: 0,
+            },
+            out: Vec::with_capacity(64 << 10),
+            frame: None,
+            read_buf: Vec::with_capacity(64 << 10),
+            read_start: 0,
+            incoming: VecDeque::new(),
+            next_request: 1,
+            timeout,
+        };
+        Hello {
+            version: wire::PROTOCOL_VERSION,
+            client,
+        }
+        .encode(&mut this.out);
+        this.flush()?;
+        let deadline = Instant::now() + timeout;
+        let (kind, body) = this.read_frame(deadline)?;
+        if kind != frame_kind::WELCOME {
+            return Err(ClientError::Protocol(format!("expected WELCOME, got kind {kind}")));
+        }
+        this.welcome = Welcome::decode(&body).map_err(|c| ClientError::Protocol(c.to_string()))?;
+        Ok(this)
+    }
+
+    pub fn client_id(&self) -> ClientId {
+        self.client
+    }
+
+    pub fn welcome(&self) -> &Welcome {
+        &self.welcome
+    }
+
+    pub fn set_timeout(&mut self, timeout: Duration) {
+        self.timeout = timeout;
+    }
+
+    /// Request ids this client hands out with `next_request_id` start here (a client that
+    /// reconnects as the same id must keep going upwards: the server's idempotency window
+    /// refuses ids far below the highest it has seen).
+    pub fn set_next_request_id(&mut self, next: u64) {
+        self.next_request = next;
+    }
+
+    pub fn next_request_id(&mut self) -> RequestId {
+        let id = RequestId(self.next_request);
+        self.next_request += 1;
+        id
+    }
+
+    /// Queue a request; it goes out with the next `flush` (or earlier, when a frame fills).
+    pub fn send(&mut self, request: RequestId, operation: &Operation) -> Result<()> {
+        let frame = self
+            .frame
+            .get_or_insert_with(|| RequestsFrameBuilder::begin(&mut self.out));
+        frame.push(request, operation, &mut self.out);
+        let full = frame.count() >= wire::REQUESTS_PER_FRAME_MAX
+            || frame.len(&self.out) >= wire::FRAME_LEN_MAX / 2;
+        if full {
+            self.close_frame();
+            if self.out.len() >= 256 << 10 {
+                self.flush()?;
+            }
+        }
+        Ok(())
+    }
+
+    fn close_frame(&mut self) {
+        if let Some(frame) = self.frame.take() {
+            frame.finish(&mut self.out);
+        }
+    }
+
+    /// Write every queued request.
+    pub fn flush(&mut self) -> Result<()> {
+        self.close_frame();
+        if !self.out.is_empty() {
+            self.stream.set_write_timeout(Some(self.timeout))?;
+            self.stream.write_all(&self.out)?;
+            self.out.clear();
+        }
+        Ok(())
+    }
+
+    /// Send raw bytes (tests that speak the protocol badly on purpose).
+    pub fn send_raw(&mut self, bytes: &[u8]) -> Result<()> {
+        self.flush()?;
+        self.stream.write_all(bytes)?;
+        Ok(())
+    }
+
+    /// The next answer or push, waiting up to the timeout.
+    pub fn recv(&mut self) -> Result<Incoming> {
+        let deadline = Instant::now() + self.timeout;
+        self.recv_until(deadline)
+    }
+
+    pub fn recv_until(&mut self, deadline: Instant) -> Result<Incoming> {
+        self.flush()?;
+        loop {
+            if let Some(incoming) = self.incoming.pop_front() {
+                return Ok(incoming);
+            }
+            let (kind, body) = self.read_frame(deadline)?;
+            let protocol = |c: engine::Code| ClientError::Protocol(format!("{c} in kind {kind}"));
+            match kind {
+                frame_kind::ANSWERS => self.incoming.extend(
+                    wire::decode_answers(&body)
+                        .map_err(protocol)?
+                        .into_iter()
+                        .map(Incoming::Answer),
+                ),
+                frame_kind::PUSH => self.incoming.extend(
+                    wire::decode_pushes(&body)
+                        .map_err(protocol)?
+                        .into_iter()
+                        .map(Incoming::Push),
+                ),
+                other => {
+                    return Err(ClientError::Protocol(format!("unexpected frame kind {other}")))
+                }
+            }
+        }
+    }
+
+    /// The next answer; pushes that arrive first are kept for `take_pushes`.
+    pub fn recv_answer(&mut self) -> Result<WireAnswer> {
+        let deadline = Instant::now() + self.timeout;
+        let mut pushes = Vec::new();
+        let result = loop {
+            match self.recv_until(deadline) {
+                Ok(Incoming::Answer(answer)) => break Ok(answer),
+                Ok(Incoming::Push(push)) => pushes.push(Incoming::Push(push)),
+                Err(e) => break Err(e),
+            }
+        };
+        for push in pushes.into_iter().rev() {
+            self.incoming.push_front(push);
+        }
+        result
+    }
+
+    /// Send one request with the next request id and wait for its answer (answers to other
+    /// requests that come first are kept).
+    pub fn call(&mut self, operation: Operation) -> Result<WireAnswer> {
+        let request = self.next_request_id();
+        self.call_with_id(request, operation)
+    }
+
+    pub fn call_with_id(&mut self, request: RequestId, operation: Operation) -> Result<WireAnswer> {
+        self.send(request, &operation)?;
+        self.flush()?;
+        let deadline = Instant::now() + self.timeout;
+        let mut others = Vec::new();
+        let result = loop {
+            match self.recv_until(deadline) {
+                Ok(Incoming::Answer(a)) if a.request == request => break Ok(a),
+                Ok(other) => others.push(other),
+                Err(e) => break Err(e),
+            }
+        };
+        for other in others.into_iter().rev() {
+            self.incoming.push_front(other);
+        }
+        result
+    }
+
+    /// Pushes received so far (waiting for none).
+    pub fn take_pushes(&mut self) -> Vec<WirePush> {
+        let mut pushes = Vec::new();
+        self.incoming.retain(|i| match i {
+            Incoming::Push(p) => {
+                pushes.push(p.clone());
+                false
+            }
+            Incoming::Answer(_) => true,
+        });
+        pushes
+    }
+
+    /// Wait up to `timeout` for a push (answers that come meanwhile are kept).
+    pub fn wait_push(&mut self, timeout: Duration) -> Result<Option<WirePush>> {
+        if let Some(p) = self.take_pushes().into_iter().next() {
+            return Ok(Some(p));
+        }
+        let deadline = Instant::now() + timeout;
+        let mut answers = Vec::new();
+        let result = loop {
+            match self.recv_until(deadline) {
+                Ok(Incoming::Push(p)) => break Ok(Some(p)),
+                Ok(answer) => answers.push(answer),
+                Err(ClientError::Timeout) => break Ok(None),
+                Err(e) => break Err(e),
+            }
+        };
+        for a in answers.into_iter().rev() {
+            self.incoming.push_front(a);
+        }
+        result
+    }
+
+    /// Read one whole frame (kind, body), or the server's ERROR as an error.
+    fn read_frame(&mut self, deadline: Instant) -> Result<(u8, Vec<u8>)> {
+        loop {
+            match wire::split_frame(&self.read_buf[self.read_start..]) {
+                Ok(Some(frame)) => {
+                    let (kind, body, len) = (frame.kind, frame.body.to_vec(), frame.len);
+                    self.read_start += len;
+                    if self.read_start == self.read_buf.len() {
+                        self.read_buf.clear();
+                        self.read_start = 0;
+                    }
+                    if kind == frame_kind::ERROR {
+                        let e = ErrorFrame::decode(&body)
+                            .map_err(|c| ClientError::Protocol(c.to_string()))?;
+                        return Err(ClientError::Server {
+                            code: e.code,
+                            message: e.message,
+                        });
+                    }
+                    return Ok((kind, body));
+                }
+                Ok(None) => {}
+                Err(code) => return Err(ClientError::Protocol(code.to_string())),
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(ClientError::Timeout);
+            }
+            self.stream.set_read_timeout(Some(left))?;
+            if self.read_start > 0 {
+                self.read_buf.drain(..self.read_start);
+                self.read_start = 0;
+            }
+            let at = self.read_buf.len();
+            self.read_buf.resize(at + (64 << 10), 0);
+            let n = match self.stream.read(&mut self.read_buf[at..]) {
+                Ok(n) => n,
+                Err(e) => {
+                    self.read_buf.truncate(at);
+                    return Err(e.into());
+                }
+            };
+            self.read_buf.truncate(at + n);
+            if n == 0 {
+                return Err(ClientError::Closed);
+            }
+        }
+    }
+}

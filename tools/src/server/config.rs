@@ -1,0 +1,320 @@
+//! `surge serve` configuration: a TOML file (every key optional, unknown keys an error that
+//! names the key), then flags on top. `deploy/surge.toml` shows every key with its default.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use engine::ring::WaitStrategy;
+use engine::EngineConfig;
+use journal::IoMode;
+use serde::Deserialize;
+
+/// Ring slots by default: a power of two, larger than one full REQUESTS frame (4096).
+pub const RING_SLOTS_DEFAULT: usize = 1 << 16;
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    pub data_dir: PathBuf,
+    pub listen: SocketAddr,
+    pub http: SocketAddr,
+    pub engine: EngineSection,
+    pub ring: RingSection,
+    pub journal: JournalSection,
+    pub gateway: GatewaySection,
+    pub cores: CoresSection,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EngineSection {
+    pub payment_window_ms: u64,
+    pub waitlist_len_max: u32,
+    pub idempotency_window: u32,
+    pub clients_max: u32,
+    pub orders_max: u64,
+    pub skus_max: u32,
+    /// Orders to make room for at start-up (memory faulted in before the sale).
+    pub preallocate_orders: u64,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RingSection {
+    pub slots: usize,
+    /// "auto", "busy-spin", "yield" or "block".
+    pub wait: String,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct JournalSection {
+    /// "auto" (io_uring, else pwritev2), "uring" or "pwritev2".
+    pub io: String,
+    pub segment_mib: u64,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GatewaySection {
+    pub connections_max: usize,
+    /// Requests one connection may have unanswered; past it the gateway stops reading it.
+    pub in_flight_max: u32,
+    /// Unsent answer bytes one connection may hold before it is closed as a slow consumer.
+    pub write_buffer_max: usize,
+    /// A frame (or the hello) must complete within this.
+    pub frame_timeout_ms: u64,
+    /// With no command for this long, the sequencer inserts a Tick so deadlines expire.
+    pub tick_ms: u64,
+    /// On SIGTERM, how long to wait for answers to drain to clients.
+    pub drain_timeout_ms: u64,
+}
+
+/// Which core each stage is pinned to. "auto" pins when there are cores for every stage
+/// plus one for the OS; "off" never pins; or name each: `gateway = 1, journaler = 2, engine = 3`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CoresSection {
+    pub pin: String,
+    pub gateway: Option<usize>,
+    pub journaler: Option<usize>,
+    pub engine: Option<usize>,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            data_dir: PathBuf::from("surge-data"),
+            listen: "127.0.0.1:7600".parse().expect("literal"),
+            http: "127.0.0.1:7680".parse().expect("literal"),
+            engine: EngineSection::default(),
+            ring: RingSection::default(),
+            journal: JournalSection::default(),
+            gateway: GatewaySection::default(),
+            cores: CoresSection::default(),
+        }
+    }
+}
+
+impl Default for EngineSection {
+    fn default() -> Self {
+        let e = EngineConfig::default();
+        EngineSection {
+            payment_window_ms: e.payment_window_ns / 1_000_000,
+            waitlist_len_max: e.waitlist_len_max,
+            idempotency_window: e.idempotency_window,
+            clients_max: e.clients_max,
+            orders_max: e.orders_max,
+            skus_max: e.skus_max,
+            preallocate_orders: 0,
+        }
+    }
+}
+
+impl Default for RingSection {
+    fn default() -> Self {
+        RingSection {
+            slots: RING_SLOTS_DEFAULT,
+            wait: "auto".into(),
+        }
+    }
+}
+
+impl Default for JournalSection {
+    fn default() -> Self {
+        JournalSection {
+            io: "auto".into(),
+            segment_mib: journal::writer::SEGMENT_LEN_DEFAULT >> 20,
+        }
+    }
+}
+
+impl Default for GatewaySection {
+    fn default() -> Self {
+        GatewaySection {
+            connections_max: 1024,
+            in_flight_max: 4096,
+            write_buffer_max: 4 << 20,
+            frame_timeout_ms: 10_000,
+            tick_ms: 100,
+            drain_timeout_ms: 5_000,
+        }
+    }
+}
+
+impl Default for CoresSection {
+    fn default() -> Self {
+        CoresSection {
+            pin: "auto".into(),
+            gateway: None,
+            journaler: None,
+            engine: None,
+        }
+    }
+}
+
+impl ServerConfig {
+    /// Read `file` (if given), apply `overrides` (`section.key=value`, the value in TOML
+    /// syntax or a bare string), and check the result.
+    pub fn load(file: Option<&std::path::Path>, overrides: &[String]) -> anyhow::Result<Self> {
+        let mut table: toml::Table = match file {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("reading {}", path.display()))?;
+                text.parse()
+                    .with_context(|| format!("parsing {}", path.display()))?
+            }
+            None => toml::Table::new(),
+        };
+        for item in overrides {
+            let (key, value) = item
+                .split_once('=')
+                .with_context(|| format!("--set {item:?}: expected key=value"))?;
+            set(&mut table, key.trim(), value.trim())?;
+        }
+        let config: ServerConfig = toml::Value::Table(table)
+            .try_into()
+            .map_err(|e: toml::de::Error| anyhow::anyhow!("configuration: {}", e.message()))?;
+        config.check()?;
+        Ok(config)
+    }
+
+    fn check(&self) -> anyhow::Result<()> {
+        if !self.ring.slots.is_power_of_two()
+            || self.ring.slots < 2 * wire_requests_max()
+            || self.ring.slots > 1 << 24
+        {
+            bail!(
+                "ring.slots = {}: must be a power of two from {} to {}",
+                self.ring.slots,
+                2 * wire_requests_max(),
+                1 << 24
+            );
+        }
+        self.wait_strategy(1)?;
+        self.io_mode()?;
+        if self.journal.segment_mib == 0 || self.journal.segment_mib > 4096 {
+            bail!("journal.segment_mib must be 1..=4096");
+        }
+        if self.gateway.in_flight_max == 0 || self.gateway.connections_max == 0 {
+            bail!("gateway.in_flight_max and gateway.connections_max must be at least 1");
+        }
+        if self.gateway.tick_ms == 0 {
+            bail!("gateway.tick_ms must be at least 1");
+        }
+        if !["auto", "off", "manual"].contains(&self.cores.pin.as_str()) {
+            bail!("cores.pin = {:?}: auto, off or manual", self.cores.pin);
+        }
+        Ok(())
+    }
+
+    pub fn engine_config(&self) -> EngineConfig {
+        EngineConfig {
+            payment_window_ns: self.engine.payment_window_ms.saturating_mul(1_000_000),
+            waitlist_len_max: self.engine.waitlist_len_max,
+            idempotency_window: self.engine.idempotency_window,
+            clients_max: self.engine.clients_max,
+            orders_max: self.engine.orders_max,
+            skus_max: self.engine.skus_max,
+        }
+    }
+
+    /// The configured strategy, or for "auto" the one that fits `busy_threads` on this
+    /// machine's cores.
+    pub fn wait_strategy(&self, busy_threads: usize) -> anyhow::Result<WaitStrategy> {
+        match self.ring.wait.as_str() {
+            "auto" => Ok(WaitStrategy::for_threads(busy_threads, available_cores())),
+            other => other.parse().map_err(|e: String| anyhow::anyhow!("ring.wait: {e}")),
+        }
+    }
+
+    pub fn io_mode(&self) -> anyhow::Result<IoMode> {
+        match self.journal.io.as_str() {
+            "auto" => Ok(IoMode::Auto),
+            "uring" | "io_uring" => Ok(IoMode::Uring),
+            "pwritev2" => Ok(IoMode::Pwritev2),
+            other => bail!("journal.io = {other:?}: auto, uring or pwritev2"),
+        }
+    }
+
+    pub fn segment_len(&self) -> u64 {
+        self.journal.segment_mib << 20
+    }
+
+    pub fn tick_interval(&self) -> Duration {
+        Duration::from_millis(self.gateway.tick_ms)
+    }
+}
+
+fn wire_requests_max() -> usize {
+    engine::wire::REQUESTS_PER_FRAME_MAX as usize
+}
+
+/// Cores this process may run on.
+pub fn available_cores() -> usize {
+    core_affinity::get_core_ids().map_or(1, |ids| ids.len().max(1))
+}
+
+/// Set `a.b.c = value` in `table`, parsing the value as TOML (a bare word is a string).
+fn set(table: &mut toml::Table, key: &str, value: &str) -> anyhow::Result<()> {
+    let parsed: toml::Value = format!("v = {value}")
+        .parse::<toml::Table>()
+        .ok()
+        .and_then(|mut t| t.remove("v"))
+        .unwrap_or_else(|| toml::Value::String(value.to_string()));
+    let mut parts: Vec<&str> = key.split('.').collect();
+    let last = parts.pop().filter(|k| !k.is_empty()).context("empty key")?;
+    let mut at = table;
+    for part in parts {
+        at = at
+            .entry(part)
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()))
+            .as_table_mut()
+            .with_context(|| format!("{key}: {part} is not a section"))?;
+    }
+    at.insert(last.to_string(), parsed);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(text: &str, overrides: &[&str]) -> anyhow::Result<ServerConfig> {
+        let dir = std::env::temp_dir().join(format!("surge-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join(format!("{}.toml", text.len()));
+        std::fs::write(&path, text).unwrap();
+        let overrides: Vec<String> = overrides.iter().map(|s| s.to_string()).collect();
+        ServerConfig::load(Some(&path), &overrides)
+    }
+
+    #[test]
+    fn keys_flags_and_unknown_keys() {
+        let c = load(
+            "listen = \"127.0.0.1:9000\"\n[gateway]\ntick_ms = 50\n",
+            &["gateway.tick_ms=20", "ring.wait=block"],
+        )
+        .unwrap();
+        assert_eq!(c.listen.port(), 9000);
+        assert_eq!(c.gateway.tick_ms, 20);
+        assert_eq!(c.wait_strategy(3).unwrap(), WaitStrategy::Block);
+        let e = load("[gateway]\ntick_msec = 5\n", &[]).unwrap_err();
+        assert!(format!("{e:#}").contains("tick_msec"), "{e:#}");
+        let e = load("colour = 1\n", &[]).unwrap_err();
+        assert!(format!("{e:#}").contains("colour"), "{e:#}");
+        assert!(load("[ring]\nslots = 1000\n", &[]).is_err());
+        assert!(load("", &["ring.wait=sometimes"]).is_err());
+    }
+
+    #[test]
+    fn the_example_config_is_valid_and_holds_the_defaults() {
+        let text = include_str!("../../../deploy/surge.toml");
+        let c = load(text, &[]).unwrap();
+        let d = ServerConfig::default();
+        assert_eq!(c.gateway.in_flight_max, d.gateway.in_flight_max);
+        assert_eq!(c.ring.slots, d.ring.slots);
+    }
+}

@@ -1,0 +1,254 @@
+//! The server's counters, gauges and histograms, written by the stage threads with relaxed
+//! atomics (each written by one thread; a scrape reads a slightly torn but monotone view) and
+//! rendered in Prometheus text format for `/metrics`.
+
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+/// Codes are below this (see docs/ERRORS.md); one counter each.
+const CODES: usize = 300;
+
+/// A Prometheus histogram with fixed upper bounds (in the unit it is observed in).
+pub struct Histogram {
+    bounds: &'static [u64],
+    buckets: Vec<AtomicU64>,
+    sum: AtomicU64,
+    count: AtomicU64,
+}
+
+impl Histogram {
+    fn new(bounds: &'static [u64]) -> Histogram {
+        Histogram {
+            bounds,
+            buckets: (0..bounds.len()).map(|_| AtomicU64::new(0)).collect(),
+            sum: AtomicU64::new(0),
+            count: AtomicU64::new(0),
+        }
+    }
+
+    pub fn observe(&self, value: u64) {
+        if let Some(i) = self.bounds.iter().position(|&b| value <= b) {
+            self.buckets[i].fetch_add(1, Relaxed);
+        }
+        self.sum.fetch_add(value, Relaxed);
+        self.count.fetch_add(1, Relaxed);
+    }
+
+    /// `scale` turns the observed unit into the exported one (1e-9 for ns → seconds).
+    fn render(&self, out: &mut String, name: &str, help: &str, scale: f64) {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
+        let mut cumulative = 0;
+        for (bound, bucket) in self.bounds.iter().zip(&self.buckets) {
+            cumulative += bucket.load(Relaxed);
+            let le = *bound as f64 * scale;
+            let _ = writeln!(out, "{name}_bucket{{le=\"{le}\"}} {cumulative}");
+        }
+        let count = self.count.load(Relaxed);
+        let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {count}");
+        let _ = writeln!(out, "{name}_sum {}", self.sum.load(Relaxed) as f64 * scale);
+        let _ = writeln!(out, "{name}_count {count}");
+    }
+}
+
+const LATENCY_BOUNDS_NS: &[u64] = &[
+    10_000,
+    25_000,
+    50_000,
+    100_000,
+    250_000,
+    500_000,
+    1_000_000,
+    2_500_000,
+    5_000_000,
+    10_000_000,
+    25_000_000,
+    100_000_000,
+    1_000_000_000,
+];
+const BATCH_BOUNDS: &[u64] = &[1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 16384];
+
+pub struct Metrics {
+    /// Answers sent, by code (successes, rejections, gateway refusals).
+    pub answers: Vec<AtomicU64>,
+    /// Events pushed (or undeliverable), by code.
+    pub events: Vec<AtomicU64>,
+    pub ring_slots: AtomicU64,
+    pub ring_occupancy: AtomicU64,
+    pub journal_commits: AtomicU64,
+    pub journal_records: AtomicU64,
+    pub journal_batch: Histogram,
+    pub journal_sync_ns: Histogram,
+    /// Publish to release: journal sync and engine apply, whichever is later.
+    pub gate_wait_ns: Histogram,
+    pub connections: AtomicU64,
+    pub connections_accepted: AtomicU64,
+    /// Connections closed by the server, by code.
+    pub connections_closed: Vec<AtomicU64>,
+    pub waitlist_entries: AtomicU64,
+    pub waitlist_longest: AtomicU64,
+    pub durable_seq: AtomicU64,
+    pub applied_seq: AtomicU64,
+    /// 1 while taking requests; 0 while draining or after a failure.
+    pub serving: AtomicU64,
+}
+
+fn counters() -> Vec<AtomicU64> {
+    (0..CODES).map(|_| AtomicU64::new(0)).collect()
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics {
+            answers: counters(),
+            events: counters(),
+            ring_slots: AtomicU64::new(0),
+            ring_occupancy: AtomicU64::new(0),
+            journal_commits: AtomicU64::new(0),
+            journal_records: AtomicU64::new(0),
+            journal_batch: Histogram::new(BATCH_BOUNDS),
+            journal_sync_ns: Histogram::new(LATENCY_BOUNDS_NS),
+            gate_wait_ns: Histogram::new(LATENCY_BOUNDS_NS),
+            connections: AtomicU64::new(0),
+            connections_accepted: AtomicU64::new(0),
+            connections_closed: counters(),
+            waitlist_entries: AtomicU64::new(0),
+            waitlist_longest: AtomicU64::new(0),
+            durable_seq: AtomicU64::new(0),
+            applied_seq: AtomicU64::new(0),
+            serving: AtomicU64::new(0),
+        }
+    }
+}
+
+impl Metrics {
+    pub fn count(counters: &[AtomicU64], code: u16) {
+        if let Some(c) = counters.get(code as usize) {
+            c.fetch_add(1, Relaxed);
+        }
+    }
+
+    pub fn render(&self) -> String {
+        let mut out = String::with_capacity(8 << 10);
+        by_code(
+            &mut out,
+            "surge_answers_total",
+            "Answers released to clients, by outcome code.",
+            &self.answers,
+        );
+        by_code(
+            &mut out,
+            "surge_events_total",
+            "Events raised by the engine (waitlist hand-offs, expiries, discrepancies), by code.",
+            &self.events,
+        );
+        gauge(&mut out, "surge_ring_slots", "Slots in the input ring.", &self.ring_slots);
+        gauge(
+            &mut out,
+            "surge_ring_occupancy",
+            "Ring slots published and not yet released by the gate.",
+            &self.ring_occupancy,
+        );
+        counter(
+            &mut out,
+            "surge_journal_commits_total",
+            "Group commits (one write + one fdatasync each).",
+            &self.journal_commits,
+        );
+        counter(
+            &mut out,
+            "surge_journal_records_total",
+            "Records made durable.",
+            &self.journal_records,
+        );
+        self.journal_batch.render(
+            &mut out,
+            "surge_journal_batch_records",
+            "Records per group commit.",
+            1.0,
+        );
+        self.journal_sync_ns.render(
+            &mut out,
+            "surge_journal_sync_seconds",
+            "Time to write and sync one group commit.",
+            1e-9,
+        );
+        self.gate_wait_ns.render(
+            &mut out,
+            "surge_gate_wait_seconds",
+            "From publishing a request to the gate releasing its answer.",
+            1e-9,
+        );
+        gauge(&mut out, "surge_connections", "Open client connections.", &self.connections);
+        counter(
+            &mut out,
+            "surge_connections_accepted_total",
+            "Client connections accepted.",
+            &self.connections_accepted,
+        );
+        by_code(
+            &mut out,
+            "surge_connections_closed_total",
+            "Connections the server closed, by the code it closed them with.",
+            &self.connections_closed,
+        );
+        gauge(
+            &mut out,
+            "surge_waitlist_entries",
+            "Buyers waiting on waitlists, all SKUs.",
+            &self.waitlist_entries,
+        );
+        gauge(
+            &mut out,
+            "surge_waitlist_longest",
+            "Buyers waiting on the longest waitlist.",
+            &self.waitlist_longest,
+        );
+        gauge(
+            &mut out,
+            "surge_durable_seq",
+            "Highest journal sequence synced.",
+            &self.durable_seq,
+        );
+        gauge(
+            &mut out,
+            "surge_applied_seq",
+            "Highest journal sequence applied by the engine.",
+            &self.applied_seq,
+        );
+        gauge(
+            &mut out,
+            "surge_serving",
+            "1 while the server takes requests, 0 while draining or failed.",
+            &self.serving,
+        );
+        out
+    }
+}
+
+fn gauge(out: &mut String, name: &str, help: &str, value: &AtomicU64) {
+    let _ = writeln!(
+        out,
+        "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {}",
+        value.load(Relaxed)
+    );
+}
+
+fn counter(out: &mut String, name: &str, help: &str, value: &AtomicU64) {
+    let _ = writeln!(
+        out,
+        "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}",
+        value.load(Relaxed)
+    );
+}
+
+fn by_code(out: &mut String, name: &str, help: &str, counters: &[AtomicU64]) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
+    for (number, c) in counters.iter().enumerate() {
+        let n = c.load(Relaxed);
+        if n == 0 {
+            continue;
+        }
+        let name_label = engine::Code::from_u16(number as u16).map_or("UNKNOWN", |c| c.name());
+        let _ = writeln!(out, "{name}{{code=\"{number}\",name=\"{name_label}\"}} {n}");
+    }
+}

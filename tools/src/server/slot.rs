@@ -1,0 +1,70 @@
+//! What one ring slot carries: a client's request as the gateway decoded it (or a Tick the
+//! sequencer inserted), its timestamp, where its answer goes, and the engine stage's answer.
+//! Slots are allocated once and reused; the journaler and the engine read them side by side,
+//! the release gate after both.
+
+use engine::ring::StageCell;
+use engine::{Answer, Command, Output, Query, Request};
+
+/// A connection, as a slot remembers it: the table index and the generation of the
+/// connection that sent the request, so an answer never reaches a later connection that
+/// reused the index.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ConnRef {
+    pub index: u32,
+    pub generation: u32,
+}
+
+impl ConnRef {
+    /// The sequencer's own requests (Ticks): nobody to answer.
+    pub const NONE: ConnRef = ConnRef {
+        index: u32::MAX,
+        generation: 0,
+    };
+}
+
+pub struct Slot {
+    pub conn: ConnRef,
+    /// The command to journal and apply; for a query, `request.command` is unused.
+    pub request: Request,
+    /// Set for queries: sequenced (so they see a consistent state) but not journaled.
+    pub query: Option<Query>,
+    /// Wall-clock stamp from the sequencer; the engine's only source of time.
+    pub timestamp_ns: u64,
+    /// Monotonic nanoseconds since the server started, at publish (for the gate-wait metric).
+    pub published_mono_ns: u64,
+    /// Written by the engine stage, read by the gate.
+    pub output: StageCell<SlotOutput>,
+}
+
+#[derive(Default)]
+pub struct SlotOutput {
+    /// The journal sequence of this command (0 for a query).
+    pub seq: u64,
+    pub output: Output,
+    /// A query's answer.
+    pub answer: Option<Answer>,
+}
+
+impl Default for Slot {
+    fn default() -> Self {
+        Slot {
+            conn: ConnRef::NONE,
+            request: Request {
+                client: engine::ClientId::SYSTEM,
+                request: engine::RequestId(0),
+                command: Command::Tick,
+            },
+            query: None,
+            timestamp_ns: 0,
+            published_mono_ns: 0,
+            output: StageCell::default(),
+        }
+    }
+}
+
+impl Slot {
+    pub fn is_command(&self) -> bool {
+        self.query.is_none()
+    }
+}
