@@ -16,7 +16,7 @@ use std::net::{TcpStream, ToSocketAddrs};
 use std::time::{Duration, Instant};
 
 use engine::wire::{self, frame_kind, ErrorFrame, Hello, Operation, RequestsFrameBuilder};
-use engine::wire::{WireAnswer, WirePush, Welcome};
+use engine::wire::{Welcome, WireAnswer, WirePush};
 use engine::{ClientId, RequestId};
 
 /// Default time to wait for the server.
@@ -26,7 +26,10 @@ pub const TIMEOUT_DEFAULT: Duration = Duration::from_secs(10);
 pub enum ClientError {
     Io(io::Error),
     /// The server sent an ERROR frame (its code from docs/ERRORS.md) and closed.
-    Server { code: u16, message: String },
+    Server {
+        code: u16,
+        message: String,
+    },
     /// The server sent bytes this client cannot read.
     Protocol(String),
     /// The connection closed.
@@ -130,7 +133,9 @@ impl Client {
         let deadline = Instant::now() + timeout;
         let (kind, body) = this.read_frame(deadline)?;
         if kind != frame_kind::WELCOME {
-            return Err(ClientError::Protocol(format!("expected WELCOME, got kind {kind}")));
+            return Err(ClientError::Protocol(format!(
+                "expected WELCOME, got kind {kind}"
+            )));
         }
         this.welcome = Welcome::decode(&body).map_err(|c| ClientError::Protocol(c.to_string()))?;
         Ok(this)
@@ -230,7 +235,9 @@ impl Client {
                         .map(Incoming::Push),
                 ),
                 other => {
-                    return Err(ClientError::Protocol(format!("unexpected frame kind {other}")))
+                    return Err(ClientError::Protocol(format!(
+                        "unexpected frame kind {other}"
+                    )))
                 }
             }
         }

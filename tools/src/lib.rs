@@ -1,6 +1,7 @@
 //! The pieces of the `surge` binary, as a library so benches and tests can drive them: the
 //! data directory (journal + snapshots tied to the engine) and one module per subcommand.
 
+pub mod ctl_cmd;
 pub mod data_dir;
 pub mod flash_sale;
 pub mod journal_cmd;

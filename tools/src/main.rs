@@ -2,7 +2,7 @@
 //! the command line and dispatches.
 
 use clap::{Parser, Subcommand};
-use tools::{flash_sale, journal_cmd, replay_cmd, serve_cmd};
+use tools::{ctl_cmd, flash_sale, journal_cmd, replay_cmd, serve_cmd};
 
 #[derive(Parser)]
 #[command(
@@ -19,6 +19,8 @@ struct Cli {
 enum Commands {
     /// Serve the client protocol: gateway, journal, engine, release gate, /metrics.
     Serve(serve_cmd::ServeArgs),
+    /// Talk to a running server: catalog, orders, stock, waitlists.
+    Ctl(ctl_cmd::CtlArgs),
     /// Run a generated flash sale through the engine in simulated time and report it.
     FlashSale(flash_sale::Args),
     /// Inspect a journal: verify, dump, stats.
@@ -33,6 +35,10 @@ enum Commands {
 fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Commands::Serve(args) => serve_cmd::run(args),
+        Commands::Ctl(args) => {
+            let status = ctl_cmd::run(args)?;
+            std::process::exit(status)
+        }
         Commands::FlashSale(args) => flash_sale::run(args),
         Commands::Journal(command) => journal_cmd::run(command),
         Commands::Replay(args) => replay_cmd::run(args),

@@ -22,17 +22,23 @@ impl<T> StageCell<T> {
         }
     }
 
-    /// SAFETY (caller): only the one stage that owns this cell calls this, while the
-    /// sequence is in its read batch; no stage downstream of it reads the cell until it
-    /// releases the sequence, and no other stage ever touches the cell.
+    /// The owning stage's access, to write its result.
+    ///
+    /// # Safety
+    /// Only the one stage that owns this cell calls this, while the sequence is in its read
+    /// batch; no stage downstream of it reads the cell until it releases the sequence, and
+    /// no other stage ever touches the cell.
     #[allow(clippy::mut_from_ref)]
     pub unsafe fn get_mut(&self) -> &mut T {
         // SAFETY: exclusivity is the caller's promise.
         unsafe { &mut *self.value.get() }
     }
 
-    /// SAFETY (caller): the owning stage has released this sequence and the caller is
-    /// downstream of it (so the owner never writes it again until the slot's next lap).
+    /// A downstream stage's access, to read the owner's result.
+    ///
+    /// # Safety
+    /// The owning stage has released this sequence and the caller is downstream of it (so
+    /// the owner never writes it again until the slot's next lap).
     pub unsafe fn get(&self) -> &T {
         // SAFETY: no writer by the caller's promise.
         unsafe { &*self.value.get() }

@@ -226,7 +226,9 @@ impl ServerConfig {
     pub fn wait_strategy(&self, busy_threads: usize) -> anyhow::Result<WaitStrategy> {
         match self.ring.wait.as_str() {
             "auto" => Ok(WaitStrategy::for_threads(busy_threads, available_cores())),
-            other => other.parse().map_err(|e: String| anyhow::anyhow!("ring.wait: {e}")),
+            other => other
+                .parse()
+                .map_err(|e: String| anyhow::anyhow!("ring.wait: {e}")),
         }
     }
 

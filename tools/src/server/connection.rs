@@ -87,8 +87,7 @@ impl Connection {
             }
             _ => 0,
         };
-        if self.read_end == self.read_buf.len() || wanted > self.read_buf.len() - self.read_start
-        {
+        if self.read_end == self.read_buf.len() || wanted > self.read_buf.len() - self.read_start {
             self.read_buf.copy_within(self.read_start..self.read_end, 0);
             self.read_start = 0;
             self.read_end = pending;

@@ -118,7 +118,11 @@ impl Gateway {
         let mut drain_deadline: Option<Instant> = None;
         loop {
             self.shared.heartbeat();
-            let busy = self.conns.iter().flatten().any(|c| c.readable && !c.closing);
+            let busy = self
+                .conns
+                .iter()
+                .flatten()
+                .any(|c| c.readable && !c.closing);
             let timeout = if self.spin || busy {
                 Some(Duration::ZERO)
             } else {
@@ -167,10 +171,9 @@ impl Gateway {
             self.release();
             self.flush_all();
             self.housekeeping();
-            self.metrics().ring_occupancy.store(
-                self.producer.published() - self.gate.processed(),
-                Relaxed,
-            );
+            self.metrics()
+                .ring_occupancy
+                .store(self.producer.published() - self.gate.processed(), Relaxed);
             if let Some(deadline) = drain_deadline {
                 let all_answered = self.gate.processed() == self.producer.published();
                 let all_sent = self.conns.iter().flatten().all(|c| c.unsent() == 0);
@@ -277,7 +280,9 @@ impl Gateway {
             if frames >= FRAMES_PER_TURN {
                 return Turn::Done;
             }
-            let conn = self.conns[index].as_mut().expect("serving an open connection");
+            let conn = self.conns[index]
+                .as_mut()
+                .expect("serving an open connection");
             if !conn.readable {
                 return Turn::Done;
             }
@@ -388,8 +393,8 @@ impl Gateway {
             .expect("a whole frame is buffered");
         let requests = wire::decode_requests(frame.body)?;
         let count = u32::from_le_bytes(frame.body[..4].try_into().expect("checked"));
-        let in_flight_ok = conn.in_flight == 0
-            || conn.in_flight + count <= self.limits.in_flight_max;
+        let in_flight_ok =
+            conn.in_flight == 0 || conn.in_flight + count <= self.limits.in_flight_max;
         let answers_piling_up = conn.unsent() > self.limits.write_buffer_max / 4;
         if !in_flight_ok || answers_piling_up || free_slots < count as usize {
             return Ok(false);
@@ -598,7 +603,11 @@ impl Gateway {
             let expired = matches!(&self.conns[index],
                 Some(c) if c.waiting_since.is_some_and(|since| now - since >= timeout));
             if expired {
-                self.close(index, Some(Code::FrameTimeout), "incomplete frame or no hello");
+                self.close(
+                    index,
+                    Some(Code::FrameTimeout),
+                    "incomplete frame or no hello",
+                );
             }
         }
     }
@@ -611,7 +620,10 @@ impl Gateway {
         self.metrics().serving.store(0, Relaxed);
         log::info(
             "draining",
-            &[("in_ring", &(self.producer.published() - self.gate.processed()))],
+            &[(
+                "in_ring",
+                &(self.producer.published() - self.gate.processed()),
+            )],
         );
         Instant::now() + Duration::from_millis(self.limits.drain_timeout_ms)
     }

@@ -16,7 +16,10 @@ const IO_TIMEOUT: Duration = Duration::from_secs(2);
 /// How often the accept loop looks at the stop flag.
 const ACCEPT_POLL: Duration = Duration::from_millis(50);
 
-pub fn spawn(listener: TcpListener, shared: Arc<Shared>) -> std::io::Result<std::thread::JoinHandle<()>> {
+pub fn spawn(
+    listener: TcpListener,
+    shared: Arc<Shared>,
+) -> std::io::Result<std::thread::JoinHandle<()>> {
     listener.set_nonblocking(true)?;
     std::thread::Builder::new()
         .name("surge-http".into())

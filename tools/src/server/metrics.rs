@@ -65,7 +65,9 @@ const LATENCY_BOUNDS_NS: &[u64] = &[
     100_000_000,
     1_000_000_000,
 ];
-const BATCH_BOUNDS: &[u64] = &[1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 16384];
+const BATCH_BOUNDS: &[u64] = &[
+    1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 16384,
+];
 
 pub struct Metrics {
     /// Answers sent, by code (successes, rejections, gateway refusals).
@@ -141,7 +143,12 @@ impl Metrics {
             "Events raised by the engine (waitlist hand-offs, expiries, discrepancies), by code.",
             &self.events,
         );
-        gauge(&mut out, "surge_ring_slots", "Slots in the input ring.", &self.ring_slots);
+        gauge(
+            &mut out,
+            "surge_ring_slots",
+            "Slots in the input ring.",
+            &self.ring_slots,
+        );
         gauge(
             &mut out,
             "surge_ring_occupancy",
@@ -178,7 +185,12 @@ impl Metrics {
             "From publishing a request to the gate releasing its answer.",
             1e-9,
         );
-        gauge(&mut out, "surge_connections", "Open client connections.", &self.connections);
+        gauge(
+            &mut out,
+            "surge_connections",
+            "Open client connections.",
+            &self.connections,
+        );
         counter(
             &mut out,
             "surge_connections_accepted_total",

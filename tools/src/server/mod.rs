@@ -70,7 +70,8 @@ impl Shared {
 
     fn heartbeat(&self) {
         let ms = self.started.elapsed().as_millis() as u64;
-        self.heartbeat_ms.store(ms, std::sync::atomic::Ordering::Relaxed);
+        self.heartbeat_ms
+            .store(ms, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Whether the gateway loop turned within `within`, and nothing failed.
@@ -134,7 +135,12 @@ impl Server {
         let replay_started = Instant::now();
         let replayed = dir.replay()?;
         for warning in &replayed.warnings {
-            log::line(log::Level::Warn, "recovery_notice", None, &[("detail", warning)]);
+            log::line(
+                log::Level::Warn,
+                "recovery_notice",
+                None,
+                &[("detail", warning)],
+            );
         }
         let configured = config.engine_config();
         let mut engine = if replayed.last_seq == 0 {
@@ -145,8 +151,11 @@ impl Server {
                     log::Level::Warn,
                     "engine_config_from_journal",
                     None,
-                    &[("detail", &"the journal's engine configuration differs from the \
-                                    configured one; the journal's is used")],
+                    &[(
+                        "detail",
+                        &"the journal's engine configuration differs from the \
+                                    configured one; the journal's is used",
+                    )],
                 );
             }
             replayed.engine
@@ -163,7 +172,12 @@ impl Server {
         );
         let (journaler, io) = match storage {
             Some(storage) => Journaler::open_on(storage, engine.config(), config.segment_len())?,
-            None => Journaler::open_dir(&dir, config.io_mode()?, engine.config(), config.segment_len())?,
+            None => Journaler::open_dir(
+                &dir,
+                config.io_mode()?,
+                engine.config(),
+                config.segment_len(),
+            )?,
         };
         let next_seq = journaler.next_seq();
 
@@ -172,7 +186,10 @@ impl Server {
         let shared = Arc::new(Shared::new());
         shared.metrics.durable_seq.store(next_seq - 1, SeqCst);
         shared.metrics.applied_seq.store(next_seq - 1, SeqCst);
-        shared.metrics.ring_slots.store(config.ring.slots as u64, SeqCst);
+        shared
+            .metrics
+            .ring_slots
+            .store(config.ring.slots as u64, SeqCst);
 
         let mut ring = RingBuilder::<Slot>::new(config.ring.slots, strategy);
         let journal_stage = ring.stage(&[]);
@@ -186,7 +203,8 @@ impl Server {
         let gate = take(&mut stages, gate_stage.index());
 
         let poll = mio::Poll::new().context("creating the poller")?;
-        let waker = mio::Waker::new(poll.registry(), gateway::WAKER).context("creating the waker")?;
+        let waker =
+            mio::Waker::new(poll.registry(), gateway::WAKER).context("creating the waker")?;
         let wake = Arc::new(Wake {
             sleeping: AtomicBool::new(false),
             waker,
@@ -264,7 +282,10 @@ impl Server {
                 log::Level::Warn,
                 "spinning_unpinned",
                 None,
-                &[("detail", &"busy-spin without pinned cores: stages may share a core")],
+                &[(
+                    "detail",
+                    &"busy-spin without pinned cores: stages may share a core",
+                )],
             );
         }
         Ok(Server {
@@ -361,12 +382,7 @@ fn pinning(config: &ServerConfig) -> anyhow::Result<Cores> {
 fn pin(core: Option<usize>) {
     if let Some(id) = core {
         if !core_affinity::set_for_current(core_affinity::CoreId { id }) {
-            log::line(
-                log::Level::Warn,
-                "pin_failed",
-                None,
-                &[("core", &id)],
-            );
+            log::line(log::Level::Warn, "pin_failed", None, &[("core", &id)]);
         }
     }
 }

@@ -1,0 +1,197 @@
+//! Start a real `surge serve` process on ephemeral ports, learn its addresses from its
+//! `serving` log line, and talk to it; kill it on drop.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use engine::wire::{Operation, Reply, WireAnswer};
+use engine::{ClientId, Command as Cmd, OrderLine, SkuId, SkuSpec, UserId};
+use loadgen::client::Client;
+
+pub const SURGE: &str = env!("CARGO_BIN_EXE_surge");
+
+/// A fresh, empty directory for one test.
+pub fn temp_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("surge-serve-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+pub struct ServerProcess {
+    child: Child,
+    pub addr: SocketAddr,
+    pub http: SocketAddr,
+    logs: Arc<Mutex<Vec<String>>>,
+}
+
+impl ServerProcess {
+    /// Start on `dir` with `--set` overrides; wait until it serves.
+    pub fn start(dir: &Path, sets: &[&str]) -> ServerProcess {
+        let mut command = Command::new(SURGE);
+        command
+            .args([
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+                "--http",
+                "127.0.0.1:0",
+                "--data-dir",
+            ])
+            .arg(dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        for set in sets {
+            command.args(["--set", set]);
+        }
+        let mut child = command.spawn().expect("spawn surge serve");
+        let stderr = child.stderr.take().unwrap();
+        let logs = Arc::new(Mutex::new(Vec::new()));
+        let (tx, rx) = std::sync::mpsc::channel();
+        {
+            let logs = logs.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                    if line.contains("event=serving") {
+                        let _ = tx.send(line.clone());
+                    }
+                    logs.lock().unwrap().push(line);
+                }
+            });
+        }
+        let line = match rx.recv_timeout(Duration::from_secs(60)) {
+            Ok(line) => line,
+            Err(_) => {
+                let _ = child.kill();
+                panic!("server did not start: {:#?}", logs.lock().unwrap());
+            }
+        };
+        let field = |key: &str| -> SocketAddr {
+            line.split_whitespace()
+                .find_map(|kv| kv.strip_prefix(&format!("{key}=")))
+                .unwrap()
+                .parse()
+                .unwrap()
+        };
+        ServerProcess {
+            child,
+            addr: field("listen"),
+            http: field("http"),
+            logs,
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn client(&self, id: u64) -> Client {
+        Client::connect(self.addr, ClientId(id)).expect("connect")
+    }
+
+    pub fn logs(&self) -> Vec<String> {
+        self.logs.lock().unwrap().clone()
+    }
+
+    pub fn signal(&self, signal: i32) {
+        // SAFETY: kill(2) on our own child's pid.
+        unsafe {
+            libc::kill(self.child.id() as i32, signal);
+        }
+    }
+
+    /// Wait for the process to exit (bounded).
+    pub fn wait_exit(&mut self, within: Duration) -> ExitStatus {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "server did not exit: {:#?}",
+                self.logs()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn kill9(&mut self) {
+        self.signal(libc::SIGKILL);
+        self.wait_exit(Duration::from_secs(10));
+    }
+
+    /// `GET path` on the HTTP port: (status, body).
+    pub fn http_get(&self, path: &str) -> (u16, String) {
+        http_get(self.http, path)
+    }
+
+    /// Resident memory of the server, in KiB.
+    pub fn rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.split_whitespace().next())
+            .unwrap()
+            .parse()
+            .unwrap()
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
+    let mut stream = TcpStream::connect(addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    write!(stream, "GET {path} HTTP/1.1\r\nHost: surge\r\n\r\n").unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    let status = response[9..12].parse().unwrap();
+    let body = response.split("\r\n\r\n").nth(1).unwrap_or("").to_string();
+    (status, body)
+}
+
+pub fn upsert(client: &mut Client, sku: u64, price: u64, stock: u64, per_user_limit: u32) {
+    let answer = client
+        .call(Operation::Command(Cmd::UpsertSku(SkuSpec {
+            sku: SkuId(sku),
+            price,
+            stock,
+            per_user_limit,
+            sale_window: None,
+        })))
+        .unwrap();
+    assert_eq!(answer.reply.code(), engine::Code::SkuUpserted, "{answer:?}");
+}
+
+pub fn place(user: u64, sku: u64, qty: u32, waitlist: bool) -> Operation {
+    Operation::Command(Cmd::PlaceOrder {
+        user: UserId(user),
+        lines: vec![OrderLine {
+            sku: SkuId(sku),
+            qty,
+        }],
+        join_waitlist: waitlist,
+    })
+}
+
+/// The order id of an ORDER_PLACED answer.
+pub fn placed(answer: &WireAnswer) -> engine::OrderId {
+    match answer.reply {
+        Reply::Outcome(engine::Outcome::OrderPlaced { order, .. }) => order,
+        ref other => panic!("expected ORDER_PLACED, got {other:?}"),
+    }
+}

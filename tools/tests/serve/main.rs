@@ -1,0 +1,8 @@
+//! `surge serve` over real TCP: one integration-test binary, one module per concern.
+
+mod crash;
+mod durability;
+mod e2e;
+mod harness;
+mod hostile;
+mod ops;
