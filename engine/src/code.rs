@@ -169,9 +169,11 @@ codes! {
     UnknownOp = 211 => "UNKNOWN_OP",
     /// The server has as many connections as it takes. Closes.
     TooManyConnections = 212 => "TOO_MANY_CONNECTIONS",
-    /// The server is draining for shutdown and takes no new requests.
+    /// The server is draining for shutdown (SIGTERM) and takes no new requests; the subject
+    /// is the op. Resend to the restarted server or the standby with the same request id.
     ShuttingDown = 213 => "SHUTTING_DOWN",
-    /// The client did not read its answers and its unsent bytes passed the limit. Closes.
+    /// The client did not read its answers and its unsent bytes passed the limit. Closes
+    /// (no ERROR frame: the client is not reading; the server logs the code).
     SlowConsumer = 214 => "SLOW_CONSUMER",
     /// A started frame (or the hello) did not complete within the timeout. Closes.
     FrameTimeout = 215 => "FRAME_TIMEOUT",

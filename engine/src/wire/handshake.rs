@@ -38,7 +38,7 @@ impl Hello {
     /// The version is returned as sent; the caller decides whether it speaks it.
     pub fn decode(body: &[u8]) -> Result<Hello, Code> {
         if body.len() != HELLO_LEN {
-            return Err(Code::FrameTooShort);
+            return Err(short_or_malformed(body.len(), HELLO_LEN));
         }
         let mut r = Reader::new(body);
         if r.u32() != Some(HELLO_MAGIC) {
@@ -48,6 +48,15 @@ impl Hello {
         r.zeros(2).ok_or(Code::MalformedFrame)?;
         let client = ClientId(r.u64().expect("length checked"));
         Ok(Hello { version, client })
+    }
+}
+
+/// A fixed-size frame body of the wrong size: too short, or too long (malformed).
+fn short_or_malformed(len: usize, wanted: usize) -> Code {
+    if len < wanted {
+        Code::FrameTooShort
+    } else {
+        Code::MalformedFrame
     }
 }
 
@@ -87,7 +96,7 @@ impl Welcome {
 
     pub fn decode(body: &[u8]) -> Result<Welcome, Code> {
         if body.len() != WELCOME_LEN {
-            return Err(Code::FrameTooShort);
+            return Err(short_or_malformed(body.len(), WELCOME_LEN));
         }
         let mut r = Reader::new(body);
         let version = r.u16().expect("length checked");

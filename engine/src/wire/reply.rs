@@ -12,7 +12,7 @@ use crate::order::OrderState;
 use crate::outcome::{Answer, OrderView, Outcome, StockView, WaitlistView};
 
 const ANSWER_HEADER_LEN: usize = 24;
-/// `eta_ns` when there is no estimate yet.
+/// `eta_ns` when there is no estimate yet (an estimate is capped one below).
 const ETA_UNKNOWN: u64 = u64::MAX;
 
 /// What came back for one request.
@@ -147,7 +147,7 @@ pub fn encode_answer(request: RequestId, answer: &Answer, out: &mut Vec<u8>) {
                 .u32(v.qty)
                 .u32(v.position)
                 .u64(v.units_ahead)
-                .u64(v.eta_ns.unwrap_or(ETA_UNKNOWN));
+                .u64(v.eta_ns.map_or(ETA_UNKNOWN, |eta| eta.min(ETA_UNKNOWN - 1)));
         }
         Answer::Rejected { subject, .. } => {
             w.u64(*subject);
@@ -212,6 +212,10 @@ pub fn decode_answers(body: &[u8]) -> Result<Vec<WireAnswer>, Code> {
         let body = r.take(len).ok_or(Code::MalformedFrame)?;
         let code = Code::from_u16(number).ok_or(Code::MalformedFrame)?;
         let reply = decode_reply(code, body).ok_or(Code::MalformedFrame)?;
+        if matches!(reply, Reply::Answer(_)) && seq != 0 {
+            // Query answers carry no sequence: one encoding per answer.
+            return Err(Code::MalformedFrame);
+        }
         answers.push(WireAnswer {
             request,
             seq,

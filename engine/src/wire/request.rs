@@ -86,7 +86,7 @@ pub fn decode_requests(body: &[u8]) -> Result<impl Iterator<Item = WireRequest> 
         let body_len = r.u32().expect("checked") as usize;
         let body = r.take(body_len).expect("checked");
         let operation = if reserved != 0 {
-            Err((Code::MalformedRequest, 0))
+            Err((Code::MalformedRequest, u64::from(op)))
         } else {
             decode_operation(op, body)
         };

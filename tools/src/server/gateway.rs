@@ -162,11 +162,13 @@ impl Gateway {
                 return Err("the journal failed".into());
             }
             let draining = self.shared.draining.load(SeqCst);
-            if !draining {
-                self.serve_reads();
-                self.maybe_tick();
-            } else if drain_deadline.is_none() {
+            if draining && drain_deadline.is_none() {
                 drain_deadline = Some(self.begin_drain());
+            }
+            // While draining, requests still arriving are answered SHUTTING_DOWN.
+            self.serve_reads();
+            if !draining {
+                self.maybe_tick();
             }
             self.release();
             self.flush_all();
@@ -326,13 +328,13 @@ impl Gateway {
                 }
             };
             let (kind, len) = (frame.kind, frame.len);
-            // The body is copied out of the connection's buffer only for the handshake; a
-            // REQUESTS frame is decoded in place (see `take_requests`).
+            let hello = (kind == frame_kind::HELLO).then(|| Hello::decode(frame.body));
+            // A whole frame is here: whatever happens to it now (backpressure included) is
+            // not the client being slow to send. (A REQUESTS frame is decoded in place, in
+            // `take_requests`.)
+            conn.waiting_since = None;
             let result = match (kind, conn.client.is_some()) {
-                (frame_kind::HELLO, false) => {
-                    let hello = Hello::decode(frame.body);
-                    self.hello(index, hello)
-                }
+                (frame_kind::HELLO, false) => self.hello(index, hello.expect("a HELLO")),
                 (frame_kind::HELLO, true) => Err(Code::DuplicateHello),
                 (frame_kind::REQUESTS, true) => match self.take_requests(index) {
                     Ok(true) => Ok(()),
@@ -402,8 +404,13 @@ impl Gateway {
         self.scratch.clear();
         self.refused.clear();
         let client = conn.client.expect("after hello");
+        let draining = self.shared.draining.load(SeqCst);
         for request in requests {
             match request.operation {
+                Ok(_) if draining => {
+                    self.refused
+                        .push((request.request, Code::ShuttingDown, u64::from(request.op)))
+                }
                 Ok(operation) => self.scratch.push((request.request, operation)),
                 Err((code, subject)) => self.refused.push((request.request, code, subject)),
             }
@@ -584,7 +591,18 @@ impl Gateway {
         let _ = self.poll.registry().deregister(&mut conn.stream);
         if let Some(client) = conn.client {
             if self.clients.get(&client) == Some(&conn.me) {
-                self.clients.remove(&client);
+                // Pushes go to another open connection of the same client, if it has one.
+                let other = self
+                    .conns
+                    .iter()
+                    .flatten()
+                    .filter(|c| c.client == Some(client))
+                    .map(|c| c.me)
+                    .next_back();
+                match other {
+                    Some(other) => self.clients.insert(client, other),
+                    None => self.clients.remove(&client),
+                };
             }
         }
         self.free.push(index);
@@ -633,7 +651,8 @@ impl Gateway {
             if let Some(conn) = self.conns[index].as_mut() {
                 conn.send_error(
                     Code::ServerFailed.number(),
-                    "the journal failed; nothing unanswered is durable".into(),
+                    "the journal failed; resend unanswered requests with the same ids after the restart"
+                        .into(),
                 );
                 let _ = conn.flush();
             }
