@@ -250,7 +250,12 @@ impl Journaler {
         let described = storage.describe();
         let recovered = journal::recover(storage.as_ref())?;
         if let Some(notice) = recovered.cut_notice() {
-            eprintln!("notice {notice}");
+            crate::server::log::line(
+                crate::server::log::Level::Warn,
+                "journal_tail_cut",
+                Some(crate::server::log::journal_code(journal::ErrorCode::TailTruncated)),
+                &[("detail", &notice)],
+            );
         }
         let mut writer = JournalWriter::open(storage, &recovered, segment_len, 1)?;
         if writer.next_seq() == 1 {
