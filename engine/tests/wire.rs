@@ -268,7 +268,7 @@ proptest! {
     #[test]
     fn answers_round_trip(replies in proptest::collection::vec((any::<u64>(), any::<u64>(), reply()), 1..20)) {
         let mut out = Vec::new();
-        let mut frame = wire::AnswersFrameBuilder::begin(&mut out);
+        let mut frame = wire::CountedFrame::begin(&mut out, frame_kind::ANSWERS);
         for (r, seq, reply) in &replies {
             let seq = if matches!(reply, Reply::Answer(_)) { 0 } else { *seq };
             wire::encode_reply(RequestId(*r), seq, reply, &mut out);
@@ -288,9 +288,10 @@ proptest! {
     #[test]
     fn pushes_round_trip(events in proptest::collection::vec((any::<u64>(), event()), 1..20)) {
         let mut out = Vec::new();
-        let mut frame = wire::PushFrameBuilder::begin(&mut out);
+        let mut frame = wire::CountedFrame::begin(&mut out, frame_kind::PUSH);
         for (seq, e) in &events {
-            frame.push(*seq, e, &mut out);
+            wire::encode_push(*seq, e, &mut out);
+            frame.added();
         }
         frame.finish(&mut out);
         let f = wire::split_frame(&out).unwrap().unwrap();

@@ -253,7 +253,9 @@ impl Journaler {
             crate::server::log::line(
                 crate::server::log::Level::Warn,
                 "journal_tail_cut",
-                Some(crate::server::log::journal_code(journal::ErrorCode::TailTruncated)),
+                Some(crate::server::log::journal_code(
+                    journal::ErrorCode::TailTruncated,
+                )),
                 &[("detail", &notice)],
             );
         }

@@ -7,16 +7,18 @@
 //! `len - 1` bytes of body. All integers little-endian, fixed width.
 
 mod bytes;
+mod counted;
 mod handshake;
 mod push;
 mod reply;
 mod request;
 
 pub use bytes::{Reader, Writer};
+pub use counted::CountedFrame;
 pub use handshake::{ErrorFrame, Hello, Role, Welcome, HELLO_MAGIC};
-pub use push::{decode_pushes, encode_push, PushFrameBuilder, WirePush};
+pub use push::{decode_pushes, encode_push, WirePush};
 pub use reply::{decode_answers, encode_answer, encode_outcome, encode_refusal, encode_reply};
-pub use reply::{AnswersFrameBuilder, Reply, WireAnswer};
+pub use reply::{Reply, WireAnswer};
 pub use request::{
     decode_requests, encode_operation, Operation, RequestsFrameBuilder, WireRequest,
 };

@@ -4,7 +4,7 @@
 //! is the journal sequence of the command whose application raised the event.
 
 use super::bytes::{Reader, Writer};
-use super::{begin_frame, finish_frame, frame_kind};
+use super::counted::{begin_item, end_item, read_item};
 use crate::code::Code;
 use crate::ids::{ClientId, OrderId, RequestId, SkuId, UserId};
 use crate::outcome::{Discrepancy, DiscrepancyKind, Event};
@@ -16,12 +16,8 @@ pub struct WirePush {
 }
 
 pub fn encode_push(seq: u64, event: &Event, out: &mut Vec<u8>) {
-    Writer::new(out)
-        .u64(seq)
-        .u16(event.code().number())
-        .u16(0)
-        .u32(0);
-    let body_at = out.len();
+    Writer::new(out).u64(seq);
+    let body_at = begin_item(out, event.code().number());
     let mut w = Writer::new(out);
     match *event {
         Event::OrderExpired {
@@ -66,37 +62,7 @@ pub fn encode_push(seq: u64, event: &Event, out: &mut Vec<u8>) {
                 .u64(d.captured);
         }
     }
-    let len = (out.len() - body_at) as u32;
-    out[body_at - 4..body_at].copy_from_slice(&len.to_le_bytes());
-}
-
-/// Builds one PUSH frame.
-pub struct PushFrameBuilder {
-    start: usize,
-    count: u32,
-}
-
-impl PushFrameBuilder {
-    pub fn begin(out: &mut Vec<u8>) -> PushFrameBuilder {
-        let start = begin_frame(out, frame_kind::PUSH);
-        Writer::new(out).u32(0);
-        PushFrameBuilder { start, count: 0 }
-    }
-
-    pub fn push(&mut self, seq: u64, event: &Event, out: &mut Vec<u8>) {
-        encode_push(seq, event, out);
-        self.count += 1;
-    }
-
-    pub fn finish(self, out: &mut Vec<u8>) {
-        if self.count == 0 {
-            out.truncate(self.start);
-            return;
-        }
-        let at = self.start + 5;
-        out[at..at + 4].copy_from_slice(&self.count.to_le_bytes());
-        finish_frame(out, self.start);
-    }
+    end_item(out, body_at);
 }
 
 pub fn decode_pushes(body: &[u8]) -> Result<Vec<WirePush>, Code> {
@@ -105,10 +71,7 @@ pub fn decode_pushes(body: &[u8]) -> Result<Vec<WirePush>, Code> {
     let mut pushes = Vec::with_capacity((count as usize).min(body.len() / 16));
     for _ in 0..count {
         let seq = r.u64().ok_or(Code::MalformedFrame)?;
-        let number = r.u16().ok_or(Code::MalformedFrame)?;
-        r.zeros(2).ok_or(Code::MalformedFrame)?;
-        let len = r.u32().ok_or(Code::MalformedFrame)? as usize;
-        let body = r.take(len).ok_or(Code::MalformedFrame)?;
+        let (number, body) = read_item(&mut r).ok_or(Code::MalformedFrame)?;
         let code = Code::from_u16(number).ok_or(Code::MalformedFrame)?;
         let event = decode_event(code, body).ok_or(Code::MalformedFrame)?;
         pushes.push(WirePush { seq, event });

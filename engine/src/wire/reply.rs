@@ -4,7 +4,7 @@
 //! from the code: see each arm below and docs/PROTOCOL.md.
 
 use super::bytes::{Reader, Writer};
-use super::{begin_frame, finish_frame, frame_kind};
+use super::counted::{begin_item, end_item, read_item};
 use crate::code::Code;
 use crate::command::OrderLine;
 use crate::ids::{ClientId, OrderId, RequestId, SkuId, UserId};
@@ -54,18 +54,12 @@ pub fn encode_reply(request: RequestId, seq: u64, reply: &Reply, out: &mut Vec<u
 }
 
 fn header(request: RequestId, seq: u64, code: Code, out: &mut Vec<u8>) -> usize {
-    Writer::new(out)
-        .u64(request.0)
-        .u64(seq)
-        .u16(code.number())
-        .u16(0)
-        .u32(0);
-    out.len()
+    Writer::new(out).u64(request.0).u64(seq);
+    begin_item(out, code.number())
 }
 
 fn finish_body(body_at: usize, out: &mut [u8]) {
-    let len = (out.len() - body_at) as u32;
-    out[body_at - 4..body_at].copy_from_slice(&len.to_le_bytes());
+    end_item(out, body_at);
 }
 
 pub fn encode_refusal(request: RequestId, seq: u64, code: Code, subject: u64, out: &mut Vec<u8>) {
@@ -156,48 +150,6 @@ pub fn encode_answer(request: RequestId, answer: &Answer, out: &mut Vec<u8>) {
     finish_body(at, out);
 }
 
-/// Builds one ANSWERS frame.
-pub struct AnswersFrameBuilder {
-    start: usize,
-    count: u32,
-}
-
-impl AnswersFrameBuilder {
-    pub fn begin(out: &mut Vec<u8>) -> AnswersFrameBuilder {
-        let start = begin_frame(out, frame_kind::ANSWERS);
-        Writer::new(out).u32(0);
-        AnswersFrameBuilder { start, count: 0 }
-    }
-
-    /// Call after appending each answer.
-    pub fn added(&mut self) {
-        self.count += 1;
-    }
-
-    pub fn count(&self) -> u32 {
-        self.count
-    }
-
-    pub fn len(&self, out: &[u8]) -> usize {
-        out.len() - self.start
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.count == 0
-    }
-
-    /// Close the frame; an empty one is taken back out of `out`.
-    pub fn finish(self, out: &mut Vec<u8>) {
-        if self.count == 0 {
-            out.truncate(self.start);
-            return;
-        }
-        let at = self.start + 5;
-        out[at..at + 4].copy_from_slice(&self.count.to_le_bytes());
-        finish_frame(out, self.start);
-    }
-}
-
 /// Every answer in an ANSWERS frame body.
 pub fn decode_answers(body: &[u8]) -> Result<Vec<WireAnswer>, Code> {
     let mut r = Reader::new(body);
@@ -206,10 +158,7 @@ pub fn decode_answers(body: &[u8]) -> Result<Vec<WireAnswer>, Code> {
     for _ in 0..count {
         let request = RequestId(r.u64().ok_or(Code::MalformedFrame)?);
         let seq = r.u64().ok_or(Code::MalformedFrame)?;
-        let number = r.u16().ok_or(Code::MalformedFrame)?;
-        r.zeros(2).ok_or(Code::MalformedFrame)?;
-        let len = r.u32().ok_or(Code::MalformedFrame)? as usize;
-        let body = r.take(len).ok_or(Code::MalformedFrame)?;
+        let (number, body) = read_item(&mut r).ok_or(Code::MalformedFrame)?;
         let code = Code::from_u16(number).ok_or(Code::MalformedFrame)?;
         let reply = decode_reply(code, body).ok_or(Code::MalformedFrame)?;
         if matches!(reply, Reply::Answer(_)) && seq != 0 {

@@ -8,7 +8,7 @@
 //! refused on its own (`MALFORMED_REQUEST`, `UNKNOWN_OP`, …) and its neighbours go ahead.
 
 use super::bytes::{Reader, Writer};
-use super::{begin_frame, finish_frame, frame_kind, REQUESTS_PER_FRAME_MAX};
+use super::{frame_kind, CountedFrame, REQUESTS_PER_FRAME_MAX};
 use crate::code::Code;
 use crate::codec::kind;
 use crate::command::{Command, OrderLine, Query, SaleWindow, SkuSpec};
@@ -350,43 +350,40 @@ pub fn encode_operation(request: RequestId, operation: &Operation, out: &mut Vec
 
 /// Builds one REQUESTS frame.
 pub struct RequestsFrameBuilder {
-    start: usize,
-    count: u32,
+    frame: CountedFrame,
 }
 
 impl RequestsFrameBuilder {
     pub fn begin(out: &mut Vec<u8>) -> RequestsFrameBuilder {
-        let start = begin_frame(out, frame_kind::REQUESTS);
-        Writer::new(out).u32(0);
-        RequestsFrameBuilder { start, count: 0 }
+        RequestsFrameBuilder {
+            frame: CountedFrame::begin(out, frame_kind::REQUESTS),
+        }
     }
 
     pub fn push(&mut self, request: RequestId, operation: &Operation, out: &mut Vec<u8>) {
-        assert!(self.count < REQUESTS_PER_FRAME_MAX, "too many requests");
+        assert!(self.count() < REQUESTS_PER_FRAME_MAX, "too many requests");
         encode_operation(request, operation, out);
-        self.count += 1;
+        self.frame.added();
     }
 
     pub fn count(&self) -> u32 {
-        self.count
+        self.frame.count()
     }
 
     /// Bytes the frame holds so far (to stay under `FRAME_LEN_MAX`).
     pub fn len(&self, out: &[u8]) -> usize {
-        out.len() - self.start
+        self.frame.len(out)
     }
 
     pub fn is_empty(&self) -> bool {
-        self.count == 0
+        self.frame.is_empty()
     }
 
-    pub fn finish(self, out: &mut [u8]) {
+    pub fn finish(self, out: &mut Vec<u8>) {
         assert!(
-            self.count > 0,
+            !self.is_empty(),
             "a REQUESTS frame carries at least one request"
         );
-        let at = self.start + 5;
-        out[at..at + 4].copy_from_slice(&self.count.to_le_bytes());
-        finish_frame(out, self.start);
+        self.frame.finish(out);
     }
 }

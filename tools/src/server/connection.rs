@@ -6,7 +6,7 @@ use std::io::{self, Read, Write};
 use std::net::SocketAddr;
 use std::time::Instant;
 
-use engine::wire::{self, AnswersFrameBuilder, ErrorFrame, PushFrameBuilder};
+use engine::wire::{self, frame_kind, CountedFrame, ErrorFrame};
 use engine::{ClientId, Event};
 use mio::net::TcpStream;
 
@@ -30,7 +30,7 @@ pub struct Connection {
     read_end: usize,
     write_buf: Vec<u8>,
     written: usize,
-    answers: Option<AnswersFrameBuilder>,
+    answers: Option<CountedFrame>,
     /// Requests sequenced and not yet answered.
     pub in_flight: u32,
     /// The socket may have more to read (edge-triggered: cleared only on WouldBlock).
@@ -112,7 +112,7 @@ impl Connection {
     pub fn answer(&mut self, encode: impl FnOnce(&mut Vec<u8>)) {
         let frame = self
             .answers
-            .get_or_insert_with(|| AnswersFrameBuilder::begin(&mut self.write_buf));
+            .get_or_insert_with(|| CountedFrame::begin(&mut self.write_buf, frame_kind::ANSWERS));
         encode(&mut self.write_buf);
         frame.added();
         if frame.len(&self.write_buf) >= ANSWERS_FRAME_SOFT_MAX {
@@ -122,8 +122,9 @@ impl Connection {
 
     pub fn push(&mut self, seq: u64, event: &Event) {
         self.close_frames();
-        let mut frame = PushFrameBuilder::begin(&mut self.write_buf);
-        frame.push(seq, event, &mut self.write_buf);
+        let mut frame = CountedFrame::begin(&mut self.write_buf, frame_kind::PUSH);
+        wire::encode_push(seq, event, &mut self.write_buf);
+        frame.added();
         frame.finish(&mut self.write_buf);
     }
 
