@@ -363,3 +363,53 @@ fn too_many_lines_is_refused_with_the_engines_code() {
     let got: Vec<_> = wire::decode_requests(f.body).unwrap().collect();
     assert_eq!(got[0].operation, Err((Code::BadLineCount, 17)));
 }
+
+/// The hex examples in docs/PROTOCOL.md are exactly what the encoders write.
+#[test]
+fn protocol_md_examples_are_what_the_encoders_write() {
+    let doc = include_str!("../../docs/PROTOCOL.md");
+    let examples: Vec<Vec<u8>> = doc
+        .split("\n\n")
+        .map(str::trim)
+        .filter(|p| p.starts_with('`') && !p.starts_with("```") && p.ends_with('`'))
+        .map(|p| {
+            let hex: String = p.chars().filter(char::is_ascii_hexdigit).collect();
+            (0..hex.len())
+                .step_by(2)
+                .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap())
+                .collect()
+        })
+        .collect();
+    assert_eq!(examples.len(), 3, "HELLO, REQUESTS, ANSWERS");
+    let mut hello = Vec::new();
+    wire::Hello {
+        version: 1,
+        client: ClientId(7),
+    }
+    .encode(&mut hello);
+    assert_eq!(examples[0], hello);
+    let mut requests = Vec::new();
+    let mut frame = wire::RequestsFrameBuilder::begin(&mut requests);
+    let order = Command::PlaceOrder {
+        user: UserId(42),
+        lines: vec![OrderLine {
+            sku: SkuId(1000),
+            qty: 2,
+        }],
+        join_waitlist: false,
+    };
+    frame.push(RequestId(1), &Operation::Command(order), &mut requests);
+    frame.finish(&mut requests);
+    assert_eq!(examples[1], requests);
+    let mut answers = Vec::new();
+    let mut frame = wire::CountedFrame::begin(&mut answers, frame_kind::ANSWERS);
+    let placed = Outcome::OrderPlaced {
+        order: OrderId(1),
+        total: 3998,
+        deadline_ns: 600_000_000_000,
+    };
+    wire::encode_outcome(RequestId(1), 2, &placed, &mut answers);
+    frame.added();
+    frame.finish(&mut answers);
+    assert_eq!(examples[2], answers);
+}
