@@ -35,6 +35,9 @@ pub struct Connection {
     pub in_flight: u32,
     /// The socket may have more to read (edge-triggered: cleared only on WouldBlock).
     pub readable: bool,
+    /// A whole frame waits in the buffer for backpressure to ease (in flight, unsent
+    /// answers, ring room): retried after answers are released, whatever the socket does.
+    pub blocked: bool,
     /// Since when an incomplete frame (or the missing hello) has been waited for.
     pub waiting_since: Option<Instant>,
     /// Set when the connection is to be dropped once its last bytes are flushed.
@@ -56,6 +59,7 @@ impl Connection {
             answers: None,
             in_flight: 0,
             readable: true,
+            blocked: false,
             waiting_since: Some(now),
             closing: false,
         }

@@ -116,13 +116,20 @@ impl Gateway {
     pub fn run(mut self) -> Result<(), String> {
         let mut events = Events::with_capacity(1024);
         let mut drain_deadline: Option<Instant> = None;
+        let mut released = 0;
         loop {
             self.shared.heartbeat();
-            let busy = self
-                .conns
-                .iter()
-                .flatten()
-                .any(|c| c.readable && !c.closing);
+            // Poll without sleeping only when there is work this thread can do now: socket
+            // bytes not yet read (a turn gave way to others), or connections held back by
+            // backpressure that the answers just released may have freed. A connection that
+            // stays blocked waits for the next release, asleep: never a spin.
+            let any_blocked = self.conns.iter().flatten().any(|c| c.blocked);
+            let busy = (released > 0 && any_blocked)
+                || self
+                    .conns
+                    .iter()
+                    .flatten()
+                    .any(|c| c.readable && !c.blocked && !c.closing);
             let timeout = if self.spin || busy {
                 Some(Duration::ZERO)
             } else {
@@ -170,7 +177,7 @@ impl Gateway {
             if !draining {
                 self.maybe_tick();
             }
-            self.release();
+            released = self.release();
             self.flush_all();
             self.housekeeping();
             self.metrics()
@@ -262,11 +269,17 @@ impl Gateway {
         }
     }
 
+    /// Serve every connection with bytes to read, or with whole frames held back earlier
+    /// (those must be retried even when the socket has nothing new).
     fn serve_reads(&mut self) {
         for index in 0..self.conns.len() {
-            let ready = matches!(&self.conns[index], Some(c) if c.readable && !c.closing);
+            let ready = matches!(&self.conns[index],
+                Some(c) if (c.readable || c.blocked) && !c.closing);
             if ready {
-                let _ = self.serve(index);
+                let turn = self.serve(index);
+                if let Some(conn) = self.conns[index].as_mut() {
+                    conn.blocked = matches!(turn, Turn::Blocked);
+                }
             }
         }
     }
@@ -481,8 +494,8 @@ impl Gateway {
         self.last_publish = Instant::now();
     }
 
-    /// Move every answer the gate lets through into its connection's write buffer.
-    fn release(&mut self) {
+    /// Move every answer the gate lets through into its connection's write buffer; how many.
+    fn release(&mut self) -> u64 {
         let Gateway {
             gate,
             conns,
@@ -493,7 +506,9 @@ impl Gateway {
         } = self;
         let metrics = &shared.metrics;
         let now_mono = started.elapsed().as_nanos() as u64;
+        let mut released = 0;
         while let Some(batch) = gate.try_read_up_to(GATE_BATCH_MAX) {
+            released += batch.len() as u64;
             for (_, slot) in batch.iter() {
                 // SAFETY: the gate follows the engine stage, which released this sequence
                 // (it wrote `output` before); the engine does not touch it again this lap.
@@ -533,6 +548,7 @@ impl Gateway {
                 }
             }
         }
+        released
     }
 
     fn flush(&mut self, index: usize) {

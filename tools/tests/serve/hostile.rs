@@ -239,3 +239,29 @@ fn a_storm_of_connections_leaves_the_server_serving() {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+#[test]
+fn frames_held_back_by_the_in_flight_limit_are_taken_once_answers_go_out() {
+    let dir = temp_dir("hostile-in-flight");
+    let server = ServerProcess::start(&dir, &["gateway.in_flight_max=4"]);
+    let mut c = server.client(1);
+    upsert(&mut c, 1, 10, 1_000_000, 0);
+    // Twelve frames of four in one write: only one frame fits in flight at a time, and the
+    // socket has nothing more to say once they are all buffered.
+    let mut bytes = Vec::new();
+    for f in 0..12u64 {
+        let mut frame = wire::RequestsFrameBuilder::begin(&mut bytes);
+        for i in 0..4 {
+            frame.push(
+                engine::RequestId(100 + f * 4 + i),
+                &place(f, 1, 1, false),
+                &mut bytes,
+            );
+        }
+        frame.finish(&mut bytes);
+    }
+    c.send_raw(&bytes).unwrap();
+    for _ in 0..48 {
+        assert_eq!(c.recv_answer().unwrap().reply.code(), Code::OrderPlaced);
+    }
+}
