@@ -167,7 +167,11 @@ pub fn run(args: CtlArgs) -> anyhow::Result<i32> {
     let answer = client.call_with_id(request, operation)?;
     let refused = matches!(answer.reply, Reply::Rejected { .. });
     let mut value = reply_json(&answer);
-    value["client_id"] = json!(client_id.0);
+    // Who asked (to retry with the same ids); an order's own client id, when the answer
+    // is an order, stays as it is.
+    if let Some(fields) = value.as_object_mut() {
+        fields.entry("client_id").or_insert(json!(client_id.0));
+    }
     if args.json {
         println!("{value}");
     } else {

@@ -170,6 +170,7 @@ fn ctl_places_pays_and_exits_non_zero_on_refusal() {
     assert_eq!(status, Some(0), "{out:?}");
     assert_eq!(out[0]["name"], "ORDER_PLACED");
     let order = out[0]["order_id"].as_u64().unwrap();
+    let placed_by = out[0]["client_id"].as_u64().unwrap();
     let (status, out) = ctl(&["order", "place", "--user", "4", "--sku", "1", "--qty", "1"]);
     assert_eq!(status, Some(3));
     assert_eq!(
@@ -183,6 +184,11 @@ fn ctl_places_pays_and_exits_non_zero_on_refusal() {
     assert_eq!(
         (out[0]["order_id"].as_u64(), out[0]["state"].as_str()),
         (Some(order), Some("paid"))
+    );
+    assert_eq!(
+        out[0]["client_id"].as_u64(),
+        Some(placed_by),
+        "the order's client, not the asker"
     );
     let (_, out) = ctl(&["stock", "1"]);
     assert_eq!(
