@@ -5,7 +5,7 @@
 //! none of them copies it. A slot is only read, never written, by consumers.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use super::cursor::{self, Cursor};
 use super::Shared;
@@ -70,17 +70,13 @@ impl<T> Consumer<T> {
         timeout: Option<Duration>,
     ) -> Option<ReadBatch<'_, T>> {
         if self.available_cached <= self.processed {
-            let deadline = timeout.map(|t| Instant::now() + t);
-            let processed = self.processed;
-            let upstream = &self.upstream;
-            let mut seen = self.available_cached;
-            let ready = self
-                .shared
-                .notifier
-                .wait_until(self.shared.strategy, deadline, || {
-                    seen = cursor::minimum(upstream);
-                    seen > processed
-                });
+            let (ready, seen) = cursor::wait_for_minimum(
+                &self.shared.notifier,
+                self.shared.strategy,
+                &self.upstream,
+                self.processed + 1,
+                timeout,
+            );
             self.available_cached = seen;
             if !ready {
                 return None;

@@ -38,3 +38,21 @@ impl Cursor {
 pub(crate) fn minimum(cursors: &[std::sync::Arc<Cursor>]) -> u64 {
     cursors.iter().map(|c| c.get()).min().unwrap_or(u64::MAX)
 }
+
+/// Wait (by `strategy`) until the slowest of `cursors` reaches `at_least`, or the timeout.
+/// Returns whether it did and the slowest position last seen (for the caller's cache).
+pub(crate) fn wait_for_minimum(
+    notifier: &super::wait::Notifier,
+    strategy: super::WaitStrategy,
+    cursors: &[std::sync::Arc<Cursor>],
+    at_least: u64,
+    timeout: Option<std::time::Duration>,
+) -> (bool, u64) {
+    let deadline = timeout.map(|t| std::time::Instant::now() + t);
+    let mut seen = 0;
+    let reached = notifier.wait_until(strategy, deadline, || {
+        seen = minimum(cursors);
+        seen >= at_least
+    });
+    (reached, seen)
+}

@@ -6,7 +6,7 @@
 //! them is behind everything upstream of it, so the slowest of them bounds them all.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use super::cursor::{self, Cursor};
 use super::Shared;
@@ -63,16 +63,13 @@ impl<T> Producer<T> {
         let must_be_released =
             (self.last_published + n as u64).saturating_sub(self.shared.slots.capacity());
         if must_be_released > self.gate_cached {
-            let deadline = timeout.map(|t| Instant::now() + t);
-            let gating = &self.gating;
-            let mut seen = self.gate_cached;
-            let freed = self
-                .shared
-                .notifier
-                .wait_until(self.shared.strategy, deadline, || {
-                    seen = cursor::minimum(gating);
-                    seen >= must_be_released
-                });
+            let (freed, seen) = cursor::wait_for_minimum(
+                &self.shared.notifier,
+                self.shared.strategy,
+                &self.gating,
+                must_be_released,
+                timeout,
+            );
             self.gate_cached = seen;
             if !freed {
                 return None;
