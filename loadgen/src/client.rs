@@ -141,6 +141,19 @@ impl Client {
         Ok(this)
     }
 
+    /// Give up the client for its socket, after the handshake, to drive the connection some
+    /// other way (the load generator's non-blocking loop). Fails if anything is still
+    /// buffered, in either direction.
+    pub fn into_stream(mut self) -> Result<TcpStream> {
+        self.flush()?;
+        if self.read_start != self.read_buf.len() || !self.incoming.is_empty() {
+            return Err(ClientError::Protocol(
+                "unread bytes when handing over the stream".into(),
+            ));
+        }
+        Ok(self.stream)
+    }
+
     pub fn client_id(&self) -> ClientId {
         self.client
     }

@@ -1,11 +1,17 @@
-//! surge's load side: the Rust client for the protocol (`client`), seeded, reproducible
-//! workloads (a flash sale on one hot SKU, a broad Zipf mix) and a simulation that drives an
-//! in-process engine with them and records the run for replay. The open-loop load generator
-//! comes next.
+//! surge's load side: the Rust client for the protocol (`client`); seeded, reproducible
+//! workloads, both for the in-process simulation (`workloads`, `simulation`) and as live
+//! request streams (`traffic`); and the open-loop load generator behind `surge loadgen`
+//! (`open_loop`), which drives surge or, for comparison, the `peers` (Redis, PostgreSQL), and
+//! reports what it measured (`report`, `plot`).
 
 pub mod client;
+pub mod open_loop;
+pub mod peers;
+pub mod plot;
+pub mod report;
 pub mod rng;
 pub mod simulation;
+pub mod traffic;
 pub mod workloads;
 pub mod zipf;
 

@@ -118,6 +118,8 @@ pub struct Mixed {
     pub arrivals_over_ns: TimestampNs,
     pub lines_max: u64,
     pub behaviour: Behaviour,
+    /// SKU ids run from `sku_base + 1` to `sku_base + skus`.
+    pub sku_base: u64,
     zipf: Zipf,
 }
 
@@ -136,6 +138,7 @@ impl Mixed {
                 cancel: 0.1,
                 decide_within_ns: 5_000 * MS,
             },
+            sku_base: 0,
             zipf: Zipf::new(skus as usize, 0.99),
         }
     }
@@ -145,7 +148,7 @@ impl Scenario for Mixed {
     fn catalog(&self) -> Vec<SkuSpec> {
         (1..=self.skus)
             .map(|i| SkuSpec {
-                sku: SkuId(i),
+                sku: SkuId(self.sku_base + i),
                 price: 100 + (i * 37) % 10_000,
                 stock: self.stock_per_sku,
                 per_user_limit: 0,
@@ -166,7 +169,7 @@ impl Scenario for Mixed {
         let count = rng.between(1, self.lines_max);
         let mut lines: Vec<OrderLine> = Vec::with_capacity(count as usize);
         while (lines.len() as u64) < count {
-            let sku = SkuId(self.zipf.sample(rng));
+            let sku = SkuId(self.sku_base + self.zipf.sample(rng));
             if lines.iter().all(|l| l.sku != sku) {
                 lines.push(OrderLine {
                     sku,

@@ -2,7 +2,7 @@
 //! the command line and dispatches.
 
 use clap::{Parser, Subcommand};
-use tools::{ctl_cmd, flash_sale, journal_cmd, replay_cmd, serve_cmd};
+use tools::{ctl_cmd, flash_sale, journal_cmd, loadgen_cmd, replay_cmd, serve_cmd};
 
 #[derive(Parser)]
 #[command(
@@ -21,6 +21,8 @@ enum Commands {
     Serve(serve_cmd::ServeArgs),
     /// Talk to a running server: catalog, orders, stock, waitlists.
     Ctl(ctl_cmd::CtlArgs),
+    /// Open-loop load against a server, with latency measured from intended send times.
+    Loadgen(loadgen_cmd::Args),
     /// Run a generated flash sale through the engine in simulated time and report it.
     FlashSale(flash_sale::Args),
     /// Inspect a journal: verify, dump, stats.
@@ -37,6 +39,10 @@ fn main() -> anyhow::Result<()> {
         Commands::Serve(args) => serve_cmd::run(args),
         Commands::Ctl(args) => {
             let status = ctl_cmd::run(args)?;
+            std::process::exit(status)
+        }
+        Commands::Loadgen(args) => {
+            let status = loadgen_cmd::run(args)?;
             std::process::exit(status)
         }
         Commands::FlashSale(args) => flash_sale::run(args),

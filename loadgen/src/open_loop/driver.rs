@@ -1,0 +1,327 @@
+//! One connection's run: send on the schedule, read answers, measure each from its intended
+//! send time, and let the traffic react (pay for an order, pick up a waitlist hand-off).
+
+use std::collections::{BTreeMap, VecDeque};
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use engine::wire::{Reply, WireAnswer, WirePush};
+use engine::{ClientId, Event, Outcome, RequestId};
+use hdrhistogram::Histogram;
+
+use super::ack_log::AckLog;
+use super::conn::Conn;
+use super::protocol::ConnectionLost;
+use super::schedule::Schedule;
+use crate::client::Incoming;
+use crate::traffic::{Kind, Traffic};
+
+/// Latencies are kept in nanoseconds, 3 significant digits, up to an hour.
+pub fn latency_histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 3_600_000_000_000, 3).expect("valid bounds")
+}
+
+/// The timeline every connection shares, in nanoseconds from `start`.
+pub struct Plan {
+    pub start: Instant,
+    /// Answers to requests meant before this are not measured.
+    pub warmup_ns: u64,
+    /// Nothing new is sent from here on.
+    pub end_ns: u64,
+    /// After `end_ns`, wait this long for the last answers.
+    pub drain_ns: u64,
+    /// Most requests one connection has unanswered.
+    pub pipeline: usize,
+}
+
+impl Plan {
+    fn now_ns(&self) -> u64 {
+        self.start.elapsed().as_nanos() as u64
+    }
+}
+
+/// Live counters for the progress line.
+#[derive(Default)]
+pub struct Progress {
+    pub sent: AtomicU64,
+    pub answered: AtomicU64,
+    pub refused: AtomicU64,
+    /// Largest latency since the progress line last looked.
+    pub max_ns: AtomicU64,
+}
+
+/// What one connection (or, merged, the whole run) measured.
+pub struct Measured {
+    pub overall: Histogram<u64>,
+    pub by_kind: BTreeMap<Kind, Histogram<u64>>,
+    /// Refusals by code name, plus requests lost with their connection or never answered.
+    pub errors: BTreeMap<String, u64>,
+    pub sent: u64,
+    pub answered: u64,
+    /// Commands applied and queries answered.
+    pub accepted: u64,
+    /// Answers that arrived between the end of the warm-up and the end of the run.
+    pub answered_in_window: u64,
+    /// How late, at worst, the generator itself sent a request (it too can fall behind).
+    pub sender_lag_max_ns: u64,
+    pub lost_connections: Vec<String>,
+}
+
+impl Measured {
+    pub fn new() -> Measured {
+        Measured {
+            overall: latency_histogram(),
+            by_kind: BTreeMap::new(),
+            errors: BTreeMap::new(),
+            sent: 0,
+            answered: 0,
+            accepted: 0,
+            answered_in_window: 0,
+            sender_lag_max_ns: 0,
+            lost_connections: Vec::new(),
+        }
+    }
+
+    pub fn merge(&mut self, other: Measured) {
+        self.overall.add(&other.overall).expect("same bounds");
+        for (kind, h) in other.by_kind {
+            self.by_kind
+                .entry(kind)
+                .or_insert_with(latency_histogram)
+                .add(&h)
+                .expect("same bounds");
+        }
+        for (name, n) in other.errors {
+            *self.errors.entry(name).or_default() += n;
+        }
+        self.sent += other.sent;
+        self.answered += other.answered;
+        self.accepted += other.accepted;
+        self.answered_in_window += other.answered_in_window;
+        self.sender_lag_max_ns = self.sender_lag_max_ns.max(other.sender_lag_max_ns);
+        self.lost_connections.extend(other.lost_connections);
+    }
+}
+
+impl Default for Measured {
+    fn default() -> Self {
+        Measured::new()
+    }
+}
+
+struct Pending {
+    request: RequestId,
+    at_ns: u64,
+    kind: Kind,
+}
+
+/// Acks are written to the shared log in chunks of about this many bytes.
+const ACK_CHUNK: usize = 64 << 10;
+/// Longest sleep while waiting only for answers (so the end of the run is noticed).
+const IDLE_WAIT: Duration = Duration::from_millis(20);
+
+pub struct Driver<'a> {
+    pub conn: Conn,
+    pub traffic: Box<dyn Traffic>,
+    /// `None`: closed loop, a new request as soon as one is answered (`--rate max`).
+    pub schedule: Option<Schedule>,
+    pub client: ClientId,
+    pub plan: &'a Plan,
+    pub progress: &'a Progress,
+    pub acks: Option<&'a AckLog>,
+}
+
+impl Driver<'_> {
+    pub fn run(mut self) -> Measured {
+        let mut m = Measured::new();
+        let mut pending: VecDeque<Pending> = VecDeque::new();
+        let mut incoming = Vec::new();
+        let mut ack_lines = String::new();
+        let plan = self.plan;
+        let result = loop {
+            let now = plan.now_ns();
+            if now < plan.end_ns {
+                if let Err(e) = self.send_due(now, &mut pending, &mut m) {
+                    break Err(ConnectionLost::new("CLIENT", e));
+                }
+            } else if pending.is_empty() || now >= plan.end_ns + plan.drain_ns {
+                break Ok(());
+            }
+            if let Err(e) = self.conn.write_some() {
+                break Err(e);
+            }
+            let read = self.conn.read_some(&mut incoming);
+            let now = plan.now_ns();
+            let handled = !incoming.is_empty();
+            for item in incoming.drain(..) {
+                match item {
+                    Incoming::Answer(answer) => {
+                        self.answered(now, answer, &mut pending, &mut m, &mut ack_lines)
+                    }
+                    Incoming::Push(push) => self.pushed(now, &push, &mut ack_lines),
+                }
+            }
+            if ack_lines.len() >= ACK_CHUNK {
+                self.flush_acks(&mut ack_lines);
+            }
+            if let Err(e) = read {
+                break Err(e);
+            }
+            if !handled {
+                let timeout = self.timeout(now, pending.len());
+                if !timeout.is_zero() {
+                    self.conn.wait(timeout);
+                }
+            }
+        };
+        self.flush_acks(&mut ack_lines);
+        let left = pending.len() as u64;
+        match result {
+            Ok(()) if left > 0 => *m.errors.entry("UNANSWERED".into()).or_default() += left,
+            Ok(()) => {}
+            Err(lost) => {
+                *m.errors.entry(lost.name.clone()).or_default() += left.max(1);
+                m.lost_connections
+                    .push(format!("client {}: {lost}", self.client.0));
+            }
+        }
+        m
+    }
+
+    fn send_due(
+        &mut self,
+        now: u64,
+        pending: &mut VecDeque<Pending>,
+        m: &mut Measured,
+    ) -> anyhow::Result<()> {
+        let room = self.plan.pipeline.saturating_sub(pending.len());
+        let mut sent = 0;
+        while sent < room {
+            let at_ns = match &mut self.schedule {
+                Some(s) if s.peek_ns() <= now => s.advance(),
+                Some(_) => break,
+                None => now,
+            };
+            let operation = self.traffic.next(at_ns);
+            let kind = Kind::of(&operation);
+            let request = self.conn.queue(&operation)?;
+            pending.push_back(Pending {
+                request,
+                at_ns,
+                kind,
+            });
+            m.sender_lag_max_ns = m.sender_lag_max_ns.max(now - at_ns);
+            sent += 1;
+        }
+        m.sent += sent as u64;
+        self.progress.sent.fetch_add(sent as u64, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// How long to sleep when nothing arrived: until the next request is due, or (when the
+    /// pipeline is full or sending is over) until an answer comes.
+    fn timeout(&self, now: u64, in_flight: usize) -> Duration {
+        let can_send = now < self.plan.end_ns && in_flight < self.plan.pipeline;
+        let until_ns = match &self.schedule {
+            Some(s) if can_send => s.peek_ns().min(self.plan.end_ns),
+            None if can_send => now,
+            _ if now < self.plan.end_ns => self.plan.end_ns,
+            _ => self.plan.end_ns + self.plan.drain_ns,
+        };
+        Duration::from_nanos(until_ns.saturating_sub(now)).min(IDLE_WAIT)
+    }
+
+    fn answered(
+        &mut self,
+        now: u64,
+        answer: WireAnswer,
+        pending: &mut VecDeque<Pending>,
+        m: &mut Measured,
+        acks: &mut String,
+    ) {
+        let position = match pending.front() {
+            Some(p) if p.request == answer.request => Some(0),
+            _ => pending.iter().position(|p| p.request == answer.request),
+        };
+        let Some(p) = position.and_then(|i| pending.remove(i)) else {
+            *m.errors.entry("UNEXPECTED_ANSWER".into()).or_default() += 1;
+            return;
+        };
+        let latency = now.saturating_sub(p.at_ns).max(1);
+        if p.at_ns >= self.plan.warmup_ns {
+            m.overall.saturating_record(latency);
+            m.by_kind
+                .entry(p.kind)
+                .or_insert_with(latency_histogram)
+                .saturating_record(latency);
+        }
+        if (self.plan.warmup_ns..self.plan.end_ns).contains(&now) {
+            m.answered_in_window += 1;
+        }
+        m.answered += 1;
+        self.progress.answered.fetch_add(1, Ordering::Relaxed);
+        self.progress.max_ns.fetch_max(latency, Ordering::Relaxed);
+        match &answer.reply {
+            Reply::Rejected { code, .. } => {
+                *m.errors.entry(code.name().to_string()).or_default() += 1;
+                self.progress.refused.fetch_add(1, Ordering::Relaxed);
+            }
+            Reply::Outcome(outcome) => {
+                m.accepted += 1;
+                if self.acks.is_some() {
+                    let order = order_of(outcome);
+                    self.ack_line(acks, p.request, order, p.kind.name(), answer.seq);
+                }
+            }
+            Reply::Answer(_) => m.accepted += 1,
+        }
+        self.traffic
+            .on_reply(p.request, p.at_ns, p.kind, &answer.reply);
+    }
+
+    fn pushed(&mut self, now: u64, push: &WirePush, acks: &mut String) {
+        if let Event::WaitlistOrderCreated { request, order, .. } = push.event {
+            if self.acks.is_some() {
+                self.ack_line(acks, request, Some(order.0), "waitlist_order", push.seq);
+            }
+        }
+        self.traffic.on_push(now, push);
+    }
+
+    fn ack_line(
+        &self,
+        out: &mut String,
+        request: RequestId,
+        order: Option<u64>,
+        kind: &str,
+        seq: u64,
+    ) {
+        let order = order.map_or_else(|| "null".to_string(), |o| o.to_string());
+        let _ = writeln!(
+            out,
+            r#"{{"client_id":{},"request_id":{},"order_id":{order},"kind":"{kind}","seq":{seq}}}"#,
+            self.client.0, request.0
+        );
+    }
+
+    fn flush_acks(&self, lines: &mut String) {
+        if let Some(log) = self.acks {
+            if !lines.is_empty() {
+                log.append(lines.as_bytes());
+            }
+        }
+        lines.clear();
+    }
+}
+
+/// The order a command's outcome is about, if any.
+fn order_of(outcome: &Outcome) -> Option<u64> {
+    match *outcome {
+        Outcome::OrderPlaced { order, .. }
+        | Outcome::PaymentConfirmed { order }
+        | Outcome::PaymentFailed { order }
+        | Outcome::OrderCancelled { order } => Some(order.0),
+        _ => None,
+    }
+}

@@ -1,0 +1,211 @@
+//! The open-loop load generator behind `surge loadgen`: C connections, each sending on its
+//! own schedule (constant or Poisson, together the offered rate), with at most `pipeline`
+//! requests unanswered. Latency is measured from each request's *intended* send time, so a
+//! server (or network) that stalls is charged for every request that should have gone out
+//! meanwhile, not only for the one that was waiting (no coordinated omission). `--rate max`
+//! is the closed-loop saturation mode: every connection keeps `pipeline` requests in flight.
+
+mod ack_log;
+mod conn;
+mod driver;
+mod protocol;
+mod schedule;
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::Context;
+use engine::ClientId;
+
+pub use ack_log::AckLog;
+pub use conn::Conn;
+pub use driver::{latency_histogram, Measured, Plan, Progress};
+pub use protocol::{ConnectionLost, Protocol, SurgeProtocol, System};
+pub use schedule::{Schedule, Spacing};
+
+use crate::report::RunReport;
+use crate::traffic;
+
+#[derive(Clone, Debug)]
+pub struct RunConfig {
+    pub system: System,
+    /// Tried in order; the run uses the first that answers.
+    pub servers: Vec<String>,
+    pub workload: String,
+    /// Requests per second offered; `None` for closed-loop saturation.
+    pub rate: Option<f64>,
+    pub spacing: Spacing,
+    pub duration: Duration,
+    pub warmup: Duration,
+    pub connections: u64,
+    pub pipeline: usize,
+    pub seed: u64,
+    pub ack_log: Option<PathBuf>,
+    /// Print a progress line every second (to stderr).
+    pub progress: bool,
+    /// Client ids are `base + 0` (setup) and `base + 1 + i`; SKU ids are drawn from the same
+    /// clock unless set. Defaults (None) come from the clock, so reruns never collide with
+    /// request ids an earlier run used.
+    pub id_base: Option<u64>,
+}
+
+impl Default for RunConfig {
+    fn default() -> Self {
+        RunConfig {
+            system: System::Surge,
+            servers: vec!["127.0.0.1:7600".into()],
+            workload: "flash-sale".into(),
+            rate: Some(10_000.0),
+            spacing: Spacing::Poisson,
+            duration: Duration::from_secs(10),
+            warmup: Duration::from_secs(1),
+            connections: 4,
+            pipeline: 1024,
+            seed: 1,
+            ack_log: None,
+            progress: false,
+            id_base: None,
+        }
+    }
+}
+
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long to wait for the last answers after the run ends.
+const DRAIN: Duration = Duration::from_secs(10);
+/// What `--rate max` sizes its workload for, per second.
+const SATURATION_SIZING_RATE: f64 = 500_000.0;
+
+/// Connect to the first server that answers.
+fn connect(config: &RunConfig, client: ClientId) -> anyhow::Result<Conn> {
+    let mut errors = Vec::new();
+    for server in &config.servers {
+        match config.system.connect(server, client, CONNECT_TIMEOUT) {
+            Ok((stream, protocol)) => return Ok(Conn::new(stream, protocol)?),
+            Err(e) => errors.push(format!("{server}: {e:#}")),
+        }
+    }
+    anyhow::bail!("no server answered: {}", errors.join("; "))
+}
+
+pub fn run(config: &RunConfig) -> anyhow::Result<RunReport> {
+    anyhow::ensure!(config.connections > 0, "--connections must be at least 1");
+    anyhow::ensure!(config.pipeline > 0, "--pipeline must be at least 1");
+    anyhow::ensure!(
+        config.rate.is_none_or(|r| r > 0.0 && r.is_finite()),
+        "--rate must be a positive number or max"
+    );
+    let base = config.id_base.unwrap_or_else(|| {
+        let ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        // A fresh range per millisecond, with room for 16k connections or SKUs under it.
+        (ms % (1 << 40)) << 14
+    });
+    let seconds = (config.duration + config.warmup).as_secs_f64();
+    let expected = (config.rate.unwrap_or(SATURATION_SIZING_RATE) * seconds) as u64;
+    let mut workload = traffic::workload(&config.workload, expected, base)?;
+
+    let mut setup = connect(config, ClientId(base)).context("connecting for setup")?;
+    traffic::load_catalog(&mut setup, &workload.catalog()).context("loading the catalog")?;
+    workload
+        .prepare(&mut setup)
+        .context("preparing the workload")?;
+    drop(setup);
+
+    let acks = match &config.ack_log {
+        Some(path) => {
+            Some(AckLog::create(path).with_context(|| format!("creating {}", path.display()))?)
+        }
+        None => None,
+    };
+    let conns = (0..config.connections)
+        .map(|i| connect(config, ClientId(base + 1 + i)))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let plan = Plan {
+        start: Instant::now() + Duration::from_millis(20),
+        warmup_ns: config.warmup.as_nanos() as u64,
+        end_ns: (config.warmup + config.duration).as_nanos() as u64,
+        drain_ns: DRAIN.as_nanos() as u64,
+        pipeline: config.pipeline,
+    };
+    let progress = Progress::default();
+    let mut measured = Measured::new();
+    std::thread::scope(|scope| {
+        let workers: Vec<_> = conns
+            .into_iter()
+            .enumerate()
+            .map(|(i, conn)| {
+                let i = i as u64;
+                let driver = driver::Driver {
+                    conn,
+                    traffic: workload.traffic(i, config.seed),
+                    schedule: config.rate.map(|rate| {
+                        Schedule::new(config.spacing, rate, i, config.connections, config.seed)
+                    }),
+                    client: ClientId(base + 1 + i),
+                    plan: &plan,
+                    progress: &progress,
+                    acks: acks.as_ref(),
+                };
+                scope.spawn(move || {
+                    std::thread::sleep(plan.start.saturating_duration_since(Instant::now()));
+                    driver.run()
+                })
+            })
+            .collect();
+        if config.progress {
+            report_progress(&plan, &progress, config.rate, || {
+                workers.iter().all(|w| w.is_finished())
+            });
+        }
+        for worker in workers {
+            measured.merge(worker.join().expect("a connection thread panicked"));
+        }
+    });
+    if let Some(acks) = &acks {
+        acks.finish().context("writing the ack log")?;
+    }
+    Ok(RunReport::new(config, workload.name(), measured))
+}
+
+/// A line a second on stderr while the run goes.
+fn report_progress(plan: &Plan, p: &Progress, rate: Option<f64>, done: impl Fn() -> bool) {
+    let mut last = (0u64, 0u64);
+    let mut tick = plan.start;
+    let offered = rate.map_or_else(|| "max".to_string(), |r| format!("{r:.0}/s"));
+    while !done() {
+        tick += Duration::from_secs(1);
+        while Instant::now() < tick {
+            if done() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let (sent, answered) = (
+            p.sent.load(Ordering::Relaxed),
+            p.answered.load(Ordering::Relaxed),
+        );
+        let t = plan.start.elapsed().as_secs_f64();
+        // The phase of the second just ended.
+        let mid_ns = (t - 0.5) * 1e9;
+        let phase = if mid_ns < plan.warmup_ns as f64 {
+            "warm-up"
+        } else if mid_ns < plan.end_ns as f64 {
+            "measure"
+        } else {
+            "drain"
+        };
+        let _ = writeln!(
+            std::io::stderr(),
+            "{t:6.1}s {phase:7}  offered {offered}  sent {}/s  answered {}/s  in flight {}  max {:.2} ms  refused {}",
+            sent - last.0,
+            answered - last.1,
+            sent - answered,
+            p.max_ns.swap(0, Ordering::Relaxed) as f64 / 1e6,
+            p.refused.load(Ordering::Relaxed),
+        );
+        last = (sent, answered);
+    }
+}

@@ -1,0 +1,169 @@
+//! The systems the load generator can drive, each as a codec over one TCP connection: surge's
+//! own protocol, and the peers in `crate::peers` (Redis, PostgreSQL). The generator's loop,
+//! schedule and measurements are the same for all of them; only the bytes differ.
+
+use std::net::TcpStream;
+use std::time::Duration;
+
+use engine::wire::{self, frame_kind, ErrorFrame, Operation, RequestsFrameBuilder};
+use engine::{ClientId, RequestId};
+
+use crate::client::{Client, Incoming};
+use crate::peers;
+
+/// What went wrong on a connection, for the error table: a stable name and the detail.
+#[derive(Debug)]
+pub struct ConnectionLost {
+    pub name: String,
+    pub detail: String,
+}
+
+impl std::fmt::Display for ConnectionLost {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.name, self.detail)
+    }
+}
+
+impl std::error::Error for ConnectionLost {}
+
+impl ConnectionLost {
+    pub fn new(name: &str, detail: impl std::fmt::Display) -> ConnectionLost {
+        ConnectionLost {
+            name: name.into(),
+            detail: detail.to_string(),
+        }
+    }
+}
+
+/// One connection's encoder and decoder. Requests are answered in the order they were sent.
+pub trait Protocol: Send {
+    /// Append one request.
+    fn encode(
+        &mut self,
+        request: RequestId,
+        operation: &Operation,
+        out: &mut Vec<u8>,
+    ) -> anyhow::Result<()>;
+    /// Finish what `encode` appended so it can be written (surge closes its frame).
+    fn seal(&mut self, out: &mut Vec<u8>);
+    /// Decode the whole messages at the front of `input` into `incoming`; returns the bytes
+    /// consumed.
+    fn decode(
+        &mut self,
+        input: &[u8],
+        incoming: &mut Vec<Incoming>,
+    ) -> Result<usize, ConnectionLost>;
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum System {
+    Surge,
+    Redis,
+    Postgres,
+}
+
+impl System {
+    pub fn parse(name: &str) -> anyhow::Result<System> {
+        Ok(match name {
+            "surge" => System::Surge,
+            "redis" => System::Redis,
+            "postgres" | "postgresql" => System::Postgres,
+            other => anyhow::bail!("unknown system {other:?}: expected surge, redis or postgres"),
+        })
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            System::Surge => "surge",
+            System::Redis => "redis",
+            System::Postgres => "postgres",
+        }
+    }
+
+    /// Connect and complete the handshake (blocking), as `client`.
+    pub fn connect(
+        self,
+        addr: &str,
+        client: ClientId,
+        timeout: Duration,
+    ) -> anyhow::Result<(TcpStream, Box<dyn Protocol>)> {
+        Ok(match self {
+            System::Surge => {
+                let stream = Client::connect_timeout(addr, client, timeout)?.into_stream()?;
+                (stream, Box::new(SurgeProtocol::default()))
+            }
+            System::Redis => peers::redis::connect(addr, timeout)?,
+            System::Postgres => peers::postgres::connect(addr, timeout)?,
+        })
+    }
+}
+
+/// surge's own protocol (docs/PROTOCOL.md): requests packed into REQUESTS frames.
+#[derive(Default)]
+pub struct SurgeProtocol {
+    frame: Option<RequestsFrameBuilder>,
+}
+
+impl Protocol for SurgeProtocol {
+    fn encode(
+        &mut self,
+        request: RequestId,
+        operation: &Operation,
+        out: &mut Vec<u8>,
+    ) -> anyhow::Result<()> {
+        let frame = self
+            .frame
+            .get_or_insert_with(|| RequestsFrameBuilder::begin(out));
+        frame.push(request, operation, out);
+        if frame.count() >= wire::REQUESTS_PER_FRAME_MAX
+            || frame.len(out) >= wire::FRAME_LEN_MAX / 2
+        {
+            self.seal(out);
+        }
+        Ok(())
+    }
+
+    fn seal(&mut self, out: &mut Vec<u8>) {
+        if let Some(frame) = self.frame.take() {
+            frame.finish(out);
+        }
+    }
+
+    fn decode(
+        &mut self,
+        input: &[u8],
+        incoming: &mut Vec<Incoming>,
+    ) -> Result<usize, ConnectionLost> {
+        let mut used = 0;
+        let protocol = |code: engine::Code| ConnectionLost::new("PROTOCOL", code);
+        while let Some(frame) = wire::split_frame(&input[used..]).map_err(protocol)? {
+            match frame.kind {
+                frame_kind::ANSWERS => incoming.extend(
+                    wire::decode_answers(frame.body)
+                        .map_err(protocol)?
+                        .into_iter()
+                        .map(Incoming::Answer),
+                ),
+                frame_kind::PUSH => incoming.extend(
+                    wire::decode_pushes(frame.body)
+                        .map_err(protocol)?
+                        .into_iter()
+                        .map(Incoming::Push),
+                ),
+                frame_kind::ERROR => {
+                    let e = ErrorFrame::decode(frame.body).map_err(protocol)?;
+                    let name = engine::Code::from_u16(e.code).map_or("SERVER_ERROR", |c| c.name());
+                    return Err(ConnectionLost::new(name, e.message));
+                }
+                other => {
+                    return Err(ConnectionLost::new(
+                        "PROTOCOL",
+                        format!("unexpected frame kind {other}"),
+                    ))
+                }
+            }
+            used += frame.len;
+        }
+        Ok(used)
+    }
+}
