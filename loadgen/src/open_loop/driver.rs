@@ -141,7 +141,7 @@ impl Driver<'_> {
         let plan = self.plan;
         let result = loop {
             let now = plan.now_ns();
-            if now < plan.end_ns {
+            if self.sending(now) {
                 if let Err(e) = self.send_due(now, &mut pending, &mut m) {
                     break Err(ConnectionLost::new("CLIENT", e));
                 }
@@ -189,6 +189,17 @@ impl Driver<'_> {
         m
     }
 
+    /// Whether requests are still to be sent: on a schedule, every one meant to go out before
+    /// the end is sent, however late (a request held back by a full pipeline still counts);
+    /// in the closed loop, until the end. Either way, not past the drain.
+    fn sending(&self, now: u64) -> bool {
+        let scheduled = match &self.schedule {
+            Some(s) => s.peek_ns() < self.plan.end_ns,
+            None => now < self.plan.end_ns,
+        };
+        scheduled && now < self.plan.end_ns + self.plan.drain_ns
+    }
+
     fn send_due(
         &mut self,
         now: u64,
@@ -199,7 +210,7 @@ impl Driver<'_> {
         let mut sent = 0;
         while sent < room {
             let at_ns = match &mut self.schedule {
-                Some(s) if s.peek_ns() <= now => s.advance(),
+                Some(s) if s.peek_ns() <= now && s.peek_ns() < self.plan.end_ns => s.advance(),
                 Some(_) => break,
                 None => now,
             };
@@ -222,9 +233,9 @@ impl Driver<'_> {
     /// How long to sleep when nothing arrived: until the next request is due, or (when the
     /// pipeline is full or sending is over) until an answer comes.
     fn timeout(&self, now: u64, in_flight: usize) -> Duration {
-        let can_send = now < self.plan.end_ns && in_flight < self.plan.pipeline;
+        let can_send = self.sending(now) && in_flight < self.plan.pipeline;
         let until_ns = match &self.schedule {
-            Some(s) if can_send => s.peek_ns().min(self.plan.end_ns),
+            Some(s) if can_send => s.peek_ns(),
             None if can_send => now,
             _ if now < self.plan.end_ns => self.plan.end_ns,
             _ => self.plan.end_ns + self.plan.drain_ns,

@@ -4,7 +4,7 @@
 //! declined, cancelled, or left to expire at the server's deadline.
 
 use std::cmp::Reverse;
-use std::collections::BinaryHeap;
+use std::collections::{BinaryHeap, VecDeque};
 use std::sync::Arc;
 
 use engine::wire::{Operation, Reply, WirePush};
@@ -103,6 +103,10 @@ enum FollowUp {
 
 /// Orders this many recent ones are what buyers look up.
 const KNOWN_ORDERS: usize = 1024;
+/// A buyer acts on an order (pays, cancels, looks it up) at the earliest this long after
+/// placing it. Besides being human, it keeps the stream a function of the seed: answers
+/// arrive well within it, so what a buyer knows never depends on how fast they did.
+const THINK_MIN_NS: u64 = 100_000_000;
 
 struct Shoppers<S: Scenario> {
     scenario: Arc<S>,
@@ -114,7 +118,9 @@ struct Shoppers<S: Scenario> {
     /// Follow-ups by due time (ties by insertion).
     due: BinaryHeap<Reverse<(u64, u64, FollowUp)>>,
     scheduled: u64,
+    /// Orders the buyers know of, and (oldest first) those they will know of from a time on.
     known: Vec<OrderId>,
+    learning: VecDeque<(u64, OrderId)>,
 }
 
 impl<S: Scenario> Shoppers<S> {
@@ -131,6 +137,7 @@ impl<S: Scenario> Shoppers<S> {
             due: BinaryHeap::new(),
             scheduled: 0,
             known: Vec::new(),
+            learning: VecDeque::new(),
         }
     }
 
@@ -145,16 +152,27 @@ impl<S: Scenario> Shoppers<S> {
             Fate::Abandon => return,
         };
         self.scheduled += 1;
-        self.due
-            .push(Reverse((from_ns + after_ns, self.scheduled, follow_up)));
+        let at = from_ns + THINK_MIN_NS + after_ns;
+        self.due.push(Reverse((at, self.scheduled, follow_up)));
     }
 
-    fn remember(&mut self, order: OrderId) {
-        if self.known.len() < KNOWN_ORDERS {
-            self.known.push(order);
-        } else {
-            let at = (order.0 as usize) % KNOWN_ORDERS;
-            self.known[at] = order;
+    /// Buyers know of `order` from `from_ns + THINK_MIN_NS` on.
+    fn learn(&mut self, from_ns: u64, order: OrderId) {
+        self.learning.push_back((from_ns + THINK_MIN_NS, order));
+    }
+
+    fn catch_up(&mut self, now_ns: u64) {
+        while let Some(&(at, order)) = self.learning.front() {
+            if at > now_ns {
+                break;
+            }
+            self.learning.pop_front();
+            if self.known.len() < KNOWN_ORDERS {
+                self.known.push(order);
+            } else {
+                let slot = (order.0 as usize) % KNOWN_ORDERS;
+                self.known[slot] = order;
+            }
         }
     }
 
@@ -170,6 +188,7 @@ impl<S: Scenario> Shoppers<S> {
 
 impl<S: Scenario + Send + Sync> Traffic for Shoppers<S> {
     fn next(&mut self, at_ns: u64) -> Operation {
+        self.catch_up(at_ns);
         if let Some(Reverse((due_ns, _, _))) = self.due.peek() {
             if *due_ns <= at_ns {
                 let Reverse((_, _, follow_up)) = self.due.pop().expect("peeked");
@@ -198,7 +217,7 @@ impl<S: Scenario + Send + Sync> Traffic for Shoppers<S> {
 
     fn on_reply(&mut self, request: RequestId, at_ns: u64, _kind: Kind, reply: &Reply) {
         if let Reply::Outcome(Outcome::OrderPlaced { order, total, .. }) = *reply {
-            self.remember(order);
+            self.learn(at_ns, order);
             self.decide(request.0, at_ns, order, total);
         }
     }
@@ -211,7 +230,7 @@ impl<S: Scenario + Send + Sync> Traffic for Shoppers<S> {
             ..
         } = push.event
         {
-            self.remember(order);
+            self.learn(now_ns, order);
             self.decide(request.0 ^ (1 << 63), now_ns, order, total);
         }
     }
