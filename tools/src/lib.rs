@@ -3,9 +3,11 @@
 
 pub mod ctl_cmd;
 pub mod data_dir;
+pub mod demo;
 pub mod flash_sale;
 pub mod journal_cmd;
 pub mod loadgen_cmd;
 pub mod replay_cmd;
 pub mod serve_cmd;
+pub mod serve_process;
 pub mod server;

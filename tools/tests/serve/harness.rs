@@ -1,16 +1,16 @@
 //! Start a real `surge serve` process on ephemeral ports, learn its addresses from its
 //! `serving` log line, and talk to it; kill it on drop.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::process::ExitStatus;
+use std::time::Duration;
 
 use engine::wire::{Operation, Reply, WireAnswer};
 use engine::{ClientId, Command as Cmd, OrderLine, SkuId, SkuSpec, UserId};
 use loadgen::client::Client;
+use tools::serve_process::ServeProcess;
 
 pub const SURGE: &str = env!("CARGO_BIN_EXE_surge");
 
@@ -22,102 +22,31 @@ pub fn temp_dir(name: &str) -> PathBuf {
     dir
 }
 
-pub struct ServerProcess {
-    child: Child,
-    pub addr: SocketAddr,
-    pub http: SocketAddr,
-    logs: Arc<Mutex<Vec<String>>>,
+/// A `tools::serve_process::ServeProcess` whose failures panic, as a test wants.
+pub struct ServerProcess(ServeProcess);
+
+impl std::ops::Deref for ServerProcess {
+    type Target = ServeProcess;
+    fn deref(&self) -> &ServeProcess {
+        &self.0
+    }
 }
 
 impl ServerProcess {
     /// Start on `dir` with `--set` overrides; wait until it serves.
     pub fn start(dir: &Path, sets: &[&str]) -> ServerProcess {
-        let mut command = Command::new(SURGE);
-        command
-            .args([
-                "serve",
-                "--listen",
-                "127.0.0.1:0",
-                "--http",
-                "127.0.0.1:0",
-                "--data-dir",
-            ])
-            .arg(dir)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
-        for set in sets {
-            command.args(["--set", set]);
-        }
-        let mut child = command.spawn().expect("spawn surge serve");
-        let stderr = child.stderr.take().unwrap();
-        let logs = Arc::new(Mutex::new(Vec::new()));
-        let (tx, rx) = std::sync::mpsc::channel();
-        {
-            let logs = logs.clone();
-            std::thread::spawn(move || {
-                for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                    if line.contains("event=serving") {
-                        let _ = tx.send(line.clone());
-                    }
-                    logs.lock().unwrap().push(line);
-                }
-            });
-        }
-        let line = match rx.recv_timeout(Duration::from_secs(60)) {
-            Ok(line) => line,
-            Err(_) => {
-                let _ = child.kill();
-                panic!("server did not start: {:#?}", logs.lock().unwrap());
-            }
-        };
-        let field = |key: &str| -> SocketAddr {
-            line.split_whitespace()
-                .find_map(|kv| kv.strip_prefix(&format!("{key}=")))
-                .unwrap()
-                .parse()
-                .unwrap()
-        };
-        ServerProcess {
-            child,
-            addr: field("listen"),
-            http: field("http"),
-            logs,
-        }
-    }
-
-    pub fn pid(&self) -> u32 {
-        self.child.id()
+        ServerProcess(ServeProcess::start(Path::new(SURGE), dir, sets).unwrap())
     }
 
     pub fn client(&self, id: u64) -> Client {
         Client::connect(self.addr, ClientId(id)).expect("connect")
     }
 
-    pub fn logs(&self) -> Vec<String> {
-        self.logs.lock().unwrap().clone()
-    }
-
-    pub fn signal(&self, signal: i32) {
-        // SAFETY: kill(2) on our own child's pid.
-        unsafe {
-            libc::kill(self.child.id() as i32, signal);
-        }
-    }
-
     /// Wait for the process to exit (bounded).
     pub fn wait_exit(&mut self, within: Duration) -> ExitStatus {
-        let deadline = Instant::now() + within;
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "server did not exit: {:#?}",
-                self.logs()
-            );
-            std::thread::sleep(Duration::from_millis(20));
+        match self.0.wait_exit(within) {
+            Ok(status) => status,
+            Err(e) => panic!("{e}: {:#?}", self.logs()),
         }
     }
 
@@ -141,13 +70,6 @@ impl ServerProcess {
             .unwrap()
             .parse()
             .unwrap()
-    }
-}
-
-impl Drop for ServerProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 

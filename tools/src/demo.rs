@@ -1,0 +1,373 @@
+//! `surge demo`: surge doing its job, start to finish, with nothing to set up. A primary
+//! starts on loopback in a temporary data directory; the load generator loads a catalog and
+//! runs a short flash sale against it (one hot SKU, a crowd, waitlists, payments, expiries);
+//! the primary is stopped and restarted from its journal; every answer the load generator
+//! was given is checked against the rebuilt state; a short report says what happened.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::{ensure, Context};
+use engine::outcome::OrderView;
+use engine::wire::{Operation, Reply};
+use engine::{Answer, ClientId, OrderId, OrderState, Query, RequestId, SkuId};
+use loadgen::client::Client;
+use loadgen::open_loop::{self, RunConfig, Spacing, System};
+use loadgen::report::thousands;
+
+use crate::serve_process::{log_field, ServeProcess};
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Requests per second the crowd offers.
+    #[arg(long, default_value_t = 20_000.0)]
+    rate: f64,
+    /// Seconds the sale runs (after a one-second warm-up).
+    #[arg(long, default_value_t = 5.0)]
+    duration: f64,
+    #[arg(long, default_value_t = 4)]
+    connections: u64,
+    /// Keep the data directory (and the ack log) instead of removing it.
+    #[arg(long)]
+    keep: bool,
+}
+
+/// Orders unpaid this long expire, so the sale shows expiries and waitlist hand-offs.
+const PAYMENT_WINDOW_MS: u64 = 2_000;
+const STOP_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A directory removed on drop (unless kept).
+struct TempDir {
+    path: PathBuf,
+    keep: bool,
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        if !self.keep {
+            let _ = std::fs::remove_dir_all(&self.path);
+        }
+    }
+}
+
+pub fn run(args: Args) -> anyhow::Result<()> {
+    ensure!(
+        args.rate > 0.0 && args.duration > 0.0,
+        "--rate and --duration must be positive"
+    );
+    let stamp = SystemTime::now().duration_since(UNIX_EPOCH)?.as_millis() as u64;
+    let dir = TempDir {
+        path: std::env::temp_dir().join(format!("surge-demo-{}-{stamp}", std::process::id())),
+        keep: args.keep,
+    };
+    std::fs::create_dir_all(&dir.path)?;
+    let data = dir.path.join("data");
+    let acks = dir.path.join("acks.jsonl");
+    let exe = std::env::current_exe().context("finding the surge binary")?;
+    let payment_window = format!("engine.payment_window_ms={PAYMENT_WINDOW_MS}");
+    let sets = [payment_window.as_str()];
+
+    println!("surge demo: a flash sale against a real primary, then a restart from its journal\n");
+    let mut primary = ServeProcess::start(&exe, &data, &sets)?;
+    let serving = primary.log_line("serving").unwrap_or_default();
+    println!(
+        "  primary    {} (journal io={}, wait={}), data in {}",
+        primary.addr,
+        log_field(&serving, "io").unwrap_or_default(),
+        log_field(&serving, "wait").unwrap_or_default(),
+        data.display()
+    );
+
+    // Ids from the clock, as the load generator would pick; known here so the stock can be
+    // watched while the sale runs.
+    let base = (stamp % (1 << 40)) << 14;
+    let sku = SkuId(base + 1);
+    let config = RunConfig {
+        system: System::Surge,
+        servers: vec![primary.addr.to_string()],
+        workload: "flash-sale".into(),
+        rate: Some(args.rate),
+        spacing: Spacing::Poisson,
+        duration: Duration::from_secs_f64(args.duration),
+        warmup: Duration::from_secs(1),
+        connections: args.connections,
+        pipeline: 1024,
+        seed: 1,
+        ack_log: Some(acks.clone()),
+        progress: false,
+        id_base: Some(base),
+    };
+    println!(
+        "  sale       {} s of a crowd offering {} requests/s (Poisson) on {} connections; \
+         unpaid orders expire after {} s",
+        args.duration + 1.0,
+        thousands(args.rate as u64),
+        args.connections,
+        PAYMENT_WINDOW_MS / 1000
+    );
+    let done = AtomicBool::new(false);
+    let (report, sold_out) = std::thread::scope(|scope| {
+        let watcher =
+            scope.spawn(|| watch_sold_out(primary.addr, ClientId(base + 9_999), sku, &done));
+        let report = open_loop::run(&config);
+        done.store(true, Ordering::Relaxed);
+        (report, watcher.join().expect("watcher"))
+    });
+    let report = report?;
+    let m = &report.measured;
+    let stock = stock_of(primary.addr, ClientId(base + 9_998), sku)?;
+    println!(
+        "  catalog    1 hot SKU, {} units at {:.2}, at most {} per buyer",
+        thousands(stock.stocked),
+        stock.price as f64 / 100.0,
+        stock.per_user_limit
+    );
+    let place = m.by_kind.get(&loadgen::traffic::Kind::PlaceOrder);
+    println!(
+        "  achieved   {} requests/s; {} requests answered, {} refused (sold out, limits, waitlist full)",
+        thousands(report.achieved_rate as u64),
+        thousands(m.answered),
+        thousands(m.errors.values().sum::<u64>()),
+    );
+    let ms = |ns: u64| format!("{:.2} ms", ns as f64 / 1e6);
+    let h = place.unwrap_or(&m.overall);
+    println!(
+        "  latency    orders: p50 {}  p99 {}  p99.9 {}  max {}  (from intended send, journal synced)",
+        ms(h.value_at_quantile(0.5)),
+        ms(h.value_at_quantile(0.99)),
+        ms(h.value_at_quantile(0.999)),
+        ms(h.max())
+    );
+
+    let acked = read_acks(&acks)?;
+    let handed = acked.iter().filter(|a| a.kind == "waitlist_order").count();
+    match sold_out {
+        Some(at) => println!(
+            "  sold out   {:.2} s after the catalog was loaded; {} waitlisted buyers were handed an order",
+            at.as_secs_f64(),
+            thousands(handed as u64)
+        ),
+        None => println!(
+            "  sold out   not during the sale; {} waitlisted buyers were handed an order",
+            thousands(handed as u64)
+        ),
+    }
+
+    primary.terminate(STOP_TIMEOUT)?;
+    let restarted_at = Instant::now();
+    let mut primary = ServeProcess::start(&exe, &data, &sets)?;
+    let restart = restarted_at.elapsed();
+    let recovered = primary.log_line("recovered").unwrap_or_default();
+    println!(
+        "  restart    new process serving in {:.0} ms: {} journal records replayed (last seq {})",
+        restart.as_secs_f64() * 1e3,
+        thousands(
+            log_field(&recovered, "records_replayed")
+                .and_then(|n| n.parse().ok())
+                .unwrap_or(0)
+        ),
+        log_field(&recovered, "last_seq").unwrap_or_default()
+    );
+
+    let verdict = verify(primary.addr, ClientId(base + 9_997), sku, &acked)?;
+    println!("  verified   {}", verdict.summary);
+    primary.terminate(STOP_TIMEOUT)?;
+    if args.keep {
+        println!("\n  kept {}", dir.path.display());
+    }
+    ensure!(
+        verdict.problems.is_empty(),
+        "verification failed:\n{}",
+        verdict.problems.join("\n")
+    );
+    Ok(())
+}
+
+/// Poll the hot SKU until it first has nothing available; the time since it was listed.
+fn watch_sold_out(
+    addr: std::net::SocketAddr,
+    client: ClientId,
+    sku: SkuId,
+    done: &AtomicBool,
+) -> Option<Duration> {
+    let mut c = Client::connect(addr, client).ok()?;
+    let mut listed = None;
+    while !done.load(Ordering::Relaxed) {
+        if let Ok(answer) = c.call(Operation::Query(Query::Stock { sku })) {
+            if let Reply::Answer(Answer::Stock(s)) = answer.reply {
+                let since = *listed.get_or_insert_with(Instant::now);
+                if s.available == 0 {
+                    return Some(since.elapsed());
+                }
+            }
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    None
+}
+
+fn stock_of(
+    addr: std::net::SocketAddr,
+    client: ClientId,
+    sku: SkuId,
+) -> anyhow::Result<engine::outcome::StockView> {
+    let mut c = Client::connect(addr, client)?;
+    match c.call(Operation::Query(Query::Stock { sku }))?.reply {
+        Reply::Answer(Answer::Stock(s)) => Ok(s),
+        other => anyhow::bail!("stock of {sku:?}: {other:?}"),
+    }
+}
+
+/// One line of the ack log.
+struct Ack {
+    client: u64,
+    request: u64,
+    order: Option<u64>,
+    kind: String,
+}
+
+fn read_acks(path: &Path) -> anyhow::Result<Vec<Ack>> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    text.lines()
+        .map(|line| {
+            let v: serde_json::Value = serde_json::from_str(line)?;
+            let n = |k: &str| v[k].as_u64().with_context(|| format!("{k} in {line}"));
+            Ok(Ack {
+                client: n("client_id")?,
+                request: n("request_id")?,
+                order: v["order_id"].as_u64(),
+                kind: v["kind"].as_str().unwrap_or_default().to_string(),
+            })
+        })
+        .collect()
+}
+
+/// The (client, request) that created an order, and the state its acks left it in.
+type Expected = (Option<(u64, u64)>, Option<OrderState>);
+
+struct Verdict {
+    summary: String,
+    problems: Vec<String>,
+}
+
+/// Check every acknowledged answer against the restarted primary: each order it created is
+/// there with the same client and request, each payment, cancel and failure left the order in
+/// that state, and the hot SKU's units add up, with every unit sold belonging to an
+/// acknowledged payment.
+fn verify(
+    addr: std::net::SocketAddr,
+    client: ClientId,
+    sku: SkuId,
+    acks: &[Ack],
+) -> anyhow::Result<Verdict> {
+    // What each order must look like, from its acks: who created it, and its last change.
+    let mut expected: BTreeMap<u64, Expected> = BTreeMap::new();
+    for ack in acks {
+        let Some(order) = ack.order else { continue };
+        let e = expected.entry(order).or_default();
+        match ack.kind.as_str() {
+            "place_order" | "waitlist_order" => e.0 = Some((ack.client, ack.request)),
+            "confirm_payment" => e.1 = Some(OrderState::Paid),
+            "cancel_order" => e.1 = Some(OrderState::Cancelled),
+            "fail_payment" => e.1 = Some(OrderState::PaymentFailed),
+            _ => {}
+        }
+    }
+    let orders: Vec<u64> = expected.keys().copied().collect();
+    let views = query_orders(addr, client, &orders)?;
+    let mut problems = Vec::new();
+    let mut paid_units = 0u64;
+    for (order, view) in orders.iter().zip(&views) {
+        let (origin, state) = expected[order];
+        let Some(view) = view else {
+            problems.push(format!("order {order} is missing"));
+            continue;
+        };
+        if let Some((c, r)) = origin {
+            if (view.client, view.request) != (ClientId(c), RequestId(r)) {
+                problems.push(format!(
+                    "order {order} belongs to {:?}/{:?}, acked to {c}/{r}",
+                    view.client, view.request
+                ));
+            }
+        }
+        match state {
+            Some(s) if view.state != s => {
+                problems.push(format!("order {order} is {:?}, acked {s:?}", view.state))
+            }
+            None if !matches!(view.state, OrderState::PendingPayment | OrderState::Expired) => {
+                problems.push(format!(
+                    "order {order} is {:?} with no acked change",
+                    view.state
+                ))
+            }
+            _ => {}
+        }
+        if view.state == OrderState::Paid && view.lines.iter().any(|l| l.sku == sku) {
+            paid_units += view
+                .lines
+                .iter()
+                .filter(|l| l.sku == sku)
+                .map(|l| u64::from(l.qty))
+                .sum::<u64>();
+        }
+    }
+    let s = stock_of(addr, client, sku)?;
+    if s.stocked != s.available + s.reserved + s.sold {
+        problems.push(format!("stock does not add up: {s:?}"));
+    }
+    if s.sold != paid_units {
+        problems.push(format!(
+            "{} units sold, acknowledged payments cover {paid_units}",
+            s.sold
+        ));
+    }
+    let summary = format!(
+        "{} acknowledged answers on {} orders checked against the rebuilt state: {} problem(s)\n             \
+         stock: {} stocked = {} available + {} reserved + {} sold, every sold unit an acknowledged payment",
+        thousands(acks.len() as u64),
+        thousands(orders.len() as u64),
+        problems.len(),
+        thousands(s.stocked),
+        thousands(s.available),
+        thousands(s.reserved),
+        thousands(s.sold),
+    );
+    Ok(Verdict { summary, problems })
+}
+
+/// Ask for many orders, pipelined; `None` for an order the server does not know.
+fn query_orders(
+    addr: std::net::SocketAddr,
+    client: ClientId,
+    orders: &[u64],
+) -> anyhow::Result<Vec<Option<OrderView>>> {
+    let mut c = Client::connect(addr, client)?;
+    let mut views = Vec::with_capacity(orders.len());
+    for chunk in orders.chunks(1024) {
+        let mut ids = Vec::with_capacity(chunk.len());
+        for &order in chunk {
+            let id = c.next_request_id();
+            c.send(
+                id,
+                &Operation::Query(Query::Order {
+                    order: OrderId(order),
+                }),
+            )?;
+            ids.push(id);
+        }
+        c.flush()?;
+        for id in ids {
+            let answer = c.recv_answer()?;
+            ensure!(answer.request == id, "answers out of order");
+            views.push(match answer.reply {
+                Reply::Answer(Answer::Order(view)) => Some(view),
+                _ => None,
+            });
+        }
+    }
+    Ok(views)
+}

@@ -1,0 +1,177 @@
+//! A `surge serve` child process on ephemeral ports: start it, learn its addresses from its
+//! `serving` log line, signal it, wait for it. `surge demo` runs its primary this way (so a
+//! restart is a real new process recovering from the journal), and the tests do too.
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context};
+
+/// How long a server may take to recover and bind.
+const START_TIMEOUT: Duration = Duration::from_secs(60);
+
+pub struct ServeProcess {
+    child: Child,
+    pub addr: SocketAddr,
+    pub http: SocketAddr,
+    logs: Arc<Mutex<Vec<String>>>,
+}
+
+/// `key=value` from a logfmt line; a quoted value (the log quotes values with spaces) is
+/// unquoted.
+pub fn log_field(line: &str, key: &str) -> Option<String> {
+    let at = line
+        .match_indices(&format!("{key}="))
+        .find(|(i, _)| *i == 0 || line.as_bytes()[i - 1] == b' ')?
+        .0;
+    let value = &line[at + key.len() + 1..];
+    let Some(quoted) = value.strip_prefix('"') else {
+        return Some(value.split(' ').next().unwrap_or_default().to_string());
+    };
+    let mut out = String::new();
+    let mut chars = quoted.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '"' => return Some(out),
+            '\\' => out.push(chars.next()?),
+            c => out.push(c),
+        }
+    }
+    None
+}
+
+impl ServeProcess {
+    /// Run `exe serve` on `dir` with `--set` overrides, on loopback ephemeral ports, and wait
+    /// until it serves.
+    pub fn start(exe: &Path, dir: &Path, sets: &[&str]) -> anyhow::Result<ServeProcess> {
+        let mut command = Command::new(exe);
+        command
+            .args(["serve", "--listen", "127.0.0.1:0", "--http", "127.0.0.1:0"])
+            .arg("--data-dir")
+            .arg(dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        for set in sets {
+            command.args(["--set", set]);
+        }
+        let mut child = command
+            .spawn()
+            .with_context(|| format!("starting {}", exe.display()))?;
+        let stderr = child.stderr.take().expect("piped stderr");
+        let logs = Arc::new(Mutex::new(Vec::new()));
+        let (tx, rx) = std::sync::mpsc::channel();
+        {
+            let logs = logs.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                    if line.contains("event=serving") {
+                        let _ = tx.send(line.clone());
+                    }
+                    logs.lock().expect("log lock").push(line);
+                }
+            });
+        }
+        let Ok(line) = rx.recv_timeout(START_TIMEOUT) else {
+            let _ = child.kill();
+            let _ = child.wait();
+            bail!(
+                "the server did not start:\n{}",
+                logs.lock().expect("log lock").join("\n")
+            );
+        };
+        let field = |key: &str| -> anyhow::Result<SocketAddr> {
+            log_field(&line, key)
+                .ok_or_else(|| anyhow!("no {key}= in {line:?}"))?
+                .parse()
+                .with_context(|| format!("{key}= in {line:?}"))
+        };
+        Ok(ServeProcess {
+            addr: field("listen")?,
+            http: field("http")?,
+            child,
+            logs,
+        })
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Every log line so far.
+    pub fn logs(&self) -> Vec<String> {
+        self.logs.lock().expect("log lock").clone()
+    }
+
+    /// The first log line for `event`.
+    pub fn log_line(&self, event: &str) -> Option<String> {
+        let tag = format!("event={event}");
+        self.logs()
+            .into_iter()
+            .find(|l| l.split_whitespace().any(|kv| kv == tag))
+    }
+
+    pub fn signal(&self, signal: i32) {
+        // SAFETY: kill(2) on our own child's pid.
+        unsafe {
+            libc::kill(self.child.id() as i32, signal);
+        }
+    }
+
+    /// Wait for the process to exit, up to `within`.
+    pub fn wait_exit(&mut self, within: Duration) -> anyhow::Result<ExitStatus> {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(status) = self.child.try_wait()? {
+                return Ok(status);
+            }
+            if Instant::now() >= deadline {
+                bail!("the server did not exit within {within:?}");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// SIGTERM (drain and stop), then wait; an error unless it exits 0.
+    pub fn terminate(&mut self, within: Duration) -> anyhow::Result<()> {
+        self.signal(libc::SIGTERM);
+        let status = self.wait_exit(within)?;
+        if !status.success() {
+            bail!(
+                "the server exited with {status}:\n{}",
+                self.logs().join("\n")
+            );
+        }
+        Ok(())
+    }
+}
+
+impl Drop for ServeProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn log_fields_quoted_or_not() {
+        let line =
+            r#"ts=1 level=info event=serving listen=127.0.0.1:7 io="io_uring (sq 64)" x="a\"b""#;
+        assert_eq!(
+            super::log_field(line, "listen").as_deref(),
+            Some("127.0.0.1:7")
+        );
+        assert_eq!(
+            super::log_field(line, "io").as_deref(),
+            Some("io_uring (sq 64)")
+        );
+        assert_eq!(super::log_field(line, "x").as_deref(), Some("a\"b"));
+        assert_eq!(super::log_field(line, "vent"), None);
+    }
+}

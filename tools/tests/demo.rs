@@ -1,0 +1,38 @@
+//! `surge demo`, as a newcomer runs it: no setup, a real primary, a restart, a verification.
+//! Shortened (a second of sale at a modest rate) so the test stays quick.
+
+use std::process::Command;
+
+#[test]
+fn the_demo_sells_restarts_and_verifies() {
+    let output = Command::new(env!("CARGO_BIN_EXE_surge"))
+        .args([
+            "demo",
+            "--duration",
+            "1",
+            "--rate",
+            "3000",
+            "--connections",
+            "2",
+        ])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stdout}\n{stderr}");
+    for line in [
+        "primary", "sale", "achieved", "latency", "sold out", "restart", "verified",
+    ] {
+        assert!(
+            stdout.contains(&format!("  {line}")),
+            "no {line} line in:\n{stdout}"
+        );
+    }
+    assert!(stdout.contains(" 0 problem(s)"), "{stdout}");
+    // It cleans up after itself.
+    let dir = stdout
+        .split_whitespace()
+        .find(|w| w.contains("surge-demo-"))
+        .unwrap();
+    assert!(!std::path::Path::new(dir).exists(), "{dir} left behind");
+}
