@@ -7,7 +7,9 @@
 #                                                          127.0.0.1:5441
 # Installs the Debian packages it needs (redis-server, postgresql) when they are missing.
 #
-#   bench/peers/peers.sh start | stop | status
+#   bench/peers/peers.sh start [redis-always | redis-everysec | postgres] | stop | status
+# (start with no name starts all three; compare.sh starts one at a time, so that an idle peer's
+# background writes never share the disk with the system being measured)
 set -euo pipefail
 
 DIR=${SURGE_PEERS_DIR:-/tmp/surge-peers}
@@ -84,9 +86,17 @@ start)
     install
     mkdir -p "$DIR"
     stop_all
-    start_redis redis-always $REDIS_ALWAYS_PORT always
-    start_redis redis-everysec $REDIS_EVERYSEC_PORT everysec
-    start_postgres
+    case "${2:-all}" in
+    redis-always) start_redis redis-always $REDIS_ALWAYS_PORT always ;;
+    redis-everysec) start_redis redis-everysec $REDIS_EVERYSEC_PORT everysec ;;
+    postgres) start_postgres ;;
+    all)
+        start_redis redis-always $REDIS_ALWAYS_PORT always
+        start_redis redis-everysec $REDIS_EVERYSEC_PORT everysec
+        start_postgres
+        ;;
+    *) echo "unknown peer ${2}" >&2; exit 2 ;;
+    esac
     echo "redis-always 127.0.0.1:$REDIS_ALWAYS_PORT  redis-everysec 127.0.0.1:$REDIS_EVERYSEC_PORT  postgres 127.0.0.1:$PG_PORT"
     ;;
 stop)
@@ -98,7 +108,7 @@ status)
     psql -h 127.0.0.1 -p $PG_PORT -U postgres -Atc "select version(); show synchronous_commit; show fsync"
     ;;
 *)
-    echo "usage: $0 start | stop | status" >&2
+    echo "usage: $0 start [redis-always | redis-everysec | postgres] | stop | status" >&2
     exit 2
     ;;
 esac

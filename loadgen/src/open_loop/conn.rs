@@ -20,9 +20,16 @@ pub struct Conn {
     protocol: Box<dyn Protocol>,
     out: Vec<u8>,
     written: usize,
+    /// Bytes read and not yet decoded are `input[decoded..filled]`; the buffer is zeroed
+    /// once (when it grows), not on every read.
     input: Vec<u8>,
+    decoded: usize,
+    filled: usize,
     next_request: u64,
 }
+
+/// Initial input buffer; it doubles when a message does not fit.
+const INPUT_LEN: usize = 256 << 10;
 
 impl Conn {
     pub fn new(stream: TcpStream, protocol: Box<dyn Protocol>) -> io::Result<Conn> {
@@ -33,7 +40,9 @@ impl Conn {
             protocol,
             out: Vec::with_capacity(64 << 10),
             written: 0,
-            input: Vec::with_capacity(64 << 10),
+            input: vec![0; INPUT_LEN],
+            decoded: 0,
+            filled: 0,
             next_request: 1,
         })
     }
@@ -77,21 +86,36 @@ impl Conn {
     /// Read what has arrived (without waiting) and decode it into `incoming`.
     pub fn read_some(&mut self, incoming: &mut Vec<Incoming>) -> Result<(), ConnectionLost> {
         loop {
-            let at = self.input.len();
-            self.input.resize(at + (64 << 10), 0);
-            let read = self.stream.read(&mut self.input[at..]);
-            self.input.truncate(at + *read.as_ref().unwrap_or(&0));
-            match read {
+            if self.filled == self.input.len() {
+                self.make_room();
+            }
+            match self.stream.read(&mut self.input[self.filled..]) {
                 Ok(0) => return Err(ConnectionLost::new("DISCONNECTED", "the server closed")),
-                Ok(_) => {}
+                Ok(n) => self.filled += n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(ConnectionLost::new("DISCONNECTED", e)),
             }
+            let used = self
+                .protocol
+                .decode(&self.input[self.decoded..self.filled], incoming)?;
+            self.decoded += used;
+            if self.decoded == self.filled {
+                (self.decoded, self.filled) = (0, 0);
+            }
         }
-        let used = self.protocol.decode(&self.input, incoming)?;
-        self.input.drain(..used);
         Ok(())
+    }
+
+    /// Move undecoded bytes to the front, or grow when they fill the buffer.
+    fn make_room(&mut self) {
+        if self.decoded > 0 {
+            self.input.copy_within(self.decoded..self.filled, 0);
+            self.filled -= self.decoded;
+            self.decoded = 0;
+        } else {
+            self.input.resize(self.input.len() * 2, 0);
+        }
     }
 
     /// Sleep until the socket is readable (or writable, while output is pending) or

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use engine::wire::{Reply, WireAnswer, WirePush};
-use engine::{ClientId, Event, Outcome, RequestId};
+use engine::{ClientId, Code, Event, Outcome, RequestId};
 use hdrhistogram::Histogram;
 
 use super::ack_log::AckLog;
@@ -132,12 +132,38 @@ pub struct Driver<'a> {
     pub acks: Option<&'a AckLog>,
 }
 
+/// Progress not yet added to the shared counters (they are updated once per turn, not once
+/// per answer: 16 threads bumping one cache line a million times a second cost the server
+/// CPU it should be measured with).
+#[derive(Default)]
+struct Unpublished {
+    answered: u64,
+    refused: u64,
+    max_ns: u64,
+}
+
+impl Unpublished {
+    fn publish(&mut self, progress: &Progress) {
+        if self.answered > 0 {
+            progress
+                .answered
+                .fetch_add(self.answered, Ordering::Relaxed);
+            progress.refused.fetch_add(self.refused, Ordering::Relaxed);
+            progress.max_ns.fetch_max(self.max_ns, Ordering::Relaxed);
+            *self = Unpublished::default();
+        }
+    }
+}
+
 impl Driver<'_> {
     pub fn run(mut self) -> Measured {
         let mut m = Measured::new();
         let mut pending: VecDeque<Pending> = VecDeque::new();
         let mut incoming = Vec::new();
         let mut ack_lines = String::new();
+        let mut unpublished = Unpublished::default();
+        // Counted by code while running (no string per refusal), named at the end.
+        let mut refusals: BTreeMap<Code, u64> = BTreeMap::new();
         let plan = self.plan;
         let result = loop {
             let now = plan.now_ns();
@@ -156,12 +182,19 @@ impl Driver<'_> {
             let handled = !incoming.is_empty();
             for item in incoming.drain(..) {
                 match item {
-                    Incoming::Answer(answer) => {
-                        self.answered(now, answer, &mut pending, &mut m, &mut ack_lines)
-                    }
+                    Incoming::Answer(answer) => self.answered(
+                        now,
+                        answer,
+                        &mut pending,
+                        &mut m,
+                        &mut ack_lines,
+                        &mut unpublished,
+                        &mut refusals,
+                    ),
                     Incoming::Push(push) => self.pushed(now, &push, &mut ack_lines),
                 }
             }
+            unpublished.publish(self.progress);
             if ack_lines.len() >= ACK_CHUNK {
                 self.flush_acks(&mut ack_lines);
             }
@@ -176,6 +209,9 @@ impl Driver<'_> {
             }
         };
         self.flush_acks(&mut ack_lines);
+        for (code, n) in refusals {
+            *m.errors.entry(code.name().to_string()).or_default() += n;
+        }
         let left = pending.len() as u64;
         match result {
             Ok(()) if left > 0 => *m.errors.entry("UNANSWERED".into()).or_default() += left,
@@ -250,6 +286,8 @@ impl Driver<'_> {
         pending: &mut VecDeque<Pending>,
         m: &mut Measured,
         acks: &mut String,
+        unpublished: &mut Unpublished,
+        refusals: &mut BTreeMap<Code, u64>,
     ) {
         let position = match pending.front() {
             Some(p) if p.request == answer.request => Some(0),
@@ -271,12 +309,12 @@ impl Driver<'_> {
             m.answered_in_window += 1;
         }
         m.answered += 1;
-        self.progress.answered.fetch_add(1, Ordering::Relaxed);
-        self.progress.max_ns.fetch_max(latency, Ordering::Relaxed);
+        unpublished.answered += 1;
+        unpublished.max_ns = unpublished.max_ns.max(latency);
         match &answer.reply {
             Reply::Rejected { code, .. } => {
-                *m.errors.entry(code.name().to_string()).or_default() += 1;
-                self.progress.refused.fetch_add(1, Ordering::Relaxed);
+                *refusals.entry(*code).or_default() += 1;
+                unpublished.refused += 1;
             }
             Reply::Outcome(outcome) => {
                 m.accepted += 1;
