@@ -142,6 +142,16 @@ struct Unpublished {
     max_ns: u64,
 }
 
+/// What a connection keeps while running, apart from the measurements.
+#[derive(Default)]
+struct Tally {
+    /// Ack log lines not yet appended to the shared log.
+    acks: String,
+    unpublished: Unpublished,
+    /// Refusals by code (no string per refusal); named when the run ends.
+    refusals: BTreeMap<Code, u64>,
+}
+
 impl Unpublished {
     fn publish(&mut self, progress: &Progress) {
         if self.answered > 0 {
@@ -160,10 +170,7 @@ impl Driver<'_> {
         let mut m = Measured::new();
         let mut pending: VecDeque<Pending> = VecDeque::new();
         let mut incoming = Vec::new();
-        let mut ack_lines = String::new();
-        let mut unpublished = Unpublished::default();
-        // Counted by code while running (no string per refusal), named at the end.
-        let mut refusals: BTreeMap<Code, u64> = BTreeMap::new();
+        let mut tally = Tally::default();
         let plan = self.plan;
         let result = loop {
             let now = plan.now_ns();
@@ -182,21 +189,15 @@ impl Driver<'_> {
             let handled = !incoming.is_empty();
             for item in incoming.drain(..) {
                 match item {
-                    Incoming::Answer(answer) => self.answered(
-                        now,
-                        answer,
-                        &mut pending,
-                        &mut m,
-                        &mut ack_lines,
-                        &mut unpublished,
-                        &mut refusals,
-                    ),
-                    Incoming::Push(push) => self.pushed(now, &push, &mut ack_lines),
+                    Incoming::Answer(answer) => {
+                        self.answered(now, answer, &mut pending, &mut m, &mut tally)
+                    }
+                    Incoming::Push(push) => self.pushed(now, &push, &mut tally.acks),
                 }
             }
-            unpublished.publish(self.progress);
-            if ack_lines.len() >= ACK_CHUNK {
-                self.flush_acks(&mut ack_lines);
+            tally.unpublished.publish(self.progress);
+            if tally.acks.len() >= ACK_CHUNK {
+                self.flush_acks(&mut tally.acks);
             }
             if let Err(e) = read {
                 break Err(e);
@@ -208,8 +209,8 @@ impl Driver<'_> {
                 }
             }
         };
-        self.flush_acks(&mut ack_lines);
-        for (code, n) in refusals {
+        self.flush_acks(&mut tally.acks);
+        for (code, n) in tally.refusals {
             *m.errors.entry(code.name().to_string()).or_default() += n;
         }
         let left = pending.len() as u64;
@@ -285,9 +286,7 @@ impl Driver<'_> {
         answer: WireAnswer,
         pending: &mut VecDeque<Pending>,
         m: &mut Measured,
-        acks: &mut String,
-        unpublished: &mut Unpublished,
-        refusals: &mut BTreeMap<Code, u64>,
+        tally: &mut Tally,
     ) {
         let position = match pending.front() {
             Some(p) if p.request == answer.request => Some(0),
@@ -309,18 +308,18 @@ impl Driver<'_> {
             m.answered_in_window += 1;
         }
         m.answered += 1;
-        unpublished.answered += 1;
-        unpublished.max_ns = unpublished.max_ns.max(latency);
+        tally.unpublished.answered += 1;
+        tally.unpublished.max_ns = tally.unpublished.max_ns.max(latency);
         match &answer.reply {
             Reply::Rejected { code, .. } => {
-                *refusals.entry(*code).or_default() += 1;
-                unpublished.refused += 1;
+                *tally.refusals.entry(*code).or_default() += 1;
+                tally.unpublished.refused += 1;
             }
             Reply::Outcome(outcome) => {
                 m.accepted += 1;
                 if self.acks.is_some() {
                     let order = order_of(outcome);
-                    self.ack_line(acks, p.request, order, p.kind.name(), answer.seq);
+                    self.ack_line(&mut tally.acks, p.request, order, p.kind.name(), answer.seq);
                 }
             }
             Reply::Answer(_) => m.accepted += 1,
