@@ -44,8 +44,9 @@ pub trait Protocol: Send {
         operation: &Operation,
         out: &mut Vec<u8>,
     ) -> anyhow::Result<()>;
-    /// Finish what `encode` appended so it can be written (surge closes its frame).
-    fn seal(&mut self, out: &mut Vec<u8>);
+    /// Finish what `encode` appended so it can be written (surge closes its frame; the
+    /// peers' messages stand alone).
+    fn seal(&mut self, _out: &mut Vec<u8>) {}
     /// Decode the whole messages at the front of `input` into `incoming`; returns the bytes
     /// consumed.
     fn decode(

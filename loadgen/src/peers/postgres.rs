@@ -200,8 +200,6 @@ impl Protocol for PostgresProtocol {
         Ok(())
     }
 
-    fn seal(&mut self, _out: &mut Vec<u8>) {}
-
     fn decode(
         &mut self,
         input: &[u8],

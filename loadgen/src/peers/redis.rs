@@ -230,8 +230,6 @@ impl Protocol for RedisProtocol {
         Ok(())
     }
 
-    fn seal(&mut self, _out: &mut Vec<u8>) {}
-
     fn decode(
         &mut self,
         input: &[u8],
