@@ -74,6 +74,29 @@ pub enum Incoming {
     Push(WirePush),
 }
 
+/// The answers or pushes of one ANSWERS or PUSH frame, appended to `into`; any other kind
+/// (ERROR is the caller's to handle) or a body that does not decode is described in the error.
+/// The blocking client and the load generator's non-blocking loop both read frames with it.
+pub fn decode_items(
+    kind: u8,
+    body: &[u8],
+    into: &mut impl Extend<Incoming>,
+) -> std::result::Result<(), String> {
+    let protocol = |c: engine::Code| format!("{c} in kind {kind}");
+    match kind {
+        frame_kind::ANSWERS => {
+            let answers = wire::decode_answers(body).map_err(protocol)?;
+            into.extend(answers.into_iter().map(Incoming::Answer));
+        }
+        frame_kind::PUSH => {
+            let pushes = wire::decode_pushes(body).map_err(protocol)?;
+            into.extend(pushes.into_iter().map(Incoming::Push));
+        }
+        other => return Err(format!("unexpected frame kind {other}")),
+    }
+    Ok(())
+}
+
 pub struct Client {
     stream: TcpStream,
     client: ClientId,
@@ -233,26 +256,7 @@ impl Client {
                 return Ok(incoming);
             }
             let (kind, body) = self.read_frame(deadline)?;
-            let protocol = |c: engine::Code| ClientError::Protocol(format!("{c} in kind {kind}"));
-            match kind {
-                frame_kind::ANSWERS => self.incoming.extend(
-                    wire::decode_answers(&body)
-                        .map_err(protocol)?
-                        .into_iter()
-                        .map(Incoming::Answer),
-                ),
-                frame_kind::PUSH => self.incoming.extend(
-                    wire::decode_pushes(&body)
-                        .map_err(protocol)?
-                        .into_iter()
-                        .map(Incoming::Push),
-                ),
-                other => {
-                    return Err(ClientError::Protocol(format!(
-                        "unexpected frame kind {other}"
-                    )))
-                }
-            }
+            decode_items(kind, &body, &mut self.incoming).map_err(ClientError::Protocol)?;
         }
     }
 

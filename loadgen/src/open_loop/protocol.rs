@@ -8,7 +8,7 @@ use std::time::Duration;
 use engine::wire::{self, frame_kind, ErrorFrame, Operation, RequestsFrameBuilder};
 use engine::{ClientId, RequestId};
 
-use crate::client::{Client, Incoming};
+use crate::client::{decode_items, Client, Incoming};
 use crate::peers;
 
 /// What went wrong on a connection, for the error table: a stable name and the detail.
@@ -138,31 +138,13 @@ impl Protocol for SurgeProtocol {
         let mut used = 0;
         let protocol = |code: engine::Code| ConnectionLost::new("PROTOCOL", code);
         while let Some(frame) = wire::split_frame(&input[used..]).map_err(protocol)? {
-            match frame.kind {
-                frame_kind::ANSWERS => incoming.extend(
-                    wire::decode_answers(frame.body)
-                        .map_err(protocol)?
-                        .into_iter()
-                        .map(Incoming::Answer),
-                ),
-                frame_kind::PUSH => incoming.extend(
-                    wire::decode_pushes(frame.body)
-                        .map_err(protocol)?
-                        .into_iter()
-                        .map(Incoming::Push),
-                ),
-                frame_kind::ERROR => {
-                    let e = ErrorFrame::decode(frame.body).map_err(protocol)?;
-                    let name = engine::Code::from_u16(e.code).map_or("SERVER_ERROR", |c| c.name());
-                    return Err(ConnectionLost::new(name, e.message));
-                }
-                other => {
-                    return Err(ConnectionLost::new(
-                        "PROTOCOL",
-                        format!("unexpected frame kind {other}"),
-                    ))
-                }
+            if frame.kind == frame_kind::ERROR {
+                let e = ErrorFrame::decode(frame.body).map_err(protocol)?;
+                let name = engine::Code::from_u16(e.code).map_or("SERVER_ERROR", |c| c.name());
+                return Err(ConnectionLost::new(name, e.message));
             }
+            decode_items(frame.kind, frame.body, incoming)
+                .map_err(|e| ConnectionLost::new("PROTOCOL", e))?;
             used += frame.len;
         }
         Ok(used)
