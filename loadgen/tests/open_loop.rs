@@ -234,15 +234,10 @@ fn the_ack_log_holds_every_accepted_answer() {
     c.connections = 3;
     c.ack_log = Some(path.clone());
     let report = open_loop::run(&c).unwrap();
-    let text = std::fs::read_to_string(&path).unwrap();
-    let mut logged: Vec<(u64, u64, u64)> = text
-        .lines()
-        .map(|line| {
-            let v: serde_json::Value = serde_json::from_str(line).unwrap();
-            assert!(v["kind"].is_string() && (v["order_id"].is_u64() || v["order_id"].is_null()));
-            let n = |k: &str| v[k].as_u64().unwrap();
-            (n("client_id"), n("request_id"), n("seq"))
-        })
+    let mut logged: Vec<(u64, u64, u64)> = open_loop::read_ack_log(&path)
+        .unwrap()
+        .into_iter()
+        .map(|a| (a.client_id, a.request_id, a.seq))
         .collect();
     let seen = server.seen.lock().unwrap();
     let setup_client = 1 << 20;

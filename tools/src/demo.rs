@@ -5,7 +5,7 @@
 //! was given is checked against the rebuilt state; a short report says what happened.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -14,7 +14,7 @@ use engine::outcome::OrderView;
 use engine::wire::{Operation, Reply};
 use engine::{Answer, ClientId, OrderId, OrderState, Query, RequestId, SkuId};
 use loadgen::client::Client;
-use loadgen::open_loop::{self, RunConfig, Spacing, System};
+use loadgen::open_loop::{self, Ack, RunConfig, Spacing, System};
 use loadgen::report::thousands;
 
 use crate::serve_process::{log_field, ServeProcess};
@@ -141,7 +141,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         ms(h.max())
     );
 
-    let acked = read_acks(&acks)?;
+    let acked = open_loop::read_ack_log(&acks)?;
     let handed = acked.iter().filter(|a| a.kind == "waitlist_order").count();
     match sold_out {
         Some(at) => println!(
@@ -220,31 +220,6 @@ fn stock_of(
     }
 }
 
-/// One line of the ack log.
-struct Ack {
-    client: u64,
-    request: u64,
-    order: Option<u64>,
-    kind: String,
-}
-
-fn read_acks(path: &Path) -> anyhow::Result<Vec<Ack>> {
-    let text =
-        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    text.lines()
-        .map(|line| {
-            let v: serde_json::Value = serde_json::from_str(line)?;
-            let n = |k: &str| v[k].as_u64().with_context(|| format!("{k} in {line}"));
-            Ok(Ack {
-                client: n("client_id")?,
-                request: n("request_id")?,
-                order: v["order_id"].as_u64(),
-                kind: v["kind"].as_str().unwrap_or_default().to_string(),
-            })
-        })
-        .collect()
-}
-
 /// The (client, request) that created an order, and the state its acks left it in.
 type Expected = (Option<(u64, u64)>, Option<OrderState>);
 
@@ -266,10 +241,10 @@ fn verify(
     // What each order must look like, from its acks: who created it, and its last change.
     let mut expected: BTreeMap<u64, Expected> = BTreeMap::new();
     for ack in acks {
-        let Some(order) = ack.order else { continue };
+        let Some(order) = ack.order_id else { continue };
         let e = expected.entry(order).or_default();
         match ack.kind.as_str() {
-            "place_order" | "waitlist_order" => e.0 = Some((ack.client, ack.request)),
+            "place_order" | "waitlist_order" => e.0 = Some((ack.client_id, ack.request_id)),
             "confirm_payment" => e.1 = Some(OrderState::Paid),
             "cancel_order" => e.1 = Some(OrderState::Cancelled),
             "fail_payment" => e.1 = Some(OrderState::PaymentFailed),

@@ -4,6 +4,8 @@
 
 use std::fs::File;
 use std::io::{BufWriter, Write};
+
+use anyhow::Context;
 use std::path::Path;
 use std::sync::Mutex;
 
@@ -42,4 +44,43 @@ impl AckLog {
         }
         Ok(())
     }
+}
+
+/// One line of an ack log, read back.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Ack {
+    pub client_id: u64,
+    pub request_id: u64,
+    /// The order the answer was about, if any (a waitlist join has none yet).
+    pub order_id: Option<u64>,
+    /// The request kind (`place_order`, `confirm_payment`, …) or `waitlist_order` for a
+    /// hand-off pushed by the server.
+    pub kind: String,
+    pub seq: u64,
+}
+
+/// Read an ack log back, every line checked.
+pub fn read(path: &Path) -> anyhow::Result<Vec<Ack>> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    text.lines()
+        .map(|line| {
+            let v: serde_json::Value = serde_json::from_str(line)?;
+            let n = |k: &str| v[k].as_u64().with_context(|| format!("{k} in {line}"));
+            let order_id = match &v["order_id"] {
+                serde_json::Value::Null => None,
+                o => Some(o.as_u64().with_context(|| format!("order_id in {line}"))?),
+            };
+            Ok(Ack {
+                client_id: n("client_id")?,
+                request_id: n("request_id")?,
+                order_id,
+                kind: v["kind"]
+                    .as_str()
+                    .with_context(|| format!("kind in {line}"))?
+                    .to_string(),
+                seq: n("seq")?,
+            })
+        })
+        .collect()
 }

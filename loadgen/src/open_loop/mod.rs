@@ -19,7 +19,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use anyhow::Context;
 use engine::ClientId;
 
-pub use ack_log::AckLog;
+pub use ack_log::{read as read_ack_log, Ack, AckLog};
 pub use conn::Conn;
 pub use driver::{latency_histogram, Measured, Plan, Progress};
 pub use protocol::{ConnectionLost, Protocol, SurgeProtocol, System};
