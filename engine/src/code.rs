@@ -180,6 +180,15 @@ codes! {
     /// The journal failed (see the 300 codes in the log); the server answers nothing more
     /// and exits so a restart can recover what is durable.
     ServerFailed = 216 => "SERVER_FAILED",
+    /// This node is a standby: it answers queries only. Send writes to the primary (the
+    /// client moves there and resends with the same request id); the subject is the op.
+    NotPrimary = 217 => "NOT_PRIMARY",
+    /// This node was the primary of an older epoch and has been replaced: it takes no more
+    /// writes. Move to the new primary and resend with the same request id.
+    Fenced = 218 => "FENCED",
+    /// Synchronous replication with `on_standby_loss = "halt"` and no standby attached: no
+    /// write can be acknowledged. Retry, or move to the other node.
+    StandbyUnavailable = 219 => "STANDBY_UNAVAILABLE",
 }
 
 #[cfg(test)]

@@ -385,6 +385,7 @@ fn protocol_md_examples_are_what_the_encoders_write() {
     wire::Hello {
         version: 1,
         client: ClientId(7),
+        epoch: 0,
     }
     .encode(&mut hello);
     assert_eq!(examples[0], hello);

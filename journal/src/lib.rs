@@ -13,6 +13,7 @@ pub mod retention;
 pub mod scan;
 pub mod snapshot;
 pub mod storage;
+pub mod truncate;
 mod uring;
 pub mod writer;
 
@@ -23,4 +24,5 @@ pub use format::{Record, RecordOut};
 pub use recovery::{recover, Recovered};
 pub use scan::{scan, ScanReport};
 pub use storage::{FileStorage, IoMode, Storage};
+pub use truncate::truncate_after;
 pub use writer::JournalWriter;

@@ -53,7 +53,12 @@ pub struct JournalWriter {
     poisoned: Option<String>,
     preparing: Option<JoinHandle<std::io::Result<()>>>,
     commits: u64,
+    tap: Option<Tap>,
 }
+
+/// Sees each commit's encoded records `(first_seq, last_seq, bytes)` just before they are
+/// written and synced (the replicator sends them to the standby while this node syncs).
+pub type Tap = Box<dyn FnMut(u64, u64, &[u8]) + Send>;
 
 impl JournalWriter {
     /// Continue the journal `recovered` describes. `start_seq` is the first sequence of an
@@ -92,6 +97,7 @@ impl JournalWriter {
             poisoned: None,
             preparing: None,
             commits: 0,
+            tap: None,
         };
         writer.prepare_next_segment();
         Ok(writer)
@@ -117,6 +123,11 @@ impl JournalWriter {
 
     pub fn commits(&self) -> u64 {
         self.commits
+    }
+
+    /// Hand every later commit's records to `tap` before they are written.
+    pub fn set_tap(&mut self, tap: Tap) {
+        self.tap = Some(tap);
     }
 
     /// Encode one record into the pending commit. Its sequence must be `next_seq()`. If the
@@ -163,6 +174,9 @@ impl JournalWriter {
         }
         let segment = self.segment.clone().expect("a segment is open");
         let records_len = self.buffer.len();
+        if let Some(tap) = self.tap.as_mut() {
+            tap(first_seq, self.next_seq - 1, &self.buffer);
+        }
         let room = self.current_len - self.write_offset - records_len as u64;
         let marker = &END_MARKER[..END_MARKER.len().min(room as usize)];
         self.buffer.extend_from_slice(marker);

@@ -122,6 +122,17 @@ impl Client {
         client: ClientId,
         timeout: Duration,
     ) -> Result<Client> {
+        Client::connect_at_epoch(addr, client, timeout, 0)
+    }
+
+    /// Connect, telling the server the highest epoch this client has seen (a primary below it
+    /// learns that it was replaced).
+    pub fn connect_at_epoch(
+        addr: impl ToSocketAddrs,
+        client: ClientId,
+        timeout: Duration,
+        epoch: u64,
+    ) -> Result<Client> {
         let addr = addr
             .to_socket_addrs()?
             .next()
@@ -150,6 +161,7 @@ impl Client {
         Hello {
             version: wire::PROTOCOL_VERSION,
             client,
+            epoch,
         }
         .encode(&mut this.out);
         this.flush()?;

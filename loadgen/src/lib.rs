@@ -5,6 +5,7 @@
 //! reports what it measured (`report`, `plot`).
 
 pub mod client;
+pub mod failover;
 pub mod open_loop;
 pub mod peers;
 pub mod plot;

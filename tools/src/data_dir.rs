@@ -150,6 +150,65 @@ impl DataDir {
     }
 }
 
+/// An exclusive lock on a data directory (`DIR/lock`, flock), held while a server runs:
+/// a second process on the same directory would interleave its writes with the first's.
+pub struct DirLock {
+    _file: std::fs::File,
+}
+
+impl DataDir {
+    pub fn lock(&self) -> anyhow::Result<DirLock> {
+        use std::os::fd::AsRawFd;
+        let path = self.root.join("lock");
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .with_context(|| format!("opening {}", path.display()))?;
+        // SAFETY: flock on a descriptor this function owns.
+        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+            bail!(
+                "{} is in use by another surge process ({})",
+                self.root.display(),
+                std::io::Error::last_os_error()
+            );
+        }
+        Ok(DirLock { _file: file })
+    }
+
+    /// Whether the journal holds no segment yet (a new node).
+    pub fn is_empty(&self) -> anyhow::Result<bool> {
+        if !self.journal_dir().exists() {
+            return Ok(true);
+        }
+        let journal = self.journal(IoMode::Pwritev2)?;
+        Ok(journal::scan::segment_names(&journal)?.is_empty())
+    }
+
+    /// Cut everything after `seq` (failback): journal records and snapshots past it.
+    pub fn truncate_after(&self, seq: u64) -> anyhow::Result<u64> {
+        let journal = self.journal(IoMode::Pwritev2)?;
+        let cut = journal::truncate_after(&journal, seq)?;
+        let snapshots = self.snapshots()?;
+        for name in snapshots.list().context("listing snapshots")? {
+            let covers = name
+                .strip_suffix(".snap")
+                .and_then(|n| n.parse::<u64>().ok())
+                .is_some_and(|s| s > seq);
+            if covers {
+                snapshots
+                    .remove(&name)
+                    .with_context(|| format!("removing snapshot {name}"))?;
+            }
+        }
+        snapshots
+            .sync_dir()
+            .context("syncing the snapshot directory")?;
+        Ok(cut)
+    }
+}
+
 /// Requests decoded ahead of the one being applied, so the engine can prefetch what each
 /// will touch while it applies the ones before (as the engine stage does).
 const REPLAY_LOOKAHEAD: usize = 4;
@@ -279,6 +338,11 @@ impl Journaler {
 
     pub fn next_seq(&self) -> u64 {
         self.writer.next_seq()
+    }
+
+    /// See each commit's records before they are written (the replicator's backlog).
+    pub fn set_tap(&mut self, tap: journal::writer::Tap) {
+        self.writer.set_tap(tap);
     }
 
     pub fn append(&mut self, now_ns: TimestampNs, request: &Request) -> anyhow::Result<u64> {

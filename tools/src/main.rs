@@ -2,7 +2,10 @@
 //! the command line and dispatches.
 
 use clap::{Parser, Subcommand};
-use tools::{ctl_cmd, demo, flash_sale, journal_cmd, loadgen_cmd, replay_cmd, serve_cmd};
+use tools::{
+    ctl_cmd, demo, flash_sale, journal_cmd, loadgen_cmd, promote_cmd, replay_cmd, serve_cmd,
+    standby_cmd,
+};
 
 #[derive(Parser)]
 #[command(
@@ -22,6 +25,12 @@ enum Commands {
     Demo(demo::Args),
     /// Serve the client protocol: gateway, journal, engine, release gate, /metrics.
     Serve(serve_cmd::ServeArgs),
+    /// A hot standby of a primary: journals and applies its stream, answers queries.
+    Standby(standby_cmd::StandbyArgs),
+    /// Make a standby the primary of a new epoch (POST /admin/promote).
+    Promote(promote_cmd::AdminArgs),
+    /// Make a primary stop taking writes (POST /admin/fence).
+    Fence(promote_cmd::AdminArgs),
     /// Talk to a running server: catalog, orders, stock, waitlists.
     Ctl(ctl_cmd::CtlArgs),
     /// Open-loop load against a server, with latency measured from intended send times.
@@ -41,6 +50,9 @@ fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Commands::Demo(args) => demo::run(args),
         Commands::Serve(args) => serve_cmd::run(args),
+        Commands::Standby(args) => standby_cmd::run(args),
+        Commands::Promote(args) => promote_cmd::promote(args),
+        Commands::Fence(args) => promote_cmd::fence(args),
         Commands::Ctl(args) => {
             let status = ctl_cmd::run(args)?;
             std::process::exit(status)

@@ -35,34 +35,57 @@ pub struct ServeArgs {
 const SIGNAL_POLL: Duration = Duration::from_millis(20);
 
 pub fn run(args: ServeArgs) -> anyhow::Result<()> {
-    let mut overrides = args.overrides.clone();
-    if let Some(dir) = &args.data_dir {
-        overrides.push(format!("data_dir={:?}", dir.display().to_string()));
-    }
-    if let Some(listen) = &args.listen {
-        overrides.push(format!("listen={listen:?}"));
-    }
-    if let Some(http) = &args.http {
-        overrides.push(format!("http={http:?}"));
-    }
-    let config = ServerConfig::load(args.config.as_deref(), &overrides)?;
+    let config = args.config()?;
+    let stop = stop_on_signals()?;
+    let server = started(Server::start(&config, None))?;
+    supervise(server, &stop).map(|_| ())
+}
 
+impl ServeArgs {
+    /// The file, then `--set`, then the dedicated flags.
+    pub fn config(&self) -> anyhow::Result<ServerConfig> {
+        let mut overrides = self.overrides.clone();
+        if let Some(dir) = &self.data_dir {
+            overrides.push(format!("data_dir={:?}", dir.display().to_string()));
+        }
+        if let Some(listen) = &self.listen {
+            overrides.push(format!("listen={listen:?}"));
+        }
+        if let Some(http) = &self.http {
+            overrides.push(format!("http={http:?}"));
+        }
+        ServerConfig::load(self.config.as_deref(), &overrides)
+    }
+}
+
+/// SIGTERM and SIGINT set the flag.
+pub fn stop_on_signals() -> anyhow::Result<Arc<AtomicBool>> {
     let stop = Arc::new(AtomicBool::new(false));
     for signal in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
         signal_hook::flag::register(signal, stop.clone())?;
     }
-    let server = match Server::start(&config, None) {
-        Ok(server) => server,
-        Err(e) => {
-            log::line(
-                log::Level::Error,
-                "start_failed",
-                error_code(&e),
-                &[("error", &format!("{e:#}"))],
-            );
-            return Err(e);
-        }
-    };
+    Ok(stop)
+}
+
+/// Log a failed start with its code.
+pub fn started(server: anyhow::Result<Server>) -> anyhow::Result<Server> {
+    server.inspect_err(|e| {
+        log::line(
+            log::Level::Error,
+            "start_failed",
+            error_code(e),
+            &[("error", &format!("{e:#}"))],
+        )
+    })
+}
+
+/// Tell systemd, ping its watchdog while the gateway turns, drain on a signal, and wait for
+/// the server to stop. Returns the server's node (what it became, what it was asked to do).
+pub fn supervise(
+    server: Server,
+    stop: &AtomicBool,
+) -> anyhow::Result<Arc<crate::server::node::Node>> {
+    let node = server.node.clone();
     let _ = sd_notify::notify(
         false,
         &[
@@ -81,8 +104,8 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
             server.shutdown();
             break;
         }
-        if shared.failed.load(SeqCst) {
-            break;
+        if shared.failed.load(SeqCst) || shared.draining.load(SeqCst) {
+            break; // failed, or draining on its own (a standby restarting to rejoin)
         }
         if let Some(interval) = watchdog {
             // Only a gateway that turned recently earns a ping: a stuck pipeline gets
@@ -103,7 +126,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
             &[("error", &format!("{e:#}"))],
         ),
     }
-    result
+    result.map(|()| node)
 }
 
 /// Half the watchdog timeout systemd gave us, if it gave one.

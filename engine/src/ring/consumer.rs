@@ -87,7 +87,8 @@ impl<T> Consumer<T> {
 }
 
 /// Published sequences `first..=last`, readable until the batch is dropped, which releases
-/// them all (the stage's cursor moves to `last` and waiters are signalled).
+/// them all (the stage's cursor moves to `last` and waiters are signalled). Empty only after
+/// `release_before` its first sequence.
 pub struct ReadBatch<'a, T> {
     consumer: &'a mut Consumer<T>,
     first: u64,
@@ -104,11 +105,24 @@ impl<T> ReadBatch<'_, T> {
     }
 
     pub fn len(&self) -> usize {
-        (self.last - self.first + 1) as usize
+        (self.last + 1 - self.first) as usize
     }
 
     pub fn is_empty(&self) -> bool {
-        false
+        self.last < self.first
+    }
+
+    /// Keep only the sequences before `sequence` (which must be in this batch): dropping
+    /// the batch releases those, and `sequence` is read again next time. (The release gate
+    /// stops at an answer that must wait for the standby.)
+    pub fn release_before(&mut self, sequence: u64) {
+        assert!(
+            (self.first..=self.last).contains(&sequence),
+            "sequence {sequence} outside batch {}..={}",
+            self.first,
+            self.last
+        );
+        self.last = sequence - 1;
     }
 
     /// The slot holding `sequence` (which must be in this batch).

@@ -2,7 +2,9 @@
 //! client id); the server answers WELCOME with its limits, or ERROR and closes.
 //!
 //! ```text
-//! HELLO   (16): magic u32 = "SRGE", version u16, reserved u16 = 0, client_id u64
+//! HELLO   (16 or 24): magic u32 = "SRGE", version u16, reserved u16 = 0, client_id u64,
+//!               [epoch u64: the highest epoch the client has seen; a primary below it
+//!               is stale and fences itself]
 //! WELCOME (24): version u16, role u8, reserved u8, in_flight_max u32, frame_len_max u32,
 //!               requests_per_frame_max u32, epoch u64
 //! ERROR   (4+n): code u16, message_len u16, message (UTF-8, n bytes)
@@ -16,12 +18,16 @@ use crate::ids::ClientId;
 /// "SRGE" read as a little-endian u32: garbage at the start of a connection fails here.
 pub const HELLO_MAGIC: u32 = u32::from_le_bytes(*b"SRGE");
 const HELLO_LEN: usize = 16;
+/// A hello that carries the client's known epoch.
+const HELLO_WITH_EPOCH_LEN: usize = 24;
 const WELCOME_LEN: usize = 24;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Hello {
     pub version: u16,
     pub client: ClientId,
+    /// The highest epoch the client has been welcomed at (0: none, and not sent).
+    pub epoch: u64,
 }
 
 impl Hello {
@@ -32,12 +38,15 @@ impl Hello {
             .u16(self.version)
             .u16(0)
             .u64(self.client.0);
+        if self.epoch > 0 {
+            Writer::new(out).u64(self.epoch);
+        }
         finish_frame(out, start);
     }
 
     /// The version is returned as sent; the caller decides whether it speaks it.
     pub fn decode(body: &[u8]) -> Result<Hello, Code> {
-        if body.len() != HELLO_LEN {
+        if body.len() != HELLO_LEN && body.len() != HELLO_WITH_EPOCH_LEN {
             return Err(short_or_malformed(body.len(), HELLO_LEN));
         }
         let mut r = Reader::new(body);
@@ -47,7 +56,12 @@ impl Hello {
         let version = r.u16().expect("length checked");
         r.zeros(2).ok_or(Code::MalformedFrame)?;
         let client = ClientId(r.u64().expect("length checked"));
-        Ok(Hello { version, client })
+        let epoch = r.u64().unwrap_or(0);
+        Ok(Hello {
+            version,
+            client,
+            epoch,
+        })
     }
 }
 
@@ -168,6 +182,7 @@ mod tests {
         let hello = Hello {
             version: 1,
             client: ClientId(77),
+            epoch: 0,
         };
         hello.encode(&mut out);
         assert_eq!(out.len(), 5 + HELLO_LEN);

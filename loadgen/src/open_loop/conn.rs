@@ -60,6 +60,16 @@ impl Conn {
         Ok(request)
     }
 
+    /// Encode a request again under its original id (a resend after failover).
+    pub fn requeue(&mut self, request: RequestId, operation: &Operation) -> anyhow::Result<()> {
+        self.protocol.encode(request, operation, &mut self.out)
+    }
+
+    /// The id the next request gets.
+    pub fn next_request(&self) -> u64 {
+        self.next_request
+    }
+
     pub fn unwritten(&self) -> bool {
         self.written < self.out.len()
     }

@@ -12,9 +12,10 @@ use hdrhistogram::Histogram;
 
 use super::ack_log::AckLog;
 use super::conn::Conn;
-use super::protocol::ConnectionLost;
+use super::protocol::{ConnectionLost, SurgeProtocol};
 use super::schedule::Schedule;
 use crate::client::Incoming;
+use crate::failover::{means_move, Nodes};
 use crate::traffic::{Kind, Traffic};
 
 /// Latencies are kept in nanoseconds, 3 significant digits, up to an hour.
@@ -66,6 +67,8 @@ pub struct Measured {
     /// How late, at worst, the generator itself sent a request (it too can fall behind).
     pub sender_lag_max_ns: u64,
     pub lost_connections: Vec<String>,
+    /// Times a connection moved to the other node and resent what was unanswered.
+    pub failovers: u64,
 }
 
 impl Measured {
@@ -80,6 +83,7 @@ impl Measured {
             answered_in_window: 0,
             sender_lag_max_ns: 0,
             lost_connections: Vec::new(),
+            failovers: 0,
         }
     }
 
@@ -101,6 +105,7 @@ impl Measured {
         self.answered_in_window += other.answered_in_window;
         self.sender_lag_max_ns = self.sender_lag_max_ns.max(other.sender_lag_max_ns);
         self.lost_connections.extend(other.lost_connections);
+        self.failovers += other.failovers;
     }
 }
 
@@ -114,7 +119,12 @@ struct Pending {
     request: RequestId,
     at_ns: u64,
     kind: Kind,
+    /// Kept to resend after a failover (only when there is another node to move to).
+    operation: Option<engine::wire::Operation>,
 }
+
+/// How long a connection keeps trying to find a writable node after losing one.
+const FAILOVER_PATIENCE: Duration = Duration::from_secs(30);
 
 /// Acks are written to the shared log in chunks of about this many bytes.
 const ACK_CHUNK: usize = 64 << 10;
@@ -130,6 +140,8 @@ pub struct Driver<'a> {
     pub plan: &'a Plan,
     pub progress: &'a Progress,
     pub acks: Option<&'a AckLog>,
+    /// Both nodes of a pair: on a lost connection or a "not here" answer, move and resend.
+    pub failover: Option<Nodes>,
 }
 
 /// Progress not yet added to the shared counters (they are updated once per turn, not once
@@ -182,13 +194,20 @@ impl Driver<'_> {
                 break Ok(());
             }
             if let Err(e) = self.conn.write_some() {
-                break Err(e);
+                match self.fail_over(&pending, &mut m, e) {
+                    Ok(()) => continue,
+                    Err(e) => break Err(e),
+                }
             }
             let read = self.conn.read_some(&mut incoming);
             let now = plan.now_ns();
             let handled = !incoming.is_empty();
+            let mut must_move = false;
             for item in incoming.drain(..) {
                 match item {
+                    Incoming::Answer(answer) if must_move || self.says_move(&answer) => {
+                        must_move = true; // left pending: resent on the new primary
+                    }
                     Incoming::Answer(answer) => {
                         self.answered(now, answer, &mut pending, &mut m, &mut tally)
                     }
@@ -199,8 +218,18 @@ impl Driver<'_> {
             if tally.acks.len() >= ACK_CHUNK {
                 self.flush_acks(&mut tally.acks);
             }
-            if let Err(e) = read {
-                break Err(e);
+            let lost = match read {
+                Err(e) => Some(e),
+                Ok(_) if must_move => {
+                    Some(ConnectionLost::new("MOVED", "the node is not the primary"))
+                }
+                Ok(_) => None,
+            };
+            if let Some(e) = lost {
+                match self.fail_over(&pending, &mut m, e) {
+                    Ok(()) => continue,
+                    Err(e) => break Err(e),
+                }
             }
             if !handled {
                 let timeout = self.timeout(now, pending.len());
@@ -258,12 +287,50 @@ impl Driver<'_> {
                 request,
                 at_ns,
                 kind,
+                operation: self.failover.is_some().then(|| operation.clone()),
             });
             m.sender_lag_max_ns = m.sender_lag_max_ns.max(now - at_ns);
             sent += 1;
         }
         m.sent += sent as u64;
         self.progress.sent.fetch_add(sent as u64, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// A refusal that means "not here": a standby, a fenced primary, a halted one.
+    fn says_move(&self, answer: &WireAnswer) -> bool {
+        self.failover.is_some()
+            && matches!(answer.reply, Reply::Rejected { code, .. } if means_move(code))
+    }
+
+    /// Move to the node that takes writes now and resend everything unanswered, with the
+    /// same request ids. Without a pair to move within, the connection is lost.
+    fn fail_over(
+        &mut self,
+        pending: &VecDeque<Pending>,
+        m: &mut Measured,
+        why: ConnectionLost,
+    ) -> Result<(), ConnectionLost> {
+        let Some(nodes) = self.failover.as_mut() else {
+            return Err(why);
+        };
+        nodes.skip_current();
+        let client = nodes
+            .connect_writable(Instant::now() + FAILOVER_PATIENCE)
+            .map_err(|e| ConnectionLost::new("NO_PRIMARY", format!("{why}; then {e}")))?;
+        let stream = client
+            .into_stream()
+            .map_err(|e| ConnectionLost::new("NO_PRIMARY", e))?;
+        let mut conn = Conn::new(stream, Box::new(SurgeProtocol::default()))
+            .map_err(|e| ConnectionLost::new("NO_PRIMARY", e))?;
+        conn.set_next_request(self.conn.next_request());
+        for p in pending {
+            let operation = p.operation.as_ref().expect("kept when failing over");
+            conn.requeue(p.request, operation)
+                .map_err(|e| ConnectionLost::new("CLIENT", e))?;
+        }
+        self.conn = conn;
+        m.failovers += 1;
         Ok(())
     }
 

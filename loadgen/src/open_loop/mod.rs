@@ -25,6 +25,7 @@ pub use driver::{latency_histogram, Measured, Plan, Progress};
 pub use protocol::{ConnectionLost, Protocol, SurgeProtocol, System};
 pub use schedule::{Schedule, Spacing};
 
+use crate::failover::Nodes;
 use crate::report::RunReport;
 use crate::traffic;
 
@@ -77,8 +78,17 @@ const DRAIN: Duration = Duration::from_secs(10);
 /// What `--rate max` sizes its workload for, per second.
 const SATURATION_SIZING_RATE: f64 = 500_000.0;
 
-/// Connect to the first server that answers.
+/// Connect to the first server that answers (for surge with several, the first that takes
+/// writes).
 fn connect(config: &RunConfig, client: ClientId) -> anyhow::Result<Conn> {
+    if config.system == System::Surge && config.servers.len() > 1 {
+        let mut nodes = Nodes::new(config.servers.clone(), client);
+        let client = nodes.connect_writable(Instant::now() + CONNECT_TIMEOUT)?;
+        return Ok(Conn::new(
+            client.into_stream()?,
+            Box::new(SurgeProtocol::default()),
+        )?);
+    }
     let mut errors = Vec::new();
     for server in &config.servers {
         match config.system.connect(server, client, CONNECT_TIMEOUT) {
@@ -148,6 +158,8 @@ pub fn run(config: &RunConfig) -> anyhow::Result<RunReport> {
                     plan: &plan,
                     progress: &progress,
                     acks: acks.as_ref(),
+                    failover: (config.system == System::Surge && config.servers.len() > 1)
+                        .then(|| Nodes::new(config.servers.clone(), ClientId(base + 1 + i))),
                 };
                 scope.spawn(move || {
                     std::thread::sleep(plan.start.saturating_duration_since(Instant::now()));

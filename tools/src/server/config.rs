@@ -25,6 +25,102 @@ pub struct ServerConfig {
     pub journal: JournalSection,
     pub gateway: GatewaySection,
     pub cores: CoresSection,
+    pub replication: ReplicationSection,
+    pub admin: AdminSection,
+}
+
+/// Replication: the same keys in every node's file. Off (a lone server, as before) while
+/// `listen` is empty on a primary.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ReplicationSection {
+    /// Where this node takes a standby's connection when it is the primary ("" = never).
+    pub listen: String,
+    /// "async", "received" or "durable": what the release gate waits for from the standby.
+    pub ack: String,
+    /// "halt" (answer no write without a standby) or "degrade" (fall back to async, loudly).
+    pub on_standby_loss: String,
+    /// "manual" or "auto" (a standby promotes itself after `timeout_ms` of silence).
+    pub failover: String,
+    /// A heartbeat (or ack) at least this often on an idle stream.
+    pub heartbeat_ms: u64,
+    /// Silence this long means the other side is gone (standby lost; auto failover).
+    pub timeout_ms: u64,
+    /// Shared by primary and standby; required when replication is on.
+    pub secret: String,
+    /// This node's name in logs and in the handshake.
+    pub node: String,
+    /// Recent commits kept in memory for a standby that reconnects.
+    pub backlog_mib: u64,
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdminSection {
+    /// Admin calls (`POST /admin/promote`) must carry it; empty disables them.
+    pub token: String,
+}
+
+/// What the release gate waits for from the standby.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AckMode {
+    Async,
+    Received,
+    Durable,
+}
+
+impl ReplicationSection {
+    pub fn ack_mode(&self) -> anyhow::Result<AckMode> {
+        Ok(match self.ack.as_str() {
+            "async" => AckMode::Async,
+            "received" => AckMode::Received,
+            "durable" => AckMode::Durable,
+            other => bail!("replication.ack = {other:?}: async, received or durable"),
+        })
+    }
+
+    pub fn degrade(&self) -> bool {
+        self.on_standby_loss == "degrade"
+    }
+
+    pub fn auto_failover(&self) -> bool {
+        self.failover == "auto"
+    }
+
+    pub fn settings(&self) -> replicator::Settings {
+        replicator::Settings {
+            secret: self.secret.as_bytes().to_vec(),
+            heartbeat: Duration::from_millis(self.heartbeat_ms),
+            timeout: Duration::from_millis(self.timeout_ms),
+        }
+    }
+
+    /// The replication port, if this node has one.
+    pub fn listen_addr(&self) -> anyhow::Result<Option<SocketAddr>> {
+        if self.listen.is_empty() {
+            return Ok(None);
+        }
+        self.listen
+            .parse()
+            .map(Some)
+            .with_context(|| format!("replication.listen = {:?}", self.listen))
+    }
+}
+
+impl Default for ReplicationSection {
+    fn default() -> Self {
+        ReplicationSection {
+            listen: String::new(),
+            ack: "durable".into(),
+            on_standby_loss: "halt".into(),
+            failover: "manual".into(),
+            heartbeat_ms: 50,
+            timeout_ms: 500,
+            secret: String::new(),
+            node: "surge".into(),
+            backlog_mib: 64,
+        }
+    }
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -94,6 +190,8 @@ impl Default for ServerConfig {
             journal: JournalSection::default(),
             gateway: GatewaySection::default(),
             cores: CoresSection::default(),
+            replication: ReplicationSection::default(),
+            admin: AdminSection::default(),
         }
     }
 }
@@ -206,6 +304,24 @@ impl ServerConfig {
         }
         if !["auto", "off", "manual"].contains(&self.cores.pin.as_str()) {
             bail!("cores.pin = {:?}: auto, off or manual", self.cores.pin);
+        }
+        let r = &self.replication;
+        r.ack_mode()?;
+        r.listen_addr()?;
+        if !["halt", "degrade"].contains(&r.on_standby_loss.as_str()) {
+            bail!(
+                "replication.on_standby_loss = {:?}: halt or degrade",
+                r.on_standby_loss
+            );
+        }
+        if !["manual", "auto"].contains(&r.failover.as_str()) {
+            bail!("replication.failover = {:?}: manual or auto", r.failover);
+        }
+        if r.heartbeat_ms == 0 || r.timeout_ms < 2 * r.heartbeat_ms {
+            bail!("replication.heartbeat_ms must be at least 1 and timeout_ms at least twice it");
+        }
+        if r.backlog_mib == 0 {
+            bail!("replication.backlog_mib must be at least 1");
         }
         Ok(())
     }

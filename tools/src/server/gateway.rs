@@ -15,16 +15,19 @@ use std::sync::atomic::Ordering::{Relaxed, SeqCst};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use crossbeam_channel::Receiver;
 use engine::ring::{Consumer, Producer, WaitStrategy};
-use engine::wire::{self, frame_kind, Hello, Operation, Role, Welcome};
+use engine::wire::{self, frame_kind, Hello, Operation, Welcome};
 use engine::{ClientId, Code, Command, Event, Request, RequestId};
 use mio::net::TcpListener;
 use mio::{Events, Interest, Poll, Token};
 
 use super::config::GatewaySection;
 use super::connection::Connection;
+use super::follow::Replicated;
 use super::log::{self, Level};
 use super::metrics::Metrics;
+use super::node::{Node, Role};
 use super::slot::{ConnRef, Slot};
 use super::{Shared, Wake};
 
@@ -59,6 +62,21 @@ pub struct Gateway {
     last_housekeeping: Instant,
     scratch: Vec<(RequestId, Operation)>,
     refused: Vec<(RequestId, Code, u64)>,
+    node: Arc<Node>,
+    /// A standby's records from the primary, to publish in order.
+    intake: Option<Receiver<Vec<Replicated>>>,
+    intake_pending: std::collections::VecDeque<Replicated>,
+    /// The journal sequence the next command published will get.
+    next_seq: u64,
+    /// The gate stopped at a command whose sequence the standby has not acked.
+    held_for: Option<u64>,
+}
+
+/// How a standby's gateway is fed, and where numbering starts.
+pub struct Feed {
+    pub node: Arc<Node>,
+    pub intake: Option<Receiver<Vec<Replicated>>>,
+    pub next_seq: u64,
 }
 
 enum Turn {
@@ -80,6 +98,7 @@ impl Gateway {
         wake: Arc<Wake>,
         limits: GatewaySection,
         strategy: WaitStrategy,
+        feed: Feed,
     ) -> io::Result<Gateway> {
         let mut listener = listener;
         poll.registry()
@@ -105,6 +124,11 @@ impl Gateway {
             last_housekeeping: now,
             scratch: Vec::new(),
             refused: Vec::new(),
+            node: feed.node,
+            intake: feed.intake,
+            intake_pending: std::collections::VecDeque::new(),
+            next_seq: feed.next_seq,
+            held_for: None,
         })
     }
 
@@ -125,6 +149,7 @@ impl Gateway {
             // stays blocked waits for the next release, asleep: never a spin.
             let any_blocked = self.conns.iter().flatten().any(|c| c.blocked);
             let busy = (released > 0 && any_blocked)
+                || self.intake_ready()
                 || self
                     .conns
                     .iter()
@@ -137,7 +162,7 @@ impl Gateway {
             };
             if timeout != Some(Duration::ZERO) {
                 self.wake.sleeping.store(true, SeqCst);
-                if self.gate.has_ready() {
+                if self.gate_ready() || self.intake_ready() || self.node.promotion_asked() {
                     self.wake.sleeping.store(false, SeqCst);
                     self.poll_once(&mut events, Some(Duration::ZERO))?;
                 } else {
@@ -173,8 +198,12 @@ impl Gateway {
                 drain_deadline = Some(self.begin_drain());
             }
             // While draining, requests still arriving are answered SHUTTING_DOWN.
+            self.publish_replicated();
+            if self.node.promotion_asked() {
+                self.try_promote();
+            }
             self.serve_reads();
-            if !draining {
+            if !draining && self.node.role() != Role::Standby {
                 self.maybe_tick();
             }
             released = self.release();
@@ -379,14 +408,27 @@ impl Gateway {
         if hello.client == ClientId::SYSTEM {
             return Err(Code::BadClientId);
         }
+        if hello.epoch > self.node.epoch() {
+            let peer = self.conns[index].as_ref().map(|c| c.peer);
+            self.node.fenced_by(
+                hello.epoch,
+                &format!(
+                    "client {} at {peer:?} was welcomed at epoch {}",
+                    hello.client.0, hello.epoch
+                ),
+            );
+        }
         let limits = &self.limits;
         let welcome = Welcome {
             version: wire::PROTOCOL_VERSION,
-            role: Role::Primary,
+            role: match self.node.role() {
+                Role::Standby => wire::Role::Standby,
+                _ => wire::Role::Primary,
+            },
             in_flight_max: limits.in_flight_max,
             frame_len_max: wire::FRAME_LEN_MAX as u32,
             requests_per_frame_max: wire::REQUESTS_PER_FRAME_MAX,
-            epoch: 0,
+            epoch: self.node.epoch(),
         };
         let conn = self.conns[index].as_mut().expect("open");
         conn.client = Some(hello.client);
@@ -418,12 +460,18 @@ impl Gateway {
         self.refused.clear();
         let client = conn.client.expect("after hello");
         let draining = self.shared.draining.load(SeqCst);
+        let writes_refused = self.node.write_refusal();
         for request in requests {
             match request.operation {
                 Ok(_) if draining => {
                     self.refused
                         .push((request.request, Code::ShuttingDown, u64::from(request.op)))
                 }
+                Ok(Operation::Command(_)) if writes_refused.is_some() => self.refused.push((
+                    request.request,
+                    writes_refused.expect("checked"),
+                    u64::from(request.op),
+                )),
                 Ok(operation) => self.scratch.push((request.request, operation)),
                 Err((code, subject)) => self.refused.push((request.request, code, subject)),
             }
@@ -450,6 +498,7 @@ impl Gateway {
                 Operation::Command(command) => {
                     slot.request.command = command;
                     slot.query = None;
+                    self.next_seq += 1;
                 }
                 Operation::Query(query) => {
                     slot.request.command = Command::Tick;
@@ -490,8 +539,80 @@ impl Gateway {
             };
             slot.query = None;
             claim.publish();
+            self.next_seq += 1;
         }
         self.last_publish = Instant::now();
+    }
+
+    /// Whether the standby's intake has something to publish and the ring has room.
+    fn intake_ready(&mut self) -> bool {
+        let waiting = !self.intake_pending.is_empty()
+            || self.intake.as_ref().is_some_and(|rx| !rx.is_empty());
+        waiting && self.producer.free_slots() > 0
+    }
+
+    /// A standby: publish the primary's records, in order, as far as the ring has room.
+    fn publish_replicated(&mut self) {
+        let Some(rx) = self.intake.as_ref() else {
+            return;
+        };
+        let mono_ns = self.started.elapsed().as_nanos() as u64;
+        loop {
+            if self.intake_pending.is_empty() {
+                match rx.try_recv() {
+                    Ok(batch) => self.intake_pending.extend(batch),
+                    Err(_) => return,
+                }
+            }
+            let n = self.intake_pending.len().min(self.producer.free_slots());
+            if n == 0 {
+                return;
+            }
+            let mut claim = self.producer.try_claim(n).expect("free slots checked");
+            for i in 0..n {
+                let r = self.intake_pending.pop_front().expect("counted");
+                let slot = claim.slot_mut(i);
+                slot.conn = ConnRef::NONE;
+                slot.timestamp_ns = r.timestamp_ns;
+                slot.published_mono_ns = mono_ns;
+                slot.request = r.request;
+                slot.query = None;
+                self.last_timestamp_ns = self.last_timestamp_ns.max(r.timestamp_ns);
+            }
+            claim.publish();
+            self.next_seq += n as u64;
+        }
+    }
+
+    /// Promotion, once every record the follower handed over is in the ring: from here on
+    /// this node numbers and answers writes itself.
+    fn try_promote(&mut self) {
+        if self.intake.is_some() {
+            let Ok(mut closed) = self.node.intake.try_lock() else {
+                return; // the follower is handing a batch over; next turn
+            };
+            *closed = true;
+            drop(closed);
+            self.publish_replicated();
+            let empty = self.intake_pending.is_empty()
+                && self.intake.as_ref().is_some_and(|rx| rx.is_empty());
+            if !empty {
+                return; // the ring was full; next turn
+            }
+        }
+        self.node.complete_promotion(self.next_seq);
+        self.last_publish = Instant::now();
+    }
+
+    /// Whether the gate has answers it may release now.
+    fn gate_ready(&mut self) -> bool {
+        if !self.gate.has_ready() {
+            return false;
+        }
+        match self.held_for {
+            Some(seq) => self.node.release_bound() >= seq,
+            None => true,
+        }
     }
 
     /// Move every answer the gate lets through into its connection's write buffer; how many.
@@ -502,13 +623,31 @@ impl Gateway {
             clients,
             shared,
             started,
+            node,
+            held_for,
             ..
         } = self;
         let metrics = &shared.metrics;
         let now_mono = started.elapsed().as_nanos() as u64;
         let mut released = 0;
-        while let Some(batch) = gate.try_read_up_to(GATE_BATCH_MAX) {
+        let bound = node.release_bound();
+        let standby = node.role() == Role::Standby;
+        *held_for = None;
+        while let Some(mut batch) = gate.try_read_up_to(GATE_BATCH_MAX) {
+            // In the synchronous modes an answer waits for the standby's ack of its sequence.
+            let held = batch.iter().find(|(_, slot)| {
+                // SAFETY: as below.
+                slot.is_command() && unsafe { slot.output.get() }.seq > bound
+            });
+            if let Some((ring_seq, slot)) = held {
+                *held_for = Some(unsafe { slot.output.get() }.seq);
+                batch.release_before(ring_seq);
+                if batch.is_empty() {
+                    break;
+                }
+            }
             released += batch.len() as u64;
+            let stop_after = held_for.is_some();
             for (_, slot) in batch.iter() {
                 // SAFETY: the gate follows the engine stage, which released this sequence
                 // (it wrote `output` before); the engine does not touch it again this lap.
@@ -533,6 +672,9 @@ impl Gateway {
                     };
                     Metrics::count(&metrics.answers, code.number());
                 }
+                if standby {
+                    continue; // the primary's clients get its events, from the primary
+                }
                 for event in &out.output.events {
                     Metrics::count(&metrics.events, event.code().number());
                     let to = match event {
@@ -546,6 +688,9 @@ impl Gateway {
                         conn.push(out.seq, event);
                     }
                 }
+            }
+            if stop_after {
+                break;
             }
         }
         released

@@ -1,6 +1,8 @@
-//! The HTTP side port: `GET /metrics` (Prometheus text format 0.0.4) and `GET /health`
-//! (200 with a small JSON body while serving, 503 otherwise). One short request per
-//! connection, on a thread of its own, never in the pipeline's way.
+//! The HTTP side port: `GET /metrics` (Prometheus text format 0.0.4), `GET /health` (200
+//! with a small JSON body while serving, 503 otherwise), and the admin calls, which need
+//! `Authorization: Bearer <admin.token>`: `POST /admin/promote` (this standby becomes the
+//! primary of a new epoch) and `POST /admin/fence` (this primary stops taking writes). One
+//! short request per connection, on a thread of its own, never in the pipeline's way.
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -8,7 +10,9 @@ use std::sync::atomic::Ordering::{Relaxed, SeqCst};
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::node::{Node, Role};
 use super::Shared;
+use replicator::ReplicationCode;
 
 /// Bytes of request head read at most.
 const REQUEST_HEAD_MAX: usize = 8 << 10;
@@ -16,9 +20,14 @@ const IO_TIMEOUT: Duration = Duration::from_secs(2);
 /// How often the accept loop looks at the stop flag.
 const ACCEPT_POLL: Duration = Duration::from_millis(50);
 
+/// How long a promote call waits for the gateway.
+const PROMOTE_TIMEOUT: Duration = Duration::from_secs(5);
+
 pub fn spawn(
     listener: TcpListener,
     shared: Arc<Shared>,
+    node: Arc<Node>,
+    token: String,
 ) -> std::io::Result<std::thread::JoinHandle<()>> {
     listener.set_nonblocking(true)?;
     std::thread::Builder::new()
@@ -29,7 +38,7 @@ pub fn spawn(
             }
             match listener.accept() {
                 Ok((stream, _)) => {
-                    let _ = handle(stream, &shared);
+                    let _ = handle(stream, &shared, &node, &token);
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
                     std::thread::sleep(ACCEPT_POLL)
@@ -39,7 +48,7 @@ pub fn spawn(
         })
 }
 
-fn handle(mut stream: TcpStream, shared: &Shared) -> std::io::Result<()> {
+fn handle(mut stream: TcpStream, shared: &Shared, node: &Node, token: &str) -> std::io::Result<()> {
     stream.set_nonblocking(false)?;
     stream.set_read_timeout(Some(IO_TIMEOUT))?;
     stream.set_write_timeout(Some(IO_TIMEOUT))?;
@@ -57,19 +66,24 @@ fn handle(mut stream: TcpStream, shared: &Shared) -> std::io::Result<()> {
     let mut parts = line.split_whitespace();
     let (method, path) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
     let path = path.split('?').next().unwrap_or("");
+    let m = &shared.metrics;
+    let (durable, applied) = (m.durable_seq.load(Relaxed), m.applied_seq.load(Relaxed));
     let (status, content_type, body) = match (method, path) {
-        ("GET", "/metrics") => (
-            "200 OK",
-            "text/plain; version=0.0.4; charset=utf-8",
-            shared.metrics.render(),
-        ),
+        ("GET", "/metrics") => {
+            let mut body = m.render();
+            node.render_metrics(durable, applied, &mut body);
+            ("200 OK", "text/plain; version=0.0.4; charset=utf-8", body)
+        }
         ("GET", "/health") => {
             let status = shared.status();
-            let m = &shared.metrics;
             let body = format!(
-                "{{\"status\":\"{status}\",\"role\":\"primary\",\"durable_seq\":{},\"applied_seq\":{},\"connections\":{}}}\n",
-                m.durable_seq.load(Relaxed),
-                m.applied_seq.load(Relaxed),
+                "{{\"status\":\"{status}\",\"role\":\"{}\",\"epoch\":{},\"durable_seq\":{durable},\"applied_seq\":{applied},\"hash\":\"{:#018x}\",\"lag_seq\":{},\"standby\":\"{}\",\"degraded\":{},\"connections\":{}}}\n",
+                node.role().name(),
+                node.epoch(),
+                shared.engine_hash.load(Relaxed),
+                node.lag_seq(durable, applied),
+                node.standby.state_name(),
+                node.degraded(),
                 m.connections.load(Relaxed)
             );
             let code = if status == "serving" {
@@ -79,8 +93,13 @@ fn handle(mut stream: TcpStream, shared: &Shared) -> std::io::Result<()> {
             };
             (code, "application/json", body)
         }
+        ("POST", "/admin/promote" | "/admin/fence") => admin(path, &head, node, token),
         ("GET", _) => ("404 Not Found", "text/plain", "not found\n".into()),
-        _ => ("405 Method Not Allowed", "text/plain", "GET only\n".into()),
+        _ => (
+            "405 Method Not Allowed",
+            "text/plain",
+            "GET, or POST to /admin/*\n".into(),
+        ),
     };
     write!(
         stream,
@@ -88,4 +107,79 @@ fn handle(mut stream: TcpStream, shared: &Shared) -> std::io::Result<()> {
         body.len()
     )?;
     stream.flush()
+}
+
+/// An admin call: check the token, then promote or fence.
+fn admin(
+    path: &str,
+    head: &[u8],
+    node: &Node,
+    token: &str,
+) -> (&'static str, &'static str, String) {
+    let error = |status, code: ReplicationCode, why: &str| {
+        (
+            status,
+            "application/json",
+            format!(
+                "{{\"code\":{},\"name\":\"{}\",\"error\":{why:?}}}\n",
+                code.number(),
+                code.name()
+            ),
+        )
+    };
+    if token.is_empty() {
+        return error(
+            "403 Forbidden",
+            ReplicationCode::AdminTokenRequired,
+            "admin calls are off: set admin.token in the config",
+        );
+    }
+    if bearer(head).as_deref() != Some(token) {
+        return error(
+            "401 Unauthorized",
+            ReplicationCode::AdminTokenRequired,
+            "missing or wrong Authorization: Bearer token",
+        );
+    }
+    match path {
+        "/admin/promote" => match node.promote(PROMOTE_TIMEOUT) {
+            Ok(p) => (
+                "200 OK",
+                "application/json",
+                format!(
+                    "{{\"role\":\"primary\",\"epoch\":{},\"start_seq\":{},\"promote_us\":{}}}\n",
+                    p.epoch, p.start_seq, p.micros
+                ),
+            ),
+            Err(why) => error("409 Conflict", ReplicationCode::NotPrimary, &why),
+        },
+        _ => {
+            if node.role() == Role::Primary {
+                node.fenced_by(node.epoch() + 1, "an admin fence call");
+            }
+            (
+                "200 OK",
+                "application/json",
+                format!(
+                    "{{\"role\":\"{}\",\"epoch\":{}}}\n",
+                    node.role().name(),
+                    node.epoch()
+                ),
+            )
+        }
+    }
+}
+
+/// The bearer token in the request head, if any.
+fn bearer(head: &[u8]) -> Option<String> {
+    String::from_utf8_lossy(head).lines().find_map(|line| {
+        let (name, value) = line.split_once(':')?;
+        if !name.trim().eq_ignore_ascii_case("authorization") {
+            return None;
+        }
+        value
+            .trim()
+            .strip_prefix("Bearer ")
+            .map(|t| t.trim().to_string())
+    })
 }

@@ -28,6 +28,29 @@ pub fn journal_code(code: journal::ErrorCode) -> LogCode {
 }
 
 pub fn line(level: Level, event: &str, code: Option<LogCode>, fields: &[(&str, &dyn Display)]) {
+    let mut out = begin(level, event, code);
+    for (key, value) in fields {
+        let value = value.to_string();
+        if value.is_empty() || value.contains([' ', '"', '=']) {
+            let _ = write!(out, " {key}={value:?}");
+        } else {
+            let _ = write!(out, " {key}={value}");
+        }
+    }
+    finish(out);
+}
+
+/// A line whose fields are already logfmt (`key=value key="two words"`).
+pub fn raw(level: Level, event: &str, code: Option<LogCode>, fields: &str) {
+    let mut out = begin(level, event, code);
+    if !fields.is_empty() {
+        out.push(' ');
+        out.push_str(fields);
+    }
+    finish(out);
+}
+
+fn begin(level: Level, event: &str, code: Option<LogCode>) -> String {
     let mut out = String::with_capacity(160);
     let level = match level {
         Level::Info => "info",
@@ -38,14 +61,10 @@ pub fn line(level: Level, event: &str, code: Option<LogCode>, fields: &[(&str, &
     if let Some((number, name)) = code {
         let _ = write!(out, " code={number} code_name={name}");
     }
-    for (key, value) in fields {
-        let value = value.to_string();
-        if value.is_empty() || value.contains([' ', '"', '=']) {
-            let _ = write!(out, " {key}={value:?}");
-        } else {
-            let _ = write!(out, " {key}={value}");
-        }
-    }
+    out
+}
+
+fn finish(mut out: String) {
     out.push('\n');
     let _ = std::io::stderr().lock().write_all(out.as_bytes());
 }

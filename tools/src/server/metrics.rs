@@ -238,18 +238,24 @@ impl Metrics {
 }
 
 fn gauge(out: &mut String, name: &str, help: &str, value: &AtomicU64) {
+    gauge_value(out, name, help, value.load(Relaxed));
+}
+
+pub fn gauge_value(out: &mut String, name: &str, help: &str, value: u64) {
     let _ = writeln!(
         out,
-        "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {}",
-        value.load(Relaxed)
+        "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}"
     );
 }
 
 fn counter(out: &mut String, name: &str, help: &str, value: &AtomicU64) {
+    counter_value(out, name, help, value.load(Relaxed));
+}
+
+pub fn counter_value(out: &mut String, name: &str, help: &str, value: u64) {
     let _ = writeln!(
         out,
-        "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}",
-        value.load(Relaxed)
+        "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}"
     );
 }
 

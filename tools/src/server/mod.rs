@@ -14,10 +14,12 @@
 
 pub mod config;
 mod connection;
+mod follow;
 mod gateway;
 pub mod http;
 pub mod log;
 pub mod metrics;
+pub mod node;
 mod slot;
 mod stages;
 
@@ -29,12 +31,14 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, Context};
 use engine::ring::{RingBuilder, WaitStrategy};
-use engine::Engine;
-use journal::Storage;
+use engine::{Engine, EngineConfig};
+use journal::{IoMode, Storage};
+use replicator::{Backlog, Epochs};
 
 use crate::data_dir::{DataDir, Journaler};
 use config::ServerConfig;
 use metrics::Metrics;
+use node::{Node, Role};
 use slot::Slot;
 
 /// Flags and figures every thread of one server shares.
@@ -48,6 +52,8 @@ pub struct Shared {
     pub stop: AtomicBool,
     /// Milliseconds since start at the gateway's last turn (the watchdog's evidence of life).
     heartbeat_ms: AtomicU64,
+    /// The engine's rolling hash after the last batch it applied (`/health`).
+    pub engine_hash: AtomicU64,
     started: Instant,
 }
 
@@ -59,6 +65,7 @@ impl Shared {
             failed: AtomicBool::new(false),
             stop: AtomicBool::new(false),
             heartbeat_ms: AtomicU64::new(0),
+            engine_hash: AtomicU64::new(0),
             started: Instant::now(),
         }
     }
@@ -110,16 +117,32 @@ impl Wake {
     }
 }
 
+/// How a node starts: a primary, or a standby of the primary at `primary` (its replication
+/// port). A standby with an empty journal takes `engine` (the primary's configuration).
+pub enum Start {
+    Primary,
+    Standby {
+        primary: SocketAddr,
+        engine: Option<EngineConfig>,
+    },
+}
+
 /// A running server.
 pub struct Server {
     pub client_addr: SocketAddr,
     pub http_addr: SocketAddr,
+    /// Where a standby connects while this node is the primary, if replication is on.
+    pub replication_addr: Option<SocketAddr>,
     pub shared: Arc<Shared>,
+    pub node: Arc<Node>,
     /// What start-up did, for the log and the READY status.
     pub summary: String,
     gateway: JoinHandle<Result<(), String>>,
     stages: Vec<JoinHandle<()>>,
     http: JoinHandle<()>,
+    replication: Option<replicator::primary::Primary>,
+    follower: Option<JoinHandle<()>>,
+    _dir_lock: crate::data_dir::DirLock,
 }
 
 /// Busy threads in the pipeline: gateway, journaler, engine.
@@ -129,9 +152,19 @@ impl Server {
     /// Recover the data directory, open the journal (on `storage` if given, for tests that
     /// slow or break it), bind the ports and start every thread.
     pub fn start(config: &ServerConfig, storage: Option<Arc<dyn Storage>>) -> anyhow::Result<Self> {
+        Server::start_node(config, storage, Start::Primary)
+    }
+
+    /// Start as a primary or as a standby.
+    pub fn start_node(
+        config: &ServerConfig,
+        storage: Option<Arc<dyn Storage>>,
+        start: Start,
+    ) -> anyhow::Result<Self> {
         let dir = DataDir::new(&config.data_dir);
         std::fs::create_dir_all(&config.data_dir)
             .with_context(|| format!("creating {}", config.data_dir.display()))?;
+        let dir_lock = dir.lock()?;
         let replay_started = Instant::now();
         let replayed = dir.replay()?;
         for warning in &replayed.warnings {
@@ -142,7 +175,13 @@ impl Server {
                 &[("detail", warning)],
             );
         }
-        let configured = config.engine_config();
+        let configured = match &start {
+            Start::Standby {
+                engine: Some(engine),
+                ..
+            } => *engine,
+            _ => config.engine_config(),
+        };
         let mut engine = if replayed.last_seq == 0 {
             Engine::new(configured)
         } else {
@@ -170,7 +209,24 @@ impl Server {
                 ("ms", &replay_started.elapsed().as_millis()),
             ],
         );
-        let (journaler, io) = match storage {
+        let (role, epochs) = node_epochs(&config.data_dir, &start)?;
+        let replication_listen = config.replication.listen_addr()?;
+        let replicated = replication_listen.is_some() || role == Role::Standby;
+        if replicated && config.replication.secret.is_empty() {
+            anyhow::bail!("replication.secret must be set when replication is on (the same in every node's file)");
+        }
+        let node = Arc::new(Node::new(
+            config.data_dir.clone(),
+            role,
+            epochs,
+            &config.replication,
+            replicated,
+        )?);
+        let catch_up_storage: Arc<dyn Storage> = match &storage {
+            Some(storage) => storage.clone(),
+            None => Arc::new(dir.journal(IoMode::Pwritev2)?),
+        };
+        let (mut journaler, io) = match storage {
             Some(storage) => Journaler::open_on(storage, engine.config(), config.segment_len())?,
             None => Journaler::open_dir(
                 &dir,
@@ -180,6 +236,18 @@ impl Server {
             )?,
         };
         let next_seq = journaler.next_seq();
+        node.received_seq.store(next_seq - 1, SeqCst);
+        let backlog = Arc::new(Backlog::new(
+            (config.replication.backlog_mib << 20) as usize,
+            next_seq - 1,
+        ));
+        if replicated {
+            let backlog = backlog.clone();
+            journaler.set_tap(Box::new(move |first, last, bytes| {
+                backlog.push(first, last, bytes)
+            }));
+        }
+        let config_record = engine::codec::encode_config(engine.config());
 
         let strategy = config.wait_strategy(PIPELINE_THREADS)?;
         let cores = pinning(config)?;
@@ -218,6 +286,8 @@ impl Server {
             .with_context(|| format!("serving HTTP on {}", config.http))?;
         let http_addr = http_listener.local_addr()?;
 
+        let (intake_tx, intake_rx) = crossbeam_channel::bounded(follow::INTAKE_BATCHES);
+        node.attach(shared.clone(), wake.clone());
         let gateway = gateway::Gateway::new(
             poll,
             listener,
@@ -227,6 +297,11 @@ impl Server {
             wake.clone(),
             config.gateway.clone(),
             strategy,
+            gateway::Feed {
+                node: node.clone(),
+                intake: (role == Role::Standby).then_some(intake_rx),
+                next_seq,
+            },
         )?;
         let spawn_stage = |name: &str, core: Option<usize>, f: Box<dyn FnOnce() + Send>| {
             std::thread::Builder::new()
@@ -239,13 +314,15 @@ impl Server {
         };
         let stages = vec![
             spawn_stage("surge-journaler", cores.journaler, {
-                let (shared, wake) = (shared.clone(), wake.clone());
-                Box::new(move || stages::run_journaler(journal_consumer, journaler, shared, wake))
+                let (shared, wake, node) = (shared.clone(), wake.clone(), node.clone());
+                Box::new(move || {
+                    stages::run_journaler(journal_consumer, journaler, shared, wake, node)
+                })
             })?,
             spawn_stage("surge-engine", cores.engine, {
-                let (shared, wake) = (shared.clone(), wake.clone());
+                let (shared, wake, node) = (shared.clone(), wake.clone(), node.clone());
                 Box::new(move || {
-                    stages::run_engine(engine_consumer, engine, next_seq, shared, wake)
+                    stages::run_engine(engine_consumer, engine, next_seq, shared, wake, node)
                 })
             })?,
         ];
@@ -256,11 +333,75 @@ impl Server {
                 pin(gateway_core);
                 gateway.run()
             })?;
-        let http = http::spawn(http_listener, shared.clone())?;
+        let replication = match replication_listen {
+            Some(addr) => {
+                let listener = std::net::TcpListener::bind(addr)
+                    .with_context(|| format!("replication.listen {addr}"))?;
+                let primary = replicator::primary::Primary::start(
+                    listener,
+                    config.replication.settings(),
+                    replicator::primary::Sources {
+                        backlog: backlog.clone(),
+                        checkpoints: node.checkpoints.clone(),
+                        journal: catch_up_storage,
+                        config: config_record.clone(),
+                    },
+                    Arc::new(node::PrimaryHooks {
+                        node: node.clone(),
+                        shared: shared.clone(),
+                    }),
+                    node.standby.clone(),
+                )?;
+                Some(primary)
+            }
+            None => None,
+        };
+        let replication_addr = replication.as_ref().map(|r| r.addr);
+        let follower = match start {
+            Start::Standby { primary, .. } => Some(
+                follow::FollowerThread {
+                    primary,
+                    settings: config.replication.settings(),
+                    name: config.replication.node.clone(),
+                    auto_failover: config.replication.auto_failover(),
+                    config: config_record,
+                    node: node.clone(),
+                    shared: shared.clone(),
+                    wake: wake.clone(),
+                    intake: intake_tx,
+                }
+                .spawn()?,
+            ),
+            Start::Primary => None,
+        };
+        if config.replication.auto_failover()
+            && (node.ack == config::AckMode::Async || node.degrade)
+        {
+            log::line(
+                log::Level::Warn,
+                "unsafe_failover",
+                Some(node::repl_code(replicator::ReplicationCode::UnsafeFailover)),
+                &[(
+                    "detail",
+                    &"failover = auto without synchronous acks and on_standby_loss = halt: \
+                      both nodes may acknowledge writes during a partition",
+                )],
+            );
+        }
+        let http = http::spawn(
+            http_listener,
+            shared.clone(),
+            node.clone(),
+            config.admin.token.clone(),
+        )?;
         shared.metrics.serving.store(1, SeqCst);
+        let replication_shown =
+            replication_addr.map_or_else(|| "off".to_string(), |a| a.to_string());
         let summary = format!(
-            "listen={client_addr} http={http_addr} next_seq={next_seq} io={io} wait={} \
-             cores={} pinned={}",
+            "role={} epoch={} listen={client_addr} http={http_addr} replication={replication_shown} \
+             next_seq={next_seq} io={io} wait={} cores={} pinned={}",
+            node.role().name(),
+            node.epoch(),
             strategy.name(),
             config::available_cores(),
             cores.describe()
@@ -268,8 +409,11 @@ impl Server {
         log::info(
             "serving",
             &[
+                ("role", &node.role().name()),
+                ("epoch", &node.epoch()),
                 ("listen", &client_addr),
                 ("http", &http_addr),
+                ("replication", &replication_shown),
                 ("next_seq", &next_seq),
                 ("io", &io),
                 ("wait", &strategy.name()),
@@ -291,11 +435,16 @@ impl Server {
         Ok(Server {
             client_addr,
             http_addr,
+            replication_addr,
             shared,
+            node,
             summary,
             gateway,
             stages,
             http,
+            replication,
+            follower,
+            _dir_lock: dir_lock,
         })
     }
 
@@ -311,6 +460,12 @@ impl Server {
             .join()
             .map_err(|_| anyhow!("the gateway thread panicked"))?;
         self.shared.stop.store(true, SeqCst);
+        self.node.stop_following.store(true, SeqCst);
+        self.node.link.fence_and_close(0);
+        if let Some(follower) = self.follower {
+            let _ = follower.join();
+        }
+        drop(self.replication);
         for stage in self.stages {
             stage
                 .join()
@@ -319,6 +474,42 @@ impl Server {
         let _ = self.http.join();
         result.map_err(|e| anyhow!("{}: {e}", engine::Code::ServerFailed))
     }
+}
+
+/// This node's role and epochs at start. A primary whose epoch file names a newer epoch than
+/// it leads was replaced while it was away: it starts fenced.
+fn node_epochs(dir: &std::path::Path, start: &Start) -> anyhow::Result<(Role, Epochs)> {
+    let loaded = Epochs::load(dir).context("reading the epoch file")?;
+    Ok(match (start, loaded) {
+        (Start::Primary, None) => {
+            let epochs = Epochs::first();
+            epochs.store(dir).context("writing the epoch file")?;
+            (Role::Primary, epochs)
+        }
+        (Start::Primary, Some(epochs)) if epochs.leads() => (Role::Primary, epochs),
+        (Start::Primary, Some(epochs)) => {
+            log::line(
+                log::Level::Warn,
+                "starting_fenced",
+                Some(node::repl_code(replicator::ReplicationCode::Fenced)),
+                &[
+                    ("epoch", &epochs.epoch),
+                    (
+                        "detail",
+                        &"a newer primary exists: writes are refused; rejoin with `surge standby`",
+                    ),
+                ],
+            );
+            (Role::Fenced, epochs)
+        }
+        (Start::Standby { .. }, loaded) => (
+            Role::Standby,
+            loaded.unwrap_or(Epochs {
+                epoch: 0,
+                history: Vec::new(),
+            }),
+        ),
+    })
 }
 
 /// The core each stage runs on, if pinned.

@@ -13,6 +13,7 @@ use std::collections::HashMap;
 use engine::{Command, Engine, Event, Outcome, Output, Query, Request, SkuId};
 
 use super::log::{self, Level};
+use super::node::Node;
 use super::slot::Slot;
 use super::{Shared, Wake};
 use crate::data_dir::Journaler;
@@ -29,6 +30,7 @@ pub fn run_journaler(
     mut journaler: Journaler,
     shared: Arc<Shared>,
     wake: Arc<Wake>,
+    node: Arc<Node>,
 ) {
     let metrics = &shared.metrics;
     loop {
@@ -67,6 +69,9 @@ pub fn run_journaler(
                 // Releasing the batch is what lets the gate answer these sequences.
                 drop(batch);
                 wake.nudge();
+                if node.replicated && records > 0 {
+                    node.ack_signal.poke(); // a standby acks what it synced at once
+                }
             }
             Err(e) => {
                 // Nothing in this batch is durable and the writer is poisoned: hold the batch
@@ -96,6 +101,7 @@ pub fn run_engine(
     mut next_seq: u64,
     shared: Arc<Shared>,
     wake: Arc<Wake>,
+    node: Arc<Node>,
 ) {
     let metrics = &shared.metrics;
     let mut waitlists = WaitlistGauge::default();
@@ -127,12 +133,16 @@ pub fn run_engine(
                     engine.apply(slot.timestamp_ns, &slot.request, &mut out.output);
                     out.seq = next_seq;
                     out.answer = None;
+                    if replicator::checkpoints::is_checkpoint(next_seq) {
+                        node.checkpoint(next_seq, engine.hash());
+                    }
                     next_seq += 1;
                     waitlists.after(&engine, &slot.request, &out.output);
                 }
             }
         }
         metrics.applied_seq.store(next_seq - 1, Relaxed);
+        shared.engine_hash.store(engine.hash(), Relaxed);
         metrics.waitlist_entries.store(waitlists.total, Relaxed);
         metrics
             .waitlist_longest

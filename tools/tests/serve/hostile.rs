@@ -48,6 +48,7 @@ fn hello_bytes(client: u64) -> Vec<u8> {
     wire::Hello {
         version: wire::PROTOCOL_VERSION,
         client: engine::ClientId(client),
+        epoch: 0,
     }
     .encode(&mut out);
     out

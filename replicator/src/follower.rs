@@ -1,0 +1,362 @@
+//! The standby's side: connect to the primary, say hello (node, epoch, last sequence, rolling
+//! hash, secret), then read records, checkpoints and heartbeats and hand them to the `Sink`
+//! (the standby's pipeline), while an acker thread reports what is received, durable and
+//! applied: at once when it changes, and every heartbeat otherwise.
+
+use std::io;
+use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::SeqCst};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+use crate::code::ReplicationCode;
+use crate::epoch::Epochs;
+use crate::wire::{self, Message, NO_TRUNCATION};
+use crate::Settings;
+
+/// Where the standby's pipeline takes what the primary sends.
+pub trait Sink: Send {
+    /// Records `first..=last`, back to back as the primary journaled them.
+    fn records(
+        &mut self,
+        first: u64,
+        last: u64,
+        bytes: &[u8],
+    ) -> Result<(), (ReplicationCode, String)>;
+    /// The primary's rolling hash after `seq`.
+    fn checkpoint(&mut self, seq: u64, hash: u64) -> Result<(), (ReplicationCode, String)>;
+}
+
+/// What the standby reports back, read by the acker.
+pub trait Progress: Send + Sync {
+    fn received(&self) -> u64;
+    fn durable(&self) -> u64;
+    fn applied(&self) -> u64;
+}
+
+/// Pokes the acker when received, durable or applied moved.
+#[derive(Default)]
+pub struct AckSignal {
+    turns: Mutex<u64>,
+    changed: Condvar,
+}
+
+impl AckSignal {
+    pub fn poke(&self) {
+        *self.turns.lock().expect("ack lock") += 1;
+        self.changed.notify_one();
+    }
+
+    fn wait(&self, seen: u64, timeout: Duration) -> u64 {
+        let turns = self.turns.lock().expect("ack lock");
+        let (turns, _) = self
+            .changed
+            .wait_timeout_while(turns, timeout, |t| *t == seen)
+            .expect("ack lock");
+        *turns
+    }
+}
+
+/// What the standby knows of its primary, for lag and failover.
+#[derive(Default)]
+pub struct Link {
+    pub connected: AtomicBool,
+    /// The primary's last sequenced and durable sequence, as last heard.
+    pub primary_last_seq: AtomicU64,
+    pub primary_durable_seq: AtomicU64,
+    /// Milliseconds (on `clock`) when the primary was last heard from.
+    pub heard_ms: AtomicU64,
+    /// Whether this standby ever followed a primary since it started.
+    pub followed: AtomicBool,
+    stream: Mutex<Option<TcpStream>>,
+}
+
+impl Link {
+    /// Tell the primary about a newer epoch (best effort) and end the session.
+    pub fn fence_and_close(&self, epoch: u64) {
+        if let Some(mut s) = self.stream.lock().expect("link lock").take() {
+            let _ = s.set_write_timeout(Some(Duration::from_millis(100)));
+            let _ = wire::send(&mut s, &Message::Fence { epoch }, &mut Vec::new());
+            let _ = s.shutdown(Shutdown::Both);
+        }
+    }
+}
+
+/// How a session ended.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Ended {
+    /// Could not connect, or the connection dropped: try again.
+    Lost(String),
+    /// The primary refused, with a code.
+    Refused(ReplicationCode, String),
+    /// The primary is of an older epoch: it was told, and is not followed.
+    StalePrimary { primary_epoch: u64 },
+    /// Failback: cut the journal after this sequence, then come back.
+    Truncate(u64),
+    /// The sink refused what came (divergence, a gap): stop following.
+    Stopped(ReplicationCode, String),
+    /// `stop` was set (promotion or shutdown).
+    Halted,
+}
+
+pub struct Hello {
+    pub node: String,
+    pub epochs: Epochs,
+    pub last_seq: u64,
+    pub hash: u64,
+}
+
+/// A successful handshake: the primary's epoch and history, and its engine configuration.
+pub struct Accepted {
+    pub epoch: u64,
+    pub history: Vec<(u64, u64)>,
+    pub primary_last_seq: u64,
+    pub config: Vec<u8>,
+}
+
+/// Connect and shake hands. `Ok(Err(ended))`: the primary answered but is not to be followed.
+pub fn handshake(
+    primary: SocketAddr,
+    settings: &Settings,
+    hello: &Hello,
+) -> Result<(TcpStream, Accepted), Ended> {
+    let mut stream =
+        TcpStream::connect_timeout(&primary, settings.timeout.max(Duration::from_millis(200)))
+            .map_err(|e| Ended::Lost(format!("connect {primary}: {e}")))?;
+    let _ = stream.set_nodelay(true);
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+    let _ = stream.set_write_timeout(Some(Duration::from_secs(5)));
+    let mut scratch = Vec::new();
+    let message = Message::Hello {
+        node: hello.node.clone(),
+        epoch: hello.epochs.epoch,
+        last_seq: hello.last_seq,
+        hash: hello.hash,
+        secret: settings.secret.clone(),
+    };
+    wire::send(&mut stream, &message, &mut scratch)
+        .map_err(|e| Ended::Lost(format!("hello: {e}")))?;
+    match wire::receive(&mut stream, &mut scratch) {
+        Ok(Message::Welcome {
+            epoch,
+            history,
+            primary_last_seq,
+            truncate_to,
+            config,
+        }) => {
+            if epoch < hello.epochs.epoch {
+                let _ = wire::send(
+                    &mut stream,
+                    &Message::Fence {
+                        epoch: hello.epochs.epoch,
+                    },
+                    &mut Vec::new(),
+                );
+                return Err(Ended::StalePrimary {
+                    primary_epoch: epoch,
+                });
+            }
+            if truncate_to != NO_TRUNCATION {
+                return Err(Ended::Truncate(truncate_to));
+            }
+            Ok((
+                stream,
+                Accepted {
+                    epoch,
+                    history,
+                    primary_last_seq,
+                    config,
+                },
+            ))
+        }
+        Ok(Message::Refuse { code, message }) => Err(Ended::Refused(
+            ReplicationCode::from_number(code).unwrap_or(ReplicationCode::BadFrame),
+            message,
+        )),
+        Ok(other) => Err(Ended::Refused(
+            ReplicationCode::BadFrame,
+            format!("expected a welcome, got {other:?}"),
+        )),
+        Err(e) => Err(Ended::Lost(format!("welcome: {e}"))),
+    }
+}
+
+/// Everything a standby's follower shares with its server.
+pub struct Follower {
+    pub settings: Settings,
+    pub link: Arc<Link>,
+    /// The clock `Link::heard_ms` counts on.
+    pub clock: Instant,
+    /// Set to end the session (promotion, shutdown).
+    pub stop: Arc<AtomicBool>,
+    pub progress: Arc<dyn Progress>,
+    pub signal: Arc<AckSignal>,
+}
+
+impl Follower {
+    pub fn heard_ms_ago(&self) -> u64 {
+        (self.clock.elapsed().as_millis() as u64).saturating_sub(self.link.heard_ms.load(SeqCst))
+    }
+
+    /// Follow on an accepted stream until it ends.
+    pub fn follow(&self, stream: TcpStream, sink: &mut dyn Sink) -> Ended {
+        let Follower {
+            settings,
+            link,
+            clock,
+            stop,
+            progress,
+            signal,
+        } = self;
+        follow(
+            stream,
+            settings,
+            link,
+            clock,
+            stop,
+            sink,
+            progress.clone(),
+            signal.clone(),
+        )
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn follow(
+    mut stream: TcpStream,
+    settings: &Settings,
+    link: &Link,
+    clock: &Instant,
+    stop: &AtomicBool,
+    sink: &mut dyn Sink,
+    progress: Arc<dyn Progress>,
+    signal: Arc<AckSignal>,
+) -> Ended {
+    let _ = stream.set_read_timeout(Some(settings.heartbeat));
+    *link.stream.lock().expect("link lock") = stream.try_clone().ok();
+    link.connected.store(true, SeqCst);
+    link.followed.store(true, SeqCst);
+    link.heard_ms
+        .store(clock.elapsed().as_millis() as u64, SeqCst);
+    let done = Arc::new(AtomicBool::new(false));
+    let acker = stream.try_clone().ok().map(|s| {
+        let (done, settings) = (done.clone(), settings.clone());
+        let (progress, signal) = (progress.clone(), signal.clone());
+        std::thread::Builder::new()
+            .name("surge-repl-ack".into())
+            .spawn(move || ack_loop(s, &settings, &done, progress.as_ref(), &signal))
+    });
+    let mut buf = Vec::new();
+    let mut expected = progress.received() + 1;
+    let ended = loop {
+        if stop.load(SeqCst) {
+            break Ended::Halted;
+        }
+        let message = match wire::receive(&mut stream, &mut buf) {
+            Ok(m) => m,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) =>
+            {
+                let silent = clock.elapsed().as_millis() as u64 - link.heard_ms.load(SeqCst);
+                if silent > settings.timeout.as_millis() as u64 {
+                    break Ended::Lost(format!("the primary was silent for {silent} ms"));
+                }
+                continue;
+            }
+            Err(e) if e.kind() == io::ErrorKind::InvalidData => {
+                break Ended::Stopped(ReplicationCode::BadFrame, e.to_string());
+            }
+            Err(_) if stop.load(SeqCst) => break Ended::Halted,
+            Err(e) => break Ended::Lost(format!("read: {e}")),
+        };
+        link.heard_ms
+            .store(clock.elapsed().as_millis() as u64, SeqCst);
+        let result = match message {
+            Message::Records {
+                first_seq,
+                last_seq,
+                bytes,
+            } => {
+                if first_seq != expected || last_seq < first_seq {
+                    Err((
+                        ReplicationCode::SequenceGap,
+                        format!("records {first_seq}..={last_seq} but {expected} comes next"),
+                    ))
+                } else {
+                    let r = sink.records(first_seq, last_seq, &bytes);
+                    expected = last_seq + 1;
+                    link.primary_last_seq.fetch_max(last_seq, SeqCst);
+                    signal.poke();
+                    r
+                }
+            }
+            Message::Checkpoint { seq, hash } => sink.checkpoint(seq, hash),
+            Message::Heartbeat {
+                last_seq,
+                durable_seq,
+                ..
+            } => {
+                link.primary_last_seq.fetch_max(last_seq, SeqCst);
+                link.primary_durable_seq.fetch_max(durable_seq, SeqCst);
+                Ok(())
+            }
+            Message::Refuse { code, message } => {
+                break Ended::Refused(
+                    ReplicationCode::from_number(code).unwrap_or(ReplicationCode::BadFrame),
+                    message,
+                )
+            }
+            other => Err((ReplicationCode::BadFrame, format!("unexpected {other:?}"))),
+        };
+        if let Err((code, why)) = result {
+            let _ = wire::send(
+                &mut stream,
+                &Message::refuse(code, why.clone()),
+                &mut Vec::new(),
+            );
+            break Ended::Stopped(code, why);
+        }
+    };
+    done.store(true, SeqCst);
+    signal.poke();
+    link.connected.store(false, SeqCst);
+    if let Some(s) = link.stream.lock().expect("link lock").take() {
+        let _ = s.shutdown(Shutdown::Both);
+    }
+    if let Some(Ok(acker)) = acker {
+        let _ = acker.join();
+    }
+    ended
+}
+
+fn ack_loop(
+    mut stream: TcpStream,
+    settings: &Settings,
+    done: &AtomicBool,
+    progress: &dyn Progress,
+    signal: &AckSignal,
+) {
+    let mut scratch = Vec::new();
+    let mut seen = 0;
+    let mut last = (u64::MAX, u64::MAX, u64::MAX);
+    let mut last_sent = Instant::now();
+    while !done.load(SeqCst) {
+        let now = (progress.received(), progress.durable(), progress.applied());
+        if now != last || last_sent.elapsed() >= settings.heartbeat {
+            let ack = Message::Ack {
+                received: now.0,
+                durable: now.1,
+                applied: now.2,
+            };
+            if wire::send(&mut stream, &ack, &mut scratch).is_err() {
+                return;
+            }
+            last = now;
+            last_sent = Instant::now();
+        }
+        seen = signal.wait(seen, settings.heartbeat);
+    }
+}

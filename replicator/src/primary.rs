@@ -1,0 +1,519 @@
+//! The primary's side: a listener for the standby, the handshake, then a sender (catch-up
+//! from the journal files, then each group commit from the backlog as the journaler hands it
+//! over, checkpoints, heartbeats) and an ack reader (acks, fences, silence). One standby is
+//! attached at a time; a new one that passes the handshake replaces the old session.
+
+use std::io;
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering::SeqCst};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use journal::Storage;
+
+use crate::backlog::{After, Backlog};
+use crate::catch_up;
+use crate::checkpoints::Recent;
+use crate::code::ReplicationCode;
+use crate::epoch::Epochs;
+use crate::wire::{self, Message, NO_TRUNCATION};
+use crate::{Hooks, Level, Settings};
+
+/// Bytes of journal read from the files per message while catching up.
+const CATCH_UP_CHUNK: usize = 4 << 20;
+/// How long a connecting standby has to say hello.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
+const ACCEPT_POLL: Duration = Duration::from_millis(20);
+
+/// Where the attached standby is, as the release gate and `/metrics` see it.
+#[derive(Default)]
+pub struct StandbyStatus {
+    /// `DETACHED`, `CATCHING_UP` or `STREAMING`.
+    pub state: AtomicU8,
+    /// Highest sequence the standby holds in memory (it has handed it to its pipeline).
+    pub received: AtomicU64,
+    /// Highest sequence synced to the standby's journal.
+    pub durable: AtomicU64,
+    pub applied: AtomicU64,
+    /// Highest sequence sent.
+    pub sent: AtomicU64,
+    /// Sessions begun (each handshake that passed).
+    pub sessions: AtomicU64,
+    /// Standbys lost (connection closed or silent past the timeout).
+    pub losses: AtomicU64,
+}
+
+pub const DETACHED: u8 = 0;
+pub const CATCHING_UP: u8 = 1;
+pub const STREAMING: u8 = 2;
+
+impl StandbyStatus {
+    pub fn state_name(&self) -> &'static str {
+        match self.state.load(SeqCst) {
+            CATCHING_UP => "catching_up",
+            STREAMING => "streaming",
+            _ => "detached",
+        }
+    }
+}
+
+/// What the sender reads from the server.
+pub struct Sources {
+    pub backlog: Arc<Backlog>,
+    pub checkpoints: Arc<Recent>,
+    /// The journal directory, for catch-up.
+    pub journal: Arc<dyn Storage>,
+    /// The payload of the journal's first record (the engine configuration).
+    pub config: Vec<u8>,
+}
+
+/// The primary side of replication, running.
+pub struct Primary {
+    pub addr: SocketAddr,
+    pub status: Arc<StandbyStatus>,
+    stop: Arc<AtomicBool>,
+    listener: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Primary {
+    pub fn start(
+        listener: TcpListener,
+        settings: Settings,
+        sources: Sources,
+        hooks: Arc<dyn Hooks>,
+        status: Arc<StandbyStatus>,
+    ) -> io::Result<Primary> {
+        let addr = listener.local_addr()?;
+        listener.set_nonblocking(true)?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let shared = Arc::new(Session {
+            settings,
+            sources,
+            hooks,
+            status: status.clone(),
+            stop: stop.clone(),
+            current: Mutex::new(None),
+            generation: AtomicU64::new(0),
+        });
+        let handle = std::thread::Builder::new()
+            .name("surge-repl-accept".into())
+            .spawn(move || accept_loop(listener, shared))?;
+        Ok(Primary {
+            addr,
+            status,
+            stop,
+            listener: Some(handle),
+        })
+    }
+}
+
+impl Drop for Primary {
+    fn drop(&mut self) {
+        self.stop.store(true, SeqCst);
+        if let Some(h) = self.listener.take() {
+            let _ = h.join();
+        }
+    }
+}
+
+struct Session {
+    settings: Settings,
+    sources: Sources,
+    hooks: Arc<dyn Hooks>,
+    status: Arc<StandbyStatus>,
+    stop: Arc<AtomicBool>,
+    /// The attached standby's stream (shut down to end its session).
+    current: Mutex<Option<TcpStream>>,
+    /// Bumped per session, so an old session's end does not detach a newer one.
+    generation: AtomicU64,
+}
+
+fn accept_loop(listener: TcpListener, session: Arc<Session>) {
+    while !session.stop.load(SeqCst) {
+        match listener.accept() {
+            Ok((stream, peer)) => {
+                let session = session.clone();
+                let _ = std::thread::Builder::new()
+                    .name("surge-repl-send".into())
+                    .spawn(move || serve(stream, peer, &session));
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => std::thread::sleep(ACCEPT_POLL),
+            Err(_) => std::thread::sleep(ACCEPT_POLL),
+        }
+    }
+    if let Some(s) = session.current.lock().expect("session lock").take() {
+        let _ = s.shutdown(Shutdown::Both);
+    }
+    session.sources.backlog.poke();
+}
+
+/// One standby connection, from hello to loss.
+fn serve(mut stream: TcpStream, peer: SocketAddr, session: &Arc<Session>) {
+    let hooks = &session.hooks;
+    let _ = stream.set_nonblocking(false);
+    let _ = stream.set_nodelay(true);
+    let _ = stream.set_read_timeout(Some(HANDSHAKE_TIMEOUT));
+    let _ = stream.set_write_timeout(Some(session.settings.timeout.max(HANDSHAKE_TIMEOUT)));
+    let mut buf = Vec::new();
+    let mut scratch = Vec::new();
+    let hello = match wire::receive(&mut stream, &mut buf) {
+        Ok(Message::Hello {
+            node,
+            epoch,
+            last_seq,
+            hash,
+            secret,
+        }) => (node, epoch, last_seq, hash, secret),
+        Ok(Message::Fence { epoch }) => {
+            // A node of a newer epoch telling this one it is stale.
+            hooks.fenced_by(epoch, &format!("a fence from {peer}"));
+            return;
+        }
+        Ok(other) => {
+            refuse(
+                &mut stream,
+                ReplicationCode::BadFrame,
+                format!("expected a hello, got {other:?}"),
+                hooks,
+                peer,
+            );
+            return;
+        }
+        Err(e) => {
+            hooks.log(
+                Level::Warn,
+                "replication_handshake_failed",
+                Some(ReplicationCode::BadFrame),
+                &format!("peer={peer} error=\"{e}\""),
+            );
+            return;
+        }
+    };
+    let (node, epoch, last_seq, hash, secret) = hello;
+    if !constant_time_eq(&secret, &session.settings.secret) {
+        refuse(
+            &mut stream,
+            ReplicationCode::BadSecret,
+            "the replication secret does not match".into(),
+            hooks,
+            peer,
+        );
+        return;
+    }
+    let epochs: Epochs = hooks.epochs();
+    if epoch > epochs.epoch {
+        hooks.fenced_by(
+            epoch,
+            &format!("standby {node} at {peer} is at epoch {epoch}"),
+        );
+        refuse(
+            &mut stream,
+            ReplicationCode::StaleEpoch,
+            format!(
+                "this node is at epoch {}, below yours ({epoch})",
+                epochs.epoch
+            ),
+            hooks,
+            peer,
+        );
+        return;
+    }
+    if !hooks.is_primary() {
+        refuse(
+            &mut stream,
+            ReplicationCode::NotPrimary,
+            "this node is not a primary".into(),
+            hooks,
+            peer,
+        );
+        return;
+    }
+    let primary_last = session.sources.backlog.last_seq();
+    let truncate_to = epochs.truncation_for(epoch, last_seq);
+    let welcome = |truncate_to: u64| Message::Welcome {
+        epoch: epochs.epoch,
+        history: epochs.history.clone(),
+        primary_last_seq: primary_last,
+        truncate_to,
+        config: session.sources.config.clone(),
+    };
+    if let Some(cut) = truncate_to {
+        hooks.log(
+            Level::Warn,
+            "standby_must_truncate",
+            None,
+            &format!("node={node} peer={peer} standby_last_seq={last_seq} truncate_to={cut}"),
+        );
+        let _ = wire::send(&mut stream, &welcome(cut), &mut scratch);
+        return;
+    }
+    if last_seq > primary_last {
+        refuse(&mut stream, ReplicationCode::StandbyAhead, format!("the standby holds up to {last_seq} in epoch {epoch}; this primary ends at {primary_last}"), hooks, peer);
+        return;
+    }
+    if let Some(mine) = session.sources.checkpoints.hash_at(last_seq) {
+        if last_seq > 1 && mine != hash {
+            refuse(
+                &mut stream,
+                ReplicationCode::Diverged,
+                format!("rolling hash at {last_seq}: standby {hash:#x}, primary {mine:#x}"),
+                hooks,
+                peer,
+            );
+            return;
+        }
+    }
+    if wire::send(&mut stream, &welcome(NO_TRUNCATION), &mut scratch).is_err() {
+        return;
+    }
+    if last_seq == 0 {
+        // A new standby came for the configuration and epochs; it comes back to follow.
+        hooks.log(
+            Level::Info,
+            "standby_bootstrapped",
+            None,
+            &format!("node={node} peer={peer}"),
+        );
+        return;
+    }
+    // Replace any earlier session: its standby is gone or this is the same one, back.
+    let generation = session.generation.fetch_add(1, SeqCst) + 1;
+    if let Some(old) = session
+        .current
+        .lock()
+        .expect("session lock")
+        .replace(stream.try_clone().expect("clone"))
+    {
+        let _ = old.shutdown(Shutdown::Both);
+    }
+    let status = &session.status;
+    status.received.store(last_seq, SeqCst);
+    status.durable.store(last_seq, SeqCst);
+    status.applied.store(last_seq, SeqCst);
+    status.sent.store(last_seq, SeqCst);
+    status.state.store(CATCHING_UP, SeqCst);
+    status.sessions.fetch_add(1, SeqCst);
+    hooks.log(
+        Level::Info,
+        "standby_attached",
+        None,
+        &format!(
+            "node={node} peer={peer} from_seq={} primary_last_seq={primary_last}",
+            last_seq + 1
+        ),
+    );
+    hooks.acked();
+
+    let lost = Arc::new(AtomicBool::new(false));
+    let reader = {
+        let stream = stream.try_clone().expect("clone");
+        let (session, lost) = (session.clone(), lost.clone());
+        std::thread::Builder::new()
+            .name("surge-repl-acks".into())
+            .spawn(move || read_acks(stream, &session, &lost))
+    };
+    let why = send_loop(&mut stream, last_seq, session, &lost);
+    lost.store(true, SeqCst);
+    let _ = stream.shutdown(Shutdown::Both);
+    if let Ok(reader) = reader {
+        let _ = reader.join();
+    }
+    if session.generation.load(SeqCst) == generation {
+        status.state.store(DETACHED, SeqCst);
+        status.losses.fetch_add(1, SeqCst);
+        session.current.lock().expect("session lock").take();
+        hooks.log(
+            Level::Warn,
+            "standby_lost",
+            Some(ReplicationCode::StandbyLost),
+            &format!(
+                "node={node} peer={peer} why=\"{why}\" acked={}",
+                status.durable.load(SeqCst)
+            ),
+        );
+        hooks.standby_lost();
+    }
+}
+
+fn refuse(
+    stream: &mut TcpStream,
+    code: ReplicationCode,
+    message: String,
+    hooks: &Arc<dyn Hooks>,
+    peer: SocketAddr,
+) {
+    hooks.log(
+        Level::Warn,
+        "standby_refused",
+        Some(code),
+        &format!("peer={peer} why=\"{message}\""),
+    );
+    let _ = wire::send(stream, &Message::refuse(code, message), &mut Vec::new());
+}
+
+/// Send what the standby lacks, then each commit as it comes; heartbeats when idle.
+fn send_loop(stream: &mut TcpStream, mut pos: u64, session: &Session, lost: &AtomicBool) -> String {
+    let Session {
+        sources,
+        settings,
+        status,
+        hooks,
+        stop,
+        ..
+    } = session;
+    let mut scratch = Vec::with_capacity(1 << 20);
+    let mut last_sent = Instant::now();
+    let mut checkpoint_sent = pos;
+    loop {
+        if lost.load(SeqCst) {
+            return "the standby stopped answering or closed".into();
+        }
+        if stop.load(SeqCst) {
+            return "this node is stopping".into();
+        }
+        if !hooks.is_primary() {
+            return "this node is no longer a primary".into();
+        }
+        let sent = match sources.backlog.after(pos, settings.heartbeat) {
+            After::Chunks(chunks) => {
+                let mut result = Ok(());
+                for chunk in chunks {
+                    let bytes = catch_up::from_seq(&chunk.bytes, chunk.first_seq, pos + 1);
+                    let message = Message::Records {
+                        first_seq: pos + 1,
+                        last_seq: chunk.last_seq,
+                        bytes: bytes.to_vec(),
+                    };
+                    result = wire::send(stream, &message, &mut scratch);
+                    if result.is_err() {
+                        break;
+                    }
+                    pos = chunk.last_seq;
+                }
+                if status.state.swap(STREAMING, SeqCst) != STREAMING {
+                    hooks.log(
+                        Level::Info,
+                        "standby_streaming",
+                        None,
+                        &format!("from_seq={}", pos),
+                    );
+                    hooks.acked();
+                }
+                result.map(|()| true)
+            }
+            After::Gone { oldest } => {
+                let to = (oldest - 1).min(hooks.durable_seq());
+                if to <= pos {
+                    std::thread::sleep(Duration::from_micros(200));
+                    Ok(false)
+                } else {
+                    match catch_up::read(sources.journal.as_ref(), pos + 1, to, CATCH_UP_CHUNK) {
+                        Ok(Some(read)) => {
+                            let message = Message::Records {
+                                first_seq: read.first_seq,
+                                last_seq: read.last_seq,
+                                bytes: read.bytes,
+                            };
+                            pos = read.last_seq;
+                            wire::send(stream, &message, &mut scratch).map(|()| true)
+                        }
+                        Ok(None) => {
+                            let why =
+                                format!("sequence {} is no longer in the journal files", pos + 1);
+                            let _ = wire::send(
+                                stream,
+                                &Message::refuse(ReplicationCode::CatchUpUnavailable, why.clone()),
+                                &mut scratch,
+                            );
+                            hooks.log(
+                                Level::Error,
+                                "standby_catch_up_unavailable",
+                                Some(ReplicationCode::CatchUpUnavailable),
+                                &why,
+                            );
+                            return why;
+                        }
+                        Err(e) => return format!("reading the journal: {e}"),
+                    }
+                }
+            }
+            After::Nothing => Ok(false),
+        };
+        match sent {
+            Ok(true) => {
+                status.sent.store(pos, SeqCst);
+                last_sent = Instant::now();
+            }
+            Ok(false) => {}
+            Err(e) => return format!("send: {e}"),
+        }
+        for (seq, hash) in sources.checkpoints.between(checkpoint_sent, pos) {
+            if let Err(e) = wire::send(stream, &Message::Checkpoint { seq, hash }, &mut scratch) {
+                return format!("send: {e}");
+            }
+            checkpoint_sent = seq;
+        }
+        if last_sent.elapsed() >= settings.heartbeat {
+            let heartbeat = Message::Heartbeat {
+                last_seq: sources.backlog.last_seq(),
+                durable_seq: hooks.durable_seq(),
+                unix_ns: unix_ns(),
+            };
+            if let Err(e) = wire::send(stream, &heartbeat, &mut scratch) {
+                return format!("send: {e}");
+            }
+            last_sent = Instant::now();
+        }
+    }
+}
+
+/// Acks (and fences) from the standby; silence past the timeout is a loss.
+fn read_acks(mut stream: TcpStream, session: &Session, lost: &AtomicBool) {
+    let _ = stream.set_read_timeout(Some(session.settings.timeout));
+    let mut buf = Vec::new();
+    let status = &session.status;
+    while !lost.load(SeqCst) {
+        match wire::receive(&mut stream, &mut buf) {
+            Ok(Message::Ack {
+                received,
+                durable,
+                applied,
+            }) => {
+                status.received.fetch_max(received, SeqCst);
+                status.durable.fetch_max(durable, SeqCst);
+                status.applied.fetch_max(applied, SeqCst);
+                session.hooks.acked();
+            }
+            Ok(Message::Fence { epoch }) => {
+                session.hooks.fenced_by(epoch, "a fence from the standby");
+            }
+            Ok(Message::Refuse { code, message }) => {
+                session.hooks.log(
+                    Level::Warn,
+                    "standby_stopped_following",
+                    ReplicationCode::from_number(code),
+                    &format!("why=\"{message}\""),
+                );
+                break;
+            }
+            Ok(_) => {}
+            Err(_) => break,
+        }
+    }
+    lost.store(true, SeqCst);
+    let _ = stream.shutdown(Shutdown::Both);
+    session.sources.backlog.poke();
+}
+
+pub fn unix_ns() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}

@@ -1,0 +1,407 @@
+//! The replication stream's frames (docs/REPLICATION.md has them byte by byte). Every frame
+//! is `u32 len, u8 kind, body` (len counts kind and body), little-endian, as on the client
+//! port; bodies are fixed layouts except the records, which are journal records exactly as
+//! the primary's journal holds them (each carries its own CRC32C).
+
+use std::io::{self, Read, Write};
+
+use crate::code::ReplicationCode;
+
+/// "SRPL": the first bytes of a standby's hello.
+pub const MAGIC: u32 = u32::from_le_bytes(*b"SRPL");
+pub const VERSION: u16 = 1;
+/// A frame is at most this long (a records frame carries one group commit, at most 4 MiB).
+pub const FRAME_LEN_MAX: usize = 8 << 20;
+/// Secrets and node names are at most this long.
+const NAME_MAX: usize = 256;
+/// `Welcome::truncate_to` when nothing needs cutting.
+pub const NO_TRUNCATION: u64 = u64::MAX;
+
+pub mod kind {
+    pub const HELLO: u8 = 1;
+    pub const WELCOME: u8 = 2;
+    pub const REFUSE: u8 = 3;
+    pub const RECORDS: u8 = 4;
+    pub const HEARTBEAT: u8 = 5;
+    pub const CHECKPOINT: u8 = 6;
+    pub const ACK: u8 = 7;
+    pub const FENCE: u8 = 8;
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Message {
+    /// Standby → primary, first: who it is, where it stands, and the shared secret.
+    Hello {
+        node: String,
+        epoch: u64,
+        last_seq: u64,
+        /// The standby's rolling hash at `last_seq`.
+        hash: u64,
+        secret: Vec<u8>,
+    },
+    /// Primary → standby: accepted. `truncate_to`: cut the journal after this sequence and
+    /// come back (failback), or `NO_TRUNCATION`.
+    Welcome {
+        epoch: u64,
+        /// `(epoch, first sequence written in it)`, oldest first.
+        history: Vec<(u64, u64)>,
+        primary_last_seq: u64,
+        truncate_to: u64,
+        /// The payload of the primary's first journal record (the engine configuration).
+        config: Vec<u8>,
+    },
+    /// Either side: not accepted, with a code; the connection closes.
+    Refuse { code: u16, message: String },
+    /// Journal records `first_seq..=last_seq`, back to back.
+    Records {
+        first_seq: u64,
+        last_seq: u64,
+        bytes: Vec<u8>,
+    },
+    /// Primary → standby when there is nothing else to send.
+    Heartbeat {
+        /// The last sequence the primary has sequenced (journaled or not).
+        last_seq: u64,
+        durable_seq: u64,
+        unix_ns: u64,
+    },
+    /// Primary → standby: the primary's rolling hash after applying `seq`.
+    Checkpoint { seq: u64, hash: u64 },
+    /// Standby → primary: what it holds in memory, on disk, and has applied.
+    Ack {
+        received: u64,
+        durable: u64,
+        applied: u64,
+    },
+    /// The sender is at `epoch`; a node below it stops taking writes.
+    Fence { epoch: u64 },
+}
+
+impl Message {
+    pub fn refuse(code: ReplicationCode, message: impl Into<String>) -> Message {
+        Message::Refuse {
+            code: code.number(),
+            message: message.into(),
+        }
+    }
+
+    pub fn encode(&self, out: &mut Vec<u8>) {
+        let start = out.len();
+        out.extend_from_slice(&[0; 4]);
+        match self {
+            Message::Hello {
+                node,
+                epoch,
+                last_seq,
+                hash,
+                secret,
+            } => {
+                out.push(kind::HELLO);
+                put_u32(out, MAGIC);
+                put_u16(out, VERSION);
+                put_u16(out, 0);
+                put_u64(out, *epoch);
+                put_u64(out, *last_seq);
+                put_u64(out, *hash);
+                put_bytes16(out, node.as_bytes());
+                put_bytes16(out, secret);
+            }
+            Message::Welcome {
+                epoch,
+                history,
+                primary_last_seq,
+                truncate_to,
+                config,
+            } => {
+                out.push(kind::WELCOME);
+                put_u64(out, *epoch);
+                put_u64(out, *primary_last_seq);
+                put_u64(out, *truncate_to);
+                put_u32(out, history.len() as u32);
+                for &(e, s) in history {
+                    put_u64(out, e);
+                    put_u64(out, s);
+                }
+                put_u32(out, config.len() as u32);
+                out.extend_from_slice(config);
+            }
+            Message::Refuse { code, message } => {
+                out.push(kind::REFUSE);
+                put_u16(out, *code);
+                put_bytes16(out, message.as_bytes());
+            }
+            Message::Records {
+                first_seq,
+                last_seq,
+                bytes,
+            } => {
+                out.push(kind::RECORDS);
+                put_u64(out, *first_seq);
+                put_u64(out, *last_seq);
+                out.extend_from_slice(bytes);
+            }
+            Message::Heartbeat {
+                last_seq,
+                durable_seq,
+                unix_ns,
+            } => {
+                out.push(kind::HEARTBEAT);
+                put_u64(out, *last_seq);
+                put_u64(out, *durable_seq);
+                put_u64(out, *unix_ns);
+            }
+            Message::Checkpoint { seq, hash } => {
+                out.push(kind::CHECKPOINT);
+                put_u64(out, *seq);
+                put_u64(out, *hash);
+            }
+            Message::Ack {
+                received,
+                durable,
+                applied,
+            } => {
+                out.push(kind::ACK);
+                put_u64(out, *received);
+                put_u64(out, *durable);
+                put_u64(out, *applied);
+            }
+            Message::Fence { epoch } => {
+                out.push(kind::FENCE);
+                put_u64(out, *epoch);
+            }
+        }
+        let len = (out.len() - start - 4) as u32;
+        out[start..start + 4].copy_from_slice(&len.to_le_bytes());
+    }
+
+    /// Decode one frame's kind and body.
+    pub fn decode(kind: u8, body: &[u8]) -> Result<Message, String> {
+        let mut r = Reader(body);
+        let message = match kind {
+            kind::HELLO => {
+                if r.u32()? != MAGIC {
+                    return Err("not a surge standby (bad magic)".into());
+                }
+                let version = r.u16()?;
+                if version != VERSION {
+                    return Err(format!(
+                        "replication version {version}, this node speaks {VERSION}"
+                    ));
+                }
+                r.u16()?;
+                Message::Hello {
+                    epoch: r.u64()?,
+                    last_seq: r.u64()?,
+                    hash: r.u64()?,
+                    node: String::from_utf8_lossy(r.bytes16()?).into_owned(),
+                    secret: r.bytes16()?.to_vec(),
+                }
+            }
+            kind::WELCOME => {
+                let epoch = r.u64()?;
+                let primary_last_seq = r.u64()?;
+                let truncate_to = r.u64()?;
+                let n = r.u32()? as usize;
+                if n > body.len() / 16 {
+                    return Err("epoch history longer than the frame".into());
+                }
+                let mut history = Vec::with_capacity(n);
+                for _ in 0..n {
+                    history.push((r.u64()?, r.u64()?));
+                }
+                let len = r.u32()? as usize;
+                Message::Welcome {
+                    epoch,
+                    history,
+                    primary_last_seq,
+                    truncate_to,
+                    config: r.take(len)?.to_vec(),
+                }
+            }
+            kind::REFUSE => Message::Refuse {
+                code: r.u16()?,
+                message: String::from_utf8_lossy(r.bytes16()?).into_owned(),
+            },
+            kind::RECORDS => Message::Records {
+                first_seq: r.u64()?,
+                last_seq: r.u64()?,
+                bytes: std::mem::take(&mut r.0).to_vec(),
+            },
+            kind::HEARTBEAT => Message::Heartbeat {
+                last_seq: r.u64()?,
+                durable_seq: r.u64()?,
+                unix_ns: r.u64()?,
+            },
+            kind::CHECKPOINT => Message::Checkpoint {
+                seq: r.u64()?,
+                hash: r.u64()?,
+            },
+            kind::ACK => Message::Ack {
+                received: r.u64()?,
+                durable: r.u64()?,
+                applied: r.u64()?,
+            },
+            kind::FENCE => Message::Fence { epoch: r.u64()? },
+            other => return Err(format!("unknown frame kind {other}")),
+        };
+        if !r.0.is_empty() {
+            return Err(format!("{} bytes after the frame's fields", r.0.len()));
+        }
+        Ok(message)
+    }
+}
+
+/// Write one message (one `write_all`).
+pub fn send(stream: &mut impl Write, message: &Message, scratch: &mut Vec<u8>) -> io::Result<()> {
+    scratch.clear();
+    message.encode(scratch);
+    stream.write_all(scratch)
+}
+
+/// Read one message. A malformed frame is `InvalidData` carrying the reason.
+pub fn receive(stream: &mut impl Read, buf: &mut Vec<u8>) -> io::Result<Message> {
+    let mut len = [0u8; 4];
+    stream.read_exact(&mut len)?;
+    let len = u32::from_le_bytes(len) as usize;
+    if len == 0 || len > FRAME_LEN_MAX {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("frame length {len}"),
+        ));
+    }
+    buf.resize(len, 0);
+    stream.read_exact(buf)?;
+    Message::decode(buf[0], &buf[1..]).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
+}
+
+fn put_u16(out: &mut Vec<u8>, v: u16) {
+    out.extend_from_slice(&v.to_le_bytes());
+}
+fn put_u32(out: &mut Vec<u8>, v: u32) {
+    out.extend_from_slice(&v.to_le_bytes());
+}
+fn put_u64(out: &mut Vec<u8>, v: u64) {
+    out.extend_from_slice(&v.to_le_bytes());
+}
+fn put_bytes16(out: &mut Vec<u8>, bytes: &[u8]) {
+    let bytes = &bytes[..bytes.len().min(NAME_MAX)];
+    put_u16(out, bytes.len() as u16);
+    out.extend_from_slice(bytes);
+}
+
+struct Reader<'a>(&'a [u8]);
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8], String> {
+        if self.0.len() < n {
+            return Err(format!(
+                "frame too short: {n} bytes wanted, {} left",
+                self.0.len()
+            ));
+        }
+        let (head, rest) = self.0.split_at(n);
+        self.0 = rest;
+        Ok(head)
+    }
+    fn u16(&mut self) -> Result<u16, String> {
+        Ok(u16::from_le_bytes(self.take(2)?.try_into().expect("2")))
+    }
+    fn u32(&mut self) -> Result<u32, String> {
+        Ok(u32::from_le_bytes(self.take(4)?.try_into().expect("4")))
+    }
+    fn u64(&mut self) -> Result<u64, String> {
+        Ok(u64::from_le_bytes(self.take(8)?.try_into().expect("8")))
+    }
+    fn bytes16(&mut self) -> Result<&'a [u8], String> {
+        let n = usize::from(self.u16()?);
+        if n > NAME_MAX {
+            return Err(format!("a {n}-byte string (at most {NAME_MAX})"));
+        }
+        self.take(n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn samples() -> Vec<Message> {
+        vec![
+            Message::Hello {
+                node: "standby-a".into(),
+                epoch: 3,
+                last_seq: 77,
+                hash: 0xfeed,
+                secret: b"s3cret".to_vec(),
+            },
+            Message::Welcome {
+                epoch: 4,
+                history: vec![(1, 1), (4, 900)],
+                primary_last_seq: 1200,
+                truncate_to: NO_TRUNCATION,
+                config: vec![1, 2, 3],
+            },
+            Message::refuse(ReplicationCode::BadSecret, "no"),
+            Message::Records {
+                first_seq: 5,
+                last_seq: 6,
+                bytes: vec![9; 128],
+            },
+            Message::Heartbeat {
+                last_seq: 10,
+                durable_seq: 9,
+                unix_ns: 123,
+            },
+            Message::Checkpoint {
+                seq: 1024,
+                hash: 42,
+            },
+            Message::Ack {
+                received: 8,
+                durable: 7,
+                applied: 6,
+            },
+            Message::Fence { epoch: 9 },
+        ]
+    }
+
+    #[test]
+    fn every_message_round_trips_through_a_stream() {
+        let mut stream = Vec::new();
+        let mut scratch = Vec::new();
+        for m in samples() {
+            send(&mut stream, &m, &mut scratch).unwrap();
+        }
+        let mut reader = &stream[..];
+        let mut buf = Vec::new();
+        for m in samples() {
+            assert_eq!(receive(&mut reader, &mut buf).unwrap(), m);
+        }
+        assert!(reader.is_empty());
+    }
+
+    #[test]
+    fn a_hello_with_the_wrong_magic_is_refused() {
+        let mut out = Vec::new();
+        samples()[0].encode(&mut out);
+        out[5] ^= 0xff;
+        let err = receive(&mut &out[..], &mut Vec::new()).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::InvalidData);
+    }
+
+    proptest! {
+        #[test]
+        fn garbage_never_panics(kind in 0u8..12, body in proptest::collection::vec(any::<u8>(), 0..200)) {
+            let _ = Message::decode(kind, &body);
+        }
+
+        #[test]
+        fn every_cut_of_a_frame_is_an_error(cut in 0usize..60) {
+            let mut out = Vec::new();
+            samples()[1].encode(&mut out);
+            let cut = cut.min(out.len() - 1);
+            prop_assert!(receive(&mut &out[..cut], &mut Vec::new()).is_err());
+        }
+    }
+}

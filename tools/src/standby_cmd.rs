@@ -1,0 +1,121 @@
+//! `surge standby`: a hot standby of the primary at `--primary` (its replication port). It
+//! journals and applies everything the primary sequences, answers queries, and becomes the
+//! primary on `surge promote` (or by itself with `failover = "auto"`). A new data directory
+//! first takes the primary's engine configuration; a node told to cut its journal
+//! (failback) does so and starts again.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use anyhow::Context;
+use replicator::follower::{self, Ended, Hello};
+use replicator::Epochs;
+
+use crate::data_dir::DataDir;
+use crate::serve_cmd::{started, stop_on_signals, supervise, ServeArgs};
+use crate::server::config::ServerConfig;
+use crate::server::{log, Server, Start};
+
+#[derive(clap::Args)]
+pub struct StandbyArgs {
+    #[command(flatten)]
+    pub serve: ServeArgs,
+    /// The primary's replication address (its `replication.listen`).
+    #[arg(long)]
+    pub primary: String,
+}
+
+pub fn run(args: StandbyArgs) -> anyhow::Result<()> {
+    let config = args.serve.config()?;
+    anyhow::ensure!(
+        !config.replication.secret.is_empty(),
+        "replication.secret must be set (the same in every node's file)"
+    );
+    let primary: SocketAddr = args
+        .primary
+        .parse()
+        .with_context(|| format!("--primary {:?}: expected IP:PORT", args.primary))?;
+    let stop = stop_on_signals()?;
+    loop {
+        let dir = DataDir::new(&config.data_dir);
+        std::fs::create_dir_all(&config.data_dir)
+            .with_context(|| format!("creating {}", config.data_dir.display()))?;
+        let engine = if dir.is_empty()? {
+            match bootstrap(&config, primary, &stop)? {
+                Some(engine) => Some(engine),
+                None => return Ok(()), // stopped while waiting
+            }
+        } else {
+            None
+        };
+        let server = started(Server::start_node(
+            &config,
+            None,
+            Start::Standby { primary, engine },
+        ))?;
+        let node = supervise(server, &stop)?;
+        let cut = node.truncate_to.lock().expect("node lock").take();
+        match cut {
+            Some(seq) if !stop.load(std::sync::atomic::Ordering::SeqCst) => {
+                let records = dir.truncate_after(seq)?;
+                log::info(
+                    "journal_truncated",
+                    &[("after_seq", &seq), ("records_cut", &records)],
+                );
+            }
+            _ => return Ok(()),
+        }
+    }
+}
+
+/// A new standby: wait for the primary, take its epochs and engine configuration.
+fn bootstrap(
+    config: &ServerConfig,
+    primary: SocketAddr,
+    stop: &std::sync::atomic::AtomicBool,
+) -> anyhow::Result<Option<engine::EngineConfig>> {
+    let settings = config.replication.settings();
+    let hello = Hello {
+        node: config.replication.node.clone(),
+        epochs: Epochs {
+            epoch: 0,
+            history: Vec::new(),
+        },
+        last_seq: 0,
+        hash: 0,
+    };
+    let mut said = false;
+    while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+        match follower::handshake(primary, &settings, &hello) {
+            Ok((_, accepted)) => {
+                let engine = engine::codec::decode_config(&accepted.config)
+                    .context("the primary's engine configuration")?;
+                Epochs {
+                    epoch: accepted.epoch,
+                    history: accepted.history,
+                }
+                .store(&config.data_dir)
+                .context("writing the epoch file")?;
+                log::info(
+                    "bootstrapped",
+                    &[("primary", &primary), ("epoch", &accepted.epoch)],
+                );
+                return Ok(Some(engine));
+            }
+            Err(Ended::Refused(code, why)) => {
+                anyhow::bail!("{code}: the primary refused this standby: {why}")
+            }
+            Err(e) => {
+                if !said {
+                    log::info(
+                        "waiting_for_primary",
+                        &[("primary", &primary), ("why", &format!("{e:?}"))],
+                    );
+                    said = true;
+                }
+                std::thread::sleep(Duration::from_millis(config.replication.heartbeat_ms));
+            }
+        }
+    }
+    Ok(None)
+}
