@@ -4,19 +4,18 @@
 //! the primary is stopped and restarted from its journal; every answer the load generator
 //! was given is checked against the rebuilt state; a short report says what happened.
 
-use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{ensure, Context};
-use engine::outcome::OrderView;
 use engine::wire::{Operation, Reply};
-use engine::{Answer, ClientId, OrderId, OrderState, Query, RequestId, SkuId};
+use engine::{Answer, ClientId, Query, SkuId};
 use loadgen::client::Client;
-use loadgen::open_loop::{self, Ack, RunConfig, Spacing, System};
+use loadgen::open_loop::{self, RunConfig, Spacing, System};
 use loadgen::report::thousands;
 
+use crate::acked::{stock_of, verify};
 use crate::serve_process::{log_field, ServeProcess};
 
 #[derive(clap::Args)]
@@ -206,143 +205,4 @@ fn watch_sold_out(
         std::thread::sleep(Duration::from_millis(5));
     }
     None
-}
-
-fn stock_of(
-    addr: std::net::SocketAddr,
-    client: ClientId,
-    sku: SkuId,
-) -> anyhow::Result<engine::outcome::StockView> {
-    let mut c = Client::connect(addr, client)?;
-    match c.call(Operation::Query(Query::Stock { sku }))?.reply {
-        Reply::Answer(Answer::Stock(s)) => Ok(s),
-        other => anyhow::bail!("stock of {sku:?}: {other:?}"),
-    }
-}
-
-/// The (client, request) that created an order, and the state its acks left it in.
-type Expected = (Option<(u64, u64)>, Option<OrderState>);
-
-struct Verdict {
-    summary: String,
-    problems: Vec<String>,
-}
-
-/// Check every acknowledged answer against the restarted primary: each order it created is
-/// there with the same client and request, each payment, cancel and failure left the order in
-/// that state, and the hot SKU's units add up, with every unit sold belonging to an
-/// acknowledged payment.
-fn verify(
-    addr: std::net::SocketAddr,
-    client: ClientId,
-    sku: SkuId,
-    acks: &[Ack],
-) -> anyhow::Result<Verdict> {
-    // What each order must look like, from its acks: who created it, and its last change.
-    let mut expected: BTreeMap<u64, Expected> = BTreeMap::new();
-    for ack in acks {
-        let Some(order) = ack.order_id else { continue };
-        let e = expected.entry(order).or_default();
-        match ack.kind.as_str() {
-            "place_order" | "waitlist_order" => e.0 = Some((ack.client_id, ack.request_id)),
-            "confirm_payment" => e.1 = Some(OrderState::Paid),
-            "cancel_order" => e.1 = Some(OrderState::Cancelled),
-            "fail_payment" => e.1 = Some(OrderState::PaymentFailed),
-            _ => {}
-        }
-    }
-    let orders: Vec<u64> = expected.keys().copied().collect();
-    let views = query_orders(addr, client, &orders)?;
-    let mut problems = Vec::new();
-    let mut paid_units = 0u64;
-    for (order, view) in orders.iter().zip(&views) {
-        let (origin, state) = expected[order];
-        let Some(view) = view else {
-            problems.push(format!("order {order} is missing"));
-            continue;
-        };
-        if let Some((c, r)) = origin {
-            if (view.client, view.request) != (ClientId(c), RequestId(r)) {
-                problems.push(format!(
-                    "order {order} belongs to {:?}/{:?}, acked to {c}/{r}",
-                    view.client, view.request
-                ));
-            }
-        }
-        match state {
-            Some(s) if view.state != s => {
-                problems.push(format!("order {order} is {:?}, acked {s:?}", view.state))
-            }
-            None if !matches!(view.state, OrderState::PendingPayment | OrderState::Expired) => {
-                problems.push(format!(
-                    "order {order} is {:?} with no acked change",
-                    view.state
-                ))
-            }
-            _ => {}
-        }
-        if view.state == OrderState::Paid && view.lines.iter().any(|l| l.sku == sku) {
-            paid_units += view
-                .lines
-                .iter()
-                .filter(|l| l.sku == sku)
-                .map(|l| u64::from(l.qty))
-                .sum::<u64>();
-        }
-    }
-    let s = stock_of(addr, client, sku)?;
-    if s.stocked != s.available + s.reserved + s.sold {
-        problems.push(format!("stock does not add up: {s:?}"));
-    }
-    if s.sold != paid_units {
-        problems.push(format!(
-            "{} units sold, acknowledged payments cover {paid_units}",
-            s.sold
-        ));
-    }
-    let summary = format!(
-        "{} acknowledged answers on {} orders checked against the rebuilt state: {} problem(s)\n             \
-         stock: {} stocked = {} available + {} reserved + {} sold, every sold unit an acknowledged payment",
-        thousands(acks.len() as u64),
-        thousands(orders.len() as u64),
-        problems.len(),
-        thousands(s.stocked),
-        thousands(s.available),
-        thousands(s.reserved),
-        thousands(s.sold),
-    );
-    Ok(Verdict { summary, problems })
-}
-
-/// Ask for many orders, pipelined; `None` for an order the server does not know.
-fn query_orders(
-    addr: std::net::SocketAddr,
-    client: ClientId,
-    orders: &[u64],
-) -> anyhow::Result<Vec<Option<OrderView>>> {
-    let mut c = Client::connect(addr, client)?;
-    let mut views = Vec::with_capacity(orders.len());
-    for chunk in orders.chunks(1024) {
-        let mut ids = Vec::with_capacity(chunk.len());
-        for &order in chunk {
-            let id = c.next_request_id();
-            c.send(
-                id,
-                &Operation::Query(Query::Order {
-                    order: OrderId(order),
-                }),
-            )?;
-            ids.push(id);
-        }
-        c.flush()?;
-        for id in ids {
-            let answer = c.recv_answer()?;
-            ensure!(answer.request == id, "answers out of order");
-            views.push(match answer.reply {
-                Reply::Answer(Answer::Order(view)) => Some(view),
-                _ => None,
-            });
-        }
-    }
-    Ok(views)
 }

@@ -3,7 +3,7 @@
 
 use clap::{Parser, Subcommand};
 use tools::{
-    ctl_cmd, demo, flash_sale, journal_cmd, loadgen_cmd, promote_cmd, replay_cmd, serve_cmd,
+    ctl_cmd, demo, drill, flash_sale, journal_cmd, loadgen_cmd, promote_cmd, replay_cmd, serve_cmd,
     standby_cmd,
 };
 
@@ -31,6 +31,9 @@ enum Commands {
     Promote(promote_cmd::AdminArgs),
     /// Make a primary stop taking writes (POST /admin/fence).
     Fence(promote_cmd::AdminArgs),
+    /// The DR drill: a pair under load, the primary stopped, the standby promoted, every
+    /// acknowledged answer checked on the new primary, the old one rejoined.
+    Drill(drill::Args),
     /// Talk to a running server: catalog, orders, stock, waitlists.
     Ctl(ctl_cmd::CtlArgs),
     /// Open-loop load against a server, with latency measured from intended send times.
@@ -53,6 +56,7 @@ fn main() -> anyhow::Result<()> {
         Commands::Standby(args) => standby_cmd::run(args),
         Commands::Promote(args) => promote_cmd::promote(args),
         Commands::Fence(args) => promote_cmd::fence(args),
+        Commands::Drill(args) => drill::run(args),
         Commands::Ctl(args) => {
             let status = ctl_cmd::run(args)?;
             std::process::exit(status)

@@ -35,13 +35,22 @@ fn call(args: &AdminArgs, path: &str) -> anyhow::Result<()> {
 
 /// One admin POST; the status code and the body.
 pub fn post(http: &str, path: &str, token: &str) -> anyhow::Result<(u16, String)> {
+    request(http, &format!("POST {path} HTTP/1.1\r\nHost: {http}\r\nAuthorization: Bearer {token}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"))
+}
+
+/// One GET; the status code and the body.
+pub fn get(http: &str, path: &str) -> anyhow::Result<(u16, String)> {
+    request(
+        http,
+        &format!("GET {path} HTTP/1.1\r\nHost: {http}\r\nConnection: close\r\n\r\n"),
+    )
+}
+
+fn request(http: &str, head: &str) -> anyhow::Result<(u16, String)> {
     let mut stream = TcpStream::connect(http).with_context(|| format!("connecting to {http}"))?;
     stream.set_read_timeout(Some(Duration::from_secs(10)))?;
     stream.set_nodelay(true)?;
-    write!(
-        stream,
-        "POST {path} HTTP/1.1\r\nHost: {http}\r\nAuthorization: Bearer {token}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-    )?;
+    stream.write_all(head.as_bytes())?;
     let mut response = String::new();
     stream.read_to_string(&mut response)?;
     let status = response

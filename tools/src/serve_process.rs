@@ -18,6 +18,8 @@ pub struct ServeProcess {
     child: Child,
     pub addr: SocketAddr,
     pub http: SocketAddr,
+    /// Where a standby connects, if replication is on.
+    pub replication: Option<SocketAddr>,
     logs: Arc<Mutex<Vec<String>>>,
 }
 
@@ -49,8 +51,34 @@ impl ServeProcess {
     /// until it serves.
     pub fn start(exe: &Path, dir: &Path, sets: &[&str]) -> anyhow::Result<ServeProcess> {
         let mut command = Command::new(exe);
+        command.arg("serve");
+        ServeProcess::launch(command, dir, "127.0.0.1:0", "127.0.0.1:0", sets)
+    }
+
+    /// Run `exe standby --primary <primary>` (a replication address) likewise.
+    pub fn start_standby(
+        exe: &Path,
+        dir: &Path,
+        primary: SocketAddr,
+        sets: &[&str],
+    ) -> anyhow::Result<ServeProcess> {
+        let mut command = Command::new(exe);
+        command.args(["standby", "--primary", &primary.to_string()]);
+        ServeProcess::launch(command, dir, "127.0.0.1:0", "127.0.0.1:0", sets)
+    }
+
+    /// Run `command` (a program and its subcommand, e.g. `ip netns exec ns surge serve`) on
+    /// `dir` with the given client and HTTP addresses and `--set` overrides, and wait until
+    /// it serves.
+    pub fn launch(
+        mut command: Command,
+        dir: &Path,
+        listen: &str,
+        http: &str,
+        sets: &[&str],
+    ) -> anyhow::Result<ServeProcess> {
         command
-            .args(["serve", "--listen", "127.0.0.1:0", "--http", "127.0.0.1:0"])
+            .args(["--listen", listen, "--http", http])
             .arg("--data-dir")
             .arg(dir)
             .stdin(Stdio::null())
@@ -61,7 +89,7 @@ impl ServeProcess {
         }
         let mut child = command
             .spawn()
-            .with_context(|| format!("starting {}", exe.display()))?;
+            .with_context(|| format!("starting {:?}", command.get_program()))?;
         let stderr = child.stderr.take().expect("piped stderr");
         let logs = Arc::new(Mutex::new(Vec::new()));
         let (tx, rx) = std::sync::mpsc::channel();
@@ -93,6 +121,7 @@ impl ServeProcess {
         Ok(ServeProcess {
             addr: field("listen")?,
             http: field("http")?,
+            replication: field("replication").ok(),
             child,
             logs,
         })
@@ -105,6 +134,11 @@ impl ServeProcess {
     /// Every log line so far.
     pub fn logs(&self) -> Vec<String> {
         self.logs.lock().expect("log lock").clone()
+    }
+
+    /// Whether any log line is for `event`.
+    pub fn logged(&self, event: &str) -> bool {
+        self.log_line(event).is_some()
     }
 
     /// The first log line for `event`.

@@ -1,0 +1,186 @@
+//! Checking what clients were told against what a node holds: every acknowledged order is
+//! there, once, made by the client and request it was acknowledged to, in the state its
+//! acks left it; no two orders share a (client, request); and the hot SKU's units add up,
+//! every sold unit an acknowledged payment. `surge demo`, `surge drill` and the replication
+//! tests use it after a restart or a failover.
+
+use std::collections::{BTreeMap, HashMap};
+
+use anyhow::ensure;
+use engine::outcome::OrderView;
+use engine::wire::{Operation, Reply};
+use engine::{Answer, ClientId, OrderId, OrderState, Query, RequestId, SkuId};
+use loadgen::client::Client;
+use loadgen::open_loop::Ack;
+use loadgen::report::thousands;
+
+/// Order ids past the highest acknowledged one that are looked at for duplicates (orders
+/// whose answers were lost in a crash, or resends that would have made a second order).
+const BEYOND_ACKED: u64 = 4096;
+
+pub fn stock_of(
+    addr: std::net::SocketAddr,
+    client: ClientId,
+    sku: SkuId,
+) -> anyhow::Result<engine::outcome::StockView> {
+    let mut c = Client::connect(addr, client)?;
+    match c.call(Operation::Query(Query::Stock { sku }))?.reply {
+        Reply::Answer(Answer::Stock(s)) => Ok(s),
+        other => anyhow::bail!("stock of {sku:?}: {other:?}"),
+    }
+}
+
+/// The (client, request) that created an order, and the state its acks left it in.
+type Expected = (Option<(u64, u64)>, Option<OrderState>);
+
+pub struct Verdict {
+    pub summary: String,
+    pub problems: Vec<String>,
+    /// Orders sharing a (client, request) with another.
+    pub duplicates: u64,
+    /// Acknowledged orders missing.
+    pub lost: u64,
+}
+
+/// Check every acknowledged answer against the restarted primary: each order it created is
+/// there with the same client and request, each payment, cancel and failure left the order in
+/// that state, and the hot SKU's units add up, with every unit sold belonging to an
+/// acknowledged payment.
+pub fn verify(
+    addr: std::net::SocketAddr,
+    client: ClientId,
+    sku: SkuId,
+    acks: &[Ack],
+) -> anyhow::Result<Verdict> {
+    // What each order must look like, from its acks: who created it, and its last change.
+    let mut expected: BTreeMap<u64, Expected> = BTreeMap::new();
+    for ack in acks {
+        let Some(order) = ack.order_id else { continue };
+        let e = expected.entry(order).or_default();
+        match ack.kind.as_str() {
+            "place_order" | "waitlist_order" => e.0 = Some((ack.client_id, ack.request_id)),
+            "confirm_payment" => e.1 = Some(OrderState::Paid),
+            "cancel_order" => e.1 = Some(OrderState::Cancelled),
+            "fail_payment" => e.1 = Some(OrderState::PaymentFailed),
+            _ => {}
+        }
+    }
+    let orders: Vec<u64> = expected.keys().copied().collect();
+    let views = query_orders(addr, client, &orders)?;
+    let mut problems = Vec::new();
+    let mut paid_units = 0u64;
+    for (order, view) in orders.iter().zip(&views) {
+        let (origin, state) = expected[order];
+        let Some(view) = view else {
+            problems.push(format!("order {order} is missing"));
+            continue;
+        };
+        if let Some((c, r)) = origin {
+            if (view.client, view.request) != (ClientId(c), RequestId(r)) {
+                problems.push(format!(
+                    "order {order} belongs to {:?}/{:?}, acked to {c}/{r}",
+                    view.client, view.request
+                ));
+            }
+        }
+        match state {
+            Some(s) if view.state != s => {
+                problems.push(format!("order {order} is {:?}, acked {s:?}", view.state))
+            }
+            None if !matches!(view.state, OrderState::PendingPayment | OrderState::Expired) => {
+                problems.push(format!(
+                    "order {order} is {:?} with no acked change",
+                    view.state
+                ))
+            }
+            _ => {}
+        }
+        if view.state == OrderState::Paid && view.lines.iter().any(|l| l.sku == sku) {
+            paid_units += view
+                .lines
+                .iter()
+                .filter(|l| l.sku == sku)
+                .map(|l| u64::from(l.qty))
+                .sum::<u64>();
+        }
+    }
+    let lost = problems
+        .iter()
+        .filter(|p| p.ends_with("is missing"))
+        .count() as u64;
+    // Every order up to past the highest acknowledged: none may repeat a (client, request).
+    let last = orders.last().copied().unwrap_or(0) + BEYOND_ACKED;
+    let all: Vec<u64> = (1..=last).collect();
+    let mut origins: HashMap<(ClientId, RequestId), u64> = HashMap::new();
+    let mut duplicates = 0;
+    for (order, view) in all.iter().zip(query_orders(addr, client, &all)?) {
+        let Some(view) = view else { continue };
+        if let Some(first) = origins.insert((view.client, view.request), *order) {
+            duplicates += 1;
+            problems.push(format!(
+                "orders {first} and {order} were both made by {:?}/{:?}",
+                view.client, view.request
+            ));
+        }
+    }
+    let s = stock_of(addr, client, sku)?;
+    if s.stocked != s.available + s.reserved + s.sold {
+        problems.push(format!("stock does not add up: {s:?}"));
+    }
+    if s.sold != paid_units {
+        problems.push(format!(
+            "{} units sold, acknowledged payments cover {paid_units}",
+            s.sold
+        ));
+    }
+    let summary = format!(
+        "{} acknowledged answers on {} orders checked against the rebuilt state: {} problem(s)\n             \
+         stock: {} stocked = {} available + {} reserved + {} sold, every sold unit an acknowledged payment",
+        thousands(acks.len() as u64),
+        thousands(orders.len() as u64),
+        problems.len(),
+        thousands(s.stocked),
+        thousands(s.available),
+        thousands(s.reserved),
+        thousands(s.sold),
+    );
+    Ok(Verdict {
+        summary,
+        problems,
+        duplicates,
+        lost,
+    })
+}
+
+/// Ask for many orders, pipelined; `None` for an order the server does not know.
+fn query_orders(
+    addr: std::net::SocketAddr,
+    client: ClientId,
+    orders: &[u64],
+) -> anyhow::Result<Vec<Option<OrderView>>> {
+    let mut c = Client::connect(addr, client)?;
+    let mut views = Vec::with_capacity(orders.len());
+    for chunk in orders.chunks(1024) {
+        let mut ids = Vec::with_capacity(chunk.len());
+        for &order in chunk {
+            let id = c.next_request_id();
+            c.send(
+                id,
+                &Operation::Query(Query::Order {
+                    order: OrderId(order),
+                }),
+            )?;
+            ids.push(id);
+        }
+        c.flush()?;
+        for id in ids {
+            let answer = c.recv_answer()?;
+            ensure!(answer.request == id, "answers out of order");
+            views.push(match answer.reply {
+                Reply::Answer(Answer::Order(view)) => Some(view),
+                _ => None,
+            });
+        }
+    }
+    Ok(views)
+}
