@@ -112,7 +112,10 @@ pub fn drill(args: &Args) -> anyhow::Result<Vec<Round>> {
             .map(|d| d.join("surge"))
             .context("surge binary")?
     };
-    let stamp = SystemTime::now().duration_since(UNIX_EPOCH)?.as_millis() as u64;
+    // Two drills in one process (tests) must not share directories, ack logs or ids.
+    static DRILLS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let stamp = SystemTime::now().duration_since(UNIX_EPOCH)?.as_millis() as u64
+        + 1_000 * DRILLS.fetch_add(1, Ordering::Relaxed);
     let root = std::env::temp_dir().join(format!("surge-drill-{}-{stamp}", std::process::id()));
     let dirs = [root.join("a"), root.join("b")];
     let sets: Vec<String> = vec![
@@ -152,8 +155,13 @@ pub fn drill(args: &Args) -> anyhow::Result<Vec<Round>> {
         let mut r = r;
         r.rejoined_same_hash = converged(&standby, &rejoined, Duration::from_secs(30));
         if !r.rejoined_same_hash {
+            let logs = rejoined.logs();
             r.problems.push(format!(
-                "round {round}: the rejoined node did not converge to the same rolling hash"
+                "round {round}: the rejoined node did not converge to the same rolling hash: \
+                 {:?} vs {:?}; its log ends {:#?}",
+                health(&standby),
+                health(&rejoined),
+                &logs[logs.len().saturating_sub(12)..]
             ));
         }
         rounds.push(r);
@@ -205,8 +213,9 @@ fn one_round(
             std::thread::sleep(Duration::from_secs_f64(args.duration / 2.0));
         }
         let probe_sku = SkuId(base + 12_345);
-        let probe = scope
-            .spawn(move || probe_first_write(standby.addr, ClientId(base + 9_990), probe_sku, done));
+        let probe = scope.spawn(move || {
+            probe_first_write(standby.addr, ClientId(base + 9_990), probe_sku, done)
+        });
         std::thread::sleep(Duration::from_millis(20)); // the probe is asking the standby
         let stopped = Instant::now();
         match args.stop.as_str() {

@@ -1,0 +1,44 @@
+use tools::drill::{drill, Args};
+
+fn args(failover: &str) -> Args {
+    Args {
+        rounds: 1,
+        duration: 3.0,
+        rate: 2_000.0,
+        connections: 2,
+        ack: "durable".into(),
+        stop: "kill".into(),
+        failover: failover.into(),
+        heartbeat_ms: 20,
+        timeout_ms: 200,
+        json: None,
+        keep: false,
+    }
+}
+
+/// SIGKILL of the primary under load, `durable` acks: after promotion every order in the
+/// load generator's ack log is on the new primary exactly once, the stock adds up, and the
+/// old primary rejoins as a standby with the same rolling hash.
+#[test]
+fn sigkill_under_load_loses_no_acknowledged_order_and_the_old_primary_rejoins() {
+    let rounds = drill(&args("manual")).unwrap();
+    let r = &rounds[0];
+    assert!(r.problems.is_empty(), "{:#?}", r.problems);
+    assert!(r.acked > 500, "{r:?}");
+    assert_eq!((r.lost, r.duplicates), (0, 0));
+    assert!(r.failovers > 0, "the load generator never moved: {r:?}");
+    assert!(r.rejoined_same_hash);
+    assert!(r.promote_us.is_some());
+}
+
+/// With `failover = "auto"` the standby promotes itself once the primary is silent.
+#[test]
+fn auto_failover_promotes_the_standby_when_the_primary_dies() {
+    let rounds = drill(&args("auto")).unwrap();
+    let r = &rounds[0];
+    assert!(r.problems.is_empty(), "{:#?}", r.problems);
+    assert_eq!((r.lost, r.duplicates), (0, 0));
+    assert!(r.promote_us.is_none());
+    // Not before the silence timeout.
+    assert!(r.stop_to_write_us >= 200_000, "{r:?}");
+}

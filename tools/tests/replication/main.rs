@@ -1,0 +1,8 @@
+//! A primary and a hot standby as two real processes: catch-up, SIGKILL and promotion under
+//! load, failback, epochs and fencing, and a network partition between two namespaces.
+
+mod catch_up;
+mod epochs;
+mod failover;
+mod harness;
+mod partition;

@@ -1,0 +1,297 @@
+//! A network partition between primary and standby: each runs in its own network namespace,
+//! the two joined by a veth pair the test creates (and each joined to the test's namespace,
+//! where the clients are). Cutting the pair's link mid-load: with `halt` the old primary
+//! acknowledges nothing more, so promoting the standby loses nothing; with `degrade` it says
+//! loudly that it carries on alone. Needs root and `ip`; skipped (with a line saying so)
+//! without them.
+
+use std::net::SocketAddr;
+use std::process::Command;
+use std::time::Duration;
+
+use engine::ClientId;
+use loadgen::open_loop::{self, RunConfig, Spacing, System};
+use tools::serve_process::ServeProcess;
+
+use crate::harness::*;
+
+struct Net {
+    tag: String,
+    subnet: u8,
+}
+
+fn ip(args: &[&str]) {
+    let out = Command::new("ip").args(args).output().expect("running ip");
+    assert!(
+        out.status.success(),
+        "ip {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+impl Net {
+    /// Namespaces `surge-<tag>-a` and `-b`; 10.<subnet>.1.0/24 test↔a, .2 test↔b, .3 a↔b.
+    fn new(tag: &str, subnet: u8) -> Option<Net> {
+        let root = unsafe { libc::geteuid() } == 0;
+        let has_ip = Command::new("ip")
+            .arg("-V")
+            .output()
+            .is_ok_and(|o| o.status.success());
+        if !root || !has_ip {
+            eprintln!("skipped: needs root and iproute2 to create network namespaces");
+            return None;
+        }
+        let net = Net {
+            tag: format!("{tag}{}", std::process::id() % 10_000),
+            subnet,
+        };
+        net.teardown();
+        let (a, b) = (net.ns("a"), net.ns("b"));
+        ip(&["netns", "add", &a]);
+        ip(&["netns", "add", &b]);
+        for (ns, i) in [(&a, 1), (&b, 2)] {
+            let (outer, inner) = (net.link(&format!("{i}o")), net.link(&format!("{i}i")));
+            ip(&[
+                "link", "add", &outer, "type", "veth", "peer", "name", &inner,
+            ]);
+            ip(&["link", "set", &inner, "netns", ns]);
+            ip(&[
+                "addr",
+                "add",
+                &format!("10.{subnet}.{i}.1/24"),
+                "dev",
+                &outer,
+            ]);
+            ip(&["link", "set", &outer, "up"]);
+            ip(&[
+                "-n",
+                ns,
+                "addr",
+                "add",
+                &format!("10.{subnet}.{i}.2/24"),
+                "dev",
+                &inner,
+            ]);
+            ip(&["-n", ns, "link", "set", &inner, "up"]);
+            ip(&["-n", ns, "link", "set", "lo", "up"]);
+        }
+        let (la, lb) = (net.link("ab"), net.link("ba"));
+        ip(&[
+            "-n", &a, "link", "add", &la, "type", "veth", "peer", "name", &lb, "netns", &b,
+        ]);
+        ip(&[
+            "-n",
+            &a,
+            "addr",
+            "add",
+            &format!("10.{subnet}.3.1/24"),
+            "dev",
+            &la,
+        ]);
+        ip(&[
+            "-n",
+            &b,
+            "addr",
+            "add",
+            &format!("10.{subnet}.3.2/24"),
+            "dev",
+            &lb,
+        ]);
+        ip(&["-n", &a, "link", "set", &la, "up"]);
+        ip(&["-n", &b, "link", "set", &lb, "up"]);
+        Some(net)
+    }
+
+    fn ns(&self, side: &str) -> String {
+        format!("surge-{}-{side}", self.tag)
+    }
+
+    fn link(&self, name: &str) -> String {
+        format!("s{}{name}", self.tag) // at most 15 bytes
+    }
+
+    /// Cut the link between the primary's and the standby's namespaces.
+    fn cut(&self) {
+        ip(&["-n", &self.ns("a"), "link", "set", &self.link("ab"), "down"]);
+    }
+
+    fn teardown(&self) {
+        for side in ["a", "b"] {
+            let _ = Command::new("ip")
+                .args(["netns", "del", &self.ns(side)])
+                .output();
+        }
+        for i in ["1o", "2o"] {
+            let _ = Command::new("ip")
+                .args(["link", "del", &self.link(i)])
+                .output();
+        }
+    }
+
+    /// A node in namespace `side`, reachable from the test at 10.<subnet>.<i>.2.
+    fn start(
+        &self,
+        side: &str,
+        subcommand: &[String],
+        dir: &std::path::Path,
+        sets: &[String],
+    ) -> (ServeProcess, SocketAddr, SocketAddr) {
+        let mut command = Command::new("ip");
+        command
+            .args(["netns", "exec", &self.ns(side), SURGE])
+            .args(subcommand);
+        let node =
+            ServeProcess::launch(command, dir, "0.0.0.0:0", "0.0.0.0:0", &refs(sets)).unwrap();
+        let i = if side == "a" { 1 } else { 2 };
+        let host = |port: u16| SocketAddr::from(([10, self.subnet, i, 2], port));
+        let (client, http) = (host(node.addr.port()), host(node.http.port()));
+        (node, client, http)
+    }
+}
+
+impl Drop for Net {
+    fn drop(&mut self) {
+        self.teardown();
+    }
+}
+
+fn get(http: SocketAddr, path: &str) -> String {
+    tools::promote_cmd::get(&http.to_string(), path).unwrap().1
+}
+
+fn metric_at(http: SocketAddr, name: &str) -> u64 {
+    get(http, "/metrics")
+        .lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or_else(|| panic!("no {name}"))
+}
+
+/// Answers that accepted a command or answered a query (codes 1–49), from /metrics.
+fn accepted_answers(http: SocketAddr) -> u64 {
+    get(http, "/metrics")
+        .lines()
+        .filter(|l| l.starts_with("surge_answers_total{code=\""))
+        .filter_map(|l| {
+            let code: u16 = l.split('"').nth(1)?.parse().ok()?;
+            (code < 50)
+                .then(|| l.rsplit(' ').next()?.parse::<u64>().ok())
+                .flatten()
+        })
+        .sum()
+}
+
+fn pair(
+    net: &Net,
+    dir: &std::path::Path,
+    on_loss: &str,
+) -> (
+    (ServeProcess, SocketAddr, SocketAddr),
+    (ServeProcess, SocketAddr, SocketAddr),
+) {
+    let mut sets = pair_sets("durable", on_loss, &[]);
+    sets[0] = format!("replication.listen=10.{}.3.1:0", net.subnet);
+    let a = net.start("a", &["serve".into()], &dir.join("a"), &sets);
+    let repl = format!("10.{}.3.1:{}", net.subnet, a.0.replication.unwrap().port());
+    sets[0] = format!("replication.listen=10.{}.3.2:0", net.subnet);
+    let b = net.start(
+        "b",
+        &["standby".into(), "--primary".into(), repl],
+        &dir.join("b"),
+        &sets,
+    );
+    wait_for(Duration::from_secs(30), "streaming", || {
+        get(a.2, "/health").contains("\"standby\":\"streaming\"")
+    });
+    (a, b)
+}
+
+fn load(servers: Vec<String>, acks: &std::path::Path, base: u64) -> RunConfig {
+    RunConfig {
+        system: System::Surge,
+        servers,
+        workload: "flash-sale".into(),
+        rate: Some(1_000.0),
+        spacing: Spacing::Poisson,
+        duration: Duration::from_secs(3),
+        warmup: Duration::ZERO,
+        connections: 2,
+        pipeline: 128,
+        seed: 3,
+        ack_log: Some(acks.to_path_buf()),
+        progress: false,
+        id_base: Some(base),
+    }
+}
+
+#[test]
+fn partition_with_halt_the_old_primary_acknowledges_nothing_after_promotion() {
+    let Some(net) = Net::new("h", 231) else {
+        return;
+    };
+    let dir = temp_dir("partition-halt");
+    let ((_a, a_client, a_http), (_b, b_client, b_http)) = pair(&net, &dir, "halt");
+    let base = 7 << 30;
+    let acks = dir.join("acks.jsonl");
+    let config = load(
+        vec![a_client.to_string(), b_client.to_string()],
+        &acks,
+        base,
+    );
+    let accepted_after_promotion = std::thread::scope(|scope| {
+        let loader = scope.spawn(|| open_loop::run(&config));
+        std::thread::sleep(Duration::from_secs(1));
+        net.cut();
+        wait_for(Duration::from_secs(10), "the primary to halt", || {
+            metric_at(a_http, "surge_replication_halted") == 1
+        });
+        let (status, body) =
+            tools::promote_cmd::post(&b_http.to_string(), "/admin/promote", TOKEN).unwrap();
+        assert_eq!(status, 200, "{body}");
+        let at_promotion = accepted_answers(a_http);
+        let report = loader.join().unwrap().unwrap();
+        assert!(report.measured.failovers > 0);
+        accepted_answers(a_http) - at_promotion
+    });
+    assert_eq!(
+        accepted_after_promotion, 0,
+        "the old primary acknowledged writes after the promotion"
+    );
+    let acked = open_loop::read_ack_log(&acks).unwrap();
+    let verdict = tools::acked::verify(
+        b_client,
+        ClientId(base + 9_997),
+        engine::SkuId(base + 1),
+        &acked,
+    )
+    .unwrap();
+    assert!(verdict.problems.is_empty(), "{:#?}", verdict.problems);
+}
+
+#[test]
+fn partition_with_degrade_the_primary_says_it_carries_on_alone() {
+    let Some(net) = Net::new("d", 232) else {
+        return;
+    };
+    let dir = temp_dir("partition-degrade");
+    let ((a, a_client, a_http), _b) = pair(&net, &dir, "degrade");
+    let acks = dir.join("acks.jsonl");
+    let config = load(vec![a_client.to_string()], &acks, 8 << 30);
+    std::thread::scope(|scope| {
+        let loader = scope.spawn(|| open_loop::run(&config));
+        std::thread::sleep(Duration::from_secs(1));
+        net.cut();
+        wait_for(Duration::from_secs(10), "the degraded log line", || {
+            a.logged("replication_degraded")
+        });
+        assert_eq!(metric_at(a_http, "surge_replication_degraded"), 1);
+        let before = accepted_answers(a_http);
+        let report = loader.join().unwrap().unwrap();
+        assert!(report.measured.lost_connections.is_empty());
+        assert!(
+            accepted_answers(a_http) > before,
+            "degraded, it should still answer writes"
+        );
+    });
+    let line = a.log_line("replication_degraded").unwrap();
+    assert!(line.contains("code=408"), "{line}");
+}
