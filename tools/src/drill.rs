@@ -350,11 +350,13 @@ fn report_json(args: &Args, rounds: &[Round]) -> serde_json::Value {
         .iter()
         .filter_map(|r| r.promote_to_write_us)
         .collect();
+    let mut promote_node: Vec<u64> = rounds.iter().filter_map(|r| r.promote_us).collect();
     json!({
         "rounds": rounds.len(),
         "ack": args.ack, "stop": args.stop, "failover": args.failover,
         "stop_to_first_write_us": {"p50": percentile(&mut stop, 0.5), "p99": percentile(&mut stop, 0.99), "max": stop.last().copied().unwrap_or(0)},
         "promote_call_to_first_write_us": {"p50": percentile(&mut promote, 0.5), "p99": percentile(&mut promote, 0.99), "max": promote.last().copied().unwrap_or(0)},
+        "promote_in_node_us": {"p50": percentile(&mut promote_node, 0.5), "p99": percentile(&mut promote_node, 0.99), "max": promote_node.last().copied().unwrap_or(0)},
         "acked_answers_checked": rounds.iter().map(|r| r.acked).sum::<u64>(),
         "acked_orders_lost": rounds.iter().map(|r| r.lost).sum::<u64>(),
         "duplicates": rounds.iter().map(|r| r.duplicates).sum::<u64>(),

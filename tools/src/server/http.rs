@@ -41,7 +41,7 @@ pub fn spawn(
                     let _ = handle(stream, &shared, &node, &token);
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                    std::thread::sleep(ACCEPT_POLL)
+                    wait_readable(&listener, ACCEPT_POLL)
                 }
                 Err(_) => std::thread::sleep(ACCEPT_POLL),
             }
@@ -182,4 +182,19 @@ fn bearer(head: &[u8]) -> Option<String> {
             .strip_prefix("Bearer ")
             .map(|t| t.trim().to_string())
     })
+}
+
+/// Sleep until a connection arrives or `timeout` passes (an admin call is not kept waiting
+/// for a polling interval: promotion is measured in microseconds).
+fn wait_readable(listener: &TcpListener, timeout: Duration) {
+    use std::os::fd::AsRawFd;
+    let mut fd = libc::pollfd {
+        fd: listener.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd for the duration of the call.
+    unsafe {
+        libc::poll(&mut fd, 1, timeout.as_millis() as i32);
+    }
 }

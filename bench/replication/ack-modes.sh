@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Throughput and p99 at saturation with no standby, then with a standby in each ack mode,
+# in one run on one machine: surge loadgen --rate max against the primary (flash-sale).
+# Usage: bench/replication/ack-modes.sh [seconds] [connections] [pipeline]
+set -euo pipefail
+secs=${1:-5}; conns=${2:-4}; pipeline=${3:-256}
+root=$(cd "$(dirname "$0")/../.." && pwd)
+surge="$root/target/release/surge"
+[ -x "$surge" ] || cargo build --release -q -p tools --manifest-path "$root/Cargo.toml"
+work=$(mktemp -d /tmp/surge-ack-modes.XXXX)
+trap 'kill $(jobs -p) 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$work"' EXIT
+common=(--set replication.secret=bench --set replication.on_standby_loss=halt)
+printf "%-10s %14s %10s %10s\n" mode "req/s" "p50 ms" "p99 ms"
+for mode in none async received durable; do
+  rm -rf "$work/p" "$work/s"
+  if [ "$mode" = none ]; then
+    "$surge" serve --data-dir "$work/p" --listen 127.0.0.1:7611 --http 127.0.0.1:7811 2>"$work/p.log" &
+  else
+    "$surge" serve --data-dir "$work/p" --listen 127.0.0.1:7611 --http 127.0.0.1:7811 \
+      --set replication.listen=127.0.0.1:7711 --set replication.ack=$mode "${common[@]}" 2>"$work/p.log" &
+    sleep 0.3
+    "$surge" standby --data-dir "$work/s" --listen 127.0.0.1:7612 --http 127.0.0.1:7812 \
+      --primary 127.0.0.1:7711 --set replication.ack=$mode "${common[@]}" 2>"$work/s.log" &
+    for _ in $(seq 100); do curl -s 127.0.0.1:7811/health | grep -q '"standby":"streaming"' && break; sleep 0.1; done
+  fi
+  sleep 0.3
+  "$surge" loadgen --server 127.0.0.1:7611 --rate max --duration "$secs" --warmup 1 \
+    --connections "$conns" --pipeline "$pipeline" --quiet --json "$work/$mode.json" >/dev/null
+  python3 - "$work/$mode.json" "$mode" <<'PY'
+import json, sys
+d = json.load(open(sys.argv[1]))
+lat = d.get("latency_us") or d.get("overall") or {}
+print(f"{sys.argv[2]:<10} {d['achieved_rate']:>14,.0f} {lat.get('p50',0)/1000:>10.2f} {lat.get('p99',0)/1000:>10.2f}")
+PY
+  kill $(jobs -p) 2>/dev/null || true; wait 2>/dev/null || true
+done
