@@ -109,7 +109,7 @@ impl Epochs {
 
     /// Become the primary of a new epoch whose first record will be `start_seq`.
     pub fn promote(&mut self, start_seq: u64) -> u64 {
-        self.epoch += 1;
+        self.epoch = self.epoch.saturating_add(1);
         self.history.push((self.epoch, start_seq));
         self.epoch
     }

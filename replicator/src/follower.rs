@@ -127,9 +127,16 @@ pub fn handshake(
     let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
     let _ = stream.set_write_timeout(Some(Duration::from_secs(5)));
     let mut scratch = Vec::new();
+    // The epoch this node's journal tail was written in (not a newer one it merely heard
+    // of): the primary cuts what was written after that epoch ended.
+    let tail_epoch = hello
+        .epochs
+        .history
+        .last()
+        .map_or(hello.epochs.epoch, |&(e, _)| e);
     let message = Message::Hello {
         node: hello.node.clone(),
-        epoch: hello.epochs.epoch,
+        epoch: tail_epoch,
         last_seq: hello.last_seq,
         hash: hello.hash,
         secret: settings.secret.clone(),

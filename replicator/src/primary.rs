@@ -164,11 +164,6 @@ fn serve(mut stream: TcpStream, peer: SocketAddr, session: &Arc<Session>) {
             hash,
             secret,
         }) => (node, epoch, last_seq, hash, secret),
-        Ok(Message::Fence { epoch }) => {
-            // A node of a newer epoch telling this one it is stale.
-            hooks.fenced_by(epoch, &format!("a fence from {peer}"));
-            return;
-        }
         Ok(other) => {
             refuse(
                 &mut stream,
@@ -252,7 +247,7 @@ fn serve(mut stream: TcpStream, peer: SocketAddr, session: &Arc<Session>) {
         return;
     }
     if let Some(mine) = session.sources.checkpoints.hash_at(last_seq) {
-        if last_seq > 1 && mine != hash {
+        if last_seq > 1 && hash != 0 && mine != hash {
             refuse(
                 &mut stream,
                 ReplicationCode::Diverged,

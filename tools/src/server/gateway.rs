@@ -157,6 +157,8 @@ impl Gateway {
                     .any(|c| c.readable && !c.blocked && !c.closing);
             let timeout = if self.spin || busy {
                 Some(Duration::ZERO)
+            } else if self.node.role() == Role::Standby {
+                Some(HOUSEKEEPING_EVERY) // no Ticks of its own: the primary's arrive
             } else {
                 Some(self.until_next_tick().min(HOUSEKEEPING_EVERY))
             };
@@ -203,7 +205,7 @@ impl Gateway {
                 self.try_promote();
             }
             self.serve_reads();
-            if !draining && self.node.role() != Role::Standby {
+            if !draining && self.node.role() == Role::Primary {
                 self.maybe_tick();
             }
             released = self.release();
@@ -581,6 +583,7 @@ impl Gateway {
             }
             claim.publish();
             self.next_seq += n as u64;
+            self.last_publish = Instant::now();
         }
     }
 

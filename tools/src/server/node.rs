@@ -183,8 +183,12 @@ impl Node {
 
     /// The highest journal sequence whose answer may leave now (the gate holds the rest).
     pub fn release_bound(&self) -> u64 {
-        if self.ack == AckMode::Async || self.role() != Role::Primary {
-            return u64::MAX;
+        match self.role() {
+            Role::Standby => return u64::MAX,
+            // Replaced: nothing more leaves that the standby (now primary) may lack.
+            Role::Fenced => return self.acked(),
+            Role::Primary if self.ack == AckMode::Async => return u64::MAX,
+            Role::Primary => {}
         }
         let state = self.standby.state.load(SeqCst);
         if state == STREAMING && self.alone_ok.swap(false, SeqCst) {
@@ -197,6 +201,11 @@ impl Node {
             return u64::MAX;
         }
         debug_assert!(state == DETACHED || state == CATCHING_UP || state == STREAMING);
+        self.acked()
+    }
+
+    /// What the standby acked, as the ack mode counts it (`durable` for `async`).
+    fn acked(&self) -> u64 {
         match self.ack {
             AckMode::Received => self.standby.received.load(SeqCst),
             _ => self.standby.durable.load(SeqCst),
