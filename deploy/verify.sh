@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Check the deployment files with the real tools: the systemd units with
-# `systemd-analyze verify` (pointed at a built surge binary, since verify checks that
-# ExecStart exists) and the Prometheus alert rules with `promtool check rules`.
+# Check the deployment files with the real tools: the systemd units (every
+# deploy/systemd/*.service: surge.service, the primary, and surge-standby.service, the hot
+# standby) with `systemd-analyze verify` (pointed at a built surge binary, since verify
+# checks that ExecStart exists) and the Prometheus alert rules with `promtool check rules`.
 # Any warning fails. Usage: deploy/verify.sh [path/to/surge]
 set -euo pipefail
 cd "$(dirname "$0")/.."
