@@ -26,7 +26,7 @@ pub struct StandbyArgs {
 }
 
 pub fn run(args: StandbyArgs) -> anyhow::Result<()> {
-    let config = args.serve.config()?;
+    let mut config = args.serve.config()?;
     anyhow::ensure!(
         !config.replication.secret.is_empty(),
         "replication.secret must be set (the same in every node's file)"
@@ -53,6 +53,13 @@ pub fn run(args: StandbyArgs) -> anyhow::Result<()> {
             None,
             Start::Standby { primary, engine },
         ))?;
+        // A restart (to cut the journal) keeps the addresses the first start bound, ephemeral
+        // ones included: clients and operators already know them.
+        config.listen = server.client_addr;
+        config.http = server.http_addr;
+        if let Some(addr) = server.replication_addr {
+            config.replication.listen = addr.to_string();
+        }
         let node = supervise(server, &stop)?;
         let cut = node.truncate_to.lock().expect("node lock").take();
         match cut {
