@@ -206,7 +206,7 @@ impl Follower {
     }
 
     /// Follow on an accepted stream until it ends.
-    pub fn follow(&self, stream: TcpStream, sink: &mut dyn Sink) -> Ended {
+    pub fn follow(&self, mut stream: TcpStream, sink: &mut dyn Sink) -> Ended {
         let Follower {
             settings,
             link,
@@ -215,128 +215,105 @@ impl Follower {
             progress,
             signal,
         } = self;
-        follow(
-            stream,
-            settings,
-            link,
-            clock,
-            stop,
-            sink,
-            progress.clone(),
-            signal.clone(),
-        )
-    }
-}
-
-#[allow(clippy::too_many_arguments)]
-fn follow(
-    mut stream: TcpStream,
-    settings: &Settings,
-    link: &Link,
-    clock: &Instant,
-    stop: &AtomicBool,
-    sink: &mut dyn Sink,
-    progress: Arc<dyn Progress>,
-    signal: Arc<AckSignal>,
-) -> Ended {
-    let _ = stream.set_read_timeout(Some(settings.heartbeat));
-    *link.stream.lock().expect("link lock") = stream.try_clone().ok();
-    link.connected.store(true, SeqCst);
-    link.followed.store(true, SeqCst);
-    link.heard_ms
-        .store(clock.elapsed().as_millis() as u64, SeqCst);
-    let done = Arc::new(AtomicBool::new(false));
-    let acker = stream.try_clone().ok().map(|s| {
-        let (done, settings) = (done.clone(), settings.clone());
-        let (progress, signal) = (progress.clone(), signal.clone());
-        std::thread::Builder::new()
-            .name("surge-repl-ack".into())
-            .spawn(move || ack_loop(s, &settings, &done, progress.as_ref(), &signal))
-    });
-    let mut buf = Vec::new();
-    let mut expected = progress.received() + 1;
-    let ended = loop {
-        if stop.load(SeqCst) {
-            break Ended::Halted;
-        }
-        let message = match wire::receive(&mut stream, &mut buf) {
-            Ok(m) => m,
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-                ) =>
-            {
-                let silent = clock.elapsed().as_millis() as u64 - link.heard_ms.load(SeqCst);
-                if silent > settings.timeout.as_millis() as u64 {
-                    break Ended::Lost(format!("the primary was silent for {silent} ms"));
-                }
-                continue;
-            }
-            Err(e) if e.kind() == io::ErrorKind::InvalidData => {
-                break Ended::Stopped(ReplicationCode::BadFrame, e.to_string());
-            }
-            Err(_) if stop.load(SeqCst) => break Ended::Halted,
-            Err(e) => break Ended::Lost(format!("read: {e}")),
-        };
+        let _ = stream.set_read_timeout(Some(settings.heartbeat));
+        *link.stream.lock().expect("link lock") = stream.try_clone().ok();
+        link.connected.store(true, SeqCst);
+        link.followed.store(true, SeqCst);
         link.heard_ms
             .store(clock.elapsed().as_millis() as u64, SeqCst);
-        let result = match message {
-            Message::Records {
-                first_seq,
-                last_seq,
-                bytes,
-            } => {
-                if first_seq != expected || last_seq < first_seq {
-                    Err((
-                        ReplicationCode::SequenceGap,
-                        format!("records {first_seq}..={last_seq} but {expected} comes next"),
-                    ))
-                } else {
-                    let r = sink.records(first_seq, last_seq, &bytes);
-                    expected = last_seq + 1;
-                    link.primary_last_seq.fetch_max(last_seq, SeqCst);
-                    signal.poke();
-                    r
+        let done = Arc::new(AtomicBool::new(false));
+        let acker = stream.try_clone().ok().map(|s| {
+            let (done, settings) = (done.clone(), settings.clone());
+            let (progress, signal) = (progress.clone(), signal.clone());
+            std::thread::Builder::new()
+                .name("surge-repl-ack".into())
+                .spawn(move || ack_loop(s, &settings, &done, progress.as_ref(), &signal))
+        });
+        let mut buf = Vec::new();
+        let mut expected = progress.received() + 1;
+        let ended = loop {
+            if stop.load(SeqCst) {
+                break Ended::Halted;
+            }
+            let message = match wire::receive(&mut stream, &mut buf) {
+                Ok(m) => m,
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                    ) =>
+                {
+                    let silent = clock.elapsed().as_millis() as u64 - link.heard_ms.load(SeqCst);
+                    if silent > settings.timeout.as_millis() as u64 {
+                        break Ended::Lost(format!("the primary was silent for {silent} ms"));
+                    }
+                    continue;
                 }
+                Err(e) if e.kind() == io::ErrorKind::InvalidData => {
+                    break Ended::Stopped(ReplicationCode::BadFrame, e.to_string());
+                }
+                Err(_) if stop.load(SeqCst) => break Ended::Halted,
+                Err(e) => break Ended::Lost(format!("read: {e}")),
+            };
+            link.heard_ms
+                .store(clock.elapsed().as_millis() as u64, SeqCst);
+            let result = match message {
+                Message::Records {
+                    first_seq,
+                    last_seq,
+                    bytes,
+                } => {
+                    if first_seq != expected || last_seq < first_seq {
+                        Err((
+                            ReplicationCode::SequenceGap,
+                            format!("records {first_seq}..={last_seq} but {expected} comes next"),
+                        ))
+                    } else {
+                        let r = sink.records(first_seq, last_seq, &bytes);
+                        expected = last_seq + 1;
+                        link.primary_last_seq.fetch_max(last_seq, SeqCst);
+                        signal.poke();
+                        r
+                    }
+                }
+                Message::Checkpoint { seq, hash } => sink.checkpoint(seq, hash),
+                Message::Heartbeat {
+                    last_seq,
+                    durable_seq,
+                    ..
+                } => {
+                    link.primary_last_seq.fetch_max(last_seq, SeqCst);
+                    link.primary_durable_seq.fetch_max(durable_seq, SeqCst);
+                    Ok(())
+                }
+                Message::Refuse { code, message } => {
+                    break Ended::Refused(
+                        ReplicationCode::from_number(code).unwrap_or(ReplicationCode::BadFrame),
+                        message,
+                    )
+                }
+                other => Err((ReplicationCode::BadFrame, format!("unexpected {other:?}"))),
+            };
+            if let Err((code, why)) = result {
+                let _ = wire::send(
+                    &mut stream,
+                    &Message::refuse(code, why.clone()),
+                    &mut Vec::new(),
+                );
+                break Ended::Stopped(code, why);
             }
-            Message::Checkpoint { seq, hash } => sink.checkpoint(seq, hash),
-            Message::Heartbeat {
-                last_seq,
-                durable_seq,
-                ..
-            } => {
-                link.primary_last_seq.fetch_max(last_seq, SeqCst);
-                link.primary_durable_seq.fetch_max(durable_seq, SeqCst);
-                Ok(())
-            }
-            Message::Refuse { code, message } => {
-                break Ended::Refused(
-                    ReplicationCode::from_number(code).unwrap_or(ReplicationCode::BadFrame),
-                    message,
-                )
-            }
-            other => Err((ReplicationCode::BadFrame, format!("unexpected {other:?}"))),
         };
-        if let Err((code, why)) = result {
-            let _ = wire::send(
-                &mut stream,
-                &Message::refuse(code, why.clone()),
-                &mut Vec::new(),
-            );
-            break Ended::Stopped(code, why);
+        done.store(true, SeqCst);
+        signal.poke();
+        link.connected.store(false, SeqCst);
+        if let Some(s) = link.stream.lock().expect("link lock").take() {
+            let _ = s.shutdown(Shutdown::Both);
         }
-    };
-    done.store(true, SeqCst);
-    signal.poke();
-    link.connected.store(false, SeqCst);
-    if let Some(s) = link.stream.lock().expect("link lock").take() {
-        let _ = s.shutdown(Shutdown::Both);
+        if let Some(Ok(acker)) = acker {
+            let _ = acker.join();
+        }
+        ended
     }
-    if let Some(Ok(acker)) = acker {
-        let _ = acker.join();
-    }
-    ended
 }
 
 fn ack_loop(
