@@ -638,10 +638,15 @@ impl Gateway {
         *held_for = None;
         while let Some(mut batch) = gate.try_read_up_to(GATE_BATCH_MAX) {
             // In the synchronous modes an answer waits for the standby's ack of its sequence.
-            let held = batch.iter().find(|(_, slot)| {
-                // SAFETY: as below.
-                slot.is_command() && unsafe { slot.output.get() }.seq > bound
-            });
+            // (Without a bound, nothing is looked at twice.)
+            let held = (bound != u64::MAX)
+                .then(|| {
+                    batch.iter().find(|(_, slot)| {
+                        // SAFETY: as below.
+                        slot.is_command() && unsafe { slot.output.get() }.seq > bound
+                    })
+                })
+                .flatten();
             if let Some((ring_seq, slot)) = held {
                 *held_for = Some(unsafe { slot.output.get() }.seq);
                 batch.release_before(ring_seq);

@@ -191,7 +191,8 @@ impl Node {
             Role::Primary => {}
         }
         let state = self.standby.state.load(SeqCst);
-        if state == STREAMING && self.alone_ok.swap(false, SeqCst) {
+        // A plain load first: this runs on every release pass; the swap only once.
+        if state == STREAMING && self.alone_ok.load(SeqCst) && self.alone_ok.swap(false, SeqCst) {
             log::info(
                 "replication_synchronous",
                 &[("detail", &"a standby streams again")],
