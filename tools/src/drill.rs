@@ -82,7 +82,7 @@ pub struct Round {
 pub fn run(args: Args) -> anyhow::Result<()> {
     let rounds = drill(&args)?;
     let report = report_json(&args, &rounds);
-    println!("{}", text(&rounds));
+    println!("{}", text(&report));
     if let Some(path) = &args.json {
         std::fs::write(path, serde_json::to_string_pretty(&report)? + "\n")
             .with_context(|| format!("writing {}", path.display()))?;
@@ -336,53 +336,52 @@ pub fn converged(a: &ServeProcess, b: &ServeProcess, within: Duration) -> bool {
     false
 }
 
-fn percentile(values: &mut [u64], q: f64) -> u64 {
-    if values.is_empty() {
-        return 0;
-    }
+/// p50, p99 and max of some microsecond figures, as JSON.
+fn spread(mut values: Vec<u64>) -> serde_json::Value {
     values.sort_unstable();
-    values[((values.len() - 1) as f64 * q).round() as usize]
+    let at = |q: f64| {
+        values
+            .get(((values.len().max(1) - 1) as f64 * q).round() as usize)
+            .copied()
+            .unwrap_or(0)
+    };
+    json!({"p50": at(0.5), "p99": at(0.99), "max": values.last().copied().unwrap_or(0), "n": values.len()})
 }
 
+/// The drill's figures, summed over the rounds: what `--json` writes and the text shows.
 fn report_json(args: &Args, rounds: &[Round]) -> serde_json::Value {
-    let mut stop: Vec<u64> = rounds.iter().map(|r| r.stop_to_write_us).collect();
-    let mut promote: Vec<u64> = rounds
-        .iter()
-        .filter_map(|r| r.promote_to_write_us)
-        .collect();
-    let mut promote_node: Vec<u64> = rounds.iter().filter_map(|r| r.promote_us).collect();
+    let sum = |f: fn(&Round) -> u64| rounds.iter().map(f).sum::<u64>();
     json!({
         "rounds": rounds.len(),
         "ack": args.ack, "stop": args.stop, "failover": args.failover,
-        "stop_to_first_write_us": {"p50": percentile(&mut stop, 0.5), "p99": percentile(&mut stop, 0.99), "max": stop.last().copied().unwrap_or(0)},
-        "promote_call_to_first_write_us": {"p50": percentile(&mut promote, 0.5), "p99": percentile(&mut promote, 0.99), "max": promote.last().copied().unwrap_or(0)},
-        "promote_in_node_us": {"p50": percentile(&mut promote_node, 0.5), "p99": percentile(&mut promote_node, 0.99), "max": promote_node.last().copied().unwrap_or(0)},
-        "acked_answers_checked": rounds.iter().map(|r| r.acked).sum::<u64>(),
-        "acked_orders_lost": rounds.iter().map(|r| r.lost).sum::<u64>(),
-        "duplicates": rounds.iter().map(|r| r.duplicates).sum::<u64>(),
-        "client_failovers": rounds.iter().map(|r| r.failovers).sum::<u64>(),
+        "stop_to_first_write_us": spread(rounds.iter().map(|r| r.stop_to_write_us).collect()),
+        "promote_call_to_first_write_us": spread(rounds.iter().filter_map(|r| r.promote_to_write_us).collect()),
+        "promote_in_node_us": spread(rounds.iter().filter_map(|r| r.promote_us).collect()),
+        "acked_answers_checked": sum(|r| r.acked),
+        "acked_orders_lost": sum(|r| r.lost),
+        "duplicates": sum(|r| r.duplicates),
+        "client_failovers": sum(|r| r.failovers),
         "rejoined_same_hash": rounds.iter().all(|r| r.rejoined_same_hash),
         "problems": rounds.iter().flat_map(|r| r.problems.clone()).collect::<Vec<_>>(),
     })
 }
 
-fn text(rounds: &[Round]) -> String {
-    let mut stop: Vec<u64> = rounds.iter().map(|r| r.stop_to_write_us).collect();
-    let mut promote: Vec<u64> = rounds
-        .iter()
-        .filter_map(|r| r.promote_to_write_us)
-        .collect();
-    let ms = |us: u64| format!("{:.3} ms", us as f64 / 1e3);
+fn text(report: &serde_json::Value) -> String {
+    let ms = |v: &serde_json::Value| format!("{:.3} ms", v.as_u64().unwrap_or(0) as f64 / 1e3);
+    let (stop, promote) = (
+        &report["stop_to_first_write_us"],
+        &report["promote_call_to_first_write_us"],
+    );
     format!(
         "surge drill: {} round(s)\n  stop -> first accepted write     p50 {}  p99 {}\n  promote call -> first write      p50 {}  p99 {}  ({} timed)\n  acknowledged answers checked     {}\n  acknowledged orders lost         {}\n  duplicates                       {}\n  client failovers                 {}\n  old primary rejoined, same hash  {}\n  problems                         {}",
-        rounds.len(),
-        ms(percentile(&mut stop, 0.5)), ms(percentile(&mut stop, 0.99)),
-        ms(percentile(&mut promote, 0.5)), ms(percentile(&mut promote, 0.99)), promote.len(),
-        rounds.iter().map(|r| r.acked).sum::<u64>(),
-        rounds.iter().map(|r| r.lost).sum::<u64>(),
-        rounds.iter().map(|r| r.duplicates).sum::<u64>(),
-        rounds.iter().map(|r| r.failovers).sum::<u64>(),
-        rounds.iter().all(|r| r.rejoined_same_hash),
-        rounds.iter().map(|r| r.problems.len()).sum::<usize>(),
+        report["rounds"],
+        ms(&stop["p50"]), ms(&stop["p99"]),
+        ms(&promote["p50"]), ms(&promote["p99"]), promote["n"],
+        report["acked_answers_checked"],
+        report["acked_orders_lost"],
+        report["duplicates"],
+        report["client_failovers"],
+        report["rejoined_same_hash"],
+        report["problems"].as_array().map_or(0, Vec::len),
     )
 }
