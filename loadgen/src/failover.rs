@@ -35,6 +35,7 @@ pub struct Nodes {
     at: usize,
     /// Moves made (connections to a writable node after the first).
     pub moves: u64,
+    connected: bool,
 }
 
 impl Nodes {
@@ -45,6 +46,7 @@ impl Nodes {
             epoch: 0,
             at: 0,
             moves: 0,
+            connected: false,
         }
     }
 
@@ -55,7 +57,6 @@ impl Nodes {
 
     fn connect(&mut self, deadline: Instant, writable: bool) -> Result<Client> {
         let mut last_error = ClientError::Closed;
-        let mut first = true;
         loop {
             for i in 0..self.servers.len() {
                 let at = (self.at + i) % self.servers.len();
@@ -72,16 +73,16 @@ impl Nodes {
                                 ClientError::Protocol(format!("{} is a standby", self.servers[at]));
                             continue;
                         }
-                        if at != self.at || !first {
+                        if self.connected {
                             self.moves += 1;
                         }
+                        self.connected = true;
                         self.at = at;
                         return Ok(client);
                     }
                     Err(e) => last_error = e,
                 }
             }
-            first = false;
             if Instant::now() + ROUND_PAUSE >= deadline {
                 return Err(last_error);
             }

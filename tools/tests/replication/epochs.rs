@@ -78,4 +78,17 @@ fn a_stale_primary_is_fenced_and_its_stream_ignored() {
     wait_for(Duration::from_secs(10), "fenced", || stale.logged("fenced"));
     // The new primary takes writes.
     assert_eq!(write_code(b.addr, 14, 2, 5), Code::OrderPlaced);
+    // A client given both addresses, stale one first: FENCED, so it moves and resends.
+    let mut client = loadgen::failover::FailoverClient::connect(
+        vec![stale.addr.to_string(), b.addr.to_string()],
+        engine::ClientId(15),
+        Duration::from_secs(10),
+    )
+    .unwrap();
+    let answer = client
+        .call_with_id(engine::RequestId(1), &place(2, 5))
+        .unwrap();
+    assert_eq!(answer.reply.code(), Code::OrderPlaced, "{answer:?}");
+    assert_eq!(client.nodes.epoch, 2);
+    assert!(client.nodes.moves >= 1);
 }

@@ -56,7 +56,12 @@ pub fn health(node: &ServeProcess) -> serde_json::Value {
 }
 
 pub fn metric(node: &ServeProcess, name: &str) -> u64 {
-    let (_, body) = tools::promote_cmd::get(&node.http.to_string(), "/metrics").unwrap();
+    metric_at(node.http, name)
+}
+
+/// An unlabelled metric from the node whose HTTP port is `http`.
+pub fn metric_at(http: std::net::SocketAddr, name: &str) -> u64 {
+    let (_, body) = tools::promote_cmd::get(&http.to_string(), "/metrics").unwrap();
     body.lines()
         .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
         .unwrap_or_else(|| panic!("no {name} in /metrics"))

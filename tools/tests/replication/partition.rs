@@ -159,13 +159,6 @@ fn get(http: SocketAddr, path: &str) -> String {
     tools::promote_cmd::get(&http.to_string(), path).unwrap().1
 }
 
-fn metric_at(http: SocketAddr, name: &str) -> u64 {
-    get(http, "/metrics")
-        .lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
-        .unwrap_or_else(|| panic!("no {name}"))
-}
-
 /// Answers that accepted a command or answered a query (codes 1–49), from /metrics.
 fn accepted_answers(http: SocketAddr) -> u64 {
     get(http, "/metrics")

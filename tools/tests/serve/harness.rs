@@ -1,8 +1,7 @@
 //! Start a real `surge serve` process on ephemeral ports, learn its addresses from its
 //! `serving` log line, and talk to it; kill it on drop.
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitStatus;
 use std::time::Duration;
@@ -74,16 +73,7 @@ impl ServerProcess {
 }
 
 pub fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
-    let mut stream = TcpStream::connect(addr).unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(5)))
-        .unwrap();
-    write!(stream, "GET {path} HTTP/1.1\r\nHost: surge\r\n\r\n").unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).unwrap();
-    let status = response[9..12].parse().unwrap();
-    let body = response.split("\r\n\r\n").nth(1).unwrap_or("").to_string();
-    (status, body)
+    tools::promote_cmd::get(&addr.to_string(), path).unwrap()
 }
 
 pub fn upsert(client: &mut Client, sku: u64, price: u64, stock: u64, per_user_limit: u32) {
