@@ -287,7 +287,7 @@ impl Server {
         let http_addr = http_listener.local_addr()?;
 
         let (intake_tx, intake_rx) = crossbeam_channel::bounded(follow::INTAKE_BATCHES);
-        node.attach(shared.clone(), wake.clone());
+        node.attach(wake.clone());
         let gateway = gateway::Gateway::new(
             poll,
             listener,

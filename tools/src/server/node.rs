@@ -83,7 +83,6 @@ pub struct Node {
     pub truncate_to: Mutex<Option<u64>>,
     pub promotions: AtomicU64,
     wake: Mutex<Option<Arc<Wake>>>,
-    shared: Mutex<Option<Arc<Shared>>>,
 }
 
 #[derive(Default)]
@@ -128,12 +127,10 @@ impl Node {
             truncate_to: Mutex::new(None),
             promotions: AtomicU64::new(0),
             wake: Mutex::new(None),
-            shared: Mutex::new(None),
         })
     }
 
-    pub fn attach(&self, shared: Arc<Shared>, wake: Arc<Wake>) {
-        *self.shared.lock().expect("node lock") = Some(shared);
+    pub fn attach(&self, wake: Arc<Wake>) {
         *self.wake.lock().expect("node lock") = Some(wake);
     }
 
@@ -435,6 +432,18 @@ impl Node {
             "surge_replication_standby_durable_seq",
             "Primary: highest sequence the standby acked as synced.",
             self.standby.durable.load(SeqCst),
+        );
+        gauge_value(
+            out,
+            "surge_replication_standby_applied_seq",
+            "Primary: highest sequence the standby acked as applied.",
+            self.standby.applied.load(SeqCst),
+        );
+        gauge_value(
+            out,
+            "surge_replication_sent_seq",
+            "Primary: highest sequence sent to the standby.",
+            self.standby.sent.load(SeqCst),
         );
         gauge_value(
             out,
