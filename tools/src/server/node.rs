@@ -397,108 +397,101 @@ impl Node {
     pub fn render_metrics(&self, durable: u64, applied: u64, out: &mut String) {
         use super::metrics::{counter_value, gauge_value};
         let flag = |b: bool| u64::from(b);
-        gauge_value(
-            out,
-            "surge_role",
-            "1 primary, 2 standby, 3 fenced (a replaced primary).",
-            self.role() as u64,
-        );
-        gauge_value(
-            out,
-            "surge_epoch",
-            "The highest epoch this node knows.",
-            self.epoch(),
-        );
-        gauge_value(
-            out,
-            "surge_fenced",
-            "1 once this node learned that a newer primary exists.",
-            flag(self.role() == Role::Fenced),
-        );
-        gauge_value(
-            out,
-            "surge_replication_standby_state",
-            "Primary: 0 no standby, 1 catching up, 2 streaming.",
-            u64::from(self.standby.state.load(SeqCst)),
-        );
-        gauge_value(
-            out,
-            "surge_replication_standby_received_seq",
-            "Primary: highest sequence the standby acked as received.",
-            self.standby.received.load(SeqCst),
-        );
-        gauge_value(
-            out,
-            "surge_replication_standby_durable_seq",
-            "Primary: highest sequence the standby acked as synced.",
-            self.standby.durable.load(SeqCst),
-        );
-        gauge_value(
-            out,
-            "surge_replication_standby_applied_seq",
-            "Primary: highest sequence the standby acked as applied.",
-            self.standby.applied.load(SeqCst),
-        );
-        gauge_value(
-            out,
-            "surge_replication_sent_seq",
-            "Primary: highest sequence sent to the standby.",
-            self.standby.sent.load(SeqCst),
-        );
-        gauge_value(
-            out,
-            "surge_replication_lag_seq",
-            "Sequences the standby is behind (on either node).",
-            self.lag_seq(durable, applied),
-        );
-        gauge_value(
-            out,
-            "surge_replication_degraded",
-            "1 while synchronous replication runs without its standby (RPO > 0).",
-            flag(self.degraded()),
-        );
-        gauge_value(
-            out,
-            "surge_replication_halted",
-            "1 while writes are refused for want of a standby (on_standby_loss = halt).",
-            flag(self.write_refusal() == Some(Code::StandbyUnavailable)),
-        );
-        gauge_value(
-            out,
-            "surge_replication_connected",
-            "Standby: 1 while following a primary.",
-            flag(self.link.connected.load(SeqCst)),
-        );
-        gauge_value(
-            out,
-            "surge_replication_diverged",
-            "Standby: 1 once its rolling hash differed from the primary's.",
-            flag(self.diverged.load(SeqCst)),
-        );
-        counter_value(
-            out,
-            "surge_replication_checkpoints_matched_total",
-            "Standby: rolling-hash checkpoints compared and equal.",
-            self.comparer.compared(),
-        );
-        counter_value(
-            out,
-            "surge_replication_standby_sessions_total",
-            "Primary: standby sessions begun.",
-            self.standby.sessions.load(SeqCst),
-        );
-        counter_value(
-            out,
-            "surge_replication_standby_losses_total",
-            "Primary: standbys lost.",
-            self.standby.losses.load(SeqCst),
-        );
-        counter_value(
-            out,
-            "surge_promotions_total",
-            "Promotions of this node to primary.",
-            self.promotions.load(SeqCst),
-        );
+        let gauges = [
+            (
+                "surge_role",
+                "1 primary, 2 standby, 3 fenced (a replaced primary).",
+                self.role() as u64,
+            ),
+            (
+                "surge_epoch",
+                "The highest epoch this node knows.",
+                self.epoch(),
+            ),
+            (
+                "surge_fenced",
+                "1 once this node learned that a newer primary exists.",
+                flag(self.role() == Role::Fenced),
+            ),
+            (
+                "surge_replication_standby_state",
+                "Primary: 0 no standby, 1 catching up, 2 streaming.",
+                u64::from(self.standby.state.load(SeqCst)),
+            ),
+            (
+                "surge_replication_standby_received_seq",
+                "Primary: highest sequence the standby acked as received.",
+                self.standby.received.load(SeqCst),
+            ),
+            (
+                "surge_replication_standby_durable_seq",
+                "Primary: highest sequence the standby acked as synced.",
+                self.standby.durable.load(SeqCst),
+            ),
+            (
+                "surge_replication_standby_applied_seq",
+                "Primary: highest sequence the standby acked as applied.",
+                self.standby.applied.load(SeqCst),
+            ),
+            (
+                "surge_replication_sent_seq",
+                "Primary: highest sequence sent to the standby.",
+                self.standby.sent.load(SeqCst),
+            ),
+            (
+                "surge_replication_lag_seq",
+                "Sequences the standby is behind (on either node).",
+                self.lag_seq(durable, applied),
+            ),
+            (
+                "surge_replication_degraded",
+                "1 while synchronous replication runs without its standby (RPO > 0).",
+                flag(self.degraded()),
+            ),
+            (
+                "surge_replication_halted",
+                "1 while writes are refused for want of a standby (on_standby_loss = halt).",
+                flag(self.write_refusal() == Some(Code::StandbyUnavailable)),
+            ),
+            (
+                "surge_replication_connected",
+                "Standby: 1 while following a primary.",
+                flag(self.link.connected.load(SeqCst)),
+            ),
+            (
+                "surge_replication_diverged",
+                "Standby: 1 once its rolling hash differed from the primary's.",
+                flag(self.diverged.load(SeqCst)),
+            ),
+        ];
+        for (name, help, value) in gauges {
+            gauge_value(out, name, help, value);
+        }
+        let counters = [
+            (
+                "surge_replication_checkpoints_matched_total",
+                "Standby: rolling-hash checkpoints compared and equal.",
+                self.comparer.compared(),
+            ),
+            (
+                "surge_replication_standby_sessions_total",
+                "Primary: standby sessions begun.",
+                self.standby.sessions.load(SeqCst),
+            ),
+            (
+                "surge_replication_standby_losses_total",
+                "Primary: standbys lost.",
+                self.standby.losses.load(SeqCst),
+            ),
+            (
+                "surge_promotions_total",
+                "Promotions of this node to primary.",
+                self.promotions.load(SeqCst),
+            ),
+        ];
+        for (name, help, value) in counters {
+            counter_value(out, name, help, value);
+        }
     }
 }
 
