@@ -37,9 +37,19 @@ pub const RECORD_HEADER_LEN: usize = 40;
 pub const RECORD_ALIGN: usize = 8;
 /// Largest payload one record carries.
 pub const RECORD_PAYLOAD_MAX: usize = 1 << 20;
+/// Bytes in one commit at most (a caller appending more gets it committed in pieces). A
+/// format limit, not only the writer's: recovery zeroes this much past the durable end,
+/// all that a torn commit can have written.
+pub const COMMIT_BYTES_MAX: usize = 4 << 20;
 
 const _: () = assert!(RECORD_HEADER_LEN.is_multiple_of(RECORD_ALIGN));
 const _: () = assert!(SEGMENT_HEADER_LEN as usize >= SEGMENT_HEADER_USED);
+const _: () = assert!(record_len(RECORD_PAYLOAD_MAX) <= COMMIT_BYTES_MAX);
+
+/// The commit size cap for a segment size: a commit always fits in one empty segment.
+pub fn commit_bytes_max(segment_len: u64) -> usize {
+    COMMIT_BYTES_MAX.min((segment_len - SEGMENT_HEADER_LEN) as usize)
+}
 
 /// Bytes a record with this payload takes on disk.
 pub const fn record_len(payload_len: usize) -> usize {

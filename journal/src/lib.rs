@@ -11,6 +11,7 @@ pub mod format;
 pub mod recovery;
 pub mod retention;
 pub mod scan;
+pub mod segment_files;
 pub mod snapshot;
 pub mod storage;
 pub mod truncate;

@@ -3,13 +3,10 @@
 //! zero so that later appends can never leave a stale record behind them.
 
 use crate::error::{ErrorCode, JournalError, Location, Result};
-use crate::format::SEGMENT_HEADER_LEN;
+use crate::format::{commit_bytes_max, SEGMENT_HEADER_LEN};
 use crate::scan::{scan, segment_names, ScanReport, TornTail};
+use crate::segment_files::PREPARED_SEGMENT_NAME;
 use crate::storage::Storage;
-use crate::writer::commit_bytes_max;
-
-/// Files the writer leaves while preparing the next segment; never a segment.
-pub const PREPARED_SEGMENT_NAME: &str = "next-segment.prep";
 
 #[derive(Clone, Debug)]
 pub struct Recovered {

@@ -5,8 +5,8 @@
 use std::path::Path;
 
 use crate::error::{JournalError, Result};
-use crate::recovery::PREPARED_SEGMENT_NAME;
 use crate::scan::segment_names;
+use crate::segment_files::{recycled_name, recycled_names};
 use crate::storage::Storage;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -23,32 +23,6 @@ pub enum Retention {
 /// Recycled segments kept at most: enough for the writer to never zero-fill while it keeps
 /// up with snapshots.
 pub const RECYCLED_MAX: usize = 8;
-const RECYCLED_SUFFIX: &str = ".recycle";
-
-fn recycled_names(storage: &dyn Storage) -> std::io::Result<Vec<String>> {
-    let mut names: Vec<String> = storage
-        .list()?
-        .into_iter()
-        .filter(|n| n.ends_with(RECYCLED_SUFFIX))
-        .collect();
-    names.sort();
-    Ok(names)
-}
-
-/// Make a recycled segment of `segment_len` bytes the next prepared segment, if there is
-/// one (others of a different size are deleted). Its old header stays until the writer
-/// writes the new one; scan never reads a file under this name.
-pub fn take_recycled(storage: &dyn Storage, segment_len: u64) -> std::io::Result<bool> {
-    for name in recycled_names(storage)? {
-        if storage.read(&name)?.len() as u64 == segment_len {
-            storage.rename(&name, PREPARED_SEGMENT_NAME)?;
-            return Ok(true);
-        }
-        storage.remove(&name)?;
-    }
-    Ok(false)
-}
-
 /// Segments all of whose records are `<= snapshot_seq`: those followed by a segment that
 /// starts at or below `snapshot_seq + 1`.
 pub fn covered_segments(storage: &dyn Storage, snapshot_seq: u64) -> Result<Vec<String>> {
@@ -80,8 +54,7 @@ pub fn prune(
             Retention::Delete => storage.remove(name),
             Retention::Recycle if recycled < RECYCLED_MAX => {
                 recycled += 1;
-                let stem = name.strip_suffix(".seg").unwrap_or(name);
-                storage.rename(name, &format!("{stem}{RECYCLED_SUFFIX}"))
+                storage.rename(name, &recycled_name(name))
             }
             Retention::Recycle => storage.remove(name),
             Retention::Archive(dir) => std::fs::create_dir_all(dir)

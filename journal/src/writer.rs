@@ -18,22 +18,15 @@ use std::thread::JoinHandle;
 
 use crate::durable::DurableSeq;
 use crate::error::{ErrorCode, JournalError, Location, Result};
-use crate::format::{self, RecordOut, SegmentHeader, SEGMENT_HEADER_LEN};
-use crate::recovery::{Recovered, PREPARED_SEGMENT_NAME};
-use crate::retention::take_recycled;
+use crate::format::{self, commit_bytes_max, RecordOut, SegmentHeader, SEGMENT_HEADER_LEN};
+use crate::recovery::Recovered;
+use crate::segment_files::{take_recycled, PREPARED_SEGMENT_NAME};
 use crate::storage::Storage;
 
-/// Bytes in one commit at most (a caller appending more gets it committed in pieces).
-pub const COMMIT_BYTES_MAX: usize = 4 << 20;
 /// Default segment size.
 pub const SEGMENT_LEN_DEFAULT: u64 = 64 << 20;
 /// Smallest segment size accepted (tests use small ones to roll over often).
 pub const SEGMENT_LEN_MIN: u64 = 64 << 10;
-
-/// The commit size cap for a segment size: a commit always fits in one empty segment.
-pub fn commit_bytes_max(segment_len: u64) -> usize {
-    COMMIT_BYTES_MAX.min((segment_len - SEGMENT_HEADER_LEN) as usize)
-}
 
 /// The zero length written after each commit's last record (when the segment has room).
 const END_MARKER: [u8; 8] = [0; 8];
