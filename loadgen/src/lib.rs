@@ -6,11 +6,14 @@
 
 pub mod client;
 pub mod failover;
+pub mod measured;
 pub mod open_loop;
 pub mod peers;
 pub mod plot;
+pub mod protocol;
 pub mod report;
 pub mod rng;
+pub mod schedule;
 pub mod simulation;
 pub mod traffic;
 pub mod workloads;

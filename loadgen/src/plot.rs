@@ -160,8 +160,8 @@ mod tests {
 
     #[test]
     fn the_plot_is_one_svg_with_a_line_per_curve() {
-        let mut a = crate::open_loop::latency_histogram();
-        let mut b = crate::open_loop::latency_histogram();
+        let mut a = crate::measured::latency_histogram();
+        let mut b = crate::measured::latency_histogram();
         for i in 1..=1000u64 {
             a.record(i * 10_000).unwrap();
             b.record(i * 20_000).unwrap();

@@ -8,7 +8,8 @@ use std::path::{Path, PathBuf};
 use hdrhistogram::Histogram;
 use serde_json::{json, Map, Value};
 
-use crate::open_loop::{Measured, RunConfig, Spacing};
+use crate::measured::Measured;
+use crate::schedule::Spacing;
 
 /// The quantiles every report shows, with their labels.
 pub const QUANTILES: [(&str, f64); 5] = [
@@ -50,24 +51,6 @@ pub fn latency_json(h: &Histogram<u64>) -> Value {
 }
 
 impl RunReport {
-    pub fn new(config: &RunConfig, workload: &str, measured: Measured) -> RunReport {
-        let duration_s = config.duration.as_secs_f64();
-        RunReport {
-            system: config.system.name().into(),
-            server: config.servers.join(","),
-            workload: workload.into(),
-            offered_rate: config.rate,
-            spacing: config.spacing,
-            achieved_rate: measured.answered_in_window as f64 / duration_s,
-            duration_s,
-            warmup_s: config.warmup.as_secs_f64(),
-            connections: config.connections,
-            pipeline: config.pipeline,
-            seed: config.seed,
-            measured,
-        }
-    }
-
     fn offered(&self) -> String {
         match self.offered_rate {
             Some(r) => format!(
@@ -279,7 +262,7 @@ mod tests {
 
     #[test]
     fn hgrm_is_what_hdrhistogram_plotters_read() {
-        let mut h = crate::open_loop::latency_histogram();
+        let mut h = crate::measured::latency_histogram();
         for i in 1..=10_000u64 {
             h.record(i * 1_000).unwrap();
         }

@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 use engine::wire::{Operation, Reply};
 use engine::RequestId;
 
-use super::protocol::{ConnectionLost, Protocol};
 use crate::client::Incoming;
+use crate::protocol::{ConnectionLost, Protocol};
 use crate::traffic::Setup;
 
 pub struct Conn {

@@ -8,8 +8,7 @@
 mod ack_log;
 mod conn;
 mod driver;
-mod protocol;
-mod schedule;
+mod system;
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -19,14 +18,18 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use anyhow::Context;
 use engine::ClientId;
 
+/// The spacing is part of a run's configuration (`RunConfig::spacing`).
+pub use crate::schedule::Spacing;
 pub use ack_log::{read as read_ack_log, Ack, AckLog};
 pub use conn::Conn;
-pub use driver::{latency_histogram, Measured, Plan, Progress};
-pub use protocol::{ConnectionLost, Protocol, SurgeProtocol, System};
-pub use schedule::{Schedule, Spacing};
+pub use driver::{Plan, Progress};
+pub use system::System;
 
 use crate::failover::Nodes;
+use crate::measured::Measured;
+use crate::protocol::SurgeProtocol;
 use crate::report::RunReport;
+use crate::schedule::Schedule;
 use crate::traffic;
 
 #[derive(Clone, Debug)]
@@ -179,7 +182,26 @@ pub fn run(config: &RunConfig) -> anyhow::Result<RunReport> {
     if let Some(acks) = &acks {
         acks.finish().context("writing the ack log")?;
     }
-    Ok(RunReport::new(config, workload.name(), measured))
+    Ok(run_report(config, workload.name(), measured))
+}
+
+/// The report of a run: its configuration, and what it measured.
+fn run_report(config: &RunConfig, workload: &str, measured: Measured) -> RunReport {
+    let duration_s = config.duration.as_secs_f64();
+    RunReport {
+        system: config.system.name().into(),
+        server: config.servers.join(","),
+        workload: workload.into(),
+        offered_rate: config.rate,
+        spacing: config.spacing,
+        achieved_rate: measured.answered_in_window as f64 / duration_s,
+        duration_s,
+        warmup_s: config.warmup.as_secs_f64(),
+        connections: config.connections,
+        pipeline: config.pipeline,
+        seed: config.seed,
+        measured,
+    }
 }
 
 /// A line a second on stderr while the run goes.

@@ -17,7 +17,7 @@ use engine::{Code, RequestId};
 
 use super::{call, reply, Sent};
 use crate::client::Incoming;
-use crate::open_loop::{ConnectionLost, Protocol};
+use crate::protocol::{ConnectionLost, Protocol};
 
 const SCHEMA: &str = include_str!("postgres_schema.sql");
 /// Serialises schema creation between connections that start together.

@@ -14,7 +14,7 @@ use engine::RequestId;
 
 use super::{call, reply, Sent};
 use crate::client::Incoming;
-use crate::open_loop::{ConnectionLost, Protocol};
+use crate::protocol::{ConnectionLost, Protocol};
 use engine::wire::WireAnswer;
 
 const UPSERT: &str = r"

@@ -1,15 +1,13 @@
-//! The systems the load generator can drive, each as a codec over one TCP connection: surge's
-//! own protocol, and the peers in `crate::peers` (Redis, PostgreSQL). The generator's loop,
-//! schedule and measurements are the same for all of them; only the bytes differ.
-
-use std::net::TcpStream;
-use std::time::Duration;
+//! The codec a load connection speaks through: the `Protocol` trait (encode requests, decode
+//! answers), the `ConnectionLost` its decoder returns, and surge's own codec. The peers'
+//! codecs (Redis, PostgreSQL) are in `crate::peers`; which system a run drives, and how it
+//! connects, is `open_loop::System`. The generator's loop, schedule and measurements are the
+//! same for all of them; only the bytes differ.
 
 use engine::wire::{self, frame_kind, ErrorFrame, Operation, RequestsFrameBuilder};
-use engine::{ClientId, RequestId};
+use engine::RequestId;
 
-use crate::client::{decode_items, Client, Incoming};
-use crate::peers;
+use crate::client::{decode_items, Incoming};
 
 /// What went wrong on a connection, for the error table: a stable name and the detail.
 #[derive(Debug)]
@@ -54,49 +52,6 @@ pub trait Protocol: Send {
         input: &[u8],
         incoming: &mut Vec<Incoming>,
     ) -> Result<usize, ConnectionLost>;
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum System {
-    Surge,
-    Redis,
-    Postgres,
-}
-
-impl System {
-    pub fn parse(name: &str) -> anyhow::Result<System> {
-        Ok(match name {
-            "surge" => System::Surge,
-            "redis" => System::Redis,
-            "postgres" | "postgresql" => System::Postgres,
-            other => anyhow::bail!("unknown system {other:?}: expected surge, redis or postgres"),
-        })
-    }
-
-    pub fn name(self) -> &'static str {
-        match self {
-            System::Surge => "surge",
-            System::Redis => "redis",
-            System::Postgres => "postgres",
-        }
-    }
-
-    /// Connect and complete the handshake (blocking), as `client`.
-    pub fn connect(
-        self,
-        addr: &str,
-        client: ClientId,
-        timeout: Duration,
-    ) -> anyhow::Result<(TcpStream, Box<dyn Protocol>)> {
-        Ok(match self {
-            System::Surge => {
-                let stream = Client::connect_timeout(addr, client, timeout)?.into_stream()?;
-                (stream, Box::new(SurgeProtocol::default()))
-            }
-            System::Redis => peers::redis::connect(addr, timeout)?,
-            System::Postgres => peers::postgres::connect(addr, timeout)?,
-        })
-    }
 }
 
 /// surge's own protocol (docs/PROTOCOL.md): requests packed into REQUESTS frames.
