@@ -38,10 +38,12 @@ pub enum ReplicationCode {
     Fenced,
     /// The standby promoted itself: the primary was silent past the failover timeout.
     AutoPromoted,
+    /// The standby's `--primary` answered, but not as a replication port (a client port, say).
+    NotAReplicationPort,
 }
 
 impl ReplicationCode {
-    pub const ALL: [ReplicationCode; 17] = [
+    pub const ALL: [ReplicationCode; 18] = [
         ReplicationCode::BadSecret,
         ReplicationCode::StaleEpoch,
         ReplicationCode::Diverged,
@@ -59,6 +61,7 @@ impl ReplicationCode {
         ReplicationCode::AdminTokenRequired,
         ReplicationCode::Fenced,
         ReplicationCode::AutoPromoted,
+        ReplicationCode::NotAReplicationPort,
     ];
 
     pub fn number(self) -> u16 {
@@ -93,6 +96,7 @@ impl ReplicationCode {
             ReplicationCode::AdminTokenRequired => "ADMIN_TOKEN_REQUIRED",
             ReplicationCode::Fenced => "NODE_FENCED",
             ReplicationCode::AutoPromoted => "AUTO_PROMOTED",
+            ReplicationCode::NotAReplicationPort => "NOT_A_REPLICATION_PORT",
         }
     }
 }
@@ -115,6 +119,10 @@ mod tests {
             assert!(names.insert(code.name()));
         }
         assert_eq!(ReplicationCode::from_number(399), None);
-        assert_eq!(ReplicationCode::from_number(400 + 17), None);
+        assert_eq!(
+            ReplicationCode::from_number(400 + ReplicationCode::ALL.len() as u16),
+            None
+        );
+        assert_eq!(ReplicationCode::NotAReplicationPort.number(), 417);
     }
 }

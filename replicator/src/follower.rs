@@ -143,7 +143,30 @@ pub fn handshake(
     };
     wire::send(&mut stream, &message, &mut scratch)
         .map_err(|e| Ended::Lost(format!("hello: {e}")))?;
-    match wire::receive(&mut stream, &mut scratch) {
+    match wire::receive_frame(&mut stream, &mut scratch) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::InvalidData => {
+            return Err(not_a_replication_port(
+                primary,
+                &format!("its answer is not a replication frame: {e}"),
+            ));
+        }
+        Err(e) => return Err(Ended::Lost(format!("welcome: {e}"))),
+    }
+    let (kind, body) = (scratch[0], &scratch[1..]);
+    if kind != wire::kind::WELCOME && kind != wire::kind::REFUSE {
+        // A primary answers a HELLO with nothing else; look at the bytes before decoding
+        // them as a replication message (a client port's ERROR reads as a CHECKPOINT).
+        let detail = match wire::client_port::error(kind, body) {
+            Some((code, message)) => format!(
+                "it looks like a surge client port: it answered with the client protocol's \
+                 ERROR frame, code {code}, {message:?}"
+            ),
+            None => format!("it answered with a frame of kind {kind}, not a WELCOME"),
+        };
+        return Err(not_a_replication_port(primary, &detail));
+    }
+    match Message::decode(kind, body) {
         Ok(Message::Welcome {
             epoch,
             history,
@@ -180,12 +203,21 @@ pub fn handshake(
             ReplicationCode::from_number(code).unwrap_or(ReplicationCode::BadFrame),
             message,
         )),
-        Ok(other) => Err(Ended::Refused(
-            ReplicationCode::BadFrame,
-            format!("expected a welcome, got {other:?}"),
-        )),
+        Ok(other) => unreachable!("kind {kind} decoded as {other:?}"),
         Err(e) => Err(Ended::Lost(format!("welcome: {e}"))),
     }
+}
+
+/// The refusal for an address that answered the HELLO, but not as a primary's replication
+/// port does: what it looked like, and what to set instead.
+fn not_a_replication_port(primary: SocketAddr, detail: &str) -> Ended {
+    Ended::Refused(
+        ReplicationCode::NotAReplicationPort,
+        format!(
+            "{primary} answered but is not a replication port ({detail}); point --primary at \
+             the primary's replication.listen address"
+        ),
+    )
 }
 
 /// Everything a standby's follower shares with its server.

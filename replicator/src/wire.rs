@@ -260,6 +260,13 @@ pub fn send(stream: &mut impl Write, message: &Message, scratch: &mut Vec<u8>) -
 
 /// Read one message. A malformed frame is `InvalidData` carrying the reason.
 pub fn receive(stream: &mut impl Read, buf: &mut Vec<u8>) -> io::Result<Message> {
+    receive_frame(stream, buf)?;
+    Message::decode(buf[0], &buf[1..]).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
+}
+
+/// Read one frame without decoding it: its kind is `buf[0]`, its body `buf[1..]`. A length
+/// of 0 or over `FRAME_LEN_MAX` is `InvalidData`.
+pub fn receive_frame(stream: &mut impl Read, buf: &mut Vec<u8>) -> io::Result<()> {
     let mut len = [0u8; 4];
     stream.read_exact(&mut len)?;
     let len = u32::from_le_bytes(len) as usize;
@@ -271,7 +278,41 @@ pub fn receive(stream: &mut impl Read, buf: &mut Vec<u8>) -> io::Result<Message>
     }
     buf.resize(len, 0);
     stream.read_exact(buf)?;
-    Message::decode(buf[0], &buf[1..]).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
+    debug_assert_eq!(buf.len(), len);
+    Ok(())
+}
+
+/// What a surge *client* port answers a replication HELLO with, recognised from its bytes
+/// (this crate does not depend on `engine`; the layout is docs/PROTOCOL.md's). The client
+/// protocol frames the same way (`u32 len, u8 kind, body`), and its HELLO is kind 1 too, but
+/// of another length: the client port answers an ERROR frame and closes. That ERROR's kind,
+/// 6, is a CHECKPOINT here, so a standby pointed at a client port must look at the bytes
+/// before it decodes them as a replication message.
+pub mod client_port {
+    use std::ops::RangeInclusive;
+
+    /// `engine::wire::frame_kind::ERROR`.
+    pub const ERROR_KIND: u8 = 6;
+    /// The client protocol's framing, handshake and gateway codes (docs/ERRORS.md), the
+    /// ones its ERROR frame carries.
+    pub const ERROR_CODES: RangeInclusive<u16> = 200..=299;
+    /// The ERROR body's fixed part: `u16 code, u16 message length`; the message follows.
+    const ERROR_HEADER_LEN: usize = 4;
+
+    /// The code and message, if `kind` and `body` are a client port's ERROR frame: kind 6,
+    /// a code of 200–299, a message length that is exactly what is left of the body.
+    pub fn error(kind: u8, body: &[u8]) -> Option<(u16, String)> {
+        if kind != ERROR_KIND || body.len() < ERROR_HEADER_LEN {
+            return None;
+        }
+        let code = u16::from_le_bytes([body[0], body[1]]);
+        let message_len = usize::from(u16::from_le_bytes([body[2], body[3]]));
+        let message = &body[ERROR_HEADER_LEN..];
+        if !ERROR_CODES.contains(&code) || message.len() != message_len {
+            return None;
+        }
+        Some((code, String::from_utf8_lossy(message).into_owned()))
+    }
 }
 
 fn put_u16(out: &mut Vec<u8>, v: u16) {
@@ -390,10 +431,41 @@ mod tests {
         assert_eq!(err.kind(), io::ErrorKind::InvalidData);
     }
 
+    #[test]
+    fn a_client_ports_error_frame_is_recognised() {
+        // What a surge client port answers a replication HELLO with: 209 MALFORMED_FRAME,
+        // "frame kind 1". Its body is 16 bytes, so it also decodes as a CHECKPOINT.
+        let mut body = Vec::new();
+        body.extend_from_slice(&209u16.to_le_bytes());
+        body.extend_from_slice(&12u16.to_le_bytes());
+        body.extend_from_slice(b"frame kind 1");
+        assert_eq!(
+            client_port::error(client_port::ERROR_KIND, &body),
+            Some((209, "frame kind 1".into()))
+        );
+        assert!(matches!(
+            Message::decode(kind::CHECKPOINT, &body),
+            Ok(Message::Checkpoint { .. })
+        ));
+        assert_eq!(client_port::error(kind::WELCOME, &body), None);
+        assert_eq!(
+            client_port::error(client_port::ERROR_KIND, &body[..15]),
+            None
+        );
+        let mut checkpoint = Vec::new();
+        Message::Checkpoint {
+            seq: 1024,
+            hash: 42,
+        }
+        .encode(&mut checkpoint);
+        assert_eq!(client_port::error(checkpoint[4], &checkpoint[5..]), None);
+    }
+
     proptest! {
         #[test]
         fn garbage_never_panics(kind in 0u8..12, body in proptest::collection::vec(any::<u8>(), 0..200)) {
             let _ = Message::decode(kind, &body);
+            let _ = client_port::error(kind, &body);
         }
 
         #[test]
