@@ -67,6 +67,23 @@ impl From<io::Error> for ClientError {
 
 pub type Result<T> = std::result::Result<T, ClientError>;
 
+/// A connected stream handed from one reader to another, with what was received on it and
+/// not yet read.
+pub struct Handover {
+    pub stream: TcpStream,
+    pub unread: Vec<u8>,
+}
+
+impl Handover {
+    /// A stream nothing has been read from.
+    pub fn fresh(stream: TcpStream) -> Handover {
+        Handover {
+            stream,
+            unread: Vec::new(),
+        }
+    }
+}
+
 /// Something the server sent.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Incoming {
@@ -177,16 +194,21 @@ impl Client {
     }
 
     /// Give up the client for its socket, after the handshake, to drive the connection some
-    /// other way (the load generator's non-blocking loop). Fails if anything is still
-    /// buffered, in either direction.
-    pub fn into_stream(mut self) -> Result<TcpStream> {
+    /// other way (the load generator's non-blocking loop), with the bytes received and not
+    /// yet read (a PUSH may follow the WELCOME at once). Fails if answers were decoded and
+    /// not taken.
+    pub fn into_handover(mut self) -> Result<Handover> {
         self.flush()?;
-        if self.read_start != self.read_buf.len() || !self.incoming.is_empty() {
+        if !self.incoming.is_empty() {
             return Err(ClientError::Protocol(
-                "unread bytes when handing over the stream".into(),
+                "decoded answers not taken when handing over the stream".into(),
             ));
         }
-        Ok(self.stream)
+        let unread = self.read_buf.split_off(self.read_start);
+        Ok(Handover {
+            stream: self.stream,
+            unread,
+        })
     }
 
     pub fn client_id(&self) -> ClientId {

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use engine::wire::{Operation, Reply};
 use engine::RequestId;
 
-use crate::client::Incoming;
+use crate::client::{Handover, Incoming};
 use crate::protocol::{ConnectionLost, Protocol};
 use crate::traffic::Setup;
 
@@ -32,17 +32,21 @@ pub struct Conn {
 const INPUT_LEN: usize = 256 << 10;
 
 impl Conn {
-    pub fn new(stream: TcpStream, protocol: Box<dyn Protocol>) -> io::Result<Conn> {
+    /// Drive `handed.stream`, starting with the bytes already received on it.
+    pub fn new(handed: Handover, protocol: Box<dyn Protocol>) -> io::Result<Conn> {
+        let Handover { stream, unread } = handed;
         stream.set_nonblocking(true)?;
         stream.set_nodelay(true)?;
+        let mut input = vec![0; INPUT_LEN.max(unread.len().next_power_of_two())];
+        input[..unread.len()].copy_from_slice(&unread);
         Ok(Conn {
             stream,
             protocol,
             out: Vec::with_capacity(64 << 10),
             written: 0,
-            input: vec![0; INPUT_LEN],
+            input,
             decoded: 0,
-            filled: 0,
+            filled: unread.len(),
             next_request: 1,
         })
     }

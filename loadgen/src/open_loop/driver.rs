@@ -250,10 +250,10 @@ impl Driver<'_> {
         let client = nodes
             .connect_writable(Instant::now() + FAILOVER_PATIENCE)
             .map_err(|e| ConnectionLost::new("NO_PRIMARY", format!("{why}; then {e}")))?;
-        let stream = client
-            .into_stream()
+        let handed = client
+            .into_handover()
             .map_err(|e| ConnectionLost::new("NO_PRIMARY", e))?;
-        let mut conn = Conn::new(stream, Box::new(SurgeProtocol::default()))
+        let mut conn = Conn::new(handed, Box::new(SurgeProtocol::default()))
             .map_err(|e| ConnectionLost::new("NO_PRIMARY", e))?;
         conn.set_next_request(self.conn.next_request());
         for p in pending {

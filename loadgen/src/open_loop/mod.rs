@@ -88,7 +88,7 @@ fn connect(config: &RunConfig, client: ClientId) -> anyhow::Result<Conn> {
         let mut nodes = Nodes::new(config.servers.clone(), client);
         let client = nodes.connect_writable(Instant::now() + CONNECT_TIMEOUT)?;
         return Ok(Conn::new(
-            client.into_stream()?,
+            client.into_handover()?,
             Box::new(SurgeProtocol::default()),
         )?);
     }

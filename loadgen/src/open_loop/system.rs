@@ -2,12 +2,11 @@
 //! (Redis, PostgreSQL). Each connects over one TCP connection and hands back the codec
 //! (`crate::protocol`) that speaks to it.
 
-use std::net::TcpStream;
 use std::time::Duration;
 
 use engine::ClientId;
 
-use crate::client::Client;
+use crate::client::{Client, Handover};
 use crate::peers;
 use crate::protocol::{Protocol, SurgeProtocol};
 
@@ -42,14 +41,20 @@ impl System {
         addr: &str,
         client: ClientId,
         timeout: Duration,
-    ) -> anyhow::Result<(TcpStream, Box<dyn Protocol>)> {
+    ) -> anyhow::Result<(Handover, Box<dyn Protocol>)> {
         Ok(match self {
             System::Surge => {
-                let stream = Client::connect_timeout(addr, client, timeout)?.into_stream()?;
-                (stream, Box::new(SurgeProtocol::default()))
+                let handed = Client::connect_timeout(addr, client, timeout)?.into_handover()?;
+                (handed, Box::new(SurgeProtocol::default()))
             }
-            System::Redis => peers::redis::connect(addr, timeout)?,
-            System::Postgres => peers::postgres::connect(addr, timeout)?,
+            System::Redis => {
+                let (stream, protocol) = peers::redis::connect(addr, timeout)?;
+                (Handover::fresh(stream), protocol)
+            }
+            System::Postgres => {
+                let (stream, protocol) = peers::postgres::connect(addr, timeout)?;
+                (Handover::fresh(stream), protocol)
+            }
         })
     }
 }
