@@ -189,6 +189,10 @@ codes! {
     /// Synchronous replication with `on_standby_loss = "halt"` and no standby attached: no
     /// write can be acknowledged. Retry, or move to the other node.
     StandbyUnavailable = 219 => "STANDBY_UNAVAILABLE",
+    /// A pipeline stage saw another journal sequence than the sequencer stamped in the slot:
+    /// the server can no longer vouch for its state, so it stops at once (never sent to a
+    /// client; a log line, then the process aborts and a restart recovers from the journal).
+    SequenceMismatch = 220 => "SEQUENCE_MISMATCH",
 }
 
 #[cfg(test)]

@@ -7,8 +7,9 @@ use std::io;
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::SeqCst};
 use std::sync::{Arc, Condvar, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use crate::clock::Clock;
 use crate::code::ReplicationCode;
 use crate::epoch::Epochs;
 use crate::wire::{self, Message, NO_TRUNCATION};
@@ -224,8 +225,8 @@ fn not_a_replication_port(primary: SocketAddr, detail: &str) -> Ended {
 pub struct Follower {
     pub settings: Settings,
     pub link: Arc<Link>,
-    /// The clock `Link::heard_ms` counts on.
-    pub clock: Instant,
+    /// The clock `Link::heard_ms` counts on (its `mono_ns`, in milliseconds), and the acker's.
+    pub clock: Arc<dyn Clock>,
     /// Set to end the session (promotion, shutdown).
     pub stop: Arc<AtomicBool>,
     pub progress: Arc<dyn Progress>,
@@ -234,7 +235,7 @@ pub struct Follower {
 
 impl Follower {
     pub fn heard_ms_ago(&self) -> u64 {
-        (self.clock.elapsed().as_millis() as u64).saturating_sub(self.link.heard_ms.load(SeqCst))
+        mono_ms(self.clock.as_ref()).saturating_sub(self.link.heard_ms.load(SeqCst))
     }
 
     /// Follow on an accepted stream until it ends.
@@ -251,15 +252,23 @@ impl Follower {
         *link.stream.lock().expect("link lock") = stream.try_clone().ok();
         link.connected.store(true, SeqCst);
         link.followed.store(true, SeqCst);
-        link.heard_ms
-            .store(clock.elapsed().as_millis() as u64, SeqCst);
+        link.heard_ms.store(mono_ms(clock.as_ref()), SeqCst);
         let done = Arc::new(AtomicBool::new(false));
         let acker = stream.try_clone().ok().map(|s| {
             let (done, settings) = (done.clone(), settings.clone());
-            let (progress, signal) = (progress.clone(), signal.clone());
+            let (progress, signal, clock) = (progress.clone(), signal.clone(), clock.clone());
             std::thread::Builder::new()
                 .name("surge-repl-ack".into())
-                .spawn(move || ack_loop(s, &settings, &done, progress.as_ref(), &signal))
+                .spawn(move || {
+                    ack_loop(
+                        s,
+                        &settings,
+                        &done,
+                        progress.as_ref(),
+                        &signal,
+                        clock.as_ref(),
+                    )
+                })
         });
         let mut buf = Vec::new();
         let mut expected = progress.received() + 1;
@@ -275,7 +284,7 @@ impl Follower {
                         io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
                     ) =>
                 {
-                    let silent = clock.elapsed().as_millis() as u64 - link.heard_ms.load(SeqCst);
+                    let silent = mono_ms(clock.as_ref()).saturating_sub(link.heard_ms.load(SeqCst));
                     if silent > settings.timeout.as_millis() as u64 {
                         break Ended::Lost(format!("the primary was silent for {silent} ms"));
                     }
@@ -287,8 +296,7 @@ impl Follower {
                 Err(_) if stop.load(SeqCst) => break Ended::Halted,
                 Err(e) => break Ended::Lost(format!("read: {e}")),
             };
-            link.heard_ms
-                .store(clock.elapsed().as_millis() as u64, SeqCst);
+            link.heard_ms.store(mono_ms(clock.as_ref()), SeqCst);
             let result = match message {
                 Message::Records {
                     first_seq,
@@ -354,14 +362,16 @@ fn ack_loop(
     done: &AtomicBool,
     progress: &dyn Progress,
     signal: &AckSignal,
+    clock: &dyn Clock,
 ) {
     let mut scratch = Vec::new();
     let mut seen = 0;
     let mut last = (u64::MAX, u64::MAX, u64::MAX);
-    let mut last_sent = Instant::now();
+    let heartbeat_ns = settings.heartbeat.as_nanos() as u64;
+    let mut last_sent_ns = clock.mono_ns();
     while !done.load(SeqCst) {
         let now = (progress.received(), progress.durable(), progress.applied());
-        if now != last || last_sent.elapsed() >= settings.heartbeat {
+        if now != last || clock.mono_ns().saturating_sub(last_sent_ns) >= heartbeat_ns {
             let ack = Message::Ack {
                 received: now.0,
                 durable: now.1,
@@ -371,8 +381,12 @@ fn ack_loop(
                 return;
             }
             last = now;
-            last_sent = Instant::now();
+            last_sent_ns = clock.mono_ns();
         }
         seen = signal.wait(seen, settings.heartbeat);
     }
+}
+
+fn mono_ms(clock: &dyn Clock) -> u64 {
+    clock.mono_ns() / 1_000_000
 }

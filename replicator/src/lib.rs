@@ -7,6 +7,7 @@
 pub mod backlog;
 pub mod catch_up;
 pub mod checkpoints;
+pub mod clock;
 pub mod code;
 pub mod epoch;
 pub mod follower;

@@ -7,13 +7,14 @@ use std::io;
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering::SeqCst};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use journal::Storage;
 
 use crate::backlog::{After, Backlog};
 use crate::catch_up;
 use crate::checkpoints::Recent;
+use crate::clock::Clock;
 use crate::code::ReplicationCode;
 use crate::epoch::Epochs;
 use crate::wire::{self, Message, NO_TRUNCATION};
@@ -82,6 +83,7 @@ impl Primary {
         sources: Sources,
         hooks: Arc<dyn Hooks>,
         status: Arc<StandbyStatus>,
+        clock: Arc<dyn Clock>,
     ) -> io::Result<Primary> {
         let addr = listener.local_addr()?;
         listener.set_nonblocking(true)?;
@@ -94,6 +96,7 @@ impl Primary {
             stop: stop.clone(),
             current: Mutex::new(None),
             generation: AtomicU64::new(0),
+            clock,
         });
         let handle = std::thread::Builder::new()
             .name("surge-repl-accept".into())
@@ -126,6 +129,8 @@ struct Session {
     current: Mutex<Option<TcpStream>>,
     /// Bumped per session, so an old session's end does not detach a newer one.
     generation: AtomicU64,
+    /// Heartbeat intervals and the heartbeat's wall time.
+    clock: Arc<dyn Clock>,
 }
 
 fn accept_loop(listener: TcpListener, session: Arc<Session>) {
@@ -354,10 +359,12 @@ fn send_loop(stream: &mut TcpStream, mut pos: u64, session: &Session, lost: &Ato
         status,
         hooks,
         stop,
+        clock,
         ..
     } = session;
+    let heartbeat_ns = settings.heartbeat.as_nanos() as u64;
     let mut scratch = Vec::with_capacity(1 << 20);
-    let mut last_sent = Instant::now();
+    let mut last_sent_ns = clock.mono_ns();
     let mut checkpoint_sent = pos;
     loop {
         if lost.load(SeqCst) {
@@ -437,7 +444,7 @@ fn send_loop(stream: &mut TcpStream, mut pos: u64, session: &Session, lost: &Ato
         match sent {
             Ok(true) => {
                 status.sent.store(pos, SeqCst);
-                last_sent = Instant::now();
+                last_sent_ns = clock.mono_ns();
             }
             Ok(false) => {}
             Err(e) => return format!("send: {e}"),
@@ -448,16 +455,16 @@ fn send_loop(stream: &mut TcpStream, mut pos: u64, session: &Session, lost: &Ato
             }
             checkpoint_sent = seq;
         }
-        if last_sent.elapsed() >= settings.heartbeat {
+        if clock.mono_ns().saturating_sub(last_sent_ns) >= heartbeat_ns {
             let heartbeat = Message::Heartbeat {
                 last_seq: sources.backlog.last_seq(),
                 durable_seq: hooks.durable_seq(),
-                unix_ns: unix_ns(),
+                unix_ns: clock.wall_ns(),
             };
             if let Err(e) = wire::send(stream, &heartbeat, &mut scratch) {
                 return format!("send: {e}");
             }
-            last_sent = Instant::now();
+            last_sent_ns = clock.mono_ns();
         }
     }
 }
@@ -498,12 +505,6 @@ fn read_acks(mut stream: TcpStream, session: &Session, lost: &AtomicBool) {
     lost.store(true, SeqCst);
     let _ = stream.shutdown(Shutdown::Both);
     session.sources.backlog.poke();
-}
-
-pub fn unix_ns() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as u64)
 }
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {

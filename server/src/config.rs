@@ -5,11 +5,12 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use anyhow::{bail, Context};
 use engine::ring::WaitStrategy;
 use engine::EngineConfig;
 use journal::IoMode;
 use serde::Deserialize;
+
+use crate::error::{Result, ServerError};
 
 /// Ring slots by default: a power of two, larger than one full REQUESTS frame (4096).
 pub const RING_SLOTS_DEFAULT: usize = 1 << 16;
@@ -70,12 +71,12 @@ pub enum AckMode {
 }
 
 impl ReplicationSection {
-    pub fn ack_mode(&self) -> anyhow::Result<AckMode> {
+    pub fn ack_mode(&self) -> Result<AckMode> {
         Ok(match self.ack.as_str() {
             "async" => AckMode::Async,
             "received" => AckMode::Received,
             "durable" => AckMode::Durable,
-            other => bail!("replication.ack = {other:?}: async, received or durable"),
+            other => return Err(bad("replication.ack", other, "async, received or durable")),
         })
     }
 
@@ -96,14 +97,17 @@ impl ReplicationSection {
     }
 
     /// The replication port, if this node has one.
-    pub fn listen_addr(&self) -> anyhow::Result<Option<SocketAddr>> {
+    pub fn listen_addr(&self) -> Result<Option<SocketAddr>> {
         if self.listen.is_empty() {
             return Ok(None);
         }
-        self.listen
-            .parse()
-            .map(Some)
-            .with_context(|| format!("replication.listen = {:?}", self.listen))
+        self.listen.parse().map(Some).map_err(|e| {
+            bad(
+                "replication.listen",
+                &self.listen,
+                &format!("IP:PORT ({e})"),
+            )
+        })
     }
 }
 
@@ -256,72 +260,91 @@ impl Default for CoresSection {
 impl ServerConfig {
     /// Read `file` (if given), apply `overrides` (`section.key=value`, the value in TOML
     /// syntax or a bare string), and check the result.
-    pub fn load(file: Option<&std::path::Path>, overrides: &[String]) -> anyhow::Result<Self> {
+    pub fn load(file: Option<&std::path::Path>, overrides: &[String]) -> Result<Self> {
         let mut table: toml::Table = match file {
             Some(path) => {
-                let text = std::fs::read_to_string(path)
-                    .with_context(|| format!("reading {}", path.display()))?;
+                let file_error = |why: String| ServerError::ConfigFile {
+                    path: path.to_path_buf(),
+                    why,
+                };
+                let text = std::fs::read_to_string(path).map_err(|e| file_error(e.to_string()))?;
                 text.parse()
-                    .with_context(|| format!("parsing {}", path.display()))?
+                    .map_err(|e: toml::de::Error| file_error(e.to_string()))?
             }
             None => toml::Table::new(),
         };
         for item in overrides {
             let (key, value) = item
                 .split_once('=')
-                .with_context(|| format!("--set {item:?}: expected key=value"))?;
+                .ok_or_else(|| ServerError::config(item.as_str(), "--set expects key=value"))?;
             set(&mut table, key.trim(), value.trim())?;
         }
         let config: ServerConfig = toml::Value::Table(table)
             .try_into()
-            .map_err(|e: toml::de::Error| anyhow::anyhow!("configuration: {}", e.message()))?;
+            .map_err(|e: toml::de::Error| ServerError::config("(file)", e.message()))?;
         config.check()?;
         Ok(config)
     }
 
-    fn check(&self) -> anyhow::Result<()> {
+    fn check(&self) -> Result<()> {
         if !self.ring.slots.is_power_of_two()
             || self.ring.slots < 2 * wire_requests_max()
             || self.ring.slots > 1 << 24
         {
-            bail!(
-                "ring.slots = {}: must be a power of two from {} to {}",
-                self.ring.slots,
-                2 * wire_requests_max(),
-                1 << 24
-            );
+            return Err(ServerError::config(
+                "ring.slots",
+                format!(
+                    "{} is not a power of two from {} to {}",
+                    self.ring.slots,
+                    2 * wire_requests_max(),
+                    1 << 24
+                ),
+            ));
         }
         self.wait_strategy(1)?;
         self.io_mode()?;
         if self.journal.segment_mib == 0 || self.journal.segment_mib > 4096 {
-            bail!("journal.segment_mib must be 1..=4096");
+            return Err(ServerError::config(
+                "journal.segment_mib",
+                "must be 1..=4096",
+            ));
         }
         if self.gateway.in_flight_max == 0 || self.gateway.connections_max == 0 {
-            bail!("gateway.in_flight_max and gateway.connections_max must be at least 1");
+            return Err(ServerError::config(
+                "gateway.in_flight_max, gateway.connections_max",
+                "must be at least 1",
+            ));
         }
         if self.gateway.tick_ms == 0 {
-            bail!("gateway.tick_ms must be at least 1");
+            return Err(ServerError::config("gateway.tick_ms", "must be at least 1"));
         }
         if !["auto", "off", "manual"].contains(&self.cores.pin.as_str()) {
-            bail!("cores.pin = {:?}: auto, off or manual", self.cores.pin);
+            return Err(bad("cores.pin", &self.cores.pin, "auto, off or manual"));
         }
         let r = &self.replication;
         r.ack_mode()?;
         r.listen_addr()?;
         if !["halt", "degrade"].contains(&r.on_standby_loss.as_str()) {
-            bail!(
-                "replication.on_standby_loss = {:?}: halt or degrade",
-                r.on_standby_loss
-            );
+            return Err(bad(
+                "replication.on_standby_loss",
+                &r.on_standby_loss,
+                "halt or degrade",
+            ));
         }
         if !["manual", "auto"].contains(&r.failover.as_str()) {
-            bail!("replication.failover = {:?}: manual or auto", r.failover);
+            return Err(bad("replication.failover", &r.failover, "manual or auto"));
         }
         if r.heartbeat_ms == 0 || r.timeout_ms < 2 * r.heartbeat_ms {
-            bail!("replication.heartbeat_ms must be at least 1 and timeout_ms at least twice it");
+            return Err(ServerError::config(
+                "replication.heartbeat_ms, replication.timeout_ms",
+                "heartbeat_ms must be at least 1 and timeout_ms at least twice it",
+            ));
         }
         if r.backlog_mib == 0 {
-            bail!("replication.backlog_mib must be at least 1");
+            return Err(ServerError::config(
+                "replication.backlog_mib",
+                "must be at least 1",
+            ));
         }
         Ok(())
     }
@@ -339,21 +362,21 @@ impl ServerConfig {
 
     /// The configured strategy, or for "auto" the one that fits `busy_threads` on this
     /// machine's cores.
-    pub fn wait_strategy(&self, busy_threads: usize) -> anyhow::Result<WaitStrategy> {
+    pub fn wait_strategy(&self, busy_threads: usize) -> Result<WaitStrategy> {
         match self.ring.wait.as_str() {
             "auto" => Ok(WaitStrategy::for_threads(busy_threads, available_cores())),
             other => other
                 .parse()
-                .map_err(|e: String| anyhow::anyhow!("ring.wait: {e}")),
+                .map_err(|e: String| ServerError::config("ring.wait", e)),
         }
     }
 
-    pub fn io_mode(&self) -> anyhow::Result<IoMode> {
+    pub fn io_mode(&self) -> Result<IoMode> {
         match self.journal.io.as_str() {
             "auto" => Ok(IoMode::Auto),
             "uring" | "io_uring" => Ok(IoMode::Uring),
             "pwritev2" => Ok(IoMode::Pwritev2),
-            other => bail!("journal.io = {other:?}: auto, uring or pwritev2"),
+            other => Err(bad("journal.io", other, "auto, uring or pwritev2")),
         }
     }
 
@@ -366,6 +389,11 @@ impl ServerConfig {
     }
 }
 
+/// A key whose value is not one of those allowed.
+fn bad(key: &str, value: &str, allowed: &str) -> ServerError {
+    ServerError::config(key, format!("{value:?}: expected {allowed}"))
+}
+
 fn wire_requests_max() -> usize {
     engine::wire::REQUESTS_PER_FRAME_MAX as usize
 }
@@ -376,21 +404,24 @@ pub fn available_cores() -> usize {
 }
 
 /// Set `a.b.c = value` in `table`, parsing the value as TOML (a bare word is a string).
-fn set(table: &mut toml::Table, key: &str, value: &str) -> anyhow::Result<()> {
+fn set(table: &mut toml::Table, key: &str, value: &str) -> Result<()> {
     let parsed: toml::Value = format!("v = {value}")
         .parse::<toml::Table>()
         .ok()
         .and_then(|mut t| t.remove("v"))
         .unwrap_or_else(|| toml::Value::String(value.to_string()));
     let mut parts: Vec<&str> = key.split('.').collect();
-    let last = parts.pop().filter(|k| !k.is_empty()).context("empty key")?;
+    let last = parts
+        .pop()
+        .filter(|k| !k.is_empty())
+        .ok_or_else(|| ServerError::config(key, "empty key"))?;
     let mut at = table;
     for part in parts {
         at = at
             .entry(part)
             .or_insert_with(|| toml::Value::Table(toml::Table::new()))
             .as_table_mut()
-            .with_context(|| format!("{key}: {part} is not a section"))?;
+            .ok_or_else(|| ServerError::config(key, format!("{part} is not a section")))?;
     }
     at.insert(last.to_string(), parsed);
     Ok(())
@@ -400,7 +431,7 @@ fn set(table: &mut toml::Table, key: &str, value: &str) -> anyhow::Result<()> {
 mod tests {
     use super::*;
 
-    fn load(text: &str, overrides: &[&str]) -> anyhow::Result<ServerConfig> {
+    fn load(text: &str, overrides: &[&str]) -> Result<ServerConfig> {
         let dir = std::env::temp_dir().join(format!("surge-config-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join(format!("{}.toml", text.len()));
@@ -429,7 +460,7 @@ mod tests {
 
     #[test]
     fn the_example_config_is_valid_and_holds_the_defaults() {
-        let text = include_str!("../../../deploy/surge.toml");
+        let text = include_str!("../../deploy/surge.toml");
         let c = load(text, &[]).unwrap();
         let d = ServerConfig::default();
         assert_eq!(c.gateway.in_flight_max, d.gateway.in_flight_max);

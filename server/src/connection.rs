@@ -1,16 +1,15 @@
-//! One client connection as the gateway holds it: the socket, a read buffer that grows only
+//! One client connection as the gateway holds it: the stream, a read buffer that grows only
 //! as far as the frame being read needs (at most one frame), a write buffer of encoded
 //! answers, and the counts that bound both (requests in flight, bytes unsent).
 
-use std::io::{self, Read, Write};
+use std::io;
 use std::net::SocketAddr;
-use std::time::Instant;
 
 use engine::wire::{self, frame_kind, CountedFrame, ErrorFrame};
 use engine::{ClientId, Event};
-use mio::net::TcpStream;
 
-use super::slot::ConnRef;
+use crate::net::ClientStream;
+use crate::slot::ConnRef;
 
 /// Read buffer a connection starts with (and shrinks back to).
 const READ_BUFFER_LEN: usize = 64 << 10;
@@ -19,8 +18,8 @@ const ANSWERS_FRAME_SOFT_MAX: usize = 64 << 10;
 /// A write buffer that grew past this is given back once it empties.
 const WRITE_BUFFER_KEEP: usize = 1 << 20;
 
-pub struct Connection {
-    pub stream: TcpStream,
+pub struct Connection<S> {
+    pub stream: S,
     pub peer: SocketAddr,
     pub me: ConnRef,
     pub client: Option<ClientId>,
@@ -38,14 +37,14 @@ pub struct Connection {
     /// A whole frame waits in the buffer for backpressure to ease (in flight, unsent
     /// answers, ring room): retried after answers are released, whatever the socket does.
     pub blocked: bool,
-    /// Since when an incomplete frame (or the missing hello) has been waited for.
-    pub waiting_since: Option<Instant>,
+    /// Since when (`mono_ns`) an incomplete frame (or the missing hello) has been waited for.
+    pub waiting_since_ns: Option<u64>,
     /// Set when the connection is to be dropped once its last bytes are flushed.
     pub closing: bool,
 }
 
-impl Connection {
-    pub fn new(stream: TcpStream, peer: SocketAddr, me: ConnRef, now: Instant) -> Connection {
+impl<S: ClientStream> Connection<S> {
+    pub fn new(stream: S, peer: SocketAddr, me: ConnRef, now_ns: u64) -> Connection<S> {
         Connection {
             stream,
             peer,
@@ -60,7 +59,7 @@ impl Connection {
             in_flight: 0,
             readable: true,
             blocked: false,
-            waiting_since: Some(now),
+            waiting_since_ns: Some(now_ns),
             closing: false,
         }
     }

@@ -1,26 +1,85 @@
-//! The standby's follower: a thread that keeps a session with the primary (handshake,
-//! records, checkpoints), hands each record to the gateway (the ring's one producer) as a
-//! request stamped with the primary's timestamp, and reconnects when the primary goes away.
-//! With `failover = "auto"` it promotes this node once a primary it followed has been
-//! silent past the timeout.
+//! The standby's side of replication. A follower thread keeps a session with the primary
+//! (handshake, records, checkpoints), hands each record to the gateway (the ring's one
+//! producer) as a request stamped with the primary's timestamp, and reconnects when the
+//! primary goes away. With `failover = "auto"` it promotes this node once a primary it
+//! followed has been silent past the timeout. `FollowerSide` is what the rest of the node
+//! sees of it.
 
 use std::net::SocketAddr;
-use std::sync::atomic::Ordering::SeqCst;
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::SeqCst};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use crossbeam_channel::{Sender, TrySendError};
 use engine::codec::{self, kind};
 use engine::{Request, TimestampNs};
-use replicator::follower::{self, Ended, Follower, Hello, Progress, Sink};
+use replicator::checkpoints::{Comparer, Divergence};
+use replicator::follower::{self, AckSignal, Ended, Follower, Hello, Link, Progress, Sink};
 use replicator::ReplicationCode;
 
-use super::log::{self, Level};
-use super::node::{repl_code, Node, Role};
-use super::{Shared, Wake};
+use crate::node::{repl_code, Node};
+use crate::ops::log::{self, Level};
+use crate::promotion::Promotion;
+use crate::role::Role;
+use crate::shared::{Shared, Wake};
 
-/// One replicated command, as the gateway publishes it.
+/// The standby side of the node: written by the follower thread, read by the rest.
+#[derive(Default)]
+pub struct FollowerSide {
+    /// The link to the primary (its last sequences, whether it is connected).
+    pub link: Arc<Link>,
+    /// Set to end the session (promotion, divergence, shutdown).
+    pub stop_flag: Arc<AtomicBool>,
+    /// Pokes the acker when received, durable or applied moved.
+    pub ack_signal: Arc<AckSignal>,
+    /// Sequences handed to this standby's pipeline.
+    pub received_seq: AtomicU64,
+    /// The primary's checkpoints against this engine's.
+    pub comparer: Comparer,
+    pub diverged: AtomicBool,
+    /// Taken by the follower while it hands records to the gateway; promotion sets it to
+    /// closed, after which nothing more is handed over.
+    pub intake_closed: Mutex<bool>,
+    /// Set when a failback needs this node's journal cut after the given sequence.
+    pub truncate_to: Mutex<Option<u64>>,
+}
+
+impl FollowerSide {
+    pub fn stop(&self) {
+        self.stop_flag.store(true, SeqCst);
+    }
+
+    pub fn stopped(&self) -> bool {
+        self.stop_flag.load(SeqCst)
+    }
+
+    pub fn diverge(&self, d: Divergence) {
+        if self.diverged.swap(true, SeqCst) {
+            return;
+        }
+        log::line(
+            Level::Error,
+            "replication_diverged",
+            Some(repl_code(ReplicationCode::Diverged)),
+            &[
+                ("seq", &d.seq),
+                ("primary_hash", &format!("{:#018x}", d.primary)),
+                ("standby_hash", &format!("{:#018x}", d.standby)),
+                (
+                    "detail",
+                    &"the standby's state differs from the primary's; it stops following",
+                ),
+            ],
+        );
+        self.stop();
+        self.link.fence_and_close(0);
+    }
+}
+
+/// One replicated command, as the sequencer publishes it.
 pub struct Replicated {
+    /// The primary's sequence for it (this node's journal must give it the same).
+    pub seq: u64,
     pub timestamp_ns: TimestampNs,
     pub request: Request,
 }
@@ -29,6 +88,8 @@ pub struct Replicated {
 pub const INTAKE_BATCHES: usize = 64;
 /// How long the sink waits for the gateway to take a batch before it looks again.
 const INTAKE_RETRY: Duration = Duration::from_micros(100);
+/// How long automatic failover waits for the gateway to complete the promotion.
+const AUTO_PROMOTE_TIMEOUT: Duration = Duration::from_secs(5);
 
 pub struct FollowerThread {
     pub primary: SocketAddr,
@@ -50,7 +111,7 @@ struct Counters {
 
 impl Progress for Counters {
     fn received(&self) -> u64 {
-        self.node.received_seq.load(SeqCst)
+        self.node.follower.received_seq.load(SeqCst)
     }
     fn durable(&self) -> u64 {
         self.shared.metrics.durable_seq.load(SeqCst)
@@ -69,16 +130,17 @@ impl FollowerThread {
 
     fn run(self) {
         let node = &self.node;
+        let side = &node.follower;
         let follower = Follower {
             settings: self.settings.clone(),
-            link: node.link.clone(),
-            clock: Instant::now(),
-            stop: node.stop_following.clone(),
+            link: side.link.clone(),
+            clock: self.shared.clock.clone(),
+            stop: side.stop_flag.clone(),
             progress: Arc::new(Counters {
                 node: node.clone(),
                 shared: self.shared.clone(),
             }),
-            signal: node.ack_signal.clone(),
+            signal: side.ack_signal.clone(),
         };
         let mut sink = GatewaySink {
             node: node.clone(),
@@ -88,12 +150,12 @@ impl FollowerThread {
         let mut last_complaint = String::new();
         let retry = self.settings.heartbeat;
         loop {
-            if node.stop_following.load(SeqCst) || self.shared.stop.load(SeqCst) {
+            if side.stopped() || self.shared.stop.load(SeqCst) {
                 return;
             }
             let silent = follower.heard_ms_ago();
             if self.auto_failover
-                && node.link.followed.load(SeqCst)
+                && side.link.followed.load(SeqCst)
                 && silent > self.settings.timeout.as_millis() as u64
                 && node.role() == Role::Standby
             {
@@ -103,15 +165,16 @@ impl FollowerThread {
                     Some(repl_code(ReplicationCode::AutoPromoted)),
                     &[("primary", &self.primary), ("silent_ms", &silent)],
                 );
-                if let Err(e) = node.promote(Duration::from_secs(5)) {
+                let now_ns = self.shared.clock.mono_ns();
+                if let Err(e) = Promotion::ask(node, now_ns, AUTO_PROMOTE_TIMEOUT) {
                     log::line(Level::Error, "auto_failover_failed", None, &[("error", &e)]);
                 }
                 return;
             }
-            let last_seq = node.received_seq.load(SeqCst);
+            let last_seq = side.received_seq.load(SeqCst);
             let hello = Hello {
                 node: self.name.clone(),
-                epochs: node.epochs(),
+                epochs: node.epochs.get(),
                 last_seq,
                 hash: node.checkpoints.hash_at(last_seq).unwrap_or(0),
             };
@@ -159,7 +222,7 @@ impl FollowerThread {
                             ("detail", &"restarting to cut the journal"),
                         ],
                     );
-                    *node.truncate_to.lock().expect("node lock") = Some(seq);
+                    *side.truncate_to.lock().expect("node lock") = Some(seq);
                     self.shared.draining.store(true, SeqCst);
                     return;
                 }
@@ -249,6 +312,7 @@ impl Sink for GatewaySink {
             let request = codec::decode_request(record.payload)
                 .map_err(|e| (ReplicationCode::BadFrame, format!("record {seq}: {e}")))?;
             batch.push(Replicated {
+                seq,
                 timestamp_ns: record.timestamp_ns,
                 request,
             });
@@ -264,7 +328,12 @@ impl Sink for GatewaySink {
         // Hand over unless promotion closed the intake: what is handed over is published
         // before the promotion completes; nothing is handed over after it.
         loop {
-            let closed = self.node.intake.lock().expect("intake lock");
+            let closed = self
+                .node
+                .follower
+                .intake_closed
+                .lock()
+                .expect("intake lock");
             if *closed {
                 return Err((ReplicationCode::NotPrimary, "promoted".into()));
             }
@@ -281,16 +350,16 @@ impl Sink for GatewaySink {
                 }
             }
         }
-        self.node.received_seq.store(last, SeqCst);
+        self.node.follower.received_seq.store(last, SeqCst);
         self.wake.nudge();
         Ok(())
     }
 
     fn checkpoint(&mut self, seq: u64, hash: u64) -> Result<(), Refusal> {
-        match self.node.comparer.theirs(seq, hash) {
+        match self.node.follower.comparer.theirs(seq, hash) {
             Ok(()) => Ok(()),
             Err(d) => {
-                self.node.diverge(d);
+                self.node.follower.diverge(d);
                 Err((
                     ReplicationCode::Diverged,
                     format!("rolling hash differs at {seq}"),

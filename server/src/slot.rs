@@ -1,7 +1,8 @@
-//! What one ring slot carries: a client's request as the gateway decoded it (or a Tick the
-//! sequencer inserted), its timestamp, where its answer goes, and the engine stage's answer.
-//! Slots are allocated once and reused; the journaler and the engine read them side by side,
-//! the release gate after both.
+//! What one ring slot carries: a client's request as intake decoded it (or a Tick the
+//! sequencer inserted, or a record a standby received), the journal sequence and timestamp
+//! the sequencer stamped on it, where its answer goes, and the engine stage's answer. Slots
+//! are allocated once and reused; the journal stage and the engine stage read them side by
+//! side, the release gate after both.
 
 use engine::ring::StageCell;
 use engine::{Answer, Command, Output, Query, Request};
@@ -24,6 +25,10 @@ impl ConnRef {
 }
 
 pub struct Slot {
+    /// The journal sequence of this command, stamped once by the sequencer; 0 for a query.
+    /// The journal stage asserts its writer gives the same, the engine stage checks it is
+    /// the next, and the gate and the answer carry it.
+    pub seq: u64,
     pub conn: ConnRef,
     /// The command to journal and apply; for a query, `request.command` is unused.
     pub request: Request,
@@ -39,8 +44,6 @@ pub struct Slot {
 
 #[derive(Default)]
 pub struct SlotOutput {
-    /// The journal sequence of this command (0 for a query).
-    pub seq: u64,
     pub output: Output,
     /// A query's answer.
     pub answer: Option<Answer>,
@@ -49,6 +52,7 @@ pub struct SlotOutput {
 impl Default for Slot {
     fn default() -> Self {
         Slot {
+            seq: 0,
             conn: ConnRef::NONE,
             request: Request {
                 client: engine::ClientId::SYSTEM,

@@ -1,121 +1,37 @@
-//! `surge serve`: the LMAX pipeline.
-//!
-//! ```text
-//!  clients ─TCP─▶ gateway ─publish─▶ [ ring ] ─▶ journaler (group commit, sync) ─┐
-//!                    ▲                      └──▶ engine (apply, answer)  ─────────┴▶ gate
-//!                    └──────────── answers whose sequence is durable ◀────────────────┘
-//! ```
-//!
-//! One gateway thread is the ring's producer and its release gate; the journaler and the
-//! engine are consumers side by side, on threads of their own (pinned to cores when there
-//! are enough). The engine applies speculatively; nothing it computed leaves the process
-//! until the journaler has synced that sequence. `/metrics` and `/health` are served by a
-//! small HTTP thread.
-
-pub mod config;
-mod connection;
-mod follow;
-mod gateway;
-pub mod http;
-pub mod log;
-pub mod metrics;
-pub mod node;
-mod slot;
-mod stages;
+//! Putting a node together: recover the data directory (snapshot + journal), decide the role
+//! and epochs, open the journal, build the ring (journal stage and engine stage side by side,
+//! the gate after both), bind the ports, and start every thread: gateway, stages, HTTP,
+//! replication (the primary's listener or the standby's follower). `Server` is the running
+//! node: its addresses, its shared state, and how to stop it.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::SeqCst};
+use std::sync::atomic::Ordering::SeqCst;
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
 
-use anyhow::{anyhow, Context};
 use engine::ring::{RingBuilder, WaitStrategy};
 use engine::{Engine, EngineConfig};
 use journal::{IoMode, Storage};
 use replicator::{Backlog, Epochs};
 
-use crate::data_dir::{DataDir, Journaler};
-use config::ServerConfig;
-use metrics::Metrics;
-use node::{Node, Role};
-use slot::Slot;
-
-/// Flags and figures every thread of one server shares.
-pub struct Shared {
-    pub metrics: Metrics,
-    /// Stop taking requests, answer what is in flight, then stop (SIGTERM).
-    pub draining: AtomicBool,
-    /// The journal failed: answer nothing more.
-    pub failed: AtomicBool,
-    /// Stages stop once the gateway has drained.
-    pub stop: AtomicBool,
-    /// Milliseconds since start at the gateway's last turn (the watchdog's evidence of life).
-    heartbeat_ms: AtomicU64,
-    /// The engine's rolling hash after the last batch it applied (`/health`).
-    pub engine_hash: AtomicU64,
-    started: Instant,
-}
-
-impl Shared {
-    fn new() -> Shared {
-        Shared {
-            metrics: Metrics::default(),
-            draining: AtomicBool::new(false),
-            failed: AtomicBool::new(false),
-            stop: AtomicBool::new(false),
-            heartbeat_ms: AtomicU64::new(0),
-            engine_hash: AtomicU64::new(0),
-            started: Instant::now(),
-        }
-    }
-
-    pub fn fail(&self) {
-        self.failed.store(true, SeqCst);
-        self.metrics.serving.store(0, SeqCst);
-    }
-
-    fn heartbeat(&self) {
-        let ms = self.started.elapsed().as_millis() as u64;
-        self.heartbeat_ms
-            .store(ms, std::sync::atomic::Ordering::Relaxed);
-    }
-
-    /// Whether the gateway loop turned within `within`, and nothing failed.
-    pub fn alive(&self, within: Duration) -> bool {
-        let now = self.started.elapsed().as_millis() as u64;
-        let last = self.heartbeat_ms.load(std::sync::atomic::Ordering::Relaxed);
-        !self.failed.load(SeqCst) && now.saturating_sub(last) <= within.as_millis() as u64
-    }
-
-    /// "serving", "draining", "failed" or "starting".
-    pub fn status(&self) -> &'static str {
-        if self.failed.load(SeqCst) {
-            "failed"
-        } else if self.draining.load(SeqCst) {
-            "draining"
-        } else if self.metrics.serving.load(SeqCst) == 1 {
-            "serving"
-        } else {
-            "starting"
-        }
-    }
-}
-
-/// Wakes the gateway out of `poll` when the gate may have something to release. Stages call
-/// `nudge` after every release; it costs an eventfd write only when the gateway is asleep.
-pub struct Wake {
-    sleeping: AtomicBool,
-    waker: mio::Waker,
-}
-
-impl Wake {
-    pub fn nudge(&self) {
-        if self.sleeping.load(SeqCst) && self.sleeping.swap(false, SeqCst) {
-            let _ = self.waker.wake();
-        }
-    }
-}
+use crate::config::{self, ServerConfig};
+use crate::cores::{pin, Cores, PIPELINE_THREADS};
+use crate::data_dir::{DataDir, DirLock};
+use crate::engine_stage::EngineStage;
+use crate::error::{Result, ServerError};
+use crate::follow::{FollowerThread, INTAKE_BATCHES};
+use crate::gate::Gate;
+use crate::gateway::{Gateway, Parts, WAKER};
+use crate::journal_stage::JournalStage;
+use crate::journaler::Journaler;
+use crate::node::{repl_code, Node};
+use crate::ops::log;
+use crate::ops::replication::PrimaryHooks;
+use crate::role::Role;
+use crate::sequencer::Sequencer;
+use crate::shared::{Shared, Wake};
+use crate::slot::Slot;
+use crate::{Clock, SystemClock};
 
 /// How a node starts: a primary, or a standby of the primary at `primary` (its replication
 /// port). A standby with an empty journal takes `engine` (the primary's configuration).
@@ -137,21 +53,18 @@ pub struct Server {
     pub node: Arc<Node>,
     /// What start-up did, for the log and the READY status.
     pub summary: String,
-    gateway: JoinHandle<Result<(), String>>,
+    gateway: JoinHandle<Result<()>>,
     stages: Vec<JoinHandle<()>>,
     http: JoinHandle<()>,
     replication: Option<replicator::primary::Primary>,
     follower: Option<JoinHandle<()>>,
-    _dir_lock: crate::data_dir::DirLock,
+    _dir_lock: DirLock,
 }
-
-/// Busy threads in the pipeline: gateway, journaler, engine.
-const PIPELINE_THREADS: usize = 3;
 
 impl Server {
     /// Recover the data directory, open the journal (on `storage` if given, for tests that
     /// slow or break it), bind the ports and start every thread.
-    pub fn start(config: &ServerConfig, storage: Option<Arc<dyn Storage>>) -> anyhow::Result<Self> {
+    pub fn start(config: &ServerConfig, storage: Option<Arc<dyn Storage>>) -> Result<Self> {
         Server::start_node(config, storage, Start::Primary)
     }
 
@@ -160,60 +73,20 @@ impl Server {
         config: &ServerConfig,
         storage: Option<Arc<dyn Storage>>,
         start: Start,
-    ) -> anyhow::Result<Self> {
+    ) -> Result<Self> {
+        let clock: Arc<dyn Clock> = Arc::new(SystemClock::new());
         let dir = DataDir::new(&config.data_dir);
-        std::fs::create_dir_all(&config.data_dir)
-            .with_context(|| format!("creating {}", config.data_dir.display()))?;
+        dir.create()?;
         let dir_lock = dir.lock()?;
-        let replay_started = Instant::now();
-        let replayed = dir.replay()?;
-        for warning in &replayed.warnings {
-            log::line(
-                log::Level::Warn,
-                "recovery_notice",
-                None,
-                &[("detail", warning)],
-            );
-        }
-        let configured = match &start {
-            Start::Standby {
-                engine: Some(engine),
-                ..
-            } => *engine,
-            _ => config.engine_config(),
-        };
-        let mut engine = if replayed.last_seq == 0 {
-            Engine::new(configured)
-        } else {
-            if *replayed.engine.config() != configured {
-                log::line(
-                    log::Level::Warn,
-                    "engine_config_from_journal",
-                    None,
-                    &[(
-                        "detail",
-                        &"the journal's engine configuration differs from the \
-                                    configured one; the journal's is used",
-                    )],
-                );
-            }
-            replayed.engine
-        };
-        engine.preallocate(config.engine.preallocate_orders);
-        log::info(
-            "recovered",
-            &[
-                ("last_seq", &replayed.last_seq),
-                ("records_replayed", &replayed.records_replayed),
-                ("snapshot_seq", &replayed.snapshot_seq.unwrap_or(0)),
-                ("ms", &replay_started.elapsed().as_millis()),
-            ],
-        );
-        let (role, epochs) = node_epochs(&config.data_dir, &start)?;
+        let engine = recover(&dir, config, &start, clock.as_ref())?;
+        let (role, epochs) = node_epochs(&dir, &start)?;
         let replication_listen = config.replication.listen_addr()?;
         let replicated = replication_listen.is_some() || role == Role::Standby;
         if replicated && config.replication.secret.is_empty() {
-            anyhow::bail!("replication.secret must be set when replication is on (the same in every node's file)");
+            return Err(ServerError::config(
+                "replication.secret",
+                "must be set when replication is on (the same in every node's file)",
+            ));
         }
         let node = Arc::new(Node::new(
             config.data_dir.clone(),
@@ -236,7 +109,7 @@ impl Server {
             )?,
         };
         let next_seq = journaler.next_seq();
-        node.received_seq.store(next_seq - 1, SeqCst);
+        node.follower.received_seq.store(next_seq - 1, SeqCst);
         let backlog = Arc::new(Backlog::new(
             (config.replication.backlog_mib << 20) as usize,
             next_seq - 1,
@@ -250,8 +123,8 @@ impl Server {
         let config_record = engine::codec::encode_config(engine.config());
 
         let strategy = config.wait_strategy(PIPELINE_THREADS)?;
-        let cores = pinning(config)?;
-        let shared = Arc::new(Shared::new());
+        let cores = Cores::for_config(config)?;
+        let shared = Arc::new(Shared::new(clock.clone()));
         shared.metrics.durable_seq.store(next_seq - 1, SeqCst);
         shared.metrics.applied_seq.store(next_seq - 1, SeqCst);
         shared
@@ -263,80 +136,78 @@ impl Server {
         let journal_stage = ring.stage(&[]);
         let engine_stage = ring.stage(&[]);
         let gate_stage = ring.stage(&[journal_stage, engine_stage]);
-        let (producer, stages) = ring.build();
-        let mut stages: Vec<Option<_>> = stages.into_iter().map(Some).collect();
-        let take = |stages: &mut Vec<Option<_>>, i: usize| stages[i].take().expect("once");
-        let journal_consumer = take(&mut stages, journal_stage.index());
-        let engine_consumer = take(&mut stages, engine_stage.index());
-        let gate = take(&mut stages, gate_stage.index());
+        let (producer, consumers) = ring.build();
+        let mut consumers: Vec<Option<_>> = consumers.into_iter().map(Some).collect();
+        let mut take = |i: usize| consumers[i].take().expect("each stage once");
+        let journal_consumer = take(journal_stage.index());
+        let engine_consumer = take(engine_stage.index());
+        let gate = Gate::new(take(gate_stage.index()));
 
-        let poll = mio::Poll::new().context("creating the poller")?;
-        let waker =
-            mio::Waker::new(poll.registry(), gateway::WAKER).context("creating the waker")?;
-        let wake = Arc::new(Wake {
-            sleeping: AtomicBool::new(false),
-            waker,
-        });
+        let poll = mio::Poll::new().map_err(|e| ServerError::io("creating the poller", e))?;
+        let waker = mio::Waker::new(poll.registry(), WAKER)
+            .map_err(|e| ServerError::io("creating the waker", e))?;
+        let wake = Arc::new(Wake::new(waker));
         let std_listener = std::net::TcpListener::bind(config.listen)
-            .with_context(|| format!("listening on {}", config.listen))?;
-        std_listener.set_nonblocking(true)?;
-        let client_addr = std_listener.local_addr()?;
+            .map_err(|e| ServerError::io(format!("listening on {}", config.listen), e))?;
+        std_listener
+            .set_nonblocking(true)
+            .map_err(|e| ServerError::io("a non-blocking listener", e))?;
+        let client_addr = std_listener
+            .local_addr()
+            .map_err(|e| ServerError::io("the listener's address", e))?;
         let listener = mio::net::TcpListener::from_std(std_listener);
         let http_listener = std::net::TcpListener::bind(config.http)
-            .with_context(|| format!("serving HTTP on {}", config.http))?;
-        let http_addr = http_listener.local_addr()?;
+            .map_err(|e| ServerError::io(format!("serving HTTP on {}", config.http), e))?;
+        let http_addr = http_listener
+            .local_addr()
+            .map_err(|e| ServerError::io("the HTTP listener's address", e))?;
 
-        let (intake_tx, intake_rx) = crossbeam_channel::bounded(follow::INTAKE_BATCHES);
+        let (intake_tx, intake_rx) = crossbeam_channel::bounded(INTAKE_BATCHES);
         node.attach(wake.clone());
-        let gateway = gateway::Gateway::new(
-            poll,
-            listener,
+        let sequencer = Sequencer::new(
             producer,
-            gate,
-            shared.clone(),
-            wake.clone(),
+            clock.clone(),
+            next_seq,
+            config.tick_interval(),
+            (role == Role::Standby).then_some(intake_rx),
+        );
+        let gateway = Gateway::new(
+            Parts {
+                poll,
+                listener,
+                sequencer,
+                gate,
+                shared: shared.clone(),
+                wake: wake.clone(),
+                node: node.clone(),
+            },
             config.gateway.clone(),
             strategy,
-            gateway::Feed {
-                node: node.clone(),
-                intake: (role == Role::Standby).then_some(intake_rx),
-                next_seq,
-            },
         )?;
-        let spawn_stage = |name: &str, core: Option<usize>, f: Box<dyn FnOnce() + Send>| {
-            std::thread::Builder::new()
-                .name(name.into())
-                .spawn(move || {
-                    pin(core);
-                    f()
-                })
-                .context("spawning a stage")
-        };
+        let journal = JournalStage::new(
+            journal_consumer,
+            journaler,
+            shared.clone(),
+            wake.clone(),
+            node.clone(),
+        );
+        let engine = EngineStage::new(
+            engine_consumer,
+            engine,
+            next_seq,
+            shared.clone(),
+            wake.clone(),
+            node.clone(),
+        );
         let stages = vec![
-            spawn_stage("surge-journaler", cores.journaler, {
-                let (shared, wake, node) = (shared.clone(), wake.clone(), node.clone());
-                Box::new(move || {
-                    stages::run_journaler(journal_consumer, journaler, shared, wake, node)
-                })
-            })?,
-            spawn_stage("surge-engine", cores.engine, {
-                let (shared, wake, node) = (shared.clone(), wake.clone(), node.clone());
-                Box::new(move || {
-                    stages::run_engine(engine_consumer, engine, next_seq, shared, wake, node)
-                })
-            })?,
+            spawn_pipeline("surge-journaler", cores.journaler, move || journal.run())?,
+            spawn_pipeline("surge-engine", cores.engine, move || engine.run())?,
         ];
-        let gateway_core = cores.gateway;
-        let gateway = std::thread::Builder::new()
-            .name("surge-gateway".into())
-            .spawn(move || {
-                pin(gateway_core);
-                gateway.run()
-            })?;
+        let gateway = spawn_pipeline("surge-gateway", cores.gateway, move || gateway.run())?;
         let replication = match replication_listen {
             Some(addr) => {
                 let listener = std::net::TcpListener::bind(addr)
-                    .with_context(|| format!("replication.listen {addr}"))?;
+                    .map_err(|e| ServerError::io(format!("replication.listen {addr}"), e))?;
                 let primary = replicator::primary::Primary::start(
                     listener,
                     config.replication.settings(),
@@ -346,12 +217,14 @@ impl Server {
                         journal: catch_up_storage,
                         config: config_record.clone(),
                     },
-                    Arc::new(node::PrimaryHooks {
+                    Arc::new(PrimaryHooks {
                         node: node.clone(),
                         shared: shared.clone(),
                     }),
                     node.standby.clone(),
-                )?;
+                    clock.clone(),
+                )
+                .map_err(|e| ServerError::io("starting the replication listener", e))?;
                 Some(primary)
             }
             None => None,
@@ -359,7 +232,7 @@ impl Server {
         let replication_addr = replication.as_ref().map(|r| r.addr);
         let follower = match start {
             Start::Standby { primary, .. } => Some(
-                follow::FollowerThread {
+                FollowerThread {
                     primary,
                     settings: config.replication.settings(),
                     name: config.replication.node.clone(),
@@ -370,17 +243,18 @@ impl Server {
                     wake: wake.clone(),
                     intake: intake_tx,
                 }
-                .spawn()?,
+                .spawn()
+                .map_err(|e| ServerError::io("spawning the follower", e))?,
             ),
             Start::Primary => None,
         };
         if config.replication.auto_failover()
-            && (node.ack == config::AckMode::Async || node.degrade)
+            && (node.policy.ack == config::AckMode::Async || node.policy.degrade)
         {
             log::line(
                 log::Level::Warn,
                 "unsafe_failover",
-                Some(node::repl_code(replicator::ReplicationCode::UnsafeFailover)),
+                Some(repl_code(replicator::ReplicationCode::UnsafeFailover)),
                 &[(
                     "detail",
                     &"failover = auto without synchronous acks and on_standby_loss = halt: \
@@ -388,12 +262,13 @@ impl Server {
                 )],
             );
         }
-        let http = http::spawn(
+        let http = crate::ops::http::spawn(
             http_listener,
             shared.clone(),
             node.clone(),
             config.admin.token.clone(),
-        )?;
+        )
+        .map_err(|e| ServerError::io("starting the HTTP thread", e))?;
         shared.metrics.serving.store(1, SeqCst);
         let replication_shown =
             replication_addr.map_or_else(|| "off".to_string(), |a| a.to_string());
@@ -454,36 +329,94 @@ impl Server {
     }
 
     /// Wait for the server to stop (after `shutdown`, or on its own after a failure).
-    pub fn wait(self) -> anyhow::Result<()> {
+    pub fn wait(self) -> Result<()> {
         let result = self
             .gateway
             .join()
-            .map_err(|_| anyhow!("the gateway thread panicked"))?;
+            .map_err(|_| ServerError::Panicked("gateway"))?;
         self.shared.stop.store(true, SeqCst);
-        self.node.stop_following.store(true, SeqCst);
-        self.node.link.fence_and_close(0);
+        self.node.follower.stop();
+        self.node.follower.link.fence_and_close(0);
         if let Some(follower) = self.follower {
             let _ = follower.join();
         }
         drop(self.replication);
         for stage in self.stages {
-            stage
-                .join()
-                .map_err(|_| anyhow!("a stage thread panicked"))?;
+            stage.join().map_err(|_| ServerError::Panicked("stage"))?;
         }
         let _ = self.http.join();
-        result.map_err(|e| anyhow!("{}: {e}", engine::Code::ServerFailed))
+        result
     }
+}
+
+/// Rebuild the engine from the data directory, log how, and make room for the sale.
+fn recover(
+    dir: &DataDir,
+    config: &ServerConfig,
+    start: &Start,
+    clock: &dyn Clock,
+) -> Result<Engine> {
+    let started_ns = clock.mono_ns();
+    let replayed = dir.replay()?;
+    for warning in &replayed.warnings {
+        log::line(
+            log::Level::Warn,
+            "recovery_notice",
+            None,
+            &[("detail", warning)],
+        );
+    }
+    let configured = match start {
+        Start::Standby {
+            engine: Some(engine),
+            ..
+        } => *engine,
+        _ => config.engine_config(),
+    };
+    let mut engine = if replayed.last_seq == 0 {
+        Engine::new(configured)
+    } else {
+        if *replayed.engine.config() != configured {
+            log::line(
+                log::Level::Warn,
+                "engine_config_from_journal",
+                None,
+                &[(
+                    "detail",
+                    &"the journal's engine configuration differs from the configured one; \
+                      the journal's is used",
+                )],
+            );
+        }
+        replayed.engine
+    };
+    engine.preallocate(config.engine.preallocate_orders);
+    log::info(
+        "recovered",
+        &[
+            ("last_seq", &replayed.last_seq),
+            ("records_replayed", &replayed.records_replayed),
+            ("snapshot_seq", &replayed.snapshot_seq.unwrap_or(0)),
+            (
+                "ms",
+                &(clock.mono_ns().saturating_sub(started_ns) / 1_000_000),
+            ),
+        ],
+    );
+    Ok(engine)
 }
 
 /// This node's role and epochs at start. A primary whose epoch file names a newer epoch than
 /// it leads was replaced while it was away: it starts fenced.
-fn node_epochs(dir: &std::path::Path, start: &Start) -> anyhow::Result<(Role, Epochs)> {
-    let loaded = Epochs::load(dir).context("reading the epoch file")?;
+fn node_epochs(dir: &DataDir, start: &Start) -> Result<(Role, Epochs)> {
+    let root = dir.root();
+    let loaded = Epochs::load(root).map_err(|e| ServerError::io("reading the epoch file", e))?;
     Ok(match (start, loaded) {
         (Start::Primary, None) => {
             let epochs = Epochs::first();
-            epochs.store(dir).context("writing the epoch file")?;
+            epochs
+                .store(root)
+                .map_err(|e| ServerError::io("writing the epoch file", e))?;
             (Role::Primary, epochs)
         }
         (Start::Primary, Some(epochs)) if epochs.leads() => (Role::Primary, epochs),
@@ -491,7 +424,7 @@ fn node_epochs(dir: &std::path::Path, start: &Start) -> anyhow::Result<(Role, Ep
             log::line(
                 log::Level::Warn,
                 "starting_fenced",
-                Some(node::repl_code(replicator::ReplicationCode::Fenced)),
+                Some(repl_code(replicator::ReplicationCode::Fenced)),
                 &[
                     ("epoch", &epochs.epoch),
                     (
@@ -512,68 +445,33 @@ fn node_epochs(dir: &std::path::Path, start: &Start) -> anyhow::Result<(Role, Ep
     })
 }
 
-/// The core each stage runs on, if pinned.
-#[derive(Clone, Copy, Debug, Default)]
-struct Cores {
-    gateway: Option<usize>,
-    journaler: Option<usize>,
-    engine: Option<usize>,
-}
-
-impl Cores {
-    fn describe(&self) -> String {
-        match (self.gateway, self.journaler, self.engine) {
-            (None, None, None) => "none".into(),
-            (g, j, e) => format!(
-                "gateway:{},journaler:{},engine:{}",
-                show(g),
-                show(j),
-                show(e)
-            ),
-        }
-    }
-}
-
-fn show(core: Option<usize>) -> String {
-    core.map_or("-".into(), |c| c.to_string())
-}
-
-/// "auto" pins stage i to core i+1 (core 0 is left to the OS, interrupts and the HTTP
-/// thread) when there are cores for all of them; "manual" takes the configured ids.
-fn pinning(config: &ServerConfig) -> anyhow::Result<Cores> {
-    let available = config::available_cores();
-    let c = &config.cores;
-    Ok(match c.pin.as_str() {
-        "off" => Cores::default(),
-        "manual" => {
-            let ids = core_affinity::get_core_ids().unwrap_or_default();
-            for core in [c.gateway, c.journaler, c.engine].into_iter().flatten() {
-                if !ids.iter().any(|id| id.id == core) {
-                    anyhow::bail!("cores: core {core} is not available to this process");
+/// Start a pipeline thread on `core`. A panic in one (a broken invariant, a sequence that
+/// does not match) stops the whole process at once: the pipeline cannot go on without it,
+/// and a restart recovers exactly what the journal holds.
+fn spawn_pipeline<T: Send + 'static>(
+    name: &'static str,
+    core: Option<usize>,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<JoinHandle<T>> {
+    std::thread::Builder::new()
+        .name(name.into())
+        .spawn(move || {
+            pin(core);
+            match std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
+                Ok(result) => result,
+                Err(_) => {
+                    log::line(
+                        log::Level::Error,
+                        "pipeline_thread_panicked",
+                        None,
+                        &[
+                            ("thread", &name),
+                            ("detail", &"aborting; restart to recover"),
+                        ],
+                    );
+                    std::process::abort();
                 }
             }
-            Cores {
-                gateway: c.gateway,
-                journaler: c.journaler,
-                engine: c.engine,
-            }
-        }
-        _ if available > PIPELINE_THREADS => {
-            let ids = core_affinity::get_core_ids().unwrap_or_default();
-            Cores {
-                gateway: ids.get(1).map(|c| c.id),
-                journaler: ids.get(2).map(|c| c.id),
-                engine: ids.get(3).map(|c| c.id),
-            }
-        }
-        _ => Cores::default(),
-    })
-}
-
-fn pin(core: Option<usize>) {
-    if let Some(id) = core {
-        if !core_affinity::set_for_current(core_affinity::CoreId { id }) {
-            log::line(log::Level::Warn, "pin_failed", None, &[("core", &id)]);
-        }
-    }
+        })
+        .map_err(|e| ServerError::io(format!("spawning {name}"), e))
 }

@@ -19,7 +19,7 @@ use loadgen::open_loop::{self, RunConfig, Spacing, System};
 use serde_json::json;
 
 use crate::acked::verify;
-use crate::promote_cmd::post;
+use crate::admin_client::post;
 use crate::serve_process::ServeProcess;
 
 #[derive(clap::Args, Clone)]
@@ -305,7 +305,7 @@ fn probe_first_write(
 }
 
 fn health(node: &ServeProcess) -> Option<serde_json::Value> {
-    let (status, body) = crate::promote_cmd::get(&node.http.to_string(), "/health").ok()?;
+    let (status, body) = crate::admin_client::get(&node.http.to_string(), "/health").ok()?;
     (status == 200 || status == 503)
         .then(|| serde_json::from_str(&body).ok())
         .flatten()

@@ -9,7 +9,8 @@ use anyhow::{ensure, Context};
 use engine::{Answer, Engine, EngineConfig, Query};
 use loadgen::{FlashSale, Simulation};
 
-use crate::data_dir::{DataDir, Journaler};
+use server::data_dir::DataDir;
+use server::journaler::Journaler;
 
 const MS: u64 = 1_000_000;
 

@@ -1,16 +1,12 @@
 //! `surge journal verify|dump|stats --data-dir DIR`: look inside a journal without starting
 //! anything. `verify` exits non-zero with the error's code when the journal is corrupt.
 
-use std::path::PathBuf;
-
 use anyhow::Context;
 use engine::codec::{self, kind};
-use journal::{JournalError, ScanReport};
+use journal::ScanReport;
+use server::data_dir::DataDir;
 
-use crate::data_dir::DataDir;
-
-/// Exit status for a corrupt journal (distinct from 1, any other failure).
-pub const EXIT_CORRUPT: i32 = 2;
+use crate::offline::{refuse, DirArgs};
 
 #[derive(clap::Subcommand)]
 pub enum JournalCommand {
@@ -31,26 +27,12 @@ pub enum JournalCommand {
     Stats(DirArgs),
 }
 
-#[derive(clap::Args)]
-pub struct DirArgs {
-    /// The data directory (holding journal/ and snapshots/).
-    #[arg(long)]
-    pub data_dir: PathBuf,
-}
-
 pub fn run(command: JournalCommand) -> anyhow::Result<()> {
     match command {
         JournalCommand::Verify(args) => verify(args),
         JournalCommand::Dump { dir, from, limit } => dump(dir, from, limit),
         JournalCommand::Stats(args) => stats(args),
     }
-}
-
-/// Print a corruption error the way an operator needs it, and exit.
-pub fn refuse(error: &JournalError) -> ! {
-    eprintln!("error {error}");
-    eprintln!("what to do: {}", error.remedy());
-    std::process::exit(EXIT_CORRUPT);
 }
 
 fn scan(

@@ -1,17 +1,21 @@
-//! The pieces of the `surge` binary, as a library so benches and tests can drive them: the
-//! data directory (journal + snapshots tied to the engine) and one module per subcommand.
+//! The pieces of the `surge` binary, as a library so benches and tests can drive them: one
+//! module per subcommand (`*_cmd`, `demo`, `drill`, `flash_sale`), and the few helpers they
+//! share: the node flags, the offline data-directory argument, the admin HTTP client, a
+//! `surge serve` child process, and the acknowledged-answer checks. The server itself is the
+//! `server` crate.
 
 pub mod acked;
+pub mod admin_client;
+pub mod admin_cmd;
 pub mod ctl_cmd;
-pub mod data_dir;
 pub mod demo;
 pub mod drill;
 pub mod flash_sale;
 pub mod journal_cmd;
 pub mod loadgen_cmd;
-pub mod promote_cmd;
+pub mod node_args;
+pub mod offline;
 pub mod replay_cmd;
 pub mod serve_cmd;
 pub mod serve_process;
-pub mod server;
 pub mod standby_cmd;

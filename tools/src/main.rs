@@ -3,8 +3,8 @@
 
 use clap::{Parser, Subcommand};
 use tools::{
-    ctl_cmd, demo, drill, flash_sale, journal_cmd, loadgen_cmd, promote_cmd, replay_cmd, serve_cmd,
-    standby_cmd,
+    admin_cmd, ctl_cmd, demo, drill, flash_sale, journal_cmd, loadgen_cmd, node_args, replay_cmd,
+    serve_cmd, standby_cmd,
 };
 
 #[derive(Parser)]
@@ -24,13 +24,13 @@ enum Commands {
     /// and a check that nothing acknowledged was lost. Needs no setup.
     Demo(demo::Args),
     /// Serve the client protocol: gateway, journal, engine, release gate, /metrics.
-    Serve(serve_cmd::ServeArgs),
+    Serve(node_args::NodeArgs),
     /// A hot standby of a primary: journals and applies its stream, answers queries.
     Standby(standby_cmd::StandbyArgs),
     /// Make a standby the primary of a new epoch (POST /admin/promote).
-    Promote(promote_cmd::AdminArgs),
+    Promote(admin_cmd::AdminArgs),
     /// Make a primary stop taking writes (POST /admin/fence).
-    Fence(promote_cmd::AdminArgs),
+    Fence(admin_cmd::AdminArgs),
     /// The DR drill: a pair under load, the primary stopped, the standby promoted, every
     /// acknowledged answer checked on the new primary, the old one rejoined.
     Drill(drill::Args),
@@ -54,8 +54,8 @@ fn main() -> anyhow::Result<()> {
         Commands::Demo(args) => demo::run(args),
         Commands::Serve(args) => serve_cmd::run(args),
         Commands::Standby(args) => standby_cmd::run(args),
-        Commands::Promote(args) => promote_cmd::promote(args),
-        Commands::Fence(args) => promote_cmd::fence(args),
+        Commands::Promote(args) => admin_cmd::promote(args),
+        Commands::Fence(args) => admin_cmd::fence(args),
         Commands::Drill(args) => drill::run(args),
         Commands::Ctl(args) => {
             let status = ctl_cmd::run(args)?;

@@ -11,8 +11,11 @@ use engine::{Engine, OrderState};
 use journal::retention::Retention;
 use serde_json::json;
 
-use crate::data_dir::DataDir;
-use crate::journal_cmd::DirArgs;
+use server::data_dir::DataDir;
+use server::replay::Replayed;
+use server::ServerError;
+
+use crate::offline::{refuse, DirArgs};
 
 #[derive(clap::Args)]
 pub struct ReplayArgs {
@@ -33,7 +36,7 @@ pub struct SnapshotArgs {
     retention: String,
 }
 
-fn rebuild(dir: &DataDir) -> anyhow::Result<crate::data_dir::Replayed> {
+fn rebuild(dir: &DataDir) -> anyhow::Result<Replayed> {
     match dir.replay() {
         Ok(replayed) => {
             for warning in &replayed.warnings {
@@ -41,12 +44,10 @@ fn rebuild(dir: &DataDir) -> anyhow::Result<crate::data_dir::Replayed> {
             }
             Ok(replayed)
         }
-        Err(e) => match e.downcast_ref::<journal::JournalError>() {
-            Some(journal_error) if journal_error.code != journal::ErrorCode::Io => {
-                crate::journal_cmd::refuse(journal_error)
-            }
-            _ => Err(e),
-        },
+        Err(ServerError::Journal { source, .. }) if source.code != journal::ErrorCode::Io => {
+            refuse(&source)
+        }
+        Err(e) => Err(e.into()),
     }
 }
 

@@ -11,15 +11,17 @@ use anyhow::Context;
 use replicator::follower::{self, Ended, Hello};
 use replicator::Epochs;
 
-use crate::data_dir::DataDir;
-use crate::serve_cmd::{started, stop_on_signals, supervise, ServeArgs};
-use crate::server::config::ServerConfig;
-use crate::server::{log, Server, Start};
+use server::data_dir::DataDir;
+use server::ops::log;
+use server::ops::supervise::{started, stop_on_signals, supervise};
+use server::{Server, ServerConfig, Start};
+
+use crate::node_args::NodeArgs;
 
 #[derive(clap::Args)]
 pub struct StandbyArgs {
     #[command(flatten)]
-    pub serve: ServeArgs,
+    pub serve: NodeArgs,
     /// The primary's replication address (its `replication.listen`).
     #[arg(long)]
     pub primary: String,
@@ -38,8 +40,7 @@ pub fn run(args: StandbyArgs) -> anyhow::Result<()> {
     let stop = stop_on_signals()?;
     loop {
         let dir = DataDir::new(&config.data_dir);
-        std::fs::create_dir_all(&config.data_dir)
-            .with_context(|| format!("creating {}", config.data_dir.display()))?;
+        dir.create()?;
         let engine = if dir.is_empty()? {
             match bootstrap(&config, primary, &stop)? {
                 Some(engine) => Some(engine),
@@ -61,7 +62,7 @@ pub fn run(args: StandbyArgs) -> anyhow::Result<()> {
             config.replication.listen = addr.to_string();
         }
         let node = supervise(server, &stop)?;
-        let cut = node.truncate_to.lock().expect("node lock").take();
+        let cut = node.follower.truncate_to.lock().expect("node lock").take();
         match cut {
             Some(seq) if !stop.load(std::sync::atomic::Ordering::SeqCst) => {
                 let records = dir.truncate_after(seq)?;

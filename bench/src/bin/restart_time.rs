@@ -22,7 +22,8 @@ use std::time::Instant;
 use engine::{Engine, EngineConfig, Output};
 use journal::{FileStorage, IoMode};
 use loadgen::{FlashSale, Mixed};
-use tools::data_dir::{DataDir, Journaler};
+use server::data_dir::DataDir;
+use server::journaler::Journaler;
 
 const COMMIT_EVERY: usize = 4096;
 const MS: u64 = 1_000_000;

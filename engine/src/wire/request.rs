@@ -63,7 +63,9 @@ pub struct WireRequest {
 
 /// Check a REQUESTS frame's framing and return its requests. A framing error is the code to
 /// close the connection with.
-pub fn decode_requests(body: &[u8]) -> Result<impl Iterator<Item = WireRequest> + '_, Code> {
+pub fn decode_requests(
+    body: &[u8],
+) -> Result<impl ExactSizeIterator<Item = WireRequest> + '_, Code> {
     let mut r = Reader::new(body);
     let count = r.u32().ok_or(Code::FrameTooShort)?;
     if count == 0 || count > REQUESTS_PER_FRAME_MAX {

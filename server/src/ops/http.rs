@@ -10,9 +10,13 @@ use std::sync::atomic::Ordering::{Relaxed, SeqCst};
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::node::{Node, Role};
-use super::Shared;
 use replicator::ReplicationCode;
+
+use crate::node::Node;
+use crate::ops::{health, replication};
+use crate::promotion::Promotion;
+use crate::role::Role;
+use crate::shared::Shared;
 
 /// Bytes of request head read at most.
 const REQUEST_HEAD_MAX: usize = 8 << 10;
@@ -71,29 +75,14 @@ fn handle(mut stream: TcpStream, shared: &Shared, node: &Node, token: &str) -> s
     let (status, content_type, body) = match (method, path) {
         ("GET", "/metrics") => {
             let mut body = m.render();
-            node.render_metrics(durable, applied, &mut body);
+            replication::render_metrics(node, durable, applied, &mut body);
             ("200 OK", "text/plain; version=0.0.4; charset=utf-8", body)
         }
         ("GET", "/health") => {
-            let status = shared.status();
-            let body = format!(
-                "{{\"status\":\"{status}\",\"role\":\"{}\",\"epoch\":{},\"durable_seq\":{durable},\"applied_seq\":{applied},\"hash\":\"{:#018x}\",\"lag_seq\":{},\"standby\":\"{}\",\"degraded\":{},\"connections\":{}}}\n",
-                node.role().name(),
-                node.epoch(),
-                shared.engine_hash.load(Relaxed),
-                node.lag_seq(durable, applied),
-                node.standby.state_name(),
-                node.degraded(),
-                m.connections.load(Relaxed)
-            );
-            let code = if status == "serving" {
-                "200 OK"
-            } else {
-                "503 Service Unavailable"
-            };
+            let (code, body) = health::render(shared, node);
             (code, "application/json", body)
         }
-        ("POST", "/admin/promote" | "/admin/fence") => admin(path, &head, node, token),
+        ("POST", "/admin/promote" | "/admin/fence") => admin(path, &head, shared, node, token),
         ("GET", _) => ("404 Not Found", "text/plain", "not found\n".into()),
         _ => (
             "405 Method Not Allowed",
@@ -113,6 +102,7 @@ fn handle(mut stream: TcpStream, shared: &Shared, node: &Node, token: &str) -> s
 fn admin(
     path: &str,
     head: &[u8],
+    shared: &Shared,
     node: &Node,
     token: &str,
 ) -> (&'static str, &'static str, String) {
@@ -142,7 +132,7 @@ fn admin(
         );
     }
     match path {
-        "/admin/promote" => match node.promote(PROMOTE_TIMEOUT) {
+        "/admin/promote" => match Promotion::ask(node, shared.clock.mono_ns(), PROMOTE_TIMEOUT) {
             Ok(p) => (
                 "200 OK",
                 "application/json",
@@ -151,7 +141,11 @@ fn admin(
                     p.epoch, p.start_seq, p.micros
                 ),
             ),
-            Err(why) => error("409 Conflict", ReplicationCode::NotPrimary, &why),
+            Err(why) => error(
+                "409 Conflict",
+                ReplicationCode::NotPrimary,
+                &why.to_string(),
+            ),
         },
         _ => {
             if node.role() == Role::Primary {

@@ -51,7 +51,7 @@ pub fn standby(dir: &Path, of: &ServeProcess, sets: &[String]) -> ServeProcess {
 }
 
 pub fn health(node: &ServeProcess) -> serde_json::Value {
-    let (_, body) = tools::promote_cmd::get(&node.http.to_string(), "/health").unwrap();
+    let (_, body) = tools::admin_client::get(&node.http.to_string(), "/health").unwrap();
     serde_json::from_str(&body).unwrap()
 }
 
@@ -61,7 +61,7 @@ pub fn metric(node: &ServeProcess, name: &str) -> u64 {
 
 /// An unlabelled metric from the node whose HTTP port is `http`.
 pub fn metric_at(http: std::net::SocketAddr, name: &str) -> u64 {
-    let (_, body) = tools::promote_cmd::get(&http.to_string(), "/metrics").unwrap();
+    let (_, body) = tools::admin_client::get(&http.to_string(), "/metrics").unwrap();
     body.lines()
         .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
         .unwrap_or_else(|| panic!("no {name} in /metrics"))
@@ -96,7 +96,7 @@ pub fn assert_converged(a: &ServeProcess, b: &ServeProcess) {
 
 pub fn promote(node: &ServeProcess) -> serde_json::Value {
     let (status, body) =
-        tools::promote_cmd::post(&node.http.to_string(), "/admin/promote", TOKEN).unwrap();
+        tools::admin_client::post(&node.http.to_string(), "/admin/promote", TOKEN).unwrap();
     assert_eq!(status, 200, "{body}");
     serde_json::from_str(&body).unwrap()
 }

@@ -11,8 +11,8 @@ use engine::ClientId;
 use journal::storage::FileBytes;
 use journal::{FileStorage, IoMode, Storage};
 use loadgen::client::{Client, ClientError};
-use tools::server::config::ServerConfig;
-use tools::server::Server;
+use server::Server;
+use server::ServerConfig;
 
 use super::harness::*;
 

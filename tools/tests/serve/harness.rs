@@ -73,7 +73,7 @@ impl ServerProcess {
 }
 
 pub fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
-    tools::promote_cmd::get(&addr.to_string(), path).unwrap()
+    tools::admin_client::get(&addr.to_string(), path).unwrap()
 }
 
 pub fn upsert(client: &mut Client, sku: u64, price: u64, stock: u64, per_user_limit: u32) {

@@ -1,0 +1,164 @@
+//! Replication as operators see it: the hooks through which the replicator's primary side
+//! logs, reports acks and losses, and fences this node; and the replication lines of
+//! `/metrics`.
+
+use std::sync::atomic::Ordering::SeqCst;
+use std::sync::Arc;
+
+use engine::Code;
+use replicator::{Epochs, ReplicationCode};
+
+use crate::node::{repl_code, Node};
+use crate::ops::log::{self, Level};
+use crate::ops::metrics::{counter_value, gauge_value};
+use crate::role::Role;
+use crate::shared::Shared;
+
+/// The primary side's view of the server.
+pub struct PrimaryHooks {
+    pub node: Arc<Node>,
+    pub shared: Arc<Shared>,
+}
+
+impl replicator::Hooks for PrimaryHooks {
+    fn log(
+        &self,
+        level: replicator::Level,
+        event: &str,
+        code: Option<ReplicationCode>,
+        fields: &str,
+    ) {
+        let level = match level {
+            replicator::Level::Info => Level::Info,
+            replicator::Level::Warn => Level::Warn,
+            replicator::Level::Error => Level::Error,
+        };
+        log::raw(level, event, code.map(repl_code), fields);
+    }
+
+    fn acked(&self) {
+        self.node.nudge();
+    }
+
+    fn standby_lost(&self) {
+        self.node.standby_lost();
+    }
+
+    fn fenced_by(&self, epoch: u64, why: &str) {
+        self.node.fenced_by(epoch, why);
+    }
+
+    fn is_primary(&self) -> bool {
+        self.node.role() == Role::Primary
+    }
+
+    fn epochs(&self) -> Epochs {
+        self.node.epochs.get()
+    }
+
+    fn durable_seq(&self) -> u64 {
+        self.shared.metrics.durable_seq.load(SeqCst)
+    }
+}
+
+/// The replication lines of `/metrics`.
+pub fn render_metrics(node: &Node, durable: u64, applied: u64, out: &mut String) {
+    let flag = |b: bool| u64::from(b);
+    let standby = &node.standby;
+    let follower = &node.follower;
+    let gauges = [
+        (
+            "surge_role",
+            "1 primary, 2 standby, 3 fenced (a replaced primary), 4 promoting.",
+            node.role() as u64,
+        ),
+        (
+            "surge_epoch",
+            "The highest epoch this node knows.",
+            node.epoch(),
+        ),
+        (
+            "surge_fenced",
+            "1 once this node learned that a newer primary exists.",
+            flag(node.role() == Role::Fenced),
+        ),
+        (
+            "surge_replication_standby_state",
+            "Primary: 0 no standby, 1 catching up, 2 streaming.",
+            u64::from(standby.state.load(SeqCst)),
+        ),
+        (
+            "surge_replication_standby_received_seq",
+            "Primary: highest sequence the standby acked as received.",
+            standby.received.load(SeqCst),
+        ),
+        (
+            "surge_replication_standby_durable_seq",
+            "Primary: highest sequence the standby acked as synced.",
+            standby.durable.load(SeqCst),
+        ),
+        (
+            "surge_replication_standby_applied_seq",
+            "Primary: highest sequence the standby acked as applied.",
+            standby.applied.load(SeqCst),
+        ),
+        (
+            "surge_replication_sent_seq",
+            "Primary: highest sequence sent to the standby.",
+            standby.sent.load(SeqCst),
+        ),
+        (
+            "surge_replication_lag_seq",
+            "Sequences the standby is behind (on either node).",
+            node.lag_seq(durable, applied),
+        ),
+        (
+            "surge_replication_degraded",
+            "1 while synchronous replication runs without its standby (RPO > 0).",
+            flag(node.degraded()),
+        ),
+        (
+            "surge_replication_halted",
+            "1 while writes are refused for want of a standby (on_standby_loss = halt).",
+            flag(node.write_refusal() == Some(Code::StandbyUnavailable)),
+        ),
+        (
+            "surge_replication_connected",
+            "Standby: 1 while following a primary.",
+            flag(follower.link.connected.load(SeqCst)),
+        ),
+        (
+            "surge_replication_diverged",
+            "Standby: 1 once its rolling hash differed from the primary's.",
+            flag(follower.diverged.load(SeqCst)),
+        ),
+    ];
+    for (name, help, value) in gauges {
+        gauge_value(out, name, help, value);
+    }
+    let counters = [
+        (
+            "surge_replication_checkpoints_matched_total",
+            "Standby: rolling-hash checkpoints compared and equal.",
+            follower.comparer.compared(),
+        ),
+        (
+            "surge_replication_standby_sessions_total",
+            "Primary: standby sessions begun.",
+            standby.sessions.load(SeqCst),
+        ),
+        (
+            "surge_replication_standby_losses_total",
+            "Primary: standbys lost.",
+            standby.losses.load(SeqCst),
+        ),
+        (
+            "surge_promotions_total",
+            "Promotions of this node to primary.",
+            node.promotion.count.load(SeqCst),
+        ),
+    ];
+    for (name, help, value) in counters {
+        counter_value(out, name, help, value);
+    }
+}

@@ -1,0 +1,185 @@
+//! Rebuilding the engine from a data directory: the newest valid snapshot, then every journal
+//! record after it, applied with a short look-ahead so the engine can prefetch what each
+//! request will touch (as the engine stage does). Corruption is an error carrying the
+//! journal's code.
+
+use std::collections::VecDeque;
+
+use engine::codec::{self, kind};
+use engine::{Engine, EngineConfig, EngineSnapshot, Output, Request, TimestampNs};
+use journal::{snapshot, IoMode, JournalError};
+
+use crate::data_dir::DataDir;
+use crate::error::{Result, ServerError};
+
+/// What `replay` rebuilt, and how.
+pub struct Replayed {
+    pub engine: Engine,
+    /// The last sequence applied (0 if none).
+    pub last_seq: u64,
+    pub records_replayed: u64,
+    pub snapshot_seq: Option<u64>,
+    /// Notices worth logging: damaged snapshots skipped, a torn tail.
+    pub warnings: Vec<String>,
+}
+
+/// Requests decoded ahead of the one being applied.
+const REPLAY_LOOKAHEAD: usize = 4;
+
+impl DataDir {
+    /// Rebuild the engine: newest valid snapshot, then every journal record after it.
+    pub fn replay(&self) -> Result<Replayed> {
+        let snapshots = self.snapshots()?;
+        let (snapshot, mut warnings) = snapshot::load_newest(&snapshots)
+            .map_err(|e| ServerError::journal("loading the newest snapshot", e))?;
+        let mut engine = None;
+        let mut snapshot_seq = None;
+        if let Some(snapshot) = snapshot {
+            let seq = snapshot.seq;
+            let state = EngineSnapshot::from_bytes(&snapshot.payload)
+                .and_then(Engine::restore)
+                .map_err(|e| ServerError::Snapshot {
+                    seq,
+                    why: e.to_string(),
+                })?;
+            if state.hash() != snapshot.check {
+                return Err(ServerError::Snapshot {
+                    seq,
+                    why: "its rolling hash disagrees with its header".into(),
+                });
+            }
+            engine = Some(state);
+            snapshot_seq = Some(seq);
+        }
+        let journal = self.journal(IoMode::Pwritev2)?;
+        let after = snapshot_seq.unwrap_or(0);
+        let mut applier = Applier::new(engine);
+        let mut records = 0u64;
+        let mut last_seq = after;
+        let mut failure: Option<ServerError> = None;
+        let report = journal::scan(&journal, |record, at| {
+            if failure.is_some() || record.seq <= after {
+                return;
+            }
+            if record.seq != last_seq + 1 {
+                failure = Some(ServerError::journal(
+                    "replaying",
+                    JournalError::new(
+                        journal::ErrorCode::MissingSegment,
+                        format!(
+                            "the journal resumes at {} but the snapshot ends at {after}",
+                            record.seq
+                        ),
+                    ),
+                ));
+                return;
+            }
+            if let Err(why) = applier.push(record) {
+                failure = Some(ServerError::Record {
+                    seq: record.seq,
+                    why: format!("{why} (segment {}, offset {})", at.segment, at.offset),
+                });
+                return;
+            }
+            records += 1;
+            last_seq = record.seq;
+        })
+        .map_err(|e| ServerError::journal("replaying", e))?;
+        if let Some(e) = failure {
+            return Err(e);
+        }
+        let engine = applier.finish();
+        if let (Some(seq), Some(end)) = (snapshot_seq, report.last_seq) {
+            if end < seq {
+                return Err(ServerError::journal(
+                    "replaying",
+                    JournalError::new(
+                        journal::ErrorCode::SnapshotAheadOfJournal,
+                        format!("snapshot at {seq}, journal ends at {end}"),
+                    ),
+                ));
+            }
+        }
+        if let Some(torn) = &report.torn_tail {
+            warnings.push(format!(
+                "{}: a torn record at the tail will be cut at the next start (segment {}, \
+                 offset {}, sequence {})",
+                journal::ErrorCode::TailTruncated,
+                torn.location.segment,
+                torn.location.offset,
+                torn.location.sequence
+            ));
+        }
+        let engine = engine.unwrap_or_else(|| Engine::new(EngineConfig::default()));
+        Ok(Replayed {
+            engine,
+            last_seq,
+            records_replayed: records,
+            snapshot_seq,
+            warnings,
+        })
+    }
+}
+
+/// Applies journal records to the engine being rebuilt (created by the config record).
+pub struct Applier {
+    engine: Option<Engine>,
+    ahead: VecDeque<(TimestampNs, Request)>,
+    out: Output,
+}
+
+impl Applier {
+    pub fn new(engine: Option<Engine>) -> Applier {
+        Applier {
+            engine,
+            ahead: VecDeque::with_capacity(REPLAY_LOOKAHEAD + 1),
+            out: Output::default(),
+        }
+    }
+
+    /// Decode `record`, prefetch for it, and apply the one `REPLAY_LOOKAHEAD` before it.
+    pub fn push(&mut self, record: &journal::Record<'_>) -> std::result::Result<(), String> {
+        if record.kind == kind::ENGINE_CONFIG {
+            if self.engine.is_some() {
+                return Err("an engine configuration record in the middle of the journal".into());
+            }
+            let config = codec::decode_config(record.payload).map_err(|e| e.to_string())?;
+            self.engine = Some(Engine::new(config));
+            return Ok(());
+        }
+        let request = codec::decode_request(record.payload).map_err(|e| e.to_string())?;
+        if request.command.kind() != record.kind {
+            return Err(format!(
+                "record kind {} but the payload is {}",
+                record.kind,
+                codec::kind_name(request.command.kind())
+            ));
+        }
+        engine_or_default(&mut self.engine).prefetch(&request);
+        self.ahead.push_back((record.timestamp_ns, request));
+        if self.ahead.len() > REPLAY_LOOKAHEAD {
+            self.apply_oldest();
+        }
+        Ok(())
+    }
+
+    fn apply_oldest(&mut self) {
+        let Some((now_ns, request)) = self.ahead.pop_front() else {
+            return;
+        };
+        engine_or_default(&mut self.engine).apply(now_ns, &request, &mut self.out);
+    }
+
+    /// Apply what is still ahead; the rebuilt engine.
+    pub fn finish(mut self) -> Option<Engine> {
+        while !self.ahead.is_empty() {
+            self.apply_oldest();
+        }
+        self.engine
+    }
+}
+
+/// A journal that does not start with a configuration record runs on the defaults.
+fn engine_or_default(engine: &mut Option<Engine>) -> &mut Engine {
+    engine.get_or_insert_with(|| Engine::new(EngineConfig::default()))
+}
