@@ -4,7 +4,7 @@
 //! applied: at once when it changes, and every heartbeat otherwise.
 
 use std::io;
-use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::SeqCst};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
@@ -12,6 +12,7 @@ use std::time::Duration;
 use crate::clock::Clock;
 use crate::code::ReplicationCode;
 use crate::epoch::Epochs;
+use crate::net::{Dialer, Stream};
 use crate::wire::{self, Message, NO_TRUNCATION};
 use crate::Settings;
 
@@ -69,7 +70,7 @@ pub struct Link {
     pub heard_ms: AtomicU64,
     /// Whether this standby ever followed a primary since it started.
     pub followed: AtomicBool,
-    stream: Mutex<Option<TcpStream>>,
+    stream: Mutex<Option<Stream>>,
 }
 
 impl Link {
@@ -78,7 +79,7 @@ impl Link {
         if let Some(mut s) = self.stream.lock().expect("link lock").take() {
             let _ = s.set_write_timeout(Some(Duration::from_millis(100)));
             let _ = wire::send(&mut s, &Message::Fence { epoch }, &mut Vec::new());
-            let _ = s.shutdown(Shutdown::Both);
+            s.shutdown();
         }
     }
 }
@@ -115,16 +116,17 @@ pub struct Accepted {
     pub config: Vec<u8>,
 }
 
-/// Connect and shake hands. `Ok(Err(ended))`: the primary answered but is not to be followed.
+/// Connect through `dialer` and shake hands. `Err(ended)`: no session (unreachable, refused,
+/// a stale primary, or a journal to cut first).
 pub fn handshake(
+    dialer: &dyn Dialer,
     primary: SocketAddr,
     settings: &Settings,
     hello: &Hello,
-) -> Result<(TcpStream, Accepted), Ended> {
-    let mut stream =
-        TcpStream::connect_timeout(&primary, settings.timeout.max(Duration::from_millis(200)))
-            .map_err(|e| Ended::Lost(format!("connect {primary}: {e}")))?;
-    let _ = stream.set_nodelay(true);
+) -> Result<(Stream, Accepted), Ended> {
+    let mut stream = dialer
+        .dial(primary, settings.timeout.max(Duration::from_millis(200)))
+        .map_err(|e| Ended::Lost(format!("connect {primary}: {e}")))?;
     let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
     let _ = stream.set_write_timeout(Some(Duration::from_secs(5)));
     let mut scratch = Vec::new();
@@ -239,7 +241,7 @@ impl Follower {
     }
 
     /// Follow on an accepted stream until it ends.
-    pub fn follow(&self, mut stream: TcpStream, sink: &mut dyn Sink) -> Ended {
+    pub fn follow(&self, mut stream: Stream, sink: &mut dyn Sink) -> Ended {
         let Follower {
             settings,
             link,
@@ -249,12 +251,12 @@ impl Follower {
             signal,
         } = self;
         let _ = stream.set_read_timeout(Some(settings.heartbeat));
-        *link.stream.lock().expect("link lock") = stream.try_clone().ok();
+        *link.stream.lock().expect("link lock") = stream.clone_conn().ok();
         link.connected.store(true, SeqCst);
         link.followed.store(true, SeqCst);
         link.heard_ms.store(mono_ms(clock.as_ref()), SeqCst);
         let done = Arc::new(AtomicBool::new(false));
-        let acker = stream.try_clone().ok().map(|s| {
+        let acker = stream.clone_conn().ok().map(|s| {
             let (done, settings) = (done.clone(), settings.clone());
             let (progress, signal, clock) = (progress.clone(), signal.clone(), clock.clone());
             std::thread::Builder::new()
@@ -347,7 +349,7 @@ impl Follower {
         signal.poke();
         link.connected.store(false, SeqCst);
         if let Some(s) = link.stream.lock().expect("link lock").take() {
-            let _ = s.shutdown(Shutdown::Both);
+            s.shutdown();
         }
         if let Some(Ok(acker)) = acker {
             let _ = acker.join();
@@ -357,7 +359,7 @@ impl Follower {
 }
 
 fn ack_loop(
-    mut stream: TcpStream,
+    mut stream: Stream,
     settings: &Settings,
     done: &AtomicBool,
     progress: &dyn Progress,

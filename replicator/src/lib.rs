@@ -11,6 +11,7 @@ pub mod clock;
 pub mod code;
 pub mod epoch;
 pub mod follower;
+pub mod net;
 pub mod primary;
 pub mod wire;
 

@@ -4,7 +4,7 @@
 //! attached at a time; a new one that passes the handshake replaces the old session.
 
 use std::io;
-use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering::SeqCst};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -17,6 +17,7 @@ use crate::checkpoints::Recent;
 use crate::clock::Clock;
 use crate::code::ReplicationCode;
 use crate::epoch::Epochs;
+use crate::net::{Listener, Stream};
 use crate::wire::{self, Message, NO_TRUNCATION};
 use crate::{Hooks, Level, Settings};
 
@@ -78,15 +79,14 @@ pub struct Primary {
 
 impl Primary {
     pub fn start(
-        listener: TcpListener,
+        addr: SocketAddr,
+        listener: Box<dyn Listener>,
         settings: Settings,
         sources: Sources,
         hooks: Arc<dyn Hooks>,
         status: Arc<StandbyStatus>,
         clock: Arc<dyn Clock>,
     ) -> io::Result<Primary> {
-        let addr = listener.local_addr()?;
-        listener.set_nonblocking(true)?;
         let stop = Arc::new(AtomicBool::new(false));
         let shared = Arc::new(Session {
             settings,
@@ -126,37 +126,34 @@ struct Session {
     status: Arc<StandbyStatus>,
     stop: Arc<AtomicBool>,
     /// The attached standby's stream (shut down to end its session).
-    current: Mutex<Option<TcpStream>>,
+    current: Mutex<Option<Stream>>,
     /// Bumped per session, so an old session's end does not detach a newer one.
     generation: AtomicU64,
     /// Heartbeat intervals and the heartbeat's wall time.
     clock: Arc<dyn Clock>,
 }
 
-fn accept_loop(listener: TcpListener, session: Arc<Session>) {
+fn accept_loop(listener: Box<dyn Listener>, session: Arc<Session>) {
     while !session.stop.load(SeqCst) {
         match listener.accept() {
-            Ok((stream, peer)) => {
+            Ok(Some((stream, peer))) => {
                 let session = session.clone();
                 let _ = std::thread::Builder::new()
                     .name("surge-repl-send".into())
                     .spawn(move || serve(stream, peer, &session));
             }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => std::thread::sleep(ACCEPT_POLL),
-            Err(_) => std::thread::sleep(ACCEPT_POLL),
+            Ok(None) | Err(_) => std::thread::sleep(ACCEPT_POLL),
         }
     }
     if let Some(s) = session.current.lock().expect("session lock").take() {
-        let _ = s.shutdown(Shutdown::Both);
+        s.shutdown();
     }
     session.sources.backlog.poke();
 }
 
 /// One standby connection, from hello to loss.
-fn serve(mut stream: TcpStream, peer: SocketAddr, session: &Arc<Session>) {
+fn serve(mut stream: Stream, peer: SocketAddr, session: &Arc<Session>) {
     let hooks = &session.hooks;
-    let _ = stream.set_nonblocking(false);
-    let _ = stream.set_nodelay(true);
     let _ = stream.set_read_timeout(Some(HANDSHAKE_TIMEOUT));
     let _ = stream.set_write_timeout(Some(session.settings.timeout.max(HANDSHAKE_TIMEOUT)));
     let mut buf = Vec::new();
@@ -282,9 +279,9 @@ fn serve(mut stream: TcpStream, peer: SocketAddr, session: &Arc<Session>) {
         .current
         .lock()
         .expect("session lock")
-        .replace(stream.try_clone().expect("clone"))
+        .replace(stream.clone_conn().expect("clone"))
     {
-        let _ = old.shutdown(Shutdown::Both);
+        old.shutdown();
     }
     let status = &session.status;
     status.received.store(last_seq, SeqCst);
@@ -306,7 +303,7 @@ fn serve(mut stream: TcpStream, peer: SocketAddr, session: &Arc<Session>) {
 
     let lost = Arc::new(AtomicBool::new(false));
     let reader = {
-        let stream = stream.try_clone().expect("clone");
+        let stream = stream.clone_conn().expect("clone");
         let (session, lost) = (session.clone(), lost.clone());
         std::thread::Builder::new()
             .name("surge-repl-acks".into())
@@ -314,7 +311,7 @@ fn serve(mut stream: TcpStream, peer: SocketAddr, session: &Arc<Session>) {
     };
     let why = send_loop(&mut stream, last_seq, session, &lost);
     lost.store(true, SeqCst);
-    let _ = stream.shutdown(Shutdown::Both);
+    stream.shutdown();
     if let Ok(reader) = reader {
         let _ = reader.join();
     }
@@ -336,7 +333,7 @@ fn serve(mut stream: TcpStream, peer: SocketAddr, session: &Arc<Session>) {
 }
 
 fn refuse(
-    stream: &mut TcpStream,
+    stream: &mut Stream,
     code: ReplicationCode,
     message: String,
     hooks: &Arc<dyn Hooks>,
@@ -352,7 +349,7 @@ fn refuse(
 }
 
 /// Send what the standby lacks, then each commit as it comes; heartbeats when idle.
-fn send_loop(stream: &mut TcpStream, mut pos: u64, session: &Session, lost: &AtomicBool) -> String {
+fn send_loop(stream: &mut Stream, mut pos: u64, session: &Session, lost: &AtomicBool) -> String {
     let Session {
         sources,
         settings,
@@ -470,7 +467,7 @@ fn send_loop(stream: &mut TcpStream, mut pos: u64, session: &Session, lost: &Ato
 }
 
 /// Acks (and fences) from the standby; silence past the timeout is a loss.
-fn read_acks(mut stream: TcpStream, session: &Session, lost: &AtomicBool) {
+fn read_acks(mut stream: Stream, session: &Session, lost: &AtomicBool) {
     let _ = stream.set_read_timeout(Some(session.settings.timeout));
     let mut buf = Vec::new();
     let status = &session.status;
@@ -503,7 +500,7 @@ fn read_acks(mut stream: TcpStream, session: &Session, lost: &AtomicBool) {
         }
     }
     lost.store(true, SeqCst);
-    let _ = stream.shutdown(Shutdown::Both);
+    stream.shutdown();
     session.sources.backlog.poke();
 }
 

@@ -60,7 +60,8 @@ fn handshake(addr: SocketAddr) -> Ended {
             last_seq: 0,
             hash: 0,
         };
-        let ended = match follower::handshake(addr, &settings, &hello) {
+        let ended = match follower::handshake(&replicator::net::TcpDialer, addr, &settings, &hello)
+        {
             Ok(_) => panic!("{addr} is not a primary, yet the handshake passed"),
             Err(ended) => ended,
         };

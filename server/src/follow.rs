@@ -15,6 +15,7 @@ use engine::codec::{self, kind};
 use engine::{Request, TimestampNs};
 use replicator::checkpoints::{Comparer, Divergence};
 use replicator::follower::{self, AckSignal, Ended, Follower, Hello, Link, Progress, Sink};
+use replicator::net::TcpDialer;
 use replicator::ReplicationCode;
 
 use crate::node::{repl_code, Node};
@@ -178,7 +179,8 @@ impl FollowerThread {
                 last_seq,
                 hash: node.checkpoints.hash_at(last_seq).unwrap_or(0),
             };
-            let ended = match follower::handshake(self.primary, &self.settings, &hello) {
+            let ended = match follower::handshake(&TcpDialer, self.primary, &self.settings, &hello)
+            {
                 Ok((stream, accepted)) => {
                     if accepted.config != self.config {
                         log::line(

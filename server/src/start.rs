@@ -12,6 +12,7 @@ use std::thread::JoinHandle;
 use engine::ring::{RingBuilder, WaitStrategy};
 use engine::{Engine, EngineConfig};
 use journal::{IoMode, Storage};
+use replicator::net::TcpAcceptor;
 use replicator::{Backlog, Epochs};
 
 use crate::config::{self, ServerConfig};
@@ -206,10 +207,15 @@ impl Server {
         let gateway = spawn_pipeline("surge-gateway", cores.gateway, move || gateway.run())?;
         let replication = match replication_listen {
             Some(addr) => {
-                let listener = std::net::TcpListener::bind(addr)
+                let bound = std::net::TcpListener::bind(addr)
+                    .and_then(TcpAcceptor::new)
                     .map_err(|e| ServerError::io(format!("replication.listen {addr}"), e))?;
+                let addr = bound
+                    .local_addr()
+                    .map_err(|e| ServerError::io("the replication listener's address", e))?;
                 let primary = replicator::primary::Primary::start(
-                    listener,
+                    addr,
+                    Box::new(bound),
                     config.replication.settings(),
                     replicator::primary::Sources {
                         backlog: backlog.clone(),

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use replicator::follower::{self, Ended, Hello};
+use replicator::net::TcpDialer;
 use replicator::Epochs;
 
 use server::data_dir::DataDir;
@@ -94,7 +95,7 @@ fn bootstrap(
     };
     let mut said = false;
     while !stop.load(std::sync::atomic::Ordering::SeqCst) {
-        match follower::handshake(primary, &settings, &hello) {
+        match follower::handshake(&TcpDialer, primary, &settings, &hello) {
             Ok((_, accepted)) => {
                 let engine = engine::codec::decode_config(&accepted.config)
                     .context("the primary's engine configuration")?;
