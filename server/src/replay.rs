@@ -74,10 +74,13 @@ impl DataDir {
                 ));
                 return;
             }
-            if let Err(why) = applier.push(record) {
-                failure = Some(ServerError::Record {
-                    seq: record.seq,
-                    why: format!("{why} (segment {}, offset {})", at.segment, at.offset),
+            if let Err(e) = applier.push(record) {
+                failure = Some(match e {
+                    ServerError::Record { seq, why } => ServerError::Record {
+                        seq,
+                        why: format!("{why} (segment {}, offset {})", at.segment, at.offset),
+                    },
+                    other => other,
                 });
                 return;
             }
@@ -138,22 +141,28 @@ impl Applier {
     }
 
     /// Decode `record`, prefetch for it, and apply the one `REPLAY_LOOKAHEAD` before it.
-    pub fn push(&mut self, record: &journal::Record<'_>) -> std::result::Result<(), String> {
+    pub fn push(&mut self, record: &journal::Record<'_>) -> Result<()> {
+        let bad = |why: String| ServerError::Record {
+            seq: record.seq,
+            why,
+        };
         if record.kind == kind::ENGINE_CONFIG {
             if self.engine.is_some() {
-                return Err("an engine configuration record in the middle of the journal".into());
+                return Err(bad(
+                    "an engine configuration record in the middle of the journal".into(),
+                ));
             }
-            let config = codec::decode_config(record.payload).map_err(|e| e.to_string())?;
+            let config = codec::decode_config(record.payload).map_err(|e| bad(e.to_string()))?;
             self.engine = Some(Engine::new(config));
             return Ok(());
         }
-        let request = codec::decode_request(record.payload).map_err(|e| e.to_string())?;
+        let request = codec::decode_request(record.payload).map_err(|e| bad(e.to_string()))?;
         if request.command.kind() != record.kind {
-            return Err(format!(
+            return Err(bad(format!(
                 "record kind {} but the payload is {}",
                 record.kind,
                 codec::kind_name(request.command.kind())
-            ));
+            )));
         }
         engine_or_default(&mut self.engine).prefetch(&request);
         self.ahead.push_back((record.timestamp_ns, request));
