@@ -1,7 +1,9 @@
 //! Property tests that hold the engine to the reference model in `model/` (the rules of
 //! `docs/ENGINE.md`, re-implemented naively): identical outcomes, events and query answers on
 //! random command sequences, idempotent replays, determinism across engines, and snapshot
-//! round trips that continue exactly as the original.
+//! round trips that continue exactly as the original. The configs are small enough that
+//! orders retire and fall beyond history, the book and the waitlists fill, and holdings are
+//! reset, within a couple of hundred steps.
 //!
 //! Sequences are generated as *plans* with a deliberately small id space (5 SKUs, 6 users,
 //! 3 clients, reused request ids, order ids near the current count) so that collisions,
@@ -13,7 +15,7 @@ mod model;
 use engine::{Answer, Code, Command, EngineConfig, EngineSnapshot, Event, Outcome, Output, Query};
 use engine::{ClientId, Engine, OrderId, OrderLine, OrderState, RequestId, SkuId, UserId};
 use engine::{Request, SaleWindow, SkuSpec, StatementEntry, StatementStatus, TimestampNs};
-use model::Model;
+use model::{Model, Whereabouts};
 use proptest::prelude::*;
 use proptest::test_runner::TestCaseError;
 
@@ -25,6 +27,12 @@ const CLIENTS: u64 = 3;
 /// wait could make a waitlist order's total overflow, which the rules do not cover.
 const HUGE_SKU: u64 = 4;
 const HUGE_PRICE: u64 = u64::MAX / 3;
+/// The holdings table's bound in every generated config. The table has one entry per
+/// (user, SKU) at most (a stale one is reused), so this is never reached and the model need
+/// not predict `HOLDINGS_CAPACITY_FULL`, which depends on when the sweep passes
+/// (`retirement.rs` tests it).
+const HOLDINGS_MAX: u32 = 1 << 10;
+const _: () = assert!(USERS * (SKUS + 1) < HOLDINGS_MAX as u64);
 
 // ---- Plans --------------------------------------------------------------------------------
 
@@ -33,7 +41,8 @@ const HUGE_PRICE: u64 = u64::MAX / 3;
 enum Dt {
     By(i64),
     /// Exactly onto an instant the rules single out (a sale window's start or end, a pending
-    /// order's deadline) that is not yet past, so `<` versus `<=` is tested.
+    /// order's deadline, a closed order's retirement) that is not yet past, so `<` versus
+    /// `<=` is tested.
     ToEdge(u16),
 }
 
@@ -50,7 +59,7 @@ enum ReqPick {
 }
 
 /// An order, resolved when the step runs: one still awaiting payment (when there is one),
-/// or any id in `1..=orders + 2` (closed, or unknown).
+/// or any id in `1..=next id + 1` (closed, retired, beyond history, or unknown).
 #[derive(Clone, Copy, Debug)]
 struct OrderPick {
     open: bool,
@@ -79,6 +88,9 @@ enum Plan {
         sku: u64,
         price: u64,
         stock: u64,
+        /// `stock` is on top of what the SKU has reserved and sold (so the upsert is not
+        /// refused however much has been sold).
+        above_committed: bool,
         limit: u32,
         /// `(start - now, end - start)`; a non-positive length is a bad definition.
         window: Option<(i64, i64)>,
@@ -150,26 +162,40 @@ enum Step {
 // ---- Strategies ---------------------------------------------------------------------------
 
 fn config() -> impl Strategy<Value = EngineConfig> {
-    (
+    let orders = (
         // 0: every order is due at the next command, even one made from a waitlist while
         // expiring others.
         prop_oneof![1 => 0u64..=2, 8 => 100u64..=600],
+        // Small enough, sometimes, that the book fills and only retirement makes room.
+        prop_oneof![2 => Just(1_000u64), 1 => 2u64..=8],
+        // 0: every order is beyond history as soon as it retires.
+        prop_oneof![2 => Just(1_000u64), 1 => 0u64..=8],
+        // A few generated steps (mostly 0..=15 each), a payment window or so, or never.
+        prop_oneof![3 => 0u64..=60, 2 => 100u64..=1_000, 1 => Just(u64::MAX)],
+    );
+    let lists = (
         prop_oneof![2 => Just(1u32), 1 => 2u32..=3],
+        prop_oneof![3 => Just(1_000u32), 1 => 0u32..=3],
         // Rounded up to 16, 32 or 64.
         prop_oneof![1 => Just(0u32), 4 => 1u32..=40],
         // 3 clients send commands: fewer than that evicts.
         prop_oneof![2 => Just(8u32), 1 => 1u32..=3],
-        prop_oneof![3 => Just(1_000u64), 1 => 3u64..=20],
         3u32..=5,
-    )
-        .prop_map(|(pw, wl, idem, clients, orders, skus)| EngineConfig {
+    );
+    (orders, lists).prop_map(
+        |((pw, orders, retired, retire_after), (wl, entries, idem, clients, skus))| EngineConfig {
             payment_window_ns: pw,
             waitlist_len_max: wl,
             idempotency_window: idem,
             clients_max: clients,
             orders_max: orders,
             skus_max: skus,
-        })
+            orders_retired_max: retired,
+            retire_after_ns: retire_after,
+            holdings_max: HOLDINGS_MAX,
+            waitlist_entries_max: entries,
+        },
+    )
 }
 
 /// Mostly forwards in small steps (the payment window is mostly 100..=600), sometimes a jump
@@ -216,6 +242,7 @@ fn upsert() -> impl Strategy<Value = Plan> {
             sku,
             price: price_for(sku, price),
             stock,
+            above_committed: false,
             limit,
             window,
         })
@@ -300,6 +327,7 @@ fn rush_plan() -> impl Strategy<Value = Plan> {
             sku,
             price,
             stock,
+            above_committed: false,
             limit,
             window: None,
         }),
@@ -308,6 +336,49 @@ fn rush_plan() -> impl Strategy<Value = Plan> {
         }),
         1 => (1u64..=2).prop_map(|sku| Plan::Delist { sku }),
         1 => Just(Plan::Tick { by_client: false }),
+    ]
+}
+
+/// A limited sale on SKUs 1–2: a few buyers up against their per-user limits while the SKUs
+/// are delisted and listed again, and short sale windows end and are opened anew, so the
+/// holdings resets (and what counts after them) matter.
+fn sale_plan() -> impl Strategy<Value = Plan> {
+    let line = (1u64..=2, 1u32..=2);
+    prop_oneof![
+        10 => (1u64..=3, line, proptest::bool::weighted(0.6)).prop_map(|(user, line, join)| {
+            Plan::Place { user, lines: vec![line], join }
+        }),
+        6 => (
+            1u64..=2,
+            1u64..=50,
+            // A few units more than are reserved and sold (so buyers queue, and those queued
+            // are served), or a plain stock that may be refused.
+            prop_oneof![4 => (0u64..=3, Just(true)), 1 => (0u64..=12, Just(false))],
+            prop_oneof![1 => Just(0u32), 4 => 1u32..=2],
+            // Opening now and ending within a few steps, or none.
+            proptest::option::weighted(0.6, (-10i64..=0, 10i64..=120)),
+        )
+            .prop_map(|(sku, price, (stock, above_committed), limit, window)| Plan::Upsert {
+                sku,
+                price,
+                stock,
+                above_committed,
+                limit,
+                window,
+            }),
+        2 => (1u64..=2).prop_map(|sku| Plan::Delist { sku }),
+        3 => (order_pick(), amount_pick(), 1u64..=1_000).prop_map(|(order, amount, payment_ref)| {
+            Plan::Confirm { order, amount, payment_ref }
+        }),
+        1 => order_pick().prop_map(|order| Plan::Cancel { order }),
+        1 => (1u64..=2, 1u64..=3).prop_map(|(sku, units)| Plan::Restock { sku, units }),
+        // Statements late enough that paid orders have retired (or gone beyond history).
+        2 => (
+            (order_pick(), amount_pick(), proptest::bool::weighted(0.75), 1u64..=1_000),
+            proptest::option::weighted(0.5, (0i64..200).prop_map(ClosePick::Back)),
+        )
+            .prop_map(|(entry, close)| Plan::Statement { entries: vec![entry], close }),
+        2 => Just(Plan::Tick { by_client: false }),
     ]
 }
 
@@ -334,13 +405,13 @@ fn op(plan: BoxedStrategy<Plan>) -> impl Strategy<Value = Op> {
 }
 
 /// A catalog to start from (SKUs 1–3, so early orders find something), then the random part:
-/// anything at all, or a rush on a couple of SKUs.
+/// anything at all, a rush on a couple of SKUs, or a limited sale.
 fn ops(max: usize) -> impl Strategy<Value = Vec<Op>> {
-    let rest = any::<bool>().prop_flat_map(move |rush| {
-        let plan = if rush {
-            rush_plan().boxed()
-        } else {
-            plan().boxed()
+    let rest = prop_oneof![Just(0u8), Just(1u8), Just(2u8)].prop_flat_map(move |flavour| {
+        let plan = match flavour {
+            0 => plan().boxed(),
+            1 => rush_plan().boxed(),
+            _ => sale_plan().boxed(),
         };
         proptest::collection::vec(op(plan), 0..=max)
     });
@@ -430,9 +501,20 @@ impl Resolver {
                     .iter()
                     .filter(|o| o.state == OrderState::PendingPayment)
                     .map(|o| o.deadline_ns);
+                let retirements = model
+                    .closed_in_order
+                    .iter()
+                    .filter(|&&id| model.whereabouts(id) == Whereabouts::Held)
+                    // Not "never" (u64::MAX): the clock would stop there.
+                    .filter_map(|&id| {
+                        let closed_ns = model.order(id).expect("placed").closed_ns;
+                        closed_ns.checked_add(model.config.retire_after_ns)
+                    })
+                    .filter(|&t| t < TimestampNs::MAX / 2);
                 let edges: Vec<TimestampNs> = windows
                     .flat_map(|w| [w.start_ns, w.end_ns])
                     .chain(deadlines)
+                    .chain(retirements)
                     .filter(|&t| t >= model.clock)
                     .collect();
                 if !edges.is_empty() {
@@ -498,12 +580,16 @@ impl Resolver {
                 sku,
                 price,
                 stock,
+                above_committed,
                 limit,
                 window,
             } => Command::UpsertSku(SkuSpec {
                 sku: SkuId(*sku),
                 price: *price,
-                stock: *stock,
+                stock: match model.skus.get(&SkuId(*sku)) {
+                    Some(s) if *above_committed => s.reserved + s.sold + stock,
+                    _ => *stock,
+                },
                 per_user_limit: *limit,
                 sale_window: window.map(|(start, len)| {
                     let start_ns = self.now.saturating_add_signed(start);
@@ -632,11 +718,32 @@ fn catalog_queries() -> Vec<Query> {
     queries
 }
 
-/// Every order, with the ids on either side (0 and the next one).
-fn order_queries(orders: u64) -> impl Iterator<Item = Query> {
-    (0..=orders + 1).map(|order| Query::Order {
+/// Every order ever placed (held, retired or beyond history), with the ids on either side:
+/// 0, the next id and the one after.
+fn order_queries(next_id: OrderId) -> impl Iterator<Item = Query> {
+    (0..=next_id.0 + 1).map(|order| Query::Order {
         order: OrderId(order),
     })
+}
+
+fn next_id(model: &Model) -> OrderId {
+    OrderId(model.orders.len() as u64 + 1)
+}
+
+/// What the engine says each user holds of each SKU, against the model's sum. Not for a SKU
+/// whose sale window has ended: no order is taken for it until a reset, so the engine may
+/// sweep its holdings (when, the rules leave open).
+fn compare_holdings(engine: &Engine, model: &Model) -> Result<(), TestCaseError> {
+    for (&sku, s) in &model.skus {
+        if s.window.is_some_and(|w| model.clock >= w.end_ns) {
+            continue;
+        }
+        for user in (1..=USERS).map(UserId) {
+            let (got, want) = (u64::from(engine.held(user, sku)), model.held(user, sku));
+            prop_assert_eq!(got, want, "user {} holds of SKU {}", user, sku);
+        }
+    }
+    Ok(())
 }
 
 fn compare_answers(engine: &Engine, model: &Model, queries: &[Query]) -> Result<(), TestCaseError> {
@@ -671,18 +778,27 @@ fn engine_agrees_with_model(config: EngineConfig, steps: &[Step]) -> Result<(), 
                     return Err(TestCaseError::fail(format!("step {i}: {why}")));
                 }
                 prop_assert_eq!(engine.clock_ns(), model.clock);
-                prop_assert_eq!(engine.orders().len(), model.orders.len() as u64);
-                // The catalog every step; every order now and then (O(orders) each time).
+                prop_assert_eq!(engine.orders().len(), model.held_orders());
+                prop_assert_eq!(engine.orders().next_id(), next_id(&model));
+                let retired = model.retired.len() as u64;
+                prop_assert_eq!(engine.retired().retired_total(), retired);
+                prop_assert_eq!(
+                    engine.retired().len(),
+                    retired.min(config.orders_retired_max)
+                );
+                // The catalog and holdings every step; every order now and then (O(orders)
+                // each time).
                 compare_answers(&engine, &model, &catalog_queries())?;
+                compare_holdings(&engine, &model)?;
                 if i % 16 == 0 {
-                    let orders: Vec<Query> = order_queries(model.orders.len() as u64).collect();
+                    let orders: Vec<Query> = order_queries(next_id(&model)).collect();
                     compare_answers(&engine, &model, &orders)?;
                 }
             }
             Step::Ask(query) => compare_answers(&engine, &model, std::slice::from_ref(query))?,
         }
     }
-    let orders: Vec<Query> = order_queries(model.orders.len() as u64).collect();
+    let orders: Vec<Query> = order_queries(next_id(&model)).collect();
     compare_answers(&engine, &model, &orders)
 }
 
@@ -720,11 +836,15 @@ proptest! {
     #![proptest_config(cases(64))]
 
     /// 2. Sending a request again at once returns its first outcome, emits nothing and
-    /// creates no order (same instant, so no expiry can intervene).
+    /// creates no order (same instant, so no expiry or retirement can intervene).
     #[test]
     fn immediate_replay_is_idempotent(
-        // A zero payment window makes an order due at the very instant it was placed.
-        config in config().prop_filter("needs a payment window", |c| c.payment_window_ns > 0),
+        // A zero payment window makes an order due at the very instant it was placed, and a
+        // zero retirement delay an order retire at the next command (the replay) after it
+        // closed.
+        config in config().prop_filter("needs a payment window and a retirement delay", |c| {
+            c.payment_window_ns > 0 && c.retire_after_ns > 0
+        }),
         ops in ops(150),
         replays in proptest::collection::vec(proptest::bool::weighted(0.3), 200),
     ) {
@@ -735,13 +855,15 @@ proptest! {
             if request.command == Command::Tick || !replays[i % replays.len()] {
                 continue;
             }
-            let orders = engine.orders().len();
+            let orders = (engine.orders().len(), engine.orders().next_id());
+            let retired = engine.retired().retired_total();
             let stock: Vec<Answer> =
                 (1..=SKUS).map(|s| engine.query(&Query::Stock { sku: SkuId(s) })).collect();
             let again = run(&mut engine, now, request);
             prop_assert_eq!(again.0, first.0, "replay of {:?}", request);
             prop_assert_eq!(again.1, Vec::new(), "replay of {:?}", request);
-            prop_assert_eq!(engine.orders().len(), orders);
+            prop_assert_eq!((engine.orders().len(), engine.orders().next_id()), orders);
+            prop_assert_eq!(engine.retired().retired_total(), retired);
             let stock_after: Vec<Answer> =
                 (1..=SKUS).map(|s| engine.query(&Query::Stock { sku: SkuId(s) })).collect();
             prop_assert_eq!(stock_after, stock);
@@ -761,7 +883,8 @@ proptest! {
     }
 
     /// 4. A snapshot taken anywhere, encoded, decoded and restored, continues exactly as the
-    /// engine it was taken from.
+    /// engine it was taken from: expiries, retirements (the book's closed chain and the
+    /// retired ring), holdings and their sweep included.
     #[test]
     fn restored_snapshot_continues_identically(
         config in config(),
@@ -791,7 +914,9 @@ proptest! {
         }
         prop_assert_eq!(&restored.snapshot().to_bytes()[..], &original.snapshot().to_bytes()[..]);
         // The answers too, over the whole final state.
-        let queries = catalog_queries().into_iter().chain(order_queries(original.orders().len()));
+        let queries = catalog_queries()
+            .into_iter()
+            .chain(order_queries(original.orders().next_id()));
         for q in queries {
             prop_assert_eq!(restored.query(&q), original.query(&q), "query {:?}", q);
         }
@@ -834,47 +959,90 @@ fn oversized_and_empty_statements_are_refused() {
 }
 
 /// Guards against a vacuous suite: over a fixed set of generated sequences, the model must
-/// produce every outcome and event code and some waitlist ETA, so the equivalence tests above
-/// really exercise every rule.
+/// produce every outcome, event and answer code, some waitlist ETA, and the rare situations
+/// of retirement, capacity and holdings, so the equivalence tests above really exercise every
+/// rule.
 #[test]
 fn generator_reaches_every_rule() {
     use proptest::strategy::ValueTree;
     use std::collections::BTreeSet;
     let mut runner = proptest::test_runner::TestRunner::deterministic();
     let mut codes = BTreeSet::new();
+    let mut beyond_history_outcome = false;
     let mut eta_seen = false;
+    let mut reached = model::Reached::default();
     for _ in 0..128 {
         let config = config().new_tree(&mut runner).unwrap().current();
         let ops = ops(200).new_tree(&mut runner).unwrap().current();
         let mut model = Model::new(config);
         for step in concretize(config, &ops) {
-            if let Step::Apply(now, request) = step {
-                let (outcome, events) = model.apply(now, &request);
-                codes.insert(outcome.code());
-                codes.extend(events.iter().map(Event::code));
-                for q in catalog_queries() {
-                    if let Answer::WaitlistPosition(w) = model.query(&q) {
-                        eta_seen |= w.eta_ns.is_some();
+            match step {
+                Step::Apply(now, request) => {
+                    let (outcome, events) = model.apply(now, &request);
+                    codes.insert(outcome.code());
+                    beyond_history_outcome |= outcome.code() == Code::OrderBeyondHistory;
+                    codes.extend(events.iter().map(Event::code));
+                    for q in catalog_queries() {
+                        let answer = model.query(&q);
+                        codes.insert(answer.code());
+                        if let Answer::WaitlistPosition(w) = answer {
+                            eta_seen |= w.eta_ns.is_some();
+                        }
                     }
+                }
+                Step::Ask(query) => {
+                    codes.insert(model.query(&query).code());
                 }
             }
         }
+        codes.extend(order_queries(next_id(&model)).map(|q| model.query(&q).code()));
+        let r = &model.reached;
+        reached.limit_freed_by_delist |= r.limit_freed_by_delist;
+        reached.limit_freed_by_relist |= r.limit_freed_by_relist;
+        reached.order_in_room_from_retirement |= r.order_in_room_from_retirement;
+        reached.serve_blocked_by_capacity |= r.serve_blocked_by_capacity;
+        reached.retired_seen_by_entry |= r.retired_seen_by_entry;
+        reached.retired_seen_by_close |= r.retired_seen_by_close;
     }
-    // Query-only codes and the gateway's (the engine never sees those requests); and
-    // BAD_STATEMENT's other half (too many entries) is checked apart.
-    let query_only = [
-        Code::OrderInfo,
-        Code::StockInfo,
-        Code::WaitlistPosition,
-        Code::NotWaitlisted,
-    ];
+    // The gateway's codes (the engine never sees those requests); HOLDINGS_CAPACITY_FULL,
+    // which the configs here never reach (`HOLDINGS_MAX`); and BAD_STATEMENT's other half
+    // (too many entries) is checked apart.
     let missing: Vec<Code> = Code::ALL
         .iter()
         .copied()
-        .filter(|c| !query_only.contains(c) && !c.is_gateway_error() && !codes.contains(c))
+        .filter(|&c| c != Code::HoldingsCapacityFull)
+        .filter(|c| !c.is_gateway_error() && !codes.contains(c))
         .collect();
     assert!(missing.is_empty(), "never produced: {missing:?}");
     assert!(eta_seen, "no waitlist ever had an ETA");
+    assert!(
+        beyond_history_outcome,
+        "no command named an order beyond history"
+    );
+    assert!(
+        reached.limit_freed_by_delist,
+        "a delist never freed a per-user limit"
+    );
+    assert!(
+        reached.limit_freed_by_relist,
+        "a re-upsert after the sale window never freed a per-user limit"
+    );
+    assert!(
+        reached.order_in_room_from_retirement,
+        "retirement never made room for an order"
+    );
+    assert!(
+        reached.serve_blocked_by_capacity,
+        "a full book never held back a waitlist head"
+    );
+    assert!(
+        reached.retired_seen_by_entry,
+        "no statement entry reconciled a retired order"
+    );
+    assert!(
+        reached.retired_seen_by_close,
+        "no statement close reconciled a retired order"
+    );
 }
 
 /// Outside the model (the rules do not yet say what a waitlist order's total is when the

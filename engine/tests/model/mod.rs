@@ -1,8 +1,10 @@
 //! The reference model: a naive re-implementation of the rules in `docs/ENGINE.md`, written
 //! from the document alone, that the property tests in `model_equivalence.rs` hold the real
 //! engine against. Plain vectors and linear scans throughout; nothing is cached that can be
-//! recomputed (holdings, for one, are summed from orders and waitlists on every use), so each
-//! rule reads like the sentence it comes from.
+//! recomputed (holdings, for one, are summed from orders and waitlists on every use; whether
+//! an order is held, retired or beyond history is read off two lists), so each rule reads
+//! like the sentence it comes from. Every order ever placed stays in `orders`, retired or not:
+//! retirement only changes what the engine answers about it, never what it holds.
 
 use std::collections::BTreeMap;
 
@@ -10,7 +12,7 @@ use engine::outcome::{OrderView, StockView, WaitlistView};
 use engine::{Answer, Code, Discrepancy, DiscrepancyKind, EngineConfig, Event, Outcome};
 use engine::{ClientId, Money, OrderId, RequestId, SkuId, TimestampNs, Units, UserId};
 use engine::{Command, OrderLine, OrderState, Query, Request, SaleWindow, SkuSpec};
-use engine::{StatementEntry, StatementStatus};
+use engine::{RetiredOrder, StatementEntry, StatementStatus};
 
 /// Lines in one order (ENGINE.md, *Placing an order*).
 const LINES_MAX: usize = 16;
@@ -25,6 +27,11 @@ pub struct WaitEntry {
     pub request: RequestId,
     pub user: UserId,
     pub qty: u32,
+    /// Its units count toward the buyer's holdings (the SKU had a per-user limit when it
+    /// joined).
+    pub counts: bool,
+    /// The holdings-reset counter when it joined.
+    pub stamp: u32,
 }
 
 #[derive(Clone, Debug)]
@@ -41,6 +48,9 @@ pub struct ModelSku {
     pub waitlist: Vec<WaitEntry>,
     /// `(clock, qty)`, oldest first, at most `RELEASES_REMEMBERED`.
     pub releases: Vec<(TimestampNs, Units)>,
+    /// The holdings-reset counter at its last reset (0 if never reset): lines and entries
+    /// made before it no longer count.
+    pub stamp: u32,
 }
 
 #[derive(Clone, Debug)]
@@ -54,9 +64,55 @@ pub struct ModelOrder {
     pub deadline_ns: TimestampNs,
     pub paid_ns: TimestampNs,
     pub payment_ref: u64,
+    /// When it left `PendingPayment` (0 while open).
+    pub closed_ns: TimestampNs,
+    /// Per line: its units count toward the buyer's holdings (the SKU had a per-user limit
+    /// when the order was placed, or when its waitlist entry joined).
+    pub counts: Vec<bool>,
+    /// The holdings-reset counter when it was placed (or its waitlist entry joined).
+    pub stamp: u32,
     pub state: OrderState,
     /// Seen in a statement (or reported missing from one).
     pub seen: bool,
+}
+
+/// What the engine knows of an order id (ENGINE.md, *Retirement*).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Whereabouts {
+    /// Never assigned: 0, or not yet reached.
+    Unknown,
+    /// In the book: open, or closed and not yet retired.
+    Held,
+    /// Retired; its record is among the last `orders_retired_max`.
+    Retired,
+    /// Retired and evicted from the record ring.
+    BeyondHistory,
+}
+
+/// Why a SKU's holdings were reset.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ResetKind {
+    Delisted,
+    /// Upserted after its sale window had ended.
+    Relisted,
+}
+
+/// Rare situations the model met, so the generator's reach can be checked
+/// (`generator_reaches_every_rule`). Bookkeeping only: no rule reads it.
+#[derive(Clone, Debug, Default)]
+pub struct Reached {
+    /// A per-user limit check that passed only because a reset of this kind made earlier
+    /// lines or entries stop counting.
+    pub limit_freed_by_delist: bool,
+    pub limit_freed_by_relist: bool,
+    /// An order was made while more than `orders_max` had ever been placed: retirement had
+    /// made room.
+    pub order_in_room_from_retirement: bool,
+    /// A waitlist head that fitted stayed queued because the book was full.
+    pub serve_blocked_by_capacity: bool,
+    /// A statement entry or close marked a retired (in the ring) paid order as seen.
+    pub retired_seen_by_entry: bool,
+    pub retired_seen_by_close: bool,
 }
 
 /// What the engine remembers of one client's requests (ENGINE.md, *Idempotency*).
@@ -79,9 +135,17 @@ pub struct Model {
     pub orders: Vec<ModelOrder>,
     /// Every order ever paid, in payment order (a statement's close walks it).
     pub paid_in_order: Vec<OrderId>,
+    /// Every order that left `PendingPayment`, in the order they did.
+    pub closed_in_order: Vec<OrderId>,
+    /// Every retired order, in the order they retired; the last `orders_retired_max` have
+    /// records, the rest are beyond history.
+    pub retired: Vec<OrderId>,
+    /// Holdings resets so far, engine-wide; entry `k - 1` is reset `k` (the stamp it gave).
+    pub resets: Vec<(SkuId, ResetKind)>,
     pub sessions: BTreeMap<ClientId, Session>,
     /// Non-Tick commands so far: the clock for `Session::last_active`.
     pub keyed_commands: u64,
+    pub reached: Reached,
 }
 
 fn reject(code: Code, subject: u64) -> Outcome {
@@ -100,16 +164,61 @@ impl Model {
             skus: BTreeMap::new(),
             orders: Vec::new(),
             paid_in_order: Vec::new(),
+            closed_in_order: Vec::new(),
+            retired: Vec::new(),
+            resets: Vec::new(),
             sessions: BTreeMap::new(),
             keyed_commands: 0,
+            reached: Reached::default(),
         }
     }
 
+    /// Any order ever placed, retired or not.
     pub fn order(&self, order: OrderId) -> Option<&ModelOrder> {
         if order.0 == 0 {
             return None;
         }
         self.orders.get(idx(order))
+    }
+
+    pub fn whereabouts(&self, order: OrderId) -> Whereabouts {
+        if self.order(order).is_none() {
+            return Whereabouts::Unknown;
+        }
+        let Some(at) = self.retired.iter().position(|&r| r == order) else {
+            return Whereabouts::Held;
+        };
+        let newer = (self.retired.len() - 1 - at) as u64;
+        if newer < self.config.orders_retired_max {
+            Whereabouts::Retired
+        } else {
+            Whereabouts::BeyondHistory
+        }
+    }
+
+    /// Orders in the book: every order placed less those retired.
+    pub fn held_orders(&self) -> u64 {
+        (self.orders.len() - self.retired.len()) as u64
+    }
+
+    fn book_full(&self) -> bool {
+        self.held_orders() >= self.config.orders_max
+    }
+
+    /// The order leaves `PendingPayment` now.
+    fn close(&mut self, order: OrderId, to: OrderState) {
+        let o = &mut self.orders[idx(order)];
+        debug_assert_eq!(o.state, OrderState::PendingPayment);
+        o.state = to;
+        o.closed_ns = self.clock;
+        self.closed_in_order.push(order);
+    }
+
+    /// The SKU's holdings no longer count what was made before now.
+    fn reset_holdings(&mut self, sku: SkuId, kind: ResetKind) {
+        self.resets.push((sku, kind));
+        let stamp = self.resets.len() as u32;
+        self.skus.get_mut(&sku).expect("known").stamp = stamp;
     }
 
     /// One request, as `Engine::apply` would take it: its outcome and events.
@@ -125,7 +234,7 @@ impl Model {
             if o.state == OrderState::PendingPayment && o.deadline_ns <= self.clock {
                 let (client, user) = (o.client, o.user);
                 let id = OrderId(i as u64 + 1);
-                self.orders[i].state = OrderState::Expired;
+                self.close(id, OrderState::Expired);
                 self.release(id, &mut events);
                 events.push(Event::OrderExpired {
                     order: id,
@@ -135,11 +244,24 @@ impl Model {
             }
             i += 1;
         }
-        // 3. Tick.
+        // 3. Retirement, in closing order: every closed order whose time has come (those
+        // that expired just now too).
+        for id in self.closed_in_order.clone() {
+            let o = &self.orders[idx(id)];
+            let due = o.closed_ns.saturating_add(self.config.retire_after_ns) <= self.clock;
+            if due && !self.retired.contains(&id) {
+                self.retired.push(id);
+                events.push(Event::OrderRetired {
+                    order: id,
+                    state: o.state,
+                });
+            }
+        }
+        // 4. Tick.
         if request.command == Command::Tick {
             return (Outcome::Ticked { now_ns: self.clock }, events);
         }
-        // 4. Idempotency.
+        // 5. Idempotency.
         let id = request.request.0;
         let window = self.window();
         self.keyed_commands += 1;
@@ -247,6 +369,7 @@ impl Model {
                         listed: true,
                         waitlist: Vec::new(),
                         releases: Vec::new(),
+                        stamp: 0,
                     },
                 );
             }
@@ -254,6 +377,10 @@ impl Model {
                 if spec.stock < s.reserved + s.sold {
                     return reject(Code::StockBelowCommitted, spec.sku.0);
                 }
+                if s.window.is_some_and(|w| self.clock >= w.end_ns) {
+                    self.reset_holdings(spec.sku, ResetKind::Relisted);
+                }
+                let s = self.skus.get_mut(&spec.sku).expect("known");
                 s.price = spec.price;
                 s.per_user_limit = spec.per_user_limit;
                 s.window = spec.sale_window;
@@ -299,6 +426,7 @@ impl Model {
                 sku,
             });
         }
+        self.reset_holdings(sku, ResetKind::Delisted);
         Outcome::SkuDelisted {
             sku,
             waitlist_dropped: dropped.len() as u32,
@@ -307,26 +435,70 @@ impl Model {
 
     // ---- Orders -------------------------------------------------------------------------
 
-    /// Units the user holds of the SKU: open and paid orders plus their waitlist entry.
-    pub fn held(&self, user: UserId, sku: SkuId) -> Units {
+    /// Units the user holds of the SKU toward its per-user limit: the counting lines of their
+    /// open and paid orders (held, retired or beyond history alike) plus their counting
+    /// waitlist entry. A line or entry counts if the SKU had a limit when it was made and the
+    /// SKU's holdings were not reset since. With `ignore_resets`, resets are not applied (to
+    /// tell when one mattered).
+    fn held_units(&self, user: UserId, sku: SkuId, ignore_resets: bool) -> Units {
+        let Some(s) = self.skus.get(&sku) else {
+            return 0;
+        };
+        let current = |stamp: u32| ignore_resets || stamp >= s.stamp;
         let mut held = 0;
         for o in &self.orders {
-            if o.user == user && matches!(o.state, OrderState::PendingPayment | OrderState::Paid) {
-                for l in &o.lines {
-                    if l.sku == sku {
-                        held += Units::from(l.qty);
-                    }
+            let holds = matches!(o.state, OrderState::PendingPayment | OrderState::Paid);
+            if o.user != user || !holds || !current(o.stamp) {
+                continue;
+            }
+            for (l, &counts) in o.lines.iter().zip(&o.counts) {
+                if l.sku == sku && counts {
+                    held += Units::from(l.qty);
                 }
             }
         }
-        if let Some(s) = self.skus.get(&sku) {
-            for e in &s.waitlist {
-                if e.user == user {
-                    held += Units::from(e.qty);
-                }
+        for e in &s.waitlist {
+            if e.user == user && e.counts && current(e.stamp) {
+                held += Units::from(e.qty);
             }
         }
         held
+    }
+
+    pub fn held(&self, user: UserId, sku: SkuId) -> Units {
+        self.held_units(user, sku, false)
+    }
+
+    /// The kinds of reset that stopped `user`'s lines and entries of `sku` counting.
+    fn resets_that_freed(&self, user: UserId, sku: SkuId) -> Vec<ResetKind> {
+        let s = &self.skus[&sku];
+        let mut stamps: Vec<u32> = Vec::new();
+        for o in &self.orders {
+            let holds = matches!(o.state, OrderState::PendingPayment | OrderState::Paid);
+            let counted = o
+                .lines
+                .iter()
+                .zip(&o.counts)
+                .any(|(l, &c)| l.sku == sku && c);
+            if o.user == user && holds && counted && o.stamp < s.stamp {
+                stamps.push(o.stamp);
+            }
+        }
+        for e in &s.waitlist {
+            if e.user == user && e.counts && e.stamp < s.stamp {
+                stamps.push(e.stamp);
+            }
+        }
+        // The first reset of this SKU after each.
+        stamps
+            .into_iter()
+            .filter_map(|stamp| {
+                self.resets[stamp as usize..]
+                    .iter()
+                    .find(|(reset_sku, _)| *reset_sku == sku)
+                    .map(|(_, kind)| *kind)
+            })
+            .collect()
     }
 
     fn place(
@@ -365,8 +537,17 @@ impl Model {
                 }
             }
             let qty = Units::from(line.qty);
-            if s.per_user_limit > 0 && self.held(user, sku) + qty > u64::from(s.per_user_limit) {
+            let limit = u64::from(s.per_user_limit);
+            if s.per_user_limit > 0 && self.held(user, sku) + qty > limit {
                 return reject(Code::PerUserLimit, sku.0);
+            }
+            if s.per_user_limit > 0 && self.held_units(user, sku, true) + qty > limit {
+                for kind in self.resets_that_freed(user, sku) {
+                    match kind {
+                        ResetKind::Delisted => self.reached.limit_freed_by_delist = true,
+                        ResetKind::Relisted => self.reached.limit_freed_by_relist = true,
+                    }
+                }
             }
             match s.price.checked_mul(qty).and_then(|p| total.checked_add(p)) {
                 Some(t) => total = t,
@@ -380,6 +561,8 @@ impl Model {
         });
         if let Some(line) = short {
             let max = self.config.waitlist_len_max as usize;
+            let queued: usize = self.skus.values().map(|s| s.waitlist.len()).sum();
+            let stamp = self.resets.len() as u32;
             let s = self.skus.get_mut(&line.sku).expect("checked above");
             let qty = Units::from(line.qty);
             let may_wait = lines.len() == 1
@@ -395,12 +578,17 @@ impl Model {
             if s.waitlist.len() >= max {
                 return reject(Code::WaitlistFull, line.sku.0);
             }
+            if queued as u64 >= u64::from(self.config.waitlist_entries_max) {
+                return reject(Code::WaitlistCapacityFull, line.sku.0);
+            }
             let units_ahead = s.waitlist.iter().map(|e| Units::from(e.qty)).sum();
             s.waitlist.push(WaitEntry {
                 client: request.client,
                 request: request.request,
                 user,
                 qty: line.qty,
+                counts: s.per_user_limit > 0,
+                stamp,
             });
             return Outcome::WaitlistJoined {
                 sku: line.sku,
@@ -408,18 +596,26 @@ impl Model {
                 units_ahead,
             };
         }
-        // 4. Capacity.
-        if self.orders.len() as u64 >= self.config.orders_max {
+        // 4. Capacity: the book (open orders, closed ones not yet retired).
+        if self.book_full() {
             return reject(Code::OrderCapacityFull, 0);
         }
         // 5. Accepted.
+        let mut counts = Vec::new();
         for l in lines {
             let s = self.skus.get_mut(&l.sku).expect("checked above");
             s.available -= Units::from(l.qty);
             s.reserved += Units::from(l.qty);
+            counts.push(s.per_user_limit > 0);
         }
         let deadline_ns = self.clock + self.config.payment_window_ns;
-        let order = self.new_order(request.client, request.request, user, lines.to_vec(), total);
+        let stamp = self.resets.len() as u32;
+        let order = self.new_order(
+            (request.client, request.request, user),
+            lines.to_vec(),
+            total,
+            (counts, stamp),
+        );
         Outcome::OrderPlaced {
             order,
             total,
@@ -428,14 +624,18 @@ impl Model {
     }
 
     /// Appends a `PendingPayment` order (stock already moved by the caller) and returns its id.
+    /// `holdings`: which lines count toward holdings, and the reset counter they were made at.
     fn new_order(
         &mut self,
-        client: ClientId,
-        request: RequestId,
-        user: UserId,
+        (client, request, user): (ClientId, RequestId, UserId),
         lines: Vec<OrderLine>,
         total: Money,
+        (counts, stamp): (Vec<bool>, u32),
     ) -> OrderId {
+        debug_assert!(!self.book_full());
+        if self.orders.len() as u64 >= self.config.orders_max {
+            self.reached.order_in_room_from_retirement = true;
+        }
         self.orders.push(ModelOrder {
             client,
             request,
@@ -446,17 +646,24 @@ impl Model {
             deadline_ns: self.clock + self.config.payment_window_ns,
             paid_ns: 0,
             payment_ref: 0,
+            closed_ns: 0,
+            counts,
+            stamp,
             state: OrderState::PendingPayment,
             seen: false,
         });
         OrderId(self.orders.len() as u64)
     }
 
-    /// The unknown/closed checks shared by confirm, fail and cancel.
+    /// The unknown/closed checks shared by confirm, fail and cancel. A retired order is
+    /// judged by its final state; one beyond history cannot be.
     fn check_open(&self, order: OrderId) -> Result<(), Outcome> {
-        let Some(o) = self.order(order) else {
-            return Err(reject(Code::UnknownOrder, order.0));
-        };
+        match self.whereabouts(order) {
+            Whereabouts::Unknown => return Err(reject(Code::UnknownOrder, order.0)),
+            Whereabouts::BeyondHistory => return Err(reject(Code::OrderBeyondHistory, order.0)),
+            Whereabouts::Held | Whereabouts::Retired => {}
+        }
+        let o = &self.orders[idx(order)];
         let code = match o.state {
             OrderState::PendingPayment => return Ok(()),
             OrderState::Paid => Code::AlreadyPaid,
@@ -487,10 +694,9 @@ impl Model {
 
     /// Pending → Paid: reserved units become sold, then the SKUs' waitlists are served.
     fn settle(&mut self, order: OrderId, payment_ref: u64, events: &mut Vec<Event>) {
-        let clock = self.clock;
+        self.close(order, OrderState::Paid);
         let o = &mut self.orders[idx(order)];
-        o.state = OrderState::Paid;
-        o.paid_ns = clock;
+        o.paid_ns = o.closed_ns;
         o.payment_ref = payment_ref;
         let lines = o.lines.clone();
         for l in &lines {
@@ -508,7 +714,7 @@ impl Model {
         if let Err(rejected) = self.check_open(order) {
             return rejected;
         }
-        self.orders[idx(order)].state = to;
+        self.close(order, to);
         self.release(order, events);
         match to {
             OrderState::PaymentFailed => Outcome::PaymentFailed { order },
@@ -545,7 +751,8 @@ impl Model {
             let fits = qty <= s.available;
             let total = s.price.checked_mul(qty);
             if let (true, Some(total)) = (fits, total) {
-                if self.orders.len() as u64 >= self.config.orders_max {
+                if self.book_full() {
+                    self.reached.serve_blocked_by_capacity = true;
                     return;
                 }
                 let s = self.skus.get_mut(&sku).expect("known");
@@ -553,7 +760,13 @@ impl Model {
                 s.available -= qty;
                 s.reserved += qty;
                 let line = OrderLine { sku, qty: head.qty };
-                let order = self.new_order(head.client, head.request, head.user, vec![line], total);
+                // The order inherits the entry's holdings decision and stamp.
+                let order = self.new_order(
+                    (head.client, head.request, head.user),
+                    vec![line],
+                    total,
+                    (vec![head.counts], head.stamp),
+                );
                 events.push(Event::WaitlistOrderCreated {
                     client: head.client,
                     request: head.request,
@@ -597,13 +810,21 @@ impl Model {
         let mut matched = 0u32;
         let mut found: Vec<Discrepancy> = Vec::new();
         for e in entries {
-            let order = self.order(e.order).map(|o| (o.state, o.total, o.seen));
+            let whereabouts = self.whereabouts(e.order);
+            let order = match whereabouts {
+                Whereabouts::Held | Whereabouts::Retired => {
+                    self.order(e.order).map(|o| (o.state, o.total, o.seen))
+                }
+                Whereabouts::Unknown | Whereabouts::BeyondHistory => None,
+            };
             let total = order.map_or(0, |(_, total, _)| total);
             // What the table in ENGINE.md says for this row; `None` means the entry agrees.
             let kind = match (e.status, order) {
+                _ if whereabouts == Whereabouts::BeyondHistory => Some(BeyondHistory),
                 (Captured, None) => Some(RefundDue),
                 (Captured, Some((Paid, _, false))) => {
                     self.orders[idx(e.order)].seen = true;
+                    self.reached.retired_seen_by_entry |= whereabouts == Whereabouts::Retired;
                     (e.amount != total).then_some(AmountMismatch)
                 }
                 (Captured, Some((Paid, _, true))) => Some(RefundDue),
@@ -616,6 +837,7 @@ impl Model {
                 (Captured, Some((Cancelled | PaymentFailed | Expired, _, _))) => Some(RefundDue),
                 (Declined, Some((Paid, _, false))) => {
                     self.orders[idx(e.order)].seen = true;
+                    self.reached.retired_seen_by_entry |= whereabouts == Whereabouts::Retired;
                     Some(MissingFromStatement)
                 }
                 (Declined, _) => None,
@@ -639,10 +861,16 @@ impl Model {
             events.push(Event::Discrepancy(found[found.len() - 1]));
         }
         if let Some(through) = closes_through_ns {
-            for &id in &self.paid_in_order {
+            for id in self.paid_in_order.clone() {
+                // What is beyond history the engine cannot report.
+                let whereabouts = self.whereabouts(id);
+                if whereabouts == Whereabouts::BeyondHistory {
+                    continue;
+                }
                 let o = &mut self.orders[idx(id)];
                 if o.state == Paid && !o.seen && o.paid_ns <= through {
                     o.seen = true;
+                    self.reached.retired_seen_by_close |= whereabouts == Whereabouts::Retired;
                     let missing = Discrepancy {
                         kind: MissingFromStatement,
                         order: id,
@@ -667,8 +895,25 @@ impl Model {
     pub fn query(&self, query: &Query) -> Answer {
         let rejected = |code, subject| Answer::Rejected { code, subject };
         match *query {
-            Query::Order { order } => match self.order(order) {
-                Some(o) => Answer::Order(OrderView {
+            Query::Order { order } => match (self.whereabouts(order), self.order(order)) {
+                (Whereabouts::Unknown, _) | (_, None) => rejected(Code::UnknownOrder, order.0),
+                (Whereabouts::BeyondHistory, _) => rejected(Code::OrderBeyondHistory, order.0),
+                (Whereabouts::Retired, Some(o)) => Answer::RetiredOrder(RetiredOrder {
+                    id: order,
+                    client: o.client,
+                    request: o.request,
+                    user: o.user,
+                    total: o.total,
+                    created_ns: o.created_ns,
+                    closed_ns: o.closed_ns,
+                    payment_ref: o.payment_ref,
+                    first_sku: o.lines[0].sku,
+                    first_qty: o.lines[0].qty,
+                    line_count: o.lines.len() as u16,
+                    state: o.state,
+                    reconciled: o.seen,
+                }),
+                (Whereabouts::Held, Some(o)) => Answer::Order(OrderView {
                     order,
                     client: o.client,
                     request: o.request,
@@ -680,7 +925,6 @@ impl Model {
                     payment_ref: o.payment_ref,
                     lines: o.lines.clone(),
                 }),
-                None => rejected(Code::UnknownOrder, order.0),
             },
             Query::Stock { sku } => match self.skus.get(&sku) {
                 Some(s) => Answer::Stock(StockView {
@@ -719,9 +963,12 @@ impl Model {
 
     // ---- Invariants ---------------------------------------------------------------------
 
-    /// The model's own bookkeeping: every SKU balances, and its counters equal the sums over
-    /// its orders.
+    /// The model's own bookkeeping: every SKU balances, its counters equal the sums over its
+    /// orders, and the book is within `orders_max`.
     pub fn check(&self) -> Result<(), String> {
+        if self.held_orders() > self.config.orders_max {
+            return Err("model holds more than orders_max orders".into());
+        }
         for (id, s) in &self.skus {
             if s.available + s.reserved + s.sold != s.stocked {
                 return Err(format!("model SKU {id} does not balance: {s:?}"));
