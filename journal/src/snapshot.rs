@@ -43,7 +43,15 @@ pub struct Snapshot {
 }
 
 pub fn encode_snapshot(seq: u64, check: u64, payload: &[u8]) -> Vec<u8> {
-    let mut bytes = vec![0u8; SNAPSHOT_HEADER_LEN + payload.len()];
+    let mut bytes = Vec::with_capacity(SNAPSHOT_HEADER_LEN + payload.len());
+    bytes.extend_from_slice(&snapshot_header(seq, check, payload));
+    bytes.extend_from_slice(payload);
+    bytes
+}
+
+/// The header for `payload` (which follows it in the file).
+pub fn snapshot_header(seq: u64, check: u64, payload: &[u8]) -> [u8; SNAPSHOT_HEADER_LEN] {
+    let mut bytes = [0u8; SNAPSHOT_HEADER_LEN];
     bytes[0..8].copy_from_slice(&SNAPSHOT_MAGIC);
     bytes[8..12].copy_from_slice(&SNAPSHOT_VERSION.to_le_bytes());
     bytes[16..24].copy_from_slice(&seq.to_le_bytes());
@@ -52,8 +60,25 @@ pub fn encode_snapshot(seq: u64, check: u64, payload: &[u8]) -> Vec<u8> {
     bytes[40..44].copy_from_slice(&crc32c::crc32c(payload).to_le_bytes());
     let header_crc = crc32c::crc32c(&bytes[16..SNAPSHOT_HEADER_LEN]);
     bytes[12..16].copy_from_slice(&header_crc.to_le_bytes());
-    bytes[SNAPSHOT_HEADER_LEN..].copy_from_slice(payload);
     bytes
+}
+
+/// How a snapshot is written: in pieces of `piece_bytes`, each synced before the next, with
+/// `pause` between them. A big snapshot written and synced in one go queues hundreds of
+/// megabytes in front of the journal's next `fdatasync` (its commits then wait seconds);
+/// in pieces, a commit waits for one piece at most.
+#[derive(Clone, Copy, Debug)]
+pub struct Pace {
+    pub piece_bytes: usize,
+    pub pause: std::time::Duration,
+}
+
+impl Pace {
+    /// One write and one sync: for tools, where nothing else writes.
+    pub const AT_ONCE: Pace = Pace {
+        piece_bytes: usize::MAX,
+        pause: std::time::Duration::ZERO,
+    };
 }
 
 pub fn decode_snapshot(bytes: &[u8]) -> std::result::Result<Snapshot, String> {
@@ -97,9 +122,20 @@ pub fn write_snapshot(
     check: u64,
     payload: &[u8],
 ) -> Result<String> {
+    write_snapshot_paced(storage, seq, check, payload, Pace::AT_ONCE)
+}
+
+/// `write_snapshot`, the payload written and synced piece by piece (`pace`).
+pub fn write_snapshot_paced(
+    storage: &dyn Storage,
+    seq: u64,
+    check: u64,
+    payload: &[u8],
+    pace: Pace,
+) -> Result<String> {
     let name = snapshot_name(seq);
     let temp = format!("{name}.tmp");
-    let bytes = encode_snapshot(seq, check, payload);
+    let header = snapshot_header(seq, check, payload);
     let fail = |what: &str, e| JournalError::io(format!("{what} snapshot {name}"), e);
     if storage
         .list()
@@ -110,14 +146,24 @@ pub fn write_snapshot(
             .remove(&temp)
             .map_err(|e| fail("removing a stale temp of", e))?;
     }
-    // Created empty and written once: zero-filling ahead pays only for journal segments,
-    // which are overwritten in small synced pieces; a snapshot is one write and one sync.
+    // Created empty: zero-filling ahead pays only for journal segments, which are overwritten
+    // in small synced pieces; a snapshot is written once.
     storage
         .create_zeroed(&temp, 0)
         .map_err(|e| fail("creating", e))?;
     storage
-        .write_all_and_sync(&temp, 0, &bytes)
+        .write_all_and_sync(&temp, 0, &header)
         .map_err(|e| fail("writing", e))?;
+    let piece = pace.piece_bytes.max(1);
+    for (i, chunk) in payload.chunks(piece).enumerate() {
+        if i > 0 && !pace.pause.is_zero() {
+            std::thread::sleep(pace.pause);
+        }
+        let at = (SNAPSHOT_HEADER_LEN + i * piece) as u64;
+        storage
+            .write_all_and_sync(&temp, at, chunk)
+            .map_err(|e| fail("writing", e))?;
+    }
     storage
         .rename(&temp, &name)
         .map_err(|e| fail("naming", e))?;
