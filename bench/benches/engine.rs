@@ -1,7 +1,7 @@
 //! Engine apply rate on one core: the PlaceOrder hot path, a flash-sale mix (one hot SKU,
 //! waitlist on) and a broad mix (Zipf over 1M SKUs: orders, payments, cancels, expiries).
 //! Each replays a recorded stream on a fresh engine that already has the catalog loaded and
-//! its memory preallocated for the stream (`Engine::preallocate`, as the server does at
+//! its memory preallocated for the stream (`Engine::fault_in`, as the server does at
 //! start-up), prefetching one request ahead as the engine stage does.
 //!
 //! The hot path runs twice: with clients that have just connected (their idempotency tables
@@ -41,7 +41,7 @@ fn bench_stream(
             || {
                 let mut engine = Engine::new(config);
                 replay(&mut engine, setup);
-                engine.preallocate(stream.len() as u64);
+                engine.fault_in();
                 engine
             },
             |mut engine| {

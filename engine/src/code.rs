@@ -92,6 +92,8 @@ codes! {
     StockInfo = 21 => "STOCK_INFO",
     /// Query answer: a buyer's place on a waitlist.
     WaitlistPosition = 22 => "WAITLIST_POSITION",
+    /// Query answer: an order that retired (its final state and key fields).
+    RetiredOrderInfo = 23 => "RETIRED_ORDER_INFO",
 
     // Events.
     /// An order's payment deadline passed; its units were released.
@@ -101,6 +103,8 @@ codes! {
     /// A waitlist entry was dropped: its SKU was delisted, it wants more units than could
     /// still come back from reservations, or its total would overflow at today's price.
     WaitlistDropped = 52 => "WAITLIST_DROPPED",
+    /// A closed order retired from the engine's book (not pushed; the feed carries it).
+    OrderRetired = 53 => "ORDER_RETIRED",
     /// Reconciliation: money was captured for an order that is not paid here.
     DiscrepancyRefundDue = 60 => "DISCREPANCY_REFUND_DUE",
     /// Reconciliation: captured amount differs from the order total.
@@ -109,6 +113,8 @@ codes! {
     DiscrepancyMissingFromStatement = 62 => "DISCREPANCY_MISSING_FROM_STATEMENT",
     /// Reconciliation: captured but never confirmed here; the engine settled the order.
     DiscrepancySettledFromStatement = 63 => "DISCREPANCY_SETTLED_FROM_STATEMENT",
+    /// Reconciliation: the statement names an order retired past the engine's history.
+    DiscrepancyBeyondHistory = 64 => "DISCREPANCY_BEYOND_HISTORY",
 
     // Rejections.
     UnknownSku = 100 => "UNKNOWN_SKU",
@@ -138,6 +144,13 @@ codes! {
     /// The request id is older than the client's idempotency window: it cannot be told
     /// apart from a new request, so it is refused rather than risk applying it twice.
     RequestTooOld = 124 => "REQUEST_TOO_OLD",
+    /// The order existed but retired and was forgotten (`orders_retired_max`): its history
+    /// is in the journal and the feed.
+    OrderBeyondHistory = 125 => "ORDER_BEYOND_HISTORY",
+    /// The per-user holdings table holds `holdings_max` entries.
+    HoldingsCapacityFull = 126 => "HOLDINGS_CAPACITY_FULL",
+    /// The waitlists together hold `waitlist_entries_max` buyers.
+    WaitlistCapacityFull = 127 => "WAITLIST_CAPACITY_FULL",
 
     // Protocol and gateway: the request (or the connection) never reached the engine.
     /// A frame's length field is 0, or its body is shorter than its kind needs. Closes.

@@ -80,8 +80,15 @@ pub fn encode_config(config: &EngineConfig) -> Vec<u8> {
         .into_vec()
 }
 
+/// The configuration record, of this layout or of the first one (a journal written before
+/// retirement; its new limits take today's defaults). The current layout is larger, so a V1
+/// record never reads as one.
 pub fn decode_config(bytes: &[u8]) -> Result<EngineConfig, CodecError> {
-    decode(bytes)
+    decode::<EngineConfig>(bytes).or_else(|e| {
+        decode::<crate::config::EngineConfigV1>(bytes)
+            .map(EngineConfig::from)
+            .map_err(|_| e)
+    })
 }
 
 fn decode<T>(bytes: &[u8]) -> Result<T, CodecError>

@@ -1,42 +1,75 @@
-//! Units each user holds per SKU (open orders + paid orders + waitlist entries), for the
-//! per-user purchase limit. A user with nothing held has no entry, so the table stays as
-//! small as the set of active buyers.
+//! Units each user holds per SKU, for the per-user purchase limit: open and paid orders plus
+//! waitlist entries, for SKUs that had a limit when the order was placed. Sized once from
+//! `holdings_max`; a new entry past it is refused (`HOLDINGS_CAPACITY_FULL`).
+//!
+//! Entries live as long as the limit needs them. A SKU's holdings are reset when it is
+//! delisted, or re-listed after its sale window ended: the SKU takes a new stamp
+//! (`Sku::holdings_since`) and every entry carrying an older one reads as nothing. A sweep
+//! that visits a few slots per command removes such stale entries, and those of SKUs whose
+//! sale window has ended (no order is taken for them until a reset), so the table holds only
+//! what may still be asked. The sweep is part of the state: replay and snapshots see the
+//! same table.
 //!
 //! In a flash sale nearly every order comes from a buyer not seen before, so this lookup is
-//! a cache miss on every PlaceOrder — the engine's largest single cost (measured with perf:
-//! ~45% of the hot path with a std `HashMap`). Hence a small open-addressing table of its own
-//! with a `prefetch` the engine stage calls for the *next* request while it applies this one,
-//! so the miss overlaps useful work. Linear probing, backward-shift deletion (no tombstones),
-//! a fixed multiplicative hash (deterministic), at most 70% full.
+//! a cache miss on every PlaceOrder — once the engine's largest single cost (measured with
+//! perf: ~45% of the hot path with a std `HashMap`). Hence a small open-addressing table of
+//! its own with a `prefetch` the engine stage calls for the *next* request while it applies
+//! this one. Linear probing, backward-shift deletion (no tombstones), a fixed multiplicative
+//! hash (deterministic), at most 70% full.
 
 use crate::ids::{SkuId, UserId};
 
-const CAPACITY_MIN: usize = 1024;
-
-#[derive(Clone, Copy, Debug, Default)]
-struct Slot {
-    user: UserId,
-    sku: SkuId,
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize,
+)]
+pub struct Holding {
+    pub user: UserId,
+    pub sku: SkuId,
     /// 0 marks an empty slot: an entry is removed when its units reach 0.
-    units: u32,
+    pub units: u32,
+    /// The SKU's holdings stamp when the entry was made.
+    pub since: u32,
 }
+
+const _: () = assert!(std::mem::size_of::<Holding>() == 24);
+
+// SAFETY: integers only; all-zero is an empty slot.
+unsafe impl crate::memory::Zeroable for Holding {}
+
+/// A holding the table has no room for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HoldingsFull;
 
 #[derive(Clone, Debug)]
 pub struct Holdings {
-    slots: Vec<Slot>,
+    slots: Vec<Holding>,
     len: usize,
-}
-
-impl Default for Holdings {
-    fn default() -> Self {
-        Holdings {
-            slots: vec![Slot::default(); CAPACITY_MIN],
-            len: 0,
-        }
-    }
+    max: usize,
+    /// The next slot the sweep visits.
+    cursor: usize,
 }
 
 impl Holdings {
+    /// Room for `max` entries at most 70% full, allocated now (touched by `fault_in`).
+    pub fn with_capacity(max: usize) -> Holdings {
+        let slots = (max * 10 / 7 + 1).next_power_of_two().max(16);
+        Holdings {
+            slots: crate::memory::zeroed_vec(slots),
+            len: 0,
+            max,
+            cursor: 0,
+        }
+    }
+
+    pub fn regions(&self, out: &mut Vec<crate::memory::Region>) {
+        out.push(crate::memory::Region::of(&self.slots));
+    }
+
+    /// Touch every page now.
+    pub fn fault_in(&mut self) {
+        crate::memory::touch(&mut self.slots);
+    }
+
     #[inline]
     fn home(&self, user: UserId, sku: SkuId) -> usize {
         let mixed = (user.0 ^ sku.0.rotate_left(29)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
@@ -71,42 +104,75 @@ impl Holdings {
         crate::memory::prefetch(&self.slots[self.home(user, sku)]);
     }
 
+    /// Units held under the SKU's current stamp `since`.
     #[inline]
-    pub fn get(&self, user: UserId, sku: SkuId) -> u32 {
+    pub fn get(&self, user: UserId, sku: SkuId, since: u32) -> u32 {
         match self.probe(user, sku) {
-            (i, true) => self.slots[i].units,
-            (_, false) => 0,
+            (i, true) if self.slots[i].since == since => self.slots[i].units,
+            _ => 0,
         }
     }
 
-    pub fn add(&mut self, user: UserId, sku: SkuId, qty: u32) {
+    /// Whether adding to (user, sku) would take a new entry (none there, stale or not).
+    pub fn needs_entry(&self, user: UserId, sku: SkuId) -> bool {
+        !self.probe(user, sku).1
+    }
+
+    /// Whether `extra` more entries fit.
+    pub fn has_room(&self, extra: usize) -> bool {
+        self.len + extra <= self.max
+    }
+
+    pub fn add(
+        &mut self,
+        user: UserId,
+        sku: SkuId,
+        qty: u32,
+        since: u32,
+    ) -> Result<(), HoldingsFull> {
         assert!(qty > 0, "holding zero units");
         let (i, found) = self.probe(user, sku);
         if found {
-            let held = &mut self.slots[i].units;
-            *held = held.checked_add(qty).expect("holdings overflow u32");
-            return;
+            let slot = &mut self.slots[i];
+            if slot.since == since {
+                slot.units = slot.units.checked_add(qty).expect("holdings overflow u32");
+            } else {
+                // A stale entry of an earlier stamp: it held nothing that counts.
+                *slot = Holding {
+                    user,
+                    sku,
+                    units: qty,
+                    since,
+                };
+            }
+            return Ok(());
         }
-        if (self.len + 1) * 10 > self.slots.len() * 7 {
-            self.grow();
-            return self.add(user, sku, qty);
+        if self.len >= self.max {
+            return Err(HoldingsFull);
         }
-        self.slots[i] = Slot {
+        self.slots[i] = Holding {
             user,
             sku,
             units: qty,
+            since,
         };
         self.len += 1;
+        Ok(())
     }
 
-    pub fn remove(&mut self, user: UserId, sku: SkuId, qty: u32) {
+    /// Take `qty` units back under stamp `since`. `false` if there was no such entry (the
+    /// sweep removed it after the SKU's sale window ended): nothing to take.
+    pub fn remove(&mut self, user: UserId, sku: SkuId, qty: u32, since: u32) -> bool {
         let (i, found) = self.probe(user, sku);
-        assert!(found, "releasing units that were never held");
+        if !found || self.slots[i].since != since {
+            return false;
+        }
         let held = &mut self.slots[i].units;
         *held = held.checked_sub(qty).expect("releasing more than held");
         if *held == 0 {
             self.delete_at(i);
         }
+        true
     }
 
     /// Empty slot `hole`, then pull back any later entry of the same run that may live there,
@@ -127,44 +193,17 @@ impl Holdings {
         }
     }
 
-    fn grow(&mut self) {
-        let doubled = vec![Slot::default(); self.slots.len() * 2];
-        let old = std::mem::replace(&mut self.slots, doubled);
-        self.len = 0;
-        for slot in old.into_iter().filter(|s| s.units > 0) {
-            self.add(slot.user, slot.sku, slot.units);
-        }
-    }
-
-    /// Size the table for `entries` without growing, and touch its memory now.
-    pub fn preallocate(&mut self, entries: usize) {
-        while entries * 10 > self.slots.len() * 7 {
-            self.grow();
-        }
-        crate::memory::touch(&mut self.slots);
-    }
-
-    /// Every entry, sorted: a deterministic order for snapshots.
-    pub fn to_sorted_vec(&self) -> Vec<(UserId, SkuId, u32)> {
-        let mut all: Vec<_> = self
-            .slots
-            .iter()
-            .filter(|s| s.units > 0)
-            .map(|s| (s.user, s.sku, s.units))
-            .collect();
-        all.sort_unstable();
-        all
-    }
-
-    pub fn from_entries(entries: &[(UserId, SkuId, u32)]) -> Result<Holdings, &'static str> {
-        let mut holdings = Holdings::default();
-        for &(user, sku, qty) in entries {
-            if qty == 0 || holdings.get(user, sku) != 0 {
-                return Err("holdings hold an empty or repeated entry");
+    /// Visit the next `visits` slots and remove the entries `dead` says are no longer needed.
+    /// A removal can pull a later entry back into the slot just visited; it is looked at on
+    /// the next lap.
+    pub fn sweep(&mut self, visits: usize, mut dead: impl FnMut(&Holding) -> bool) {
+        for _ in 0..visits {
+            let i = self.cursor;
+            self.cursor = (self.cursor + 1) & self.mask();
+            if self.slots[i].units != 0 && dead(&self.slots[i]) {
+                self.delete_at(i);
             }
-            holdings.add(user, sku, qty);
         }
-        Ok(holdings)
     }
 
     pub fn len(&self) -> usize {
@@ -173,6 +212,83 @@ impl Holdings {
 
     pub fn is_empty(&self) -> bool {
         self.len == 0
+    }
+
+    pub fn max(&self) -> usize {
+        self.max
+    }
+
+    pub fn bytes(&self) -> usize {
+        std::mem::size_of_val(self.slots.as_slice())
+    }
+
+    /// Every entry with its slot, in slot order, and the sweep's cursor: the table exactly,
+    /// for a snapshot (the layout decides what the sweep meets next).
+    pub fn image(&self) -> (Vec<(u32, Holding)>, u32) {
+        let entries = self
+            .slots
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| s.units > 0)
+            .map(|(i, s)| (i as u32, *s))
+            .collect();
+        (entries, self.cursor as u32)
+    }
+
+    /// `image()` into `entries` (its allocation kept); returns the cursor.
+    pub fn image_into(&self, entries: &mut Vec<(u32, Holding)>) -> u32 {
+        entries.clear();
+        entries.extend(
+            self.slots
+                .iter()
+                .enumerate()
+                .filter(|(_, s)| s.units > 0)
+                .map(|(i, s)| (i as u32, *s)),
+        );
+        self.cursor as u32
+    }
+
+    /// The table an `image` describes, for `max` entries.
+    pub fn from_image(
+        max: usize,
+        entries: &[(u32, Holding)],
+        cursor: u32,
+    ) -> Result<Holdings, &'static str> {
+        let mut table = Holdings::with_capacity(max);
+        if entries.len() > max || cursor as usize >= table.slots.len() {
+            return Err("holdings larger than holdings_max");
+        }
+        for &(at, holding) in entries {
+            let slot = table
+                .slots
+                .get_mut(at as usize)
+                .ok_or("a holding lies outside the table")?;
+            if holding.units == 0 || slot.units != 0 {
+                return Err("holdings hold an empty or repeated entry");
+            }
+            *slot = holding;
+        }
+        table.len = entries.len();
+        table.cursor = cursor as usize;
+        // Every entry must be where a lookup finds it.
+        for &(at, h) in entries {
+            if table.probe(h.user, h.sku) != (at as usize, true) {
+                return Err("a holding is not where its key leads");
+            }
+        }
+        Ok(table)
+    }
+
+    /// Units per (user, sku) of entries under the given stamp, sorted (for checks).
+    pub fn current(&self, since_of: impl Fn(SkuId) -> Option<u32>) -> Vec<(UserId, SkuId, u32)> {
+        let mut all: Vec<_> = self
+            .slots
+            .iter()
+            .filter(|s| s.units > 0 && since_of(s.sku) == Some(s.since))
+            .map(|s| (s.user, s.sku, s.units))
+            .collect();
+        all.sort_unstable();
+        all
     }
 }
 
@@ -184,7 +300,7 @@ mod tests {
 
     #[test]
     fn agrees_with_a_btreemap_through_inserts_and_deletes() {
-        let mut table = Holdings::default();
+        let mut table = Holdings::with_capacity(10_000);
         let mut model = BTreeMap::<(UserId, SkuId), u32>::new();
         let mut x = 12345u64;
         for step in 0..if cfg!(miri) { 2_000 } else { 200_000 } {
@@ -193,26 +309,43 @@ mod tests {
             x ^= x << 17;
             let key = (UserId(x % 3000), SkuId(x / 3000 % 3));
             let held = model.get(&key).copied().unwrap_or(0);
-            assert_eq!(table.get(key.0, key.1), held, "step {step}");
+            assert_eq!(table.get(key.0, key.1, 0), held, "step {step}");
             if held > 0 && x.is_multiple_of(3) {
                 let qty = 1 + (x / 7 % held as u64) as u32;
-                table.remove(key.0, key.1, qty);
+                assert!(table.remove(key.0, key.1, qty, 0));
                 if held == qty {
                     model.remove(&key);
                 } else {
                     model.insert(key, held - qty);
                 }
             } else {
-                table.add(key.0, key.1, 1 + (x % 3) as u32);
+                table.add(key.0, key.1, 1 + (x % 3) as u32, 0).unwrap();
                 *model.entry(key).or_default() += 1 + (x % 3) as u32;
             }
             assert_eq!(table.len(), model.len());
         }
         let sorted: Vec<_> = model.iter().map(|(&(u, s), &q)| (u, s, q)).collect();
-        assert_eq!(table.to_sorted_vec(), sorted);
-        assert_eq!(
-            Holdings::from_entries(&sorted).unwrap().to_sorted_vec(),
-            sorted
-        );
+        assert_eq!(table.current(|_| Some(0)), sorted);
+        let (entries, cursor) = table.image();
+        let copy = Holdings::from_image(10_000, &entries, cursor).unwrap();
+        assert_eq!(copy.image(), table.image());
+    }
+
+    #[test]
+    fn stale_entries_read_as_nothing_and_the_sweep_removes_them() {
+        let (u, sku) = (UserId(1), SkuId(7));
+        let mut table = Holdings::with_capacity(2);
+        table.add(u, sku, 2, 0).unwrap();
+        table.add(UserId(2), sku, 1, 0).unwrap();
+        assert_eq!(table.add(UserId(3), sku, 1, 0), Err(HoldingsFull));
+        assert_eq!(table.get(u, sku, 1), 0, "the SKU was reset: stamp 1");
+        assert!(!table.remove(u, sku, 2, 1), "nothing held under stamp 1");
+        table.add(u, sku, 1, 1).unwrap();
+        assert_eq!(table.get(u, sku, 1), 1, "a stale entry is reused");
+        let slots = table.slots.len();
+        table.sweep(slots, |h| h.since != 1);
+        assert_eq!(table.len(), 1);
+        table.add(UserId(3), sku, 1, 1).unwrap();
+        assert_eq!(table.len(), 2);
     }
 }

@@ -14,9 +14,10 @@
 //! `r + window > highest`, which cannot be; so the slot holds `r` itself (a retry) or an
 //! older id (then `r` was never applied).
 //!
-//! Tables start small and double up to `window` slots as a client's requests spread, so a
-//! one-shot client (a `surge ctl` call) costs a few hundred bytes. At most `clients_max`
-//! clients are remembered; past that the least recently active is forgotten.
+//! Memory is fixed at start-up: `clients_max` tables of `window` slots each, allocated and
+//! touched once. At most `clients_max` clients are remembered; a new one past that takes the
+//! table of the least recently active, which is forgotten (its retries become new requests
+//! or `REQUEST_TOO_OLD` never, since nothing of it is remembered).
 
 use rustc_hash::FxHashMap;
 
@@ -25,8 +26,8 @@ use crate::outcome::Outcome;
 
 pub type RequestKey = (ClientId, RequestId);
 
-/// Slots a new client starts with.
-const SESSION_SLOTS_MIN: usize = 16;
+/// The smallest window (a power of two).
+const WINDOW_MIN: u64 = 16;
 
 /// What the window knows about a request.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -45,60 +46,52 @@ pub struct Remembered {
     pub outcome: Outcome,
 }
 
-/// One client's remembered requests.
+/// One client's remembered requests, as a snapshot holds them.
 #[derive(Clone, Debug, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 pub struct Session {
     pub client: ClientId,
     pub highest: RequestId,
     /// `commands_applied` when this client was last seen; the least recent is evicted.
     pub last_active: u64,
-    /// Direct-mapped by `request % slots.len()`; `None` is an empty slot.
-    pub slots: Vec<Option<Remembered>>,
+    /// Every remembered request, in slot order.
+    pub remembered: Vec<Remembered>,
 }
 
-impl Session {
-    fn new(client: ClientId) -> Session {
-        Session {
-            client,
-            highest: RequestId(0),
-            last_active: 0,
-            slots: vec![None; SESSION_SLOTS_MIN],
-        }
-    }
-
-    #[inline]
-    fn slot(&self, request: RequestId) -> usize {
-        // The length is a power of two: a mask, not a division, on the hot path.
-        (request.0 & (self.slots.len() as u64 - 1)) as usize
-    }
-
-    /// Double the table, re-placing every entry.
-    fn grow(&mut self) {
-        let doubled = vec![None; self.slots.len() * 2];
-        let old = std::mem::replace(&mut self.slots, doubled);
-        for remembered in old.into_iter().flatten() {
-            let slot = self.slot(remembered.request);
-            self.slots[slot] = Some(remembered);
-        }
-    }
+/// A client's place in the pool.
+#[derive(Clone, Copy, Debug)]
+struct Tenant {
+    client: ClientId,
+    highest: RequestId,
+    last_active: u64,
 }
 
 #[derive(Clone, Debug)]
 pub struct IdempotencyWindow {
     window: u64,
-    clients_max: usize,
-    sessions: FxHashMap<ClientId, Session>,
+    /// `clients_max` tables of `window` slots, back to back; table `t` is
+    /// `slots[t * window .. (t + 1) * window]`, direct-mapped by `request % window`.
+    slots: Vec<Option<Remembered>>,
+    /// Who holds each table (`None`: free).
+    tenants: Vec<Option<Tenant>>,
+    by_client: FxHashMap<ClientId, u32>,
+    free: Vec<u32>,
 }
 
 impl IdempotencyWindow {
-    /// `window` is rounded up to a power of two (at least 16).
+    /// `window` is rounded up to a power of two (at least 16). The tables are allocated now
+    /// and touched by `fault_in`.
     pub fn new(window: u32, clients_max: u32) -> IdempotencyWindow {
+        let window = u64::from(window).next_power_of_two().max(WINDOW_MIN);
+        let clients = clients_max.max(1) as usize;
+        let slots = Vec::with_capacity(clients * window as usize);
+        let mut by_client = FxHashMap::default();
+        by_client.reserve(clients);
         IdempotencyWindow {
-            window: u64::from(window)
-                .next_power_of_two()
-                .max(SESSION_SLOTS_MIN as u64),
-            clients_max: clients_max.max(1) as usize,
-            sessions: FxHashMap::default(),
+            window,
+            slots,
+            tenants: vec![None; clients],
+            by_client,
+            free: (0..clients as u32).rev().collect(),
         }
     }
 
@@ -107,20 +100,45 @@ impl IdempotencyWindow {
         self.window
     }
 
+    pub fn clients_max(&self) -> usize {
+        self.tenants.len()
+    }
+
+    pub fn bytes(&self) -> usize {
+        self.slots.capacity() * std::mem::size_of::<Option<Remembered>>()
+    }
+
+    pub fn regions(&self, out: &mut Vec<crate::memory::Region>) {
+        out.push(crate::memory::Region::of(&self.slots));
+    }
+
+    /// Touch every table's pages now.
+    pub fn fault_in(&mut self) {
+        let more = self.slots.capacity() - self.slots.len();
+        crate::memory::reserve_touched(&mut self.slots, more, None);
+    }
+
+    #[inline]
+    fn slot(&self, table: u32, request: RequestId) -> usize {
+        // The window is a power of two: a mask, not a division, on the hot path.
+        table as usize * self.window as usize + (request.0 & (self.window - 1)) as usize
+    }
+
     #[inline]
     pub fn seen(&self, (client, request): RequestKey) -> Seen {
-        let Some(session) = self.sessions.get(&client) else {
+        let Some(&table) = self.by_client.get(&client) else {
             return Seen::New;
         };
-        if request > session.highest {
+        let tenant = self.tenants[table as usize].expect("an indexed table has a tenant");
+        if request > tenant.highest {
             // Above everything applied: new, and no need to read a slot last written a whole
             // window ago (a cache miss on every request).
             return Seen::New;
         }
-        if request.0.saturating_add(self.window) <= session.highest.0 {
+        if request.0.saturating_add(self.window) <= tenant.highest.0 {
             return Seen::TooOld;
         }
-        match session.slots[session.slot(request)] {
+        match self.slots[self.slot(table, request)] {
             Some(r) if r.request == request => Seen::Retry(r.outcome),
             _ => Seen::New,
         }
@@ -129,16 +147,18 @@ impl IdempotencyWindow {
     /// A retry or a refused old request is activity too: it keeps the client from being the
     /// least recently active.
     pub fn touch(&mut self, client: ClientId, now: u64) {
-        if let Some(session) = self.sessions.get_mut(&client) {
-            session.last_active = now;
+        if let Some(&table) = self.by_client.get(&client) {
+            if let Some(t) = self.tenants[table as usize].as_mut() {
+                t.last_active = now;
+            }
         }
     }
 
     /// Start loading the slot `remember` will write for this request.
     #[inline]
     pub fn prefetch(&self, (client, request): RequestKey) {
-        if let Some(session) = self.sessions.get(&client) {
-            crate::memory::prefetch(&session.slots[session.slot(request)]);
+        if let Some(&table) = self.by_client.get(&client) {
+            crate::memory::prefetch(&self.slots[self.slot(table, request)]);
         }
     }
 
@@ -146,58 +166,98 @@ impl IdempotencyWindow {
     /// count, for eviction order.
     #[inline]
     pub fn remember(&mut self, (client, request): RequestKey, outcome: Outcome, now: u64) {
-        if !self.sessions.contains_key(&client) && self.sessions.len() >= self.clients_max {
-            self.evict_least_recent();
-        }
-        let window = self.window;
-        let session = self
-            .sessions
-            .entry(client)
-            .or_insert_with(|| Session::new(client));
-        session.last_active = now;
-        session.highest = session.highest.max(request);
-        if session.slots.len() as u64 == window {
-            // A full-size table never holds two ids of one window in one slot: whatever is
-            // there is older than the window. Write without reading it.
-            let slot = session.slot(request);
-            session.slots[slot] = Some(Remembered { request, outcome });
-            return;
-        }
-        loop {
-            let slot = session.slot(request);
-            match session.slots[slot] {
-                // Still inside the window: the table is too small to drop it; grow.
-                Some(r) if r.request.0 + window > session.highest.0 => {
-                    assert_ne!(r.request, request, "request {request} remembered twice");
-                    assert!(
-                        (session.slots.len() as u64) < window,
-                        "a full window has no collisions"
-                    );
-                    session.grow();
-                }
-                _ => {
-                    session.slots[slot] = Some(Remembered { request, outcome });
-                    return;
-                }
-            }
-        }
+        let table = match self.by_client.get(&client) {
+            Some(&table) => table,
+            None => self.admit(client),
+        };
+        let tenant = self.tenants[table as usize]
+            .as_mut()
+            .expect("an indexed table has a tenant");
+        tenant.last_active = now;
+        tenant.highest = tenant.highest.max(request);
+        // Whatever the slot held is older than the window (ids in one window never share a
+        // slot): write without reading it.
+        let slot = self.slot(table, request);
+        self.slots[slot] = Some(Remembered { request, outcome });
     }
 
-    fn evict_least_recent(&mut self) {
-        let oldest = self
-            .sessions
-            .values()
-            .min_by_key(|s| (s.last_active, s.client))
-            .map(|s| s.client)
-            .expect("evicting from an empty window");
-        self.sessions.remove(&oldest);
+    /// Give `client` a table: a free one, or the least recently active client's.
+    fn admit(&mut self, client: ClientId) -> u32 {
+        let table = match self.free.pop() {
+            Some(table) => table,
+            None => {
+                let (table, idlest) = self
+                    .tenants
+                    .iter()
+                    .enumerate()
+                    .filter_map(|(i, t)| t.map(|t| (i as u32, t)))
+                    .min_by_key(|(_, t)| (t.last_active, t.client))
+                    .expect("a full pool has tenants");
+                self.by_client.remove(&idlest.client);
+                let start = self.slot(table, RequestId(0));
+                self.slots[start..start + self.window as usize].fill(None);
+                table
+            }
+        };
+        // Tables are first handed out in order, so the slots in use stay one prefix.
+        let end = (table as usize + 1) * self.window as usize;
+        if self.slots.len() < end {
+            self.slots.resize(end, None);
+        }
+        self.tenants[table as usize] = Some(Tenant {
+            client,
+            highest: RequestId(0),
+            last_active: 0,
+        });
+        self.by_client.insert(client, table);
+        table
     }
 
     /// Every session, by client id: a deterministic order for snapshots.
     pub fn sessions(&self) -> Vec<Session> {
-        let mut all: Vec<Session> = self.sessions.values().cloned().collect();
-        all.sort_unstable_by_key(|s| s.client);
+        let mut all = Vec::new();
+        self.sessions_into(&mut all);
         all
+    }
+
+    /// `sessions()` into `all`, reusing its vectors (a snapshotter keeps them between
+    /// snapshots, so taking one allocates nothing new once it has taken the largest).
+    pub fn sessions_into(&self, all: &mut Vec<Session>) {
+        let tenants = self
+            .tenants
+            .iter()
+            .enumerate()
+            .filter_map(|(i, t)| t.map(|t| (i as u32, t)));
+        let mut n = 0;
+        for (table, t) in tenants {
+            if n == all.len() {
+                all.push(Session {
+                    client: t.client,
+                    highest: t.highest,
+                    last_active: t.last_active,
+                    remembered: Vec::new(),
+                });
+            }
+            let session = &mut all[n];
+            session.client = t.client;
+            session.highest = t.highest;
+            session.last_active = t.last_active;
+            session.remembered.clear();
+            let start = self.slot(table, RequestId(0));
+            // A slot may still hold an id that fell out of the window (ids with gaps leave
+            // slots unwritten): `seen` never answers from it, and `restore` refuses it.
+            let window = self.window;
+            session.remembered.extend(
+                self.slots[start..start + self.window as usize]
+                    .iter()
+                    .flatten()
+                    .filter(|r| r.request.0.saturating_add(window) > t.highest.0)
+                    .copied(),
+            );
+            n += 1;
+        }
+        all.truncate(n);
+        all.sort_unstable_by_key(|s| s.client);
     }
 
     pub fn restore(
@@ -206,29 +266,34 @@ impl IdempotencyWindow {
         sessions: Vec<Session>,
     ) -> Result<IdempotencyWindow, &'static str> {
         let mut restored = IdempotencyWindow::new(window, clients_max);
-        if sessions.len() > restored.clients_max {
+        if sessions.len() > restored.clients_max() {
             return Err("more idempotency sessions than clients_max");
         }
         for session in sessions {
-            let len = session.slots.len();
-            if !len.is_power_of_two() || len < SESSION_SLOTS_MIN || len as u64 > restored.window {
-                return Err("an idempotency session has a bad table size");
-            }
-            let placed = session.slots.iter().enumerate().all(|(i, slot)| {
-                slot.is_none_or(|r| session.slot(r.request) == i && r.request <= session.highest)
-            });
-            if !placed {
-                return Err("an idempotency session has a misplaced entry");
-            }
-            if restored.sessions.insert(session.client, session).is_some() {
+            if restored.by_client.contains_key(&session.client) {
                 return Err("a client has two idempotency sessions");
+            }
+            let table = restored.admit(session.client);
+            restored.tenants[table as usize] = Some(Tenant {
+                client: session.client,
+                highest: session.highest,
+                last_active: session.last_active,
+            });
+            for r in session.remembered {
+                let slot = restored.slot(table, r.request);
+                let inside = r.request <= session.highest
+                    && r.request.0.saturating_add(restored.window) > session.highest.0;
+                if !inside || restored.slots[slot].is_some() {
+                    return Err("an idempotency session holds a request outside its window");
+                }
+                restored.slots[slot] = Some(r);
             }
         }
         Ok(restored)
     }
 
     pub fn clients(&self) -> usize {
-        self.sessions.len()
+        self.by_client.len()
     }
 }
 
@@ -284,5 +349,17 @@ mod tests {
         assert_eq!(w.clients(), 2);
         let restored = IdempotencyWindow::restore(16, 2, w.sessions()).unwrap();
         assert_eq!(restored.sessions(), w.sessions());
+    }
+
+    #[test]
+    fn a_snapshot_leaves_out_ids_that_fell_out_of_the_window() {
+        let mut w = IdempotencyWindow::new(16, 4);
+        let key = |r| (ClientId(1), RequestId(r));
+        w.remember(key(1), outcome(1), 0);
+        w.remember(key(40), outcome(40), 1); // 1's slot is never written again
+        let restored = IdempotencyWindow::restore(16, 4, w.sessions()).unwrap();
+        assert_eq!(restored.sessions(), w.sessions());
+        assert_eq!(restored.seen(key(40)), Seen::Retry(outcome(40)));
+        assert_eq!(restored.seen(key(1)), Seen::TooOld);
     }
 }

@@ -1,8 +1,15 @@
-//! Orders and the order book. Order ids are dense (1, 2, 3, …), so the book is a `Vec`
-//! indexed by id: O(1) lookup, no hashing, ~100 bytes per order.
+//! Orders, and the book of those the engine holds in full: every order still open, and each
+//! closed one until it retires. The book is a slab sized once from `orders_max` (slots never
+//! move, a free list hands them out), an id table to find an order, and two chains through
+//! the slots: open orders oldest first (which is deadline order: every deadline is the
+//! clock at creation plus one payment window, and the clock never goes back) and closed
+//! orders in the order they closed (which is retirement order). Expiry walks the first from
+//! its head, retirement the second; closing an order moves it from one to the other in O(1).
+//! Nothing here grows after start-up.
 
 use crate::command::OrderLine;
-use crate::ids::{ClientId, Money, OrderId, RequestId, TimestampNs, UserId};
+use crate::id_table::IdTable;
+use crate::ids::{ClientId, Money, OrderId, RequestId, SkuId, TimestampNs, UserId};
 
 #[derive(
     Clone, Copy, Debug, PartialEq, Eq, Hash, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize,
@@ -32,6 +39,18 @@ impl OrderState {
             OrderState::PaymentFailed => "payment_failed",
             OrderState::Expired => "expired",
         }
+    }
+
+    /// The state with this wire number.
+    pub const fn from_u8(n: u8) -> Option<OrderState> {
+        Some(match n {
+            1 => OrderState::PendingPayment,
+            2 => OrderState::Paid,
+            3 => OrderState::Cancelled,
+            4 => OrderState::PaymentFailed,
+            5 => OrderState::Expired,
+            _ => return None,
+        })
     }
 
     pub const ALL: [OrderState; 5] = [
@@ -68,6 +87,7 @@ impl OrderLines {
 
 #[derive(Clone, Debug, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 pub struct Order {
+    pub id: OrderId,
     pub client: ClientId,
     pub request: RequestId,
     pub user: UserId,
@@ -77,26 +97,24 @@ pub struct Order {
     /// When it was paid (0 while unpaid); statements close over this.
     pub paid_ns: TimestampNs,
     pub payment_ref: u64,
+    /// When it left `PendingPayment` (0 while open); it retires `retire_after` later.
+    pub closed_ns: TimestampNs,
+    /// The holdings stamp when it was placed (or its waitlist entry joined): a line's units
+    /// are in the buyer's holdings only while its SKU's holdings were not reset since.
+    pub holdings_stamp: u32,
     pub lines: OrderLines,
+    /// Bit `i`: line `i` counts in the buyer's holdings (its SKU had a per-user limit then).
+    pub held_lines: u16,
     pub state: OrderState,
     /// Seen in a payment statement (or reported missing from one): never reported again.
     pub reconciled: bool,
 }
 
-/// Every order ever placed, in id order.
-#[derive(Clone, Debug, Default)]
-pub struct OrderBook {
-    orders: Vec<Order>,
-}
-
-impl OrderBook {
-    pub fn from_orders(orders: Vec<Order>) -> OrderBook {
-        OrderBook { orders }
-    }
-
-    /// Room for `orders` more without reallocating, pages faulted in now.
-    pub fn preallocate(&mut self, orders: usize) {
-        let filler = Order {
+impl Order {
+    /// An empty slot's filler.
+    fn vacant() -> Order {
+        Order {
+            id: OrderId(0),
             client: ClientId(0),
             request: RequestId(0),
             user: UserId(0),
@@ -105,55 +123,388 @@ impl OrderBook {
             deadline_ns: 0,
             paid_ns: 0,
             payment_ref: 0,
+            closed_ns: 0,
+            holdings_stamp: 0,
             lines: OrderLines::One(OrderLine {
-                sku: crate::ids::SkuId(0),
+                sku: SkuId(0),
                 qty: 0,
             }),
+            held_lines: 0,
             state: OrderState::PendingPayment,
             reconciled: false,
-        };
-        crate::memory::reserve_touched(&mut self.orders, orders, filler);
+        }
     }
 
+    pub fn is_open(&self) -> bool {
+        self.state == OrderState::PendingPayment
+    }
+
+    /// Whether line `i`'s units count in the buyer's holdings.
+    pub fn line_held(&self, i: usize) -> bool {
+        self.held_lines & (1 << i) != 0
+    }
+}
+
+/// No slot: the end of a chain.
+const NIL: u32 = u32::MAX;
+
+#[derive(Clone, Copy, Debug)]
+struct Link {
+    prev: u32,
+    next: u32,
+}
+
+/// A doubly linked chain of slots.
+#[derive(Clone, Copy, Debug)]
+struct Chain {
+    head: u32,
+    tail: u32,
+    len: u64,
+}
+
+impl Chain {
+    const EMPTY: Chain = Chain {
+        head: NIL,
+        tail: NIL,
+        len: 0,
+    };
+}
+
+/// The orders held in full: open ones, and closed ones until they retire.
+#[derive(Clone, Debug)]
+pub struct OrderBook {
+    /// Slots `0..orders.len()` have been used; the rest of the capacity is reserved.
+    orders: Vec<Order>,
+    links: Vec<Link>,
+    /// Slots used once and free again, the next to use last.
+    free: Vec<u32>,
+    capacity: usize,
+    index: IdTable,
+    next_id: u64,
+    open: Chain,
+    closed: Chain,
+}
+
+impl OrderBook {
+    /// A book for `capacity` orders, its memory allocated now (touched by `fault_in`).
+    pub fn with_capacity(capacity: u64) -> OrderBook {
+        let capacity = usize::try_from(capacity).expect("orders_max fits memory");
+        assert!(capacity < NIL as usize, "orders_max below 2^32");
+        OrderBook {
+            orders: Vec::with_capacity(capacity),
+            links: Vec::with_capacity(capacity),
+            free: Vec::with_capacity(capacity),
+            capacity,
+            index: IdTable::with_capacity(capacity),
+            next_id: 1,
+            open: Chain::EMPTY,
+            closed: Chain::EMPTY,
+        }
+    }
+
+    /// Orders held (open and not yet retired).
     pub fn len(&self) -> u64 {
-        self.orders.len() as u64
+        self.open.len + self.closed.len
     }
 
     pub fn is_empty(&self) -> bool {
-        self.orders.is_empty()
+        self.len() == 0
+    }
+
+    pub fn open_len(&self) -> u64 {
+        self.open.len
+    }
+
+    pub fn capacity(&self) -> u64 {
+        self.capacity as u64
+    }
+
+    pub fn is_full(&self) -> bool {
+        self.free.is_empty() && self.orders.len() == self.capacity
+    }
+
+    /// Bytes the book holds (its capacity, not its use).
+    pub fn bytes(&self) -> usize {
+        self.capacity * (std::mem::size_of::<Order>() + std::mem::size_of::<Link>() + 4)
+            + self.index.bytes()
+    }
+
+    /// Touch every page of the book now.
+    pub fn fault_in(&mut self) {
+        let more = self.capacity - self.orders.len();
+        crate::memory::reserve_touched(&mut self.orders, more, Order::vacant());
+        crate::memory::reserve_touched(
+            &mut self.links,
+            more,
+            Link {
+                prev: NIL,
+                next: NIL,
+            },
+        );
+        let free_more = self.capacity - self.free.len();
+        crate::memory::reserve_touched(&mut self.free, free_more, 0);
+        self.index.fault_in();
+    }
+
+    /// Its tables' allocations.
+    pub fn regions(&self, out: &mut Vec<crate::memory::Region>) {
+        use crate::memory::Region;
+        out.extend([
+            Region::of(&self.orders),
+            Region::of(&self.links),
+            Region::of(&self.free),
+        ]);
+        self.index.regions(out);
+    }
+
+    /// A slot to put an order in: a freed one, or the next never used.
+    fn take_slot(&mut self) -> u32 {
+        if let Some(slot) = self.free.pop() {
+            return slot;
+        }
+        assert!(
+            self.orders.len() < self.capacity,
+            "the caller checked the book has room"
+        );
+        self.orders.push(Order::vacant());
+        self.links.push(Link {
+            prev: NIL,
+            next: NIL,
+        });
+        (self.orders.len() - 1) as u32
     }
 
     /// The id the next order will get.
     pub fn next_id(&self) -> OrderId {
-        OrderId(self.len() + 1)
+        OrderId(self.next_id)
     }
 
-    pub fn push(&mut self, order: Order) -> OrderId {
+    /// Whether `id` was ever given to an order.
+    pub fn was_assigned(&self, id: OrderId) -> bool {
+        id.0 != 0 && id.0 < self.next_id
+    }
+
+    /// Add an open order; its id is `next_id()`. The caller checked `is_full`.
+    pub fn push(&mut self, mut order: Order) -> OrderId {
+        let slot = self.take_slot();
         let id = self.next_id();
-        self.orders.push(order);
+        self.next_id += 1;
+        order.id = id;
+        debug_assert!(order.is_open());
+        self.orders[slot as usize] = order;
+        self.index.insert(id, slot);
+        Self::append(&mut self.links, &mut self.open, slot);
         id
     }
 
-    fn index(id: OrderId) -> Option<usize> {
-        usize::try_from(id.0.checked_sub(1)?).ok()
-    }
-
+    #[inline]
     pub fn get(&self, id: OrderId) -> Option<&Order> {
-        self.orders.get(Self::index(id)?)
+        let slot = self.index.get(id)?;
+        Some(&self.orders[slot as usize])
     }
 
+    #[inline]
     pub fn get_mut(&mut self, id: OrderId) -> Option<&mut Order> {
-        self.orders.get_mut(Self::index(id)?)
+        let slot = self.index.get(id)?;
+        Some(&mut self.orders[slot as usize])
     }
 
-    pub fn iter(&self) -> impl Iterator<Item = (OrderId, &Order)> {
-        self.orders
-            .iter()
-            .enumerate()
-            .map(|(i, order)| (OrderId(i as u64 + 1), order))
+    #[inline]
+    pub fn prefetch(&self, id: OrderId) {
+        self.index.prefetch(id);
     }
 
-    pub fn as_slice(&self) -> &[Order] {
-        &self.orders
+    /// The open order with the earliest deadline.
+    pub fn oldest_open(&self) -> Option<&Order> {
+        (self.open.head != NIL).then(|| &self.orders[self.open.head as usize])
+    }
+
+    /// The closed order that retires next.
+    pub fn oldest_closed(&self) -> Option<&Order> {
+        (self.closed.head != NIL).then(|| &self.orders[self.closed.head as usize])
+    }
+
+    /// An order the caller just closed (state and `closed_ns` set) moves to the closed chain.
+    pub fn closed(&mut self, id: OrderId) {
+        let slot = self.index.get(id).expect("closing a held order");
+        debug_assert!(!self.orders[slot as usize].is_open());
+        Self::unlink(&mut self.links, &mut self.open, slot);
+        Self::append(&mut self.links, &mut self.closed, slot);
+    }
+
+    /// Remove the oldest closed order from the book (it retires) and hand it back.
+    pub fn retire_oldest(&mut self) -> Order {
+        let slot = self.closed.head;
+        assert_ne!(slot, NIL, "retiring from an empty chain");
+        Self::unlink(&mut self.links, &mut self.closed, slot);
+        let order = std::mem::replace(&mut self.orders[slot as usize], Order::vacant());
+        self.index
+            .remove(order.id)
+            .expect("a held order is indexed");
+        self.free.push(slot);
+        order
+    }
+
+    /// Open orders, earliest deadline first.
+    pub fn open_orders(&self) -> impl Iterator<Item = &Order> {
+        self.chain(self.open)
+    }
+
+    /// Closed orders not yet retired, in closing order.
+    pub fn closed_orders(&self) -> impl Iterator<Item = &Order> {
+        self.chain(self.closed)
+    }
+
+    /// Visit the closed orders in closing order with `f`, which may change them (not their
+    /// state) and returns whether to go on.
+    pub fn visit_closed_mut(&mut self, mut f: impl FnMut(&mut Order) -> bool) {
+        let mut at = self.closed.head;
+        while at != NIL {
+            let order = &mut self.orders[at as usize];
+            let state = order.state;
+            let go_on = f(order);
+            debug_assert_eq!(order.state, state, "a visit changed an order's state");
+            if !go_on {
+                return;
+            }
+            at = self.links[at as usize].next;
+        }
+    }
+
+    /// Every order held: open ones, then closed ones.
+    pub fn iter(&self) -> impl Iterator<Item = &Order> {
+        self.open_orders().chain(self.closed_orders())
+    }
+
+    fn chain(&self, chain: Chain) -> impl Iterator<Item = &Order> {
+        let mut at = chain.head;
+        std::iter::from_fn(move || {
+            if at == NIL {
+                return None;
+            }
+            let order = &self.orders[at as usize];
+            at = self.links[at as usize].next;
+            Some(order)
+        })
+    }
+
+    /// The book a snapshot describes: `capacity` slots, the next id, and the open and closed
+    /// orders in chain order.
+    pub fn restore(
+        capacity: u64,
+        next_id: u64,
+        open: Vec<Order>,
+        closed: Vec<Order>,
+    ) -> Result<OrderBook, &'static str> {
+        if (open.len() + closed.len()) as u64 > capacity {
+            return Err("more orders than orders_max");
+        }
+        let mut book = OrderBook::with_capacity(capacity);
+        book.next_id = next_id;
+        for (order, want_open) in open
+            .into_iter()
+            .map(|o| (o, true))
+            .chain(closed.into_iter().map(|o| (o, false)))
+        {
+            if order.is_open() != want_open || !book.was_assigned(order.id) {
+                return Err("an order is in the wrong chain or has an unassigned id");
+            }
+            if book.index.get(order.id).is_some() {
+                return Err("an order appears twice");
+            }
+            let slot = book.take_slot();
+            book.index.insert(order.id, slot);
+            book.orders[slot as usize] = order;
+            let chain = if want_open {
+                &mut book.open
+            } else {
+                &mut book.closed
+            };
+            Self::append(&mut book.links, chain, slot);
+        }
+        Ok(book)
+    }
+
+    fn append(links: &mut [Link], chain: &mut Chain, slot: u32) {
+        links[slot as usize] = Link {
+            prev: chain.tail,
+            next: NIL,
+        };
+        if chain.tail == NIL {
+            chain.head = slot;
+        } else {
+            links[chain.tail as usize].next = slot;
+        }
+        chain.tail = slot;
+        chain.len += 1;
+    }
+
+    fn unlink(links: &mut [Link], chain: &mut Chain, slot: u32) {
+        let Link { prev, next } = links[slot as usize];
+        if prev == NIL {
+            debug_assert_eq!(chain.head, slot);
+            chain.head = next;
+        } else {
+            links[prev as usize].next = next;
+        }
+        if next == NIL {
+            debug_assert_eq!(chain.tail, slot);
+            chain.tail = prev;
+        } else {
+            links[next as usize].prev = prev;
+        }
+        links[slot as usize] = Link {
+            prev: NIL,
+            next: NIL,
+        };
+        chain.len -= 1;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn order(user: u64) -> Order {
+        Order {
+            user: UserId(user),
+            ..Order::vacant()
+        }
+    }
+
+    fn ids<'a>(orders: impl Iterator<Item = &'a Order>) -> Vec<u64> {
+        orders.map(|o| o.id.0).collect()
+    }
+
+    #[test]
+    fn orders_move_from_open_to_closed_to_retired() {
+        let mut book = OrderBook::with_capacity(3);
+        let a = book.push(order(1));
+        let b = book.push(order(2));
+        let c = book.push(order(3));
+        assert!(book.is_full());
+        assert_eq!((a.0, b.0, c.0), (1, 2, 3));
+        for id in [b, a] {
+            book.get_mut(id).unwrap().state = OrderState::Cancelled;
+            book.closed(id);
+        }
+        assert_eq!(ids(book.open_orders()), vec![3]);
+        assert_eq!(ids(book.closed_orders()), vec![2, 1]);
+        assert_eq!(book.retire_oldest().id, b);
+        assert!(book.get(b).is_none());
+        assert!(book.was_assigned(b));
+        let d = book.push(order(4));
+        assert_eq!(d.0, 4);
+        assert_eq!(ids(book.iter()), vec![3, 4, 1]);
+        let restored = OrderBook::restore(
+            3,
+            book.next_id().0,
+            book.open_orders().cloned().collect(),
+            book.closed_orders().cloned().collect(),
+        )
+        .unwrap();
+        assert_eq!(ids(restored.iter()), vec![3, 4, 1]);
+        assert_eq!(restored.get(d).unwrap().user, UserId(4));
+        assert_eq!(restored.next_id(), OrderId(5));
     }
 }

@@ -6,6 +6,7 @@ use crate::code::Code;
 use crate::command::OrderLine;
 use crate::ids::{ClientId, Money, OrderId, RequestId, SkuId, TimestampNs, Units, UserId};
 use crate::order::OrderState;
+use crate::retired::RetiredOrder;
 
 /// The reply to one command. Kept small (it is stored in the idempotency window).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
@@ -109,6 +110,12 @@ pub enum Event {
         sku: SkuId,
     },
     Discrepancy(Discrepancy),
+    /// A closed order left the book `retire_after` after it closed; what is kept of it is a
+    /// retired record. Addressed to nobody (the feed carries it).
+    OrderRetired {
+        order: OrderId,
+        state: OrderState,
+    },
 }
 
 impl Event {
@@ -118,6 +125,7 @@ impl Event {
             Event::WaitlistOrderCreated { .. } => Code::WaitlistOrderCreated,
             Event::WaitlistDropped { .. } => Code::WaitlistDropped,
             Event::Discrepancy(d) => d.kind.code(),
+            Event::OrderRetired { .. } => Code::OrderRetired,
         }
     }
 }
@@ -141,6 +149,9 @@ pub enum DiscrepancyKind {
     MissingFromStatement,
     /// Captured but never confirmed here: the engine settled the order (reserved → sold).
     SettledFromStatement,
+    /// The order retired and was forgotten (past `orders_retired_max`): the engine cannot
+    /// tell; settle it against the order history.
+    BeyondHistory,
 }
 
 impl DiscrepancyKind {
@@ -150,6 +161,7 @@ impl DiscrepancyKind {
             DiscrepancyKind::AmountMismatch => Code::DiscrepancyAmountMismatch,
             DiscrepancyKind::MissingFromStatement => Code::DiscrepancyMissingFromStatement,
             DiscrepancyKind::SettledFromStatement => Code::DiscrepancySettledFromStatement,
+            DiscrepancyKind::BeyondHistory => Code::DiscrepancyBeyondHistory,
         }
     }
 }
@@ -175,15 +187,21 @@ impl Default for Output {
 #[derive(Clone, Debug, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 pub enum Answer {
     Order(OrderView),
+    /// An order that retired: its final state and key fields.
+    RetiredOrder(RetiredOrder),
     Stock(StockView),
     WaitlistPosition(WaitlistView),
-    Rejected { code: Code, subject: u64 },
+    Rejected {
+        code: Code,
+        subject: u64,
+    },
 }
 
 impl Answer {
     pub fn code(&self) -> Code {
         match self {
             Answer::Order(_) => Code::OrderInfo,
+            Answer::RetiredOrder(_) => Code::RetiredOrderInfo,
             Answer::Stock(_) => Code::StockInfo,
             Answer::WaitlistPosition(_) => Code::WaitlistPosition,
             Answer::Rejected { code, .. } => *code,
@@ -303,6 +321,7 @@ impl Event {
             Event::Discrepancy(d) => {
                 hash.words(&[d.order.0, d.payment_ref, d.expected, d.captured])
             }
+            Event::OrderRetired { order, state } => hash.words(&[order.0, state as u64]),
         }
     }
 }

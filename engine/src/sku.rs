@@ -22,6 +22,9 @@ pub struct Sku {
     pub sold: Units,
     pub waitlist: Waitlist,
     pub releases: ReleaseHistory,
+    /// The holdings stamp of this SKU's last reset (delisted, or re-listed after its sale
+    /// window ended): holdings and order lines of an earlier stamp no longer count.
+    pub holdings_since: u32,
 }
 
 impl Sku {
@@ -44,6 +47,11 @@ impl Sku {
             self.sold,
             self.stocked
         );
+    }
+
+    /// Whether its sale window has ended by `now_ns` (no order is taken until it is reset).
+    pub fn window_ended(&self, now_ns: TimestampNs) -> bool {
+        self.sale_window.is_some_and(|w| now_ns >= w.end_ns)
     }
 
     pub fn window_allows(&self, now_ns: TimestampNs) -> Result<(), crate::code::Code> {
@@ -89,15 +97,34 @@ pub struct Catalog {
 }
 
 impl Catalog {
-    pub fn from_skus(skus: Vec<Sku>) -> Result<Catalog, &'static str> {
+    /// Room for `skus_max` SKUs: the index is sized now; the SKUs themselves are kept in a
+    /// vector reserved to that size.
+    pub fn with_capacity(skus_max: usize) -> Catalog {
         let mut index = FxHashMap::default();
-        index.reserve(skus.len());
-        for (i, sku) in skus.iter().enumerate() {
-            if index.insert(sku.id, i as SkuIndex).is_some() {
+        index.reserve(skus_max);
+        Catalog {
+            skus: Vec::with_capacity(skus_max),
+            index,
+        }
+    }
+
+    pub fn bytes(&self) -> usize {
+        self.skus.capacity() * std::mem::size_of::<Sku>()
+            + self.index.capacity() * (std::mem::size_of::<(SkuId, SkuIndex)>() + 1)
+    }
+
+    pub fn from_skus(skus: Vec<Sku>, skus_max: usize) -> Result<Catalog, &'static str> {
+        if skus.len() > skus_max {
+            return Err("more SKUs than skus_max");
+        }
+        let mut catalog = Catalog::with_capacity(skus_max);
+        for sku in skus {
+            if catalog.find(sku.id).is_some() {
                 return Err("a SKU appears twice in the catalog");
             }
+            catalog.insert(sku);
         }
-        Ok(Catalog { skus, index })
+        Ok(catalog)
     }
 
     pub fn len(&self) -> usize {

@@ -2,19 +2,22 @@
 //! validated way back. Maps become sorted or FIFO-ordered vectors, so the same state always
 //! encodes to the same bytes; derived indexes are rebuilt and cross-checked on restore.
 
-use std::collections::VecDeque;
-
 use crate::config::EngineConfig;
-use crate::holdings::Holdings;
+use crate::holdings::{Holding, Holdings};
 use crate::idempotency::{IdempotencyWindow, Session};
-use crate::ids::{OrderId, SkuId, TimestampNs, UserId};
-use crate::order::{Order, OrderBook, OrderState};
+use crate::ids::TimestampNs;
+use crate::order::{Order, OrderBook};
+use crate::retired::{RetiredOrder, RetiredOrders};
 use crate::rolling_hash::RollingHash;
 use crate::sku::{Catalog, Sku};
 use crate::state_machine::Engine;
 
+/// A snapshot's bytes: aligned as rkyv needs them.
+pub type SnapshotBuffer = rkyv::util::AlignedVec<16>;
+
 /// Bumped whenever the snapshot layout changes; a snapshot of another version is refused.
-pub const SNAPSHOT_FORMAT_VERSION: u32 = 1;
+/// 2: orders retire (open and closed chains, the retired ring), holdings carry stamps.
+pub const SNAPSHOT_FORMAT_VERSION: u32 = 2;
 
 #[derive(Clone, Debug, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 pub struct EngineSnapshot {
@@ -24,12 +27,23 @@ pub struct EngineSnapshot {
     pub hash: u64,
     pub commands_applied: u64,
     pub skus: Vec<Sku>,
-    pub orders: Vec<Order>,
-    pub holdings: Vec<(UserId, SkuId, u32)>,
+    pub next_order_id: u64,
+    /// Open orders, earliest deadline first.
+    pub open_orders: Vec<Order>,
+    /// Closed orders not yet retired, in closing order.
+    pub closed_orders: Vec<Order>,
+    /// Retired records, oldest first; `retired_total` retirements ever.
+    pub retired: Vec<RetiredOrder>,
+    pub retired_total: u64,
+    pub reconcile_from: u64,
+    pub evicted_unreconciled: u64,
+    /// The holdings table exactly: (slot, entry), and the sweep's cursor.
+    pub holdings: Vec<(u32, Holding)>,
+    pub holdings_cursor: u32,
+    pub holdings_resets: u32,
     /// By client id.
     pub idempotency: Vec<Session>,
-    pub deadlines: Vec<OrderId>,
-    pub unreconciled_paid: Vec<OrderId>,
+    pub waitlist_entries: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -60,13 +74,18 @@ impl EngineSnapshot {
     /// The archive, in a buffer sized for it up front: growing it by doubling re-copied
     /// gigabytes for a big state, and converting it to a `Vec` would copy it once more.
     pub fn to_bytes(&self) -> rkyv::util::AlignedVec<16> {
+        let sessions: usize = self
+            .idempotency
+            .iter()
+            .map(|s| 64 + std::mem::size_of_val(s.remembered.as_slice()))
+            .sum();
         let estimate = 4096
             + std::mem::size_of_val(self.skus.as_slice())
-            + std::mem::size_of_val(self.orders.as_slice())
+            + std::mem::size_of_val(self.open_orders.as_slice())
+            + std::mem::size_of_val(self.closed_orders.as_slice())
+            + std::mem::size_of_val(self.retired.as_slice())
             + std::mem::size_of_val(self.holdings.as_slice())
-            + std::mem::size_of_val(self.idempotency.as_slice())
-            + std::mem::size_of_val(self.deadlines.as_slice())
-            + std::mem::size_of_val(self.unreconciled_paid.as_slice());
+            + sessions;
         let buffer = rkyv::util::AlignedVec::<16>::with_capacity(estimate + estimate / 4);
         rkyv::api::high::to_bytes_in::<_, rkyv::rancor::Error>(self, buffer)
             .expect("serializing to memory cannot fail")
@@ -87,8 +106,34 @@ impl EngineSnapshot {
 }
 
 impl Engine {
+    /// Copy the whole state into `image`, reusing its vectors. O(state): take it on a
+    /// replica (the snapshotter's engine), never on the serving one.
+    pub fn snapshot_into(&self, image: &mut EngineSnapshot) {
+        image.format_version = SNAPSHOT_FORMAT_VERSION;
+        image.config = self.config;
+        image.clock_ns = self.clock_ns;
+        image.hash = self.hash.value();
+        image.commands_applied = self.commands_applied;
+        refill(&mut image.skus, self.catalog.skus().iter().cloned());
+        image.next_order_id = self.orders.next_id().0;
+        refill(&mut image.open_orders, self.orders.open_orders().cloned());
+        refill(
+            &mut image.closed_orders,
+            self.orders.closed_orders().cloned(),
+        );
+        refill(&mut image.retired, self.retired.iter().copied());
+        image.retired_total = self.retired.retired_total();
+        image.reconcile_from = self.retired.reconcile_from();
+        image.evicted_unreconciled = self.retired.evicted_unreconciled;
+        image.holdings_cursor = self.holdings.image_into(&mut image.holdings);
+        image.holdings_resets = self.holdings_resets;
+        self.idempotency.sessions_into(&mut image.idempotency);
+        image.waitlist_entries = self.waitlist_entries;
+    }
+
     /// Copy the whole state out. O(state): take it on a replica, not on the hot engine.
     pub fn snapshot(&self) -> EngineSnapshot {
+        let (holdings, holdings_cursor) = self.holdings.image();
         EngineSnapshot {
             format_version: SNAPSHOT_FORMAT_VERSION,
             config: self.config,
@@ -96,11 +141,18 @@ impl Engine {
             hash: self.hash.value(),
             commands_applied: self.commands_applied,
             skus: self.catalog.skus().to_vec(),
-            orders: self.orders.as_slice().to_vec(),
-            holdings: self.holdings.to_sorted_vec(),
+            next_order_id: self.orders.next_id().0,
+            open_orders: self.orders.open_orders().cloned().collect(),
+            closed_orders: self.orders.closed_orders().cloned().collect(),
+            retired: self.retired.iter().copied().collect(),
+            retired_total: self.retired.retired_total(),
+            reconcile_from: self.retired.reconcile_from(),
+            evicted_unreconciled: self.retired.evicted_unreconciled,
+            holdings,
+            holdings_cursor,
+            holdings_resets: self.holdings_resets,
             idempotency: self.idempotency.sessions(),
-            deadlines: self.deadlines.iter().copied().collect(),
-            unreconciled_paid: self.unreconciled_paid.iter().copied().collect(),
+            waitlist_entries: self.waitlist_entries,
         }
     }
 
@@ -110,43 +162,55 @@ impl Engine {
         if snapshot.format_version != SNAPSHOT_FORMAT_VERSION {
             return Err(SnapshotError::UnsupportedVersion(snapshot.format_version));
         }
+        let config = snapshot.config;
         let mut skus = snapshot.skus;
         for sku in &mut skus {
             sku.waitlist.rebuild_index().map_err(inconsistent)?;
+            if sku.holdings_since > snapshot.holdings_resets {
+                return Err(inconsistent("a SKU's holdings stamp is from the future"));
+            }
         }
-        let catalog = Catalog::from_skus(skus).map_err(inconsistent)?;
-        let orders = OrderBook::from_orders(snapshot.orders);
-        let pending = |id: &OrderId| orders.get(*id).is_some();
-        if !snapshot.deadlines.iter().all(pending)
-            || !snapshot.unreconciled_paid.iter().all(pending)
-        {
-            return Err(inconsistent("a queue names an unknown order"));
+        let catalog = Catalog::from_skus(skus, config.skus_max as usize).map_err(inconsistent)?;
+        let orders = OrderBook::restore(
+            config.orders_max,
+            snapshot.next_order_id,
+            snapshot.open_orders,
+            snapshot.closed_orders,
+        )
+        .map_err(inconsistent)?;
+        let retired = RetiredOrders::restore(
+            config.orders_retired_max,
+            snapshot.retired,
+            snapshot.retired_total,
+            snapshot.reconcile_from,
+            snapshot.evicted_unreconciled,
+        )
+        .map_err(inconsistent)?;
+        if retired.iter().any(|r| orders.get(r.id).is_some()) {
+            return Err(inconsistent("an order is both held and retired"));
         }
         let idempotency = IdempotencyWindow::restore(
-            snapshot.config.idempotency_window,
-            snapshot.config.clients_max,
+            config.idempotency_window,
+            config.clients_max,
             snapshot.idempotency,
         )
         .map_err(inconsistent)?;
-        let every_pending_has_a_deadline = {
-            let queued: std::collections::BTreeSet<_> = snapshot.deadlines.iter().collect();
-            orders
-                .iter()
-                .filter(|(_, o)| o.state == OrderState::PendingPayment)
-                .all(|(id, _)| queued.contains(&id))
-        };
-        if !every_pending_has_a_deadline {
-            return Err(inconsistent("a pending order has no deadline"));
-        }
+        let holdings = Holdings::from_image(
+            config.holdings_max as usize,
+            &snapshot.holdings,
+            snapshot.holdings_cursor,
+        )
+        .map_err(inconsistent)?;
         let engine = Engine {
-            config: snapshot.config,
+            config,
             clock_ns: snapshot.clock_ns,
             catalog,
             orders,
-            holdings: Holdings::from_entries(&snapshot.holdings).map_err(inconsistent)?,
+            retired,
+            holdings,
+            holdings_resets: snapshot.holdings_resets,
             idempotency,
-            deadlines: VecDeque::from(snapshot.deadlines),
-            unreconciled_paid: VecDeque::from(snapshot.unreconciled_paid),
+            waitlist_entries: snapshot.waitlist_entries,
             hash: RollingHash(snapshot.hash),
             commands_applied: snapshot.commands_applied,
         };
@@ -154,5 +218,45 @@ impl Engine {
             .check_invariants()
             .map_err(SnapshotError::Inconsistent)?;
         Ok(engine)
+    }
+}
+
+/// Replace `vec`'s contents with `items`, keeping its allocation.
+fn refill<T>(vec: &mut Vec<T>, items: impl Iterator<Item = T>) {
+    vec.clear();
+    vec.extend(items);
+}
+
+impl EngineSnapshot {
+    /// An empty image for `snapshot_into` to fill.
+    pub fn empty() -> EngineSnapshot {
+        EngineSnapshot {
+            format_version: SNAPSHOT_FORMAT_VERSION,
+            config: EngineConfig::default(),
+            clock_ns: 0,
+            hash: 0,
+            commands_applied: 0,
+            skus: Vec::new(),
+            next_order_id: 1,
+            open_orders: Vec::new(),
+            closed_orders: Vec::new(),
+            retired: Vec::new(),
+            retired_total: 0,
+            reconcile_from: 0,
+            evicted_unreconciled: 0,
+            holdings: Vec::new(),
+            holdings_cursor: 0,
+            holdings_resets: 0,
+            idempotency: Vec::new(),
+            waitlist_entries: 0,
+        }
+    }
+
+    /// The archive written into `buffer` (cleared first, its allocation kept).
+    pub fn to_bytes_in(&self, buffer: &mut SnapshotBuffer) {
+        buffer.clear();
+        let taken = std::mem::take(buffer);
+        *buffer = rkyv::api::high::to_bytes_in::<_, rkyv::rancor::Error>(self, taken)
+            .expect("serializing to memory cannot fail");
     }
 }

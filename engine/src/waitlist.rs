@@ -19,6 +19,10 @@ pub struct WaitEntry {
     pub ticket: u64,
     /// Units wanted by every entry ever queued before this one (a running total).
     pub units_before: Units,
+    /// Its units count in the buyer's holdings (the SKU had a per-user limit when it joined).
+    pub held: bool,
+    /// The holdings stamp when it joined (see `Order::holdings_stamp`).
+    pub holdings_stamp: u32,
 }
 
 #[derive(Clone, Debug, Default, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
@@ -29,6 +33,17 @@ pub struct Waitlist {
     /// user → ticket; derived from `entries`, rebuilt after a restore.
     #[rkyv(with = rkyv::with::Skip)]
     by_user: FxHashMap<UserId, u64>,
+}
+
+/// A buyer joining a waitlist.
+#[derive(Clone, Copy, Debug)]
+pub struct Joining {
+    pub client: ClientId,
+    pub request: RequestId,
+    pub user: UserId,
+    pub qty: u32,
+    pub held: bool,
+    pub holdings_stamp: u32,
 }
 
 /// Where a buyer stands.
@@ -56,8 +71,16 @@ impl Waitlist {
         self.entries.front()
     }
 
-    /// Queue a buyer at the tail; the caller has checked the bound and `contains`.
-    pub fn push(&mut self, client: ClientId, request: RequestId, user: UserId, qty: u32) -> Place {
+    /// Queue a buyer at the tail; the caller has checked the bounds and `contains`.
+    pub fn push(&mut self, joining: Joining) -> Place {
+        let Joining {
+            client,
+            request,
+            user,
+            qty,
+            held,
+            holdings_stamp,
+        } = joining;
         assert!(!self.contains(user), "a user is queued once per SKU");
         let entry = WaitEntry {
             client,
@@ -66,6 +89,8 @@ impl Waitlist {
             qty,
             ticket: self.next_ticket + 1,
             units_before: self.units_queued_total,
+            held,
+            holdings_stamp,
         };
         self.next_ticket += 1;
         self.units_queued_total += Units::from(qty);
@@ -130,7 +155,14 @@ mod tests {
     use super::*;
 
     fn push(list: &mut Waitlist, user: u64, qty: u32) -> Place {
-        list.push(ClientId(1), RequestId(user), UserId(user), qty)
+        list.push(Joining {
+            client: ClientId(1),
+            request: RequestId(user),
+            user: UserId(user),
+            qty,
+            held: false,
+            holdings_stamp: 0,
+        })
     }
 
     #[test]

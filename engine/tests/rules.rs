@@ -20,6 +20,15 @@ struct Sim {
     next_request: u64,
 }
 
+/// The default limits, with closed orders kept in full for ever: these rules are about
+/// orders, not their retirement (`retirement.rs`).
+fn no_retirement() -> EngineConfig {
+    EngineConfig {
+        retire_after_ns: u64::MAX,
+        ..EngineConfig::default()
+    }
+}
+
 impl Sim {
     fn new() -> Sim {
         Sim::with_config(EngineConfig {
@@ -29,6 +38,7 @@ impl Sim {
             clients_max: 8,
             orders_max: 1000,
             skus_max: 10,
+            ..no_retirement()
         })
     }
 
@@ -469,7 +479,7 @@ fn waitlisted_units_count_toward_the_per_user_limit() {
         s.place(2, &[(HOT, 2)], true),
         Outcome::WaitlistJoined { .. }
     ));
-    assert_eq!(s.engine.holdings().get(UserId(2), HOT), 2);
+    assert_eq!(s.engine.held(UserId(2), HOT), 2);
     assert_eq!(rejected(s.place(2, &[(HOT, 1)], true)), Code::PerUserLimit);
 }
 
@@ -549,7 +559,7 @@ fn restock_serves_the_waitlist_first_and_delist_drops_it() {
         }
     );
     assert_eq!(rejected(s.place(4, &[(HOT, 1)], false)), Code::SkuNotListed);
-    assert_eq!(s.engine.holdings().get(UserId(3), HOT), 0);
+    assert_eq!(s.engine.held(UserId(3), HOT), 0);
     s.sku(HOT, 10, 5, 0); // listed again
     s.place_one(4, 1);
 }
@@ -584,6 +594,7 @@ fn catalog_and_orders_are_bounded() {
         clients_max: 8,
         orders_max: 2,
         skus_max: 1,
+        ..no_retirement()
     });
     s.sku(HOT, 1, 10, 0);
     assert_eq!(
@@ -633,6 +644,7 @@ fn requests_older_than_the_window_are_refused_not_reapplied() {
         clients_max: 2,
         orders_max: 100,
         skus_max: 1,
+        ..no_retirement()
     });
     s.sku(HOT, 10, 100, 0);
     let place = |user| Command::PlaceOrder {

@@ -227,7 +227,7 @@ impl<'a, S: Scenario> Simulation<'a, S> {
                     self.decide(now_ns, order, total);
                 }
                 Event::WaitlistDropped { .. } => self.report.waitlist_dropped += 1,
-                Event::Discrepancy(_) => {}
+                Event::Discrepancy(_) | Event::OrderRetired { .. } => {}
             }
         }
         self.out.events = events;

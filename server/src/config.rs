@@ -28,6 +28,36 @@ pub struct ServerConfig {
     pub cores: CoresSection,
     pub replication: ReplicationSection,
     pub admin: AdminSection,
+    pub snapshot: SnapshotSection,
+}
+
+/// Snapshots taken while serving, and what happens to the journal segments they cover.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SnapshotSection {
+    /// Take one after this many journal records (0: never by count).
+    pub every_records: u64,
+    /// Take one after this many seconds with new records (0: never by time).
+    pub every_secs: u64,
+    /// Snapshot files kept (the newest ones); at least 1.
+    pub keep: u32,
+    /// Covered segments: "recycle" (reused by the writer, the surplus deleted), "archive"
+    /// (moved to `archive_dir`, the operator owns its size) or "keep" (disk grows).
+    pub retention: String,
+    /// Where "archive" moves segments ("" = DATA_DIR/archive).
+    pub archive_dir: String,
+}
+
+impl Default for SnapshotSection {
+    fn default() -> Self {
+        SnapshotSection {
+            every_records: 1_000_000,
+            every_secs: 60,
+            keep: 2,
+            retention: "recycle".into(),
+            archive_dir: String::new(),
+        }
+    }
 }
 
 /// Replication: the same keys in every node's file. Off (a lone server, as before) while
@@ -136,8 +166,13 @@ pub struct EngineSection {
     pub clients_max: u32,
     pub orders_max: u64,
     pub skus_max: u32,
-    /// Orders to make room for at start-up (memory faulted in before the sale).
-    pub preallocate_orders: u64,
+    pub orders_retired_max: u64,
+    pub retire_after_ms: u64,
+    pub holdings_max: u32,
+    pub waitlist_entries_max: u32,
+    /// When the tables' memory is faulted in: "background" (a thread does it while the
+    /// node serves: a restart is not delayed by it) or "before_serving" (the start waits).
+    pub fault_in: String,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -196,6 +231,7 @@ impl Default for ServerConfig {
             cores: CoresSection::default(),
             replication: ReplicationSection::default(),
             admin: AdminSection::default(),
+            snapshot: SnapshotSection::default(),
         }
     }
 }
@@ -210,7 +246,11 @@ impl Default for EngineSection {
             clients_max: e.clients_max,
             orders_max: e.orders_max,
             skus_max: e.skus_max,
-            preallocate_orders: 0,
+            orders_retired_max: e.orders_retired_max,
+            retire_after_ms: e.retire_after_ns / 1_000_000,
+            holdings_max: e.holdings_max,
+            waitlist_entries_max: e.waitlist_entries_max,
+            fault_in: "background".into(),
         }
     }
 }
@@ -340,6 +380,31 @@ impl ServerConfig {
                 "heartbeat_ms must be at least 1 and timeout_ms at least twice it",
             ));
         }
+        let e = &self.engine;
+        if e.orders_max == 0 || e.orders_max >= u64::from(u32::MAX) {
+            return Err(ServerError::config(
+                "engine.orders_max",
+                "must be 1..2^32 (the book is sized from it at start-up)",
+            ));
+        }
+        if e.orders_retired_max >= u64::from(u32::MAX) {
+            return Err(ServerError::config(
+                "engine.orders_retired_max",
+                "must be below 2^32",
+            ));
+        }
+        if !["background", "before_serving"].contains(&e.fault_in.as_str()) {
+            return Err(bad(
+                "engine.fault_in",
+                &e.fault_in,
+                "background or before_serving",
+            ));
+        }
+        let snap = &self.snapshot;
+        if snap.keep == 0 {
+            return Err(ServerError::config("snapshot.keep", "must be at least 1"));
+        }
+        self.retention()?;
         if r.backlog_mib == 0 {
             return Err(ServerError::config(
                 "replication.backlog_mib",
@@ -357,6 +422,10 @@ impl ServerConfig {
             clients_max: self.engine.clients_max,
             orders_max: self.engine.orders_max,
             skus_max: self.engine.skus_max,
+            orders_retired_max: self.engine.orders_retired_max,
+            retire_after_ns: self.engine.retire_after_ms.saturating_mul(1_000_000),
+            holdings_max: self.engine.holdings_max,
+            waitlist_entries_max: self.engine.waitlist_entries_max,
         }
     }
 
@@ -378,6 +447,25 @@ impl ServerConfig {
             "pwritev2" => Ok(IoMode::Pwritev2),
             other => Err(bad("journal.io", other, "auto, uring or pwritev2")),
         }
+    }
+
+    /// Whether snapshots are taken while serving.
+    pub fn snapshots_on(&self) -> bool {
+        self.snapshot.every_records > 0 || self.snapshot.every_secs > 0
+    }
+
+    /// What happens to segments a snapshot covers.
+    pub fn retention(&self) -> Result<journal::retention::Retention> {
+        use journal::retention::Retention;
+        Ok(match self.snapshot.retention.as_str() {
+            "recycle" => Retention::Recycle,
+            "keep" => Retention::Keep,
+            "archive" if self.snapshot.archive_dir.is_empty() => {
+                Retention::Archive(self.data_dir.join("archive"))
+            }
+            "archive" => Retention::Archive(PathBuf::from(&self.snapshot.archive_dir)),
+            other => return Err(bad("snapshot.retention", other, "recycle, archive or keep")),
+        })
     }
 
     pub fn segment_len(&self) -> u64 {

@@ -157,6 +157,8 @@ impl<S: ClientStream> Connections<S> {
                 | Event::WaitlistDropped { client, .. } => self.clients.get(client).copied(),
                 // Reconciliation findings go to whoever sent the statement.
                 Event::Discrepancy(_) => Some(slot.conn),
+                // For the feed, not for any one client.
+                Event::OrderRetired { .. } => None,
             };
             if let Some(conn) = to.and_then(|to| self.at(to)) {
                 conn.push(slot.seq, event);

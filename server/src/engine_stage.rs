@@ -29,6 +29,10 @@ pub struct EngineStage {
     wake: Arc<Wake>,
     node: Arc<Node>,
     waitlists: WaitlistGauge,
+    /// When the last batch was done, and whether more was waiting then: the next batch's
+    /// start minus that is time the stage sat with work waiting (descheduled).
+    last_done_ns: u64,
+    more_waiting: bool,
 }
 
 impl EngineStage {
@@ -48,6 +52,8 @@ impl EngineStage {
             wake,
             node,
             waitlists: WaitlistGauge::default(),
+            last_done_ns: 0,
+            more_waiting: false,
         }
     }
 
@@ -68,6 +74,16 @@ impl EngineStage {
         let Some(batch) = self.ring.read(wait) else {
             return Step::Idle;
         };
+        let metrics = &self.shared.metrics;
+        if self.more_waiting {
+            let gap = self
+                .shared
+                .clock
+                .mono_ns()
+                .saturating_sub(self.last_done_ns);
+            metrics.engine_gap_ns.observe(gap);
+            metrics.engine_gap_max_ns.fetch_max(gap, Relaxed);
+        }
         let engine = &mut self.engine;
         for (seq, slot) in batch.iter() {
             let ahead = seq + PREFETCH_DISTANCE;
@@ -98,8 +114,11 @@ impl EngineStage {
             }
         }
         let released = batch.len();
-        let metrics = &self.shared.metrics;
         metrics.applied_seq.store(self.next_seq - 1, Relaxed);
+        metrics.limits.store(&engine.limits());
+        metrics
+            .orders_retired
+            .store(engine.retired().retired_total(), Relaxed);
         self.shared.engine_hash.store(engine.hash(), Relaxed);
         metrics
             .waitlist_entries
@@ -109,6 +128,8 @@ impl EngineStage {
             .store(u64::from(self.waitlists.max), Relaxed);
         drop(batch);
         self.wake.nudge();
+        self.last_done_ns = self.shared.clock.mono_ns();
+        self.more_waiting = self.ring.has_ready();
         Step::Released(released)
     }
 }

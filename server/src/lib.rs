@@ -52,6 +52,7 @@ pub mod role;
 pub mod sequencer;
 pub mod shared;
 pub mod slot;
+pub mod snapshotter;
 pub mod stage;
 pub mod start;
 

@@ -19,37 +19,64 @@ pub struct Replayed {
     pub last_seq: u64,
     pub records_replayed: u64,
     pub snapshot_seq: Option<u64>,
+    /// Time spent reading, checking and restoring the snapshot.
+    pub snapshot_load: std::time::Duration,
     /// Notices worth logging: damaged snapshots skipped, a torn tail.
     pub warnings: Vec<String>,
 }
+
+/// An engine restored from a snapshot, and the sequence it is at.
+pub type Restored = (Engine, u64);
 
 /// Requests decoded ahead of the one being applied.
 const REPLAY_LOOKAHEAD: usize = 4;
 
 impl DataDir {
+    /// The engine of the newest valid snapshot and its sequence, if there is one, and a
+    /// notice for each damaged snapshot skipped.
+    pub fn newest_snapshot(&self) -> Result<(Option<Restored>, Vec<String>)> {
+        let snapshots = self.snapshots()?;
+        let (snapshot, warnings) = snapshot::load_newest(&snapshots)
+            .map_err(|e| ServerError::journal("loading the newest snapshot", e))?;
+        let Some(snapshot) = snapshot else {
+            return Ok((None, warnings));
+        };
+        let seq = snapshot.seq;
+        let state = EngineSnapshot::from_bytes(&snapshot.payload)
+            .and_then(Engine::restore)
+            .map_err(|e| ServerError::Snapshot {
+                seq,
+                why: e.to_string(),
+            })?;
+        if state.hash() != snapshot.check {
+            return Err(ServerError::Snapshot {
+                seq,
+                why: "its rolling hash disagrees with its header".into(),
+            });
+        }
+        Ok((Some((state, seq)), warnings))
+    }
+
     /// Rebuild the engine: newest valid snapshot, then every journal record after it.
     pub fn replay(&self) -> Result<Replayed> {
-        let snapshots = self.snapshots()?;
-        let (snapshot, mut warnings) = snapshot::load_newest(&snapshots)
-            .map_err(|e| ServerError::journal("loading the newest snapshot", e))?;
-        let mut engine = None;
-        let mut snapshot_seq = None;
-        if let Some(snapshot) = snapshot {
-            let seq = snapshot.seq;
-            let state = EngineSnapshot::from_bytes(&snapshot.payload)
-                .and_then(Engine::restore)
-                .map_err(|e| ServerError::Snapshot {
-                    seq,
-                    why: e.to_string(),
-                })?;
-            if state.hash() != snapshot.check {
-                return Err(ServerError::Snapshot {
-                    seq,
-                    why: "its rolling hash disagrees with its header".into(),
-                });
-            }
-            engine = Some(state);
-            snapshot_seq = Some(seq);
+        self.replay_with(&mut |_| {})
+    }
+
+    /// `replay`, calling `made` once with the engine as soon as it exists (restored from the
+    /// snapshot, or made by the journal's configuration record), before the journal is
+    /// applied to it: the server starts faulting its tables in then, alongside the replay.
+    pub fn replay_with(&self, made: &mut dyn FnMut(&Engine)) -> Result<Replayed> {
+        let loading = std::time::Instant::now();
+        let (newest, mut warnings) = self.newest_snapshot()?;
+        let snapshot_load = loading.elapsed();
+        let (engine, snapshot_seq) = match newest {
+            Some((engine, seq)) => (Some(engine), Some(seq)),
+            None => (None, None),
+        };
+        let mut told = false;
+        if let Some(engine) = &engine {
+            made(engine);
+            told = true;
         }
         let journal = self.journal(IoMode::Pwritev2)?;
         let after = snapshot_seq.unwrap_or(0);
@@ -74,7 +101,14 @@ impl DataDir {
                 ));
                 return;
             }
-            if let Err(e) = applier.push(record) {
+            let pushed = applier.push(record);
+            if !told {
+                if let Some(engine) = applier.engine() {
+                    made(engine);
+                    told = true;
+                }
+            }
+            if let Err(e) = pushed {
                 failure = Some(match e {
                     ServerError::Record { seq, why } => ServerError::Record {
                         seq,
@@ -119,6 +153,7 @@ impl DataDir {
             last_seq,
             records_replayed: records,
             snapshot_seq,
+            snapshot_load,
             warnings,
         })
     }
@@ -172,6 +207,22 @@ impl Applier {
         Ok(())
     }
 
+    /// Apply everything still ahead: the engine is now at the last record pushed.
+    pub fn drain(&mut self) {
+        while !self.ahead.is_empty() {
+            self.apply_oldest();
+        }
+    }
+
+    /// The engine being rebuilt (records still ahead not yet applied: `drain` first).
+    pub fn engine(&self) -> Option<&Engine> {
+        self.engine.as_ref()
+    }
+
+    pub fn engine_mut(&mut self) -> Option<&mut Engine> {
+        self.engine.as_mut()
+    }
+
     fn apply_oldest(&mut self) {
         let Some((now_ns, request)) = self.ahead.pop_front() else {
             return;
@@ -181,9 +232,7 @@ impl Applier {
 
     /// Apply what is still ahead; the rebuilt engine.
     pub fn finish(mut self) -> Option<Engine> {
-        while !self.ahead.is_empty() {
-            self.apply_oldest();
-        }
+        self.drain();
         self.engine
     }
 }

@@ -32,6 +32,7 @@ use crate::role::Role;
 use crate::sequencer::Sequencer;
 use crate::shared::{Shared, Wake};
 use crate::slot::Slot;
+use crate::snapshotter::{Policy, Snapshotter};
 use crate::{Clock, SystemClock};
 
 /// How a node starts: a primary, or a standby of the primary at `primary` (its replication
@@ -59,6 +60,8 @@ pub struct Server {
     http: JoinHandle<()>,
     replication: Option<replicator::primary::Primary>,
     follower: Option<JoinHandle<()>>,
+    snapshotter: Option<JoinHandle<()>>,
+    faulter: Option<JoinHandle<()>>,
     _dir_lock: DirLock,
 }
 
@@ -79,7 +82,7 @@ impl Server {
         let dir = DataDir::new(&config.data_dir);
         dir.create()?;
         let dir_lock = dir.lock()?;
-        let engine = recover(&dir, config, &start, clock.as_ref())?;
+        let (engine, recovered_seq, faulter) = recover(&dir, config, &start, clock.as_ref())?;
         let (role, epochs) = node_epochs(&dir, &start)?;
         let replication_listen = config.replication.listen_addr()?;
         let replicated = replication_listen.is_some() || role == Role::Standby;
@@ -111,6 +114,11 @@ impl Server {
         };
         let next_seq = journaler.next_seq();
         node.follower.received_seq.store(next_seq - 1, SeqCst);
+        // A new journal's first record (the configuration) is not applied to the engine.
+        assert!(
+            recovered_seq == next_seq - 1 || (recovered_seq == 0 && next_seq == 2),
+            "the engine was rebuilt to {recovered_seq} but the journal continues at {next_seq}"
+        );
         let backlog = Arc::new(Backlog::new(
             (config.replication.backlog_mib << 20) as usize,
             next_seq - 1,
@@ -220,7 +228,7 @@ impl Server {
                     replicator::primary::Sources {
                         backlog: backlog.clone(),
                         checkpoints: node.checkpoints.clone(),
-                        journal: catch_up_storage,
+                        journal: catch_up_storage.clone(),
                         config: config_record.clone(),
                     },
                     Arc::new(PrimaryHooks {
@@ -236,6 +244,25 @@ impl Server {
             None => None,
         };
         let replication_addr = replication.as_ref().map(|r| r.addr);
+        let snapshotter = match config.snapshots_on() {
+            true => Some(
+                Snapshotter::new(
+                    DataDir::new(&config.data_dir),
+                    catch_up_storage.clone(),
+                    Policy {
+                        every_records: config.snapshot.every_records,
+                        every_secs: config.snapshot.every_secs,
+                        keep: config.snapshot.keep as usize,
+                        retention: config.retention()?,
+                    },
+                    shared.clone(),
+                    node.clone(),
+                )?
+                .spawn()
+                .map_err(|e| ServerError::io("spawning the snapshotter", e))?,
+            ),
+            false => None,
+        };
         let follower = match start {
             Start::Standby { primary, .. } => Some(
                 FollowerThread {
@@ -325,6 +352,8 @@ impl Server {
             http,
             replication,
             follower,
+            snapshotter,
+            faulter,
             _dir_lock: dir_lock,
         })
     }
@@ -347,6 +376,12 @@ impl Server {
             let _ = follower.join();
         }
         drop(self.replication);
+        if let Some(snapshotter) = self.snapshotter {
+            let _ = snapshotter.join();
+        }
+        if let Some(faulter) = self.faulter {
+            let _ = faulter.join();
+        }
         for stage in self.stages {
             stage.join().map_err(|_| ServerError::Panicked("stage"))?;
         }
@@ -355,15 +390,28 @@ impl Server {
     }
 }
 
-/// Rebuild the engine from the data directory, log how, and make room for the sale.
+/// Rebuild the engine from the data directory and log how, faulting its tables in (before
+/// or while it serves, as configured: see `fault_in`); the engine, the last sequence it
+/// applied, and the thread faulting it in.
 fn recover(
     dir: &DataDir,
     config: &ServerConfig,
     start: &Start,
     clock: &dyn Clock,
-) -> Result<Engine> {
+) -> Result<(Engine, u64, Option<JoinHandle<()>>)> {
     let started_ns = clock.mono_ns();
-    let replayed = dir.replay()?;
+    let mut faulter = None;
+    let mut fault_result = Ok(());
+    let replayed = dir.replay_with(&mut |engine| {
+        // Background: the pages fault in alongside the replay of the journal.
+        if config.engine.fault_in == "background" {
+            match fault_in(engine, config, clock) {
+                Ok(handle) => faulter = handle,
+                Err(e) => fault_result = Err(e),
+            }
+        }
+    })?;
+    fault_result?;
     for warning in &replayed.warnings {
         log::line(
             log::Level::Warn,
@@ -379,7 +427,7 @@ fn recover(
         } => *engine,
         _ => config.engine_config(),
     };
-    let mut engine = if replayed.last_seq == 0 {
+    let engine = if replayed.last_seq == 0 {
         Engine::new(configured)
     } else {
         if *replayed.engine.config() != configured {
@@ -396,20 +444,74 @@ fn recover(
         }
         replayed.engine
     };
-    engine.preallocate(config.engine.preallocate_orders);
     log::info(
         "recovered",
         &[
             ("last_seq", &replayed.last_seq),
             ("records_replayed", &replayed.records_replayed),
             ("snapshot_seq", &replayed.snapshot_seq.unwrap_or(0)),
+            ("snapshot_ms", &replayed.snapshot_load.as_millis()),
             (
                 "ms",
                 &(clock.mono_ns().saturating_sub(started_ns) / 1_000_000),
             ),
         ],
     );
-    Ok(engine)
+    // A new engine, or one faulted in before serving, is faulted in now.
+    if faulter.is_none() {
+        faulter = fault_in(&engine, config, clock)?;
+    }
+    Ok((engine, replayed.last_seq, faulter))
+}
+
+/// Fault the serving engine's tables in: now, or on a thread of its own while the node
+/// serves ("background": a restart then waits for the snapshot and the journal only; the
+/// engine meets a page fault where it reaches a page first). Logs the memory they take.
+fn fault_in(
+    engine: &Engine,
+    config: &ServerConfig,
+    clock: &dyn Clock,
+) -> Result<Option<JoinHandle<()>>> {
+    /// Faulted in this much at a time, looking at the stop flag in between.
+    const PIECE: usize = 64 << 20;
+    let bytes = engine.memory_bytes();
+    let regions = engine.regions();
+    if config.engine.fault_in == "before_serving" {
+        let started_ns = clock.mono_ns();
+        for region in regions {
+            region.populate();
+        }
+        log::info(
+            "memory",
+            &[
+                ("engine_limits_bytes", &bytes),
+                ("fault_in", &"before_serving"),
+                (
+                    "ms",
+                    &(clock.mono_ns().saturating_sub(started_ns) / 1_000_000),
+                ),
+            ],
+        );
+        return Ok(None);
+    }
+    log::info(
+        "memory",
+        &[("engine_limits_bytes", &bytes), ("fault_in", &"background")],
+    );
+    let faulter = std::thread::Builder::new()
+        .name("surge-fault-in".into())
+        .spawn(move || {
+            let started = std::time::Instant::now();
+            for piece in regions.into_iter().flat_map(|r| r.pieces(PIECE)) {
+                piece.populate();
+            }
+            log::info(
+                "memory_faulted_in",
+                &[("bytes", &bytes), ("ms", &started.elapsed().as_millis())],
+            );
+        })
+        .map_err(|e| ServerError::io("spawning the fault-in thread", e))?;
+    Ok(Some(faulter))
 }
 
 /// This node's role and epochs at start. A primary whose epoch file names a newer epoch than

@@ -283,6 +283,13 @@ pub fn reply_json(answer: &WireAnswer) -> Value {
             "lines": o.lines.iter().map(|l| json!({"sku": l.sku.0, "qty": l.qty})).collect::<Vec<_>>(),
             "created_ns": o.created_ns, "deadline_ns": o.deadline_ns, "payment_ref": o.payment_ref,
         }),
+        Reply::Answer(Answer::RetiredOrder(r)) => json!({
+            "order_id": r.id.0, "client_id": r.client.0, "request_id": r.request.0,
+            "user": r.user.0, "state": r.state.name(), "total": r.total, "retired": true,
+            "line_count": r.line_count, "lines": [{"sku": r.first_sku.0, "qty": r.first_qty}],
+            "created_ns": r.created_ns, "closed_ns": r.closed_ns, "payment_ref": r.payment_ref,
+            "reconciled": r.reconciled,
+        }),
         Reply::Answer(Answer::Stock(s)) => json!({
             "sku": s.sku.0, "price": s.price, "stocked": s.stocked, "available": s.available,
             "reserved": s.reserved, "sold": s.sold, "per_user_limit": s.per_user_limit,

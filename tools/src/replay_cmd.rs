@@ -59,7 +59,10 @@ pub fn run(args: ReplayArgs) -> anyhow::Result<()> {
     let engine = &replayed.engine;
     println!("replayed {}", args.dir.data_dir.display());
     match replayed.snapshot_seq {
-        Some(seq) => println!("  from snapshot  at sequence {seq}"),
+        Some(seq) => println!(
+            "  from snapshot  at sequence {seq} (loaded in {:.1} ms)",
+            replayed.snapshot_load.as_secs_f64() * 1e3
+        ),
         None => println!("  from snapshot  none (full replay)"),
     }
     println!(
@@ -72,6 +75,13 @@ pub fn run(args: ReplayArgs) -> anyhow::Result<()> {
     for (state, count) in orders_by_state(engine) {
         println!("  orders {:<16}{count}", state.name());
     }
+    let placed = engine.orders().next_id().0 - 1;
+    let (held, retired) = (engine.orders().len(), engine.retired().len());
+    println!("  orders held    {held} (open, or closed and not yet retired)");
+    println!(
+        "  orders retired {retired} remembered, {} beyond history",
+        placed - held - retired
+    );
     engine
         .check_invariants()
         .map_err(anyhow::Error::msg)
@@ -109,12 +119,9 @@ fn orders_by_state(engine: &Engine) -> Vec<(OrderState, u64)> {
     OrderState::ALL
         .iter()
         .map(|&state| {
-            let count = engine
-                .orders()
-                .iter()
-                .filter(|(_, o)| o.state == state)
-                .count();
-            (state, count as u64)
+            let held = engine.orders().iter().filter(|o| o.state == state).count();
+            let retired = engine.retired().iter().filter(|r| r.state == state).count();
+            (state, (held + retired) as u64)
         })
         .collect()
 }
@@ -132,7 +139,18 @@ fn export(engine: &Engine, path: &PathBuf) -> anyhow::Result<u64> {
         writeln!(out, "{line}")?;
         lines += 1;
     }
-    for (id, order) in engine.orders().iter() {
+    // Retired orders first (they are older), then those held in full; each once.
+    for r in engine.retired().iter() {
+        let line = json!({
+            "type": "order", "order_id": r.id.0, "client_id": r.client.0,
+            "request_id": r.request.0, "user": r.user.0, "state": r.state.name(),
+            "total": r.total, "retired": true, "line_count": r.line_count,
+            "lines": [{"sku": r.first_sku.0, "qty": r.first_qty}], "closed_ns": r.closed_ns,
+        });
+        writeln!(out, "{line}")?;
+        lines += 1;
+    }
+    for order in engine.orders().iter() {
         let order_lines: Vec<_> = order
             .lines
             .as_slice()
@@ -140,7 +158,7 @@ fn export(engine: &Engine, path: &PathBuf) -> anyhow::Result<u64> {
             .map(|l| json!({"sku": l.sku.0, "qty": l.qty}))
             .collect();
         let line = json!({
-            "type": "order", "order_id": id.0, "client_id": order.client.0,
+            "type": "order", "order_id": order.id.0, "client_id": order.client.0,
             "request_id": order.request.0, "user": order.user.0, "state": order.state.name(),
             "lines": order_lines, "total": order.total,
         });

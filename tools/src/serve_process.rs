@@ -46,6 +46,16 @@ pub fn log_field(line: &str, key: &str) -> Option<String> {
     None
 }
 
+/// Engine limits for the short-lived servers the demo, the drill and the tests start: a few
+/// tens of megabytes instead of the production defaults' gigabytes (several such servers
+/// run at once on a small machine). Given first, so a caller's `--set` overrides them.
+pub const SMALL_ENGINE: &[&str] = &[
+    "engine.orders_max=131072",
+    "engine.orders_retired_max=131072",
+    "engine.holdings_max=131072",
+    "engine.clients_max=64",
+];
+
 impl ServeProcess {
     /// Run `exe serve` on `dir` with `--set` overrides, on loopback ephemeral ports, and wait
     /// until it serves.
@@ -84,7 +94,7 @@ impl ServeProcess {
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
-        for set in sets {
+        for set in SMALL_ENGINE.iter().chain(sets) {
             command.args(["--set", set]);
         }
         let mut child = command

@@ -82,8 +82,11 @@ fn main() -> anyhow::Result<()> {
 
 /// An engine holding `orders` open single-line orders.
 fn open_orders(orders: u64) -> Engine {
-    let mut engine = Engine::new(EngineConfig::default());
-    engine.preallocate(orders);
+    let mut engine = Engine::new(EngineConfig {
+        orders_max: orders,
+        ..EngineConfig::default()
+    });
+    engine.fault_in();
     bench::load_catalog(&mut engine, SKUS, orders);
     bench::place_open_orders(&mut engine, orders, SKUS);
     engine

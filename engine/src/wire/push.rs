@@ -61,6 +61,9 @@ pub fn encode_push(seq: u64, event: &Event, out: &mut Vec<u8>) {
                 .u64(d.expected)
                 .u64(d.captured);
         }
+        Event::OrderRetired { order, state } => {
+            w.u64(order.0).u8(state as u8).zeros(7);
+        }
     }
     end_item(out, body_at);
 }
@@ -126,6 +129,13 @@ fn decode_event(code: Code, body: &[u8]) -> Option<Event> {
         }
         Code::DiscrepancySettledFromStatement => {
             discrepancy(DiscrepancyKind::SettledFromStatement, &mut r)?
+        }
+        Code::DiscrepancyBeyondHistory => discrepancy(DiscrepancyKind::BeyondHistory, &mut r)?,
+        Code::OrderRetired => {
+            let order = OrderId(r.u64()?);
+            let state = crate::order::OrderState::from_u8(r.u8()?)?;
+            r.zeros(7)?;
+            Event::OrderRetired { order, state }
         }
         _ => return None,
     };

@@ -10,6 +10,7 @@ use crate::command::OrderLine;
 use crate::ids::{ClientId, OrderId, RequestId, SkuId, UserId};
 use crate::order::OrderState;
 use crate::outcome::{Answer, OrderView, Outcome, StockView, WaitlistView};
+use crate::retired::RetiredOrder;
 
 const ANSWER_HEADER_LEN: usize = 24;
 /// `eta_ns` when there is no estimate yet (an estimate is capped one below).
@@ -122,6 +123,21 @@ pub fn encode_answer(request: RequestId, answer: &Answer, out: &mut Vec<u8>) {
             for line in &o.lines {
                 w.u64(line.sku.0).u32(line.qty).u32(0);
             }
+        }
+        Answer::RetiredOrder(o) => {
+            w.u64(o.id.0)
+                .u64(o.client.0)
+                .u64(o.request.0)
+                .u64(o.user.0)
+                .u64(o.total)
+                .u64(o.created_ns)
+                .u64(o.closed_ns)
+                .u64(o.payment_ref)
+                .u8(o.state as u8)
+                .u8(u8::from(o.reconciled))
+                .u16(o.line_count)
+                .u32(o.first_qty)
+                .u64(o.first_sku.0);
         }
         Answer::Stock(s) => {
             w.u64(s.sku.0)
@@ -266,6 +282,21 @@ fn decode_reply(code: Code, body: &[u8]) -> Option<Reply> {
                 lines,
             }))
         }
+        Code::RetiredOrderInfo => Reply::Answer(Answer::RetiredOrder(RetiredOrder {
+            id: OrderId(r.u64()?),
+            client: ClientId(r.u64()?),
+            request: RequestId(r.u64()?),
+            user: UserId(r.u64()?),
+            total: r.u64()?,
+            created_ns: r.u64()?,
+            closed_ns: r.u64()?,
+            payment_ref: r.u64()?,
+            state: order_state(r.u8()?)?,
+            reconciled: r.flag()?,
+            line_count: r.u16()?,
+            first_qty: r.u32()?,
+            first_sku: SkuId(r.u64()?),
+        })),
         Code::StockInfo => {
             let view = StockView {
                 sku: SkuId(r.u64()?),
@@ -300,12 +331,5 @@ fn decode_reply(code: Code, body: &[u8]) -> Option<Reply> {
 }
 
 fn order_state(n: u8) -> Option<OrderState> {
-    Some(match n {
-        1 => OrderState::PendingPayment,
-        2 => OrderState::Paid,
-        3 => OrderState::Cancelled,
-        4 => OrderState::PaymentFailed,
-        5 => OrderState::Expired,
-        _ => return None,
-    })
+    OrderState::from_u8(n)
 }

@@ -65,6 +65,18 @@ const LATENCY_BOUNDS_NS: &[u64] = &[
     100_000_000,
     1_000_000_000,
 ];
+const SNAPSHOT_BOUNDS_NS: &[u64] = &[
+    10_000_000,
+    50_000_000,
+    100_000_000,
+    250_000_000,
+    500_000_000,
+    1_000_000_000,
+    2_500_000_000,
+    5_000_000_000,
+    10_000_000_000,
+    30_000_000_000,
+];
 const BATCH_BOUNDS: &[u64] = &[
     1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 16384,
 ];
@@ -92,6 +104,79 @@ pub struct Metrics {
     pub applied_seq: AtomicU64,
     /// 1 while taking requests; 0 while draining or after a failure.
     pub serving: AtomicU64,
+    /// Each engine limit's name, use and size (written by the engine stage).
+    pub limits: Limits,
+    /// Orders retired from the book, ever (the engine's count).
+    pub orders_retired: AtomicU64,
+    /// The longest the engine stage sat with work waiting, since the snapshotter last
+    /// looked (it takes and resets this per snapshot: the engine's pause during it).
+    pub engine_gap_max_ns: AtomicU64,
+    pub engine_gap_ns: Histogram,
+    pub snapshots: AtomicU64,
+    pub snapshot_seq: AtomicU64,
+    pub snapshot_bytes: AtomicU64,
+    pub snapshot_failures: AtomicU64,
+    /// Sequences the snapshotter's engine is behind the durable one.
+    pub snapshot_lag_seq: AtomicU64,
+    pub snapshot_write_ns: Histogram,
+    pub snapshot_engine_pause_ns: Histogram,
+    pub segments_retired: AtomicU64,
+}
+
+/// Engine limits as `/metrics` shows them: `surge_limit_used{limit=...}` and `_max`.
+pub struct Limits {
+    names: std::sync::OnceLock<Vec<&'static str>>,
+    used: Vec<AtomicU64>,
+    max: Vec<AtomicU64>,
+}
+
+/// Limits the engine reports at most.
+const LIMITS_MAX: usize = 16;
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            names: std::sync::OnceLock::new(),
+            used: (0..LIMITS_MAX).map(|_| AtomicU64::new(0)).collect(),
+            max: (0..LIMITS_MAX).map(|_| AtomicU64::new(0)).collect(),
+        }
+    }
+}
+
+impl Limits {
+    /// Record the engine's limits (the names on the first call; they never change).
+    pub fn store(&self, limits: &[engine::LimitUse]) {
+        assert!(limits.len() <= LIMITS_MAX);
+        self.names
+            .get_or_init(|| limits.iter().map(|l| l.name).collect());
+        for (i, l) in limits.iter().enumerate() {
+            self.used[i].store(l.used, Relaxed);
+            self.max[i].store(l.max, Relaxed);
+        }
+    }
+
+    fn render(&self, out: &mut String) {
+        let Some(names) = self.names.get() else {
+            return;
+        };
+        for (metric, help, values) in [
+            (
+                "surge_limit_used",
+                "How much of each engine limit (its config key) is in use.",
+                &self.used,
+            ),
+            (
+                "surge_limit_max",
+                "Each engine limit's size, from the config at start-up.",
+                &self.max,
+            ),
+        ] {
+            let _ = writeln!(out, "# HELP {metric} {help}\n# TYPE {metric} gauge");
+            for (name, value) in names.iter().zip(values.iter()) {
+                let _ = writeln!(out, "{metric}{{limit=\"{name}\"}} {}", value.load(Relaxed));
+            }
+        }
+    }
 }
 
 fn counters() -> Vec<AtomicU64> {
@@ -118,6 +203,18 @@ impl Default for Metrics {
             durable_seq: AtomicU64::new(0),
             applied_seq: AtomicU64::new(0),
             serving: AtomicU64::new(0),
+            limits: Limits::default(),
+            orders_retired: AtomicU64::new(0),
+            engine_gap_max_ns: AtomicU64::new(0),
+            engine_gap_ns: Histogram::new(LATENCY_BOUNDS_NS),
+            snapshots: AtomicU64::new(0),
+            snapshot_seq: AtomicU64::new(0),
+            snapshot_bytes: AtomicU64::new(0),
+            snapshot_failures: AtomicU64::new(0),
+            snapshot_lag_seq: AtomicU64::new(0),
+            snapshot_write_ns: Histogram::new(SNAPSHOT_BOUNDS_NS),
+            snapshot_engine_pause_ns: Histogram::new(LATENCY_BOUNDS_NS),
+            segments_retired: AtomicU64::new(0),
         }
     }
 }
@@ -232,6 +329,67 @@ impl Metrics {
             "surge_serving",
             "1 while the server takes requests, 0 while draining or failed.",
             &self.serving,
+        );
+        self.limits.render(&mut out);
+        counter(
+            &mut out,
+            "surge_orders_retired_total",
+            "Closed orders retired from the engine's book.",
+            &self.orders_retired,
+        );
+        self.engine_gap_ns.render(
+            &mut out,
+            "surge_engine_gap_seconds",
+            "Time the engine stage sat with work waiting between two batches (descheduled).",
+            1e-9,
+        );
+        counter(
+            &mut out,
+            "surge_snapshots_total",
+            "Snapshots written while serving.",
+            &self.snapshots,
+        );
+        counter(
+            &mut out,
+            "surge_snapshot_failures_total",
+            "Snapshots that could not be written (the previous one stays in use).",
+            &self.snapshot_failures,
+        );
+        gauge(
+            &mut out,
+            "surge_snapshot_seq",
+            "Journal sequence of the newest snapshot.",
+            &self.snapshot_seq,
+        );
+        gauge(
+            &mut out,
+            "surge_snapshot_bytes",
+            "Size of the newest snapshot file.",
+            &self.snapshot_bytes,
+        );
+        gauge(
+            &mut out,
+            "surge_snapshot_lag_seq",
+            "Durable sequences the snapshotter has not applied yet.",
+            &self.snapshot_lag_seq,
+        );
+        self.snapshot_write_ns.render(
+            &mut out,
+            "surge_snapshot_write_seconds",
+            "Taking one snapshot: copy, archive, write, sync, rename.",
+            1e-9,
+        );
+        self.snapshot_engine_pause_ns.render(
+            &mut out,
+            "surge_snapshot_engine_pause_seconds",
+            "Per snapshot, the longest the serving engine sat with work waiting meanwhile.",
+            1e-9,
+        );
+        counter(
+            &mut out,
+            "surge_journal_segments_retired_total",
+            "Journal segments recycled, archived or deleted after a snapshot covered them.",
+            &self.segments_retired,
         );
         out
     }

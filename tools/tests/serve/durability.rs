@@ -85,12 +85,17 @@ fn start(name: &str) -> (Server, Arc<GatedStorage>) {
     let dir = temp_dir(name);
     std::fs::create_dir_all(dir.join("journal")).unwrap();
     let storage = GatedStorage::new(&dir.join("journal"));
-    let overrides: Vec<String> = vec![
+    let mut overrides: Vec<String> = vec![
         format!("data_dir={:?}", dir.display().to_string()),
         "listen=\"127.0.0.1:0\"".into(),
         "http=\"127.0.0.1:0\"".into(),
         "gateway.tick_ms=100000".into(),
     ];
+    overrides.extend(
+        tools::serve_process::SMALL_ENGINE
+            .iter()
+            .map(|s| s.to_string()),
+    );
     let config = ServerConfig::load(None, &overrides).unwrap();
     let server = Server::start(&config, Some(storage.clone())).unwrap();
     (server, storage)

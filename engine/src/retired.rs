@@ -1,0 +1,315 @@
+//! Retired orders: what the engine keeps of an order once it has left the book. A fixed
+//! record per order (its final state, who placed it, its total and first line, when it
+//! closed, and what reconciliation needs: the payment reference and whether a statement has
+//! seen it) in a ring of `orders_retired_max` records, oldest evicted first, with an id table
+//! to find one. An order evicted from the ring is "beyond history": the engine knows only that
+//! it existed (its id was assigned); its story is in the journal and the feed.
+//!
+//! Retirement order is closing order, and a paid order closes when it is paid, so the paid
+//! records lie in payment order: a statement's close walks them from a cursor that only
+//! moves forward.
+
+use crate::id_table::IdTable;
+use crate::ids::{ClientId, Money, OrderId, RequestId, SkuId, TimestampNs, UserId};
+use crate::order::{Order, OrderState};
+
+/// What is kept of a retired order. Fixed size, no heap.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+pub struct RetiredOrder {
+    pub id: OrderId,
+    pub client: ClientId,
+    pub request: RequestId,
+    pub user: UserId,
+    pub total: Money,
+    pub created_ns: TimestampNs,
+    /// When it was paid, cancelled, failed or expired (for a paid order: its payment time).
+    pub closed_ns: TimestampNs,
+    pub payment_ref: u64,
+    pub first_sku: SkuId,
+    pub first_qty: u32,
+    pub line_count: u16,
+    pub state: OrderState,
+    pub reconciled: bool,
+}
+
+const _: () = assert!(std::mem::size_of::<RetiredOrder>() == 80);
+
+impl RetiredOrder {
+    pub fn of(order: &Order) -> RetiredOrder {
+        debug_assert!(!order.is_open(), "an open order never retires");
+        let lines = order.lines.as_slice();
+        RetiredOrder {
+            id: order.id,
+            client: order.client,
+            request: order.request,
+            user: order.user,
+            total: order.total,
+            created_ns: order.created_ns,
+            closed_ns: order.closed_ns,
+            payment_ref: order.payment_ref,
+            first_sku: lines[0].sku,
+            first_qty: lines[0].qty,
+            line_count: lines.len() as u16,
+            state: order.state,
+            reconciled: order.reconciled,
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct RetiredOrders {
+    /// The ring; positions past `records.len()` are reserved and not yet used.
+    records: Vec<RetiredOrder>,
+    capacity: usize,
+    index: IdTable,
+    /// Retirements so far; the ring holds `evicted..retired`.
+    retired: u64,
+    evicted: u64,
+    /// Records before this (absolute) position need no walk by a statement's close: not
+    /// paid, or paid and seen, or paid later than a close already walked past.
+    reconcile_from: u64,
+    /// Paid orders evicted before any statement saw them.
+    pub evicted_unreconciled: u64,
+}
+
+impl RetiredOrders {
+    pub fn with_capacity(capacity: u64) -> RetiredOrders {
+        let capacity = usize::try_from(capacity).expect("orders_retired_max fits memory");
+        RetiredOrders {
+            records: Vec::with_capacity(capacity),
+            capacity,
+            index: IdTable::with_capacity(capacity),
+            retired: 0,
+            evicted: 0,
+            reconcile_from: 0,
+            evicted_unreconciled: 0,
+        }
+    }
+
+    /// What fills a ring position not yet used.
+    fn filler() -> RetiredOrder {
+        RetiredOrder {
+            id: OrderId(0),
+            client: ClientId(0),
+            request: RequestId(0),
+            user: UserId(0),
+            total: 0,
+            created_ns: 0,
+            closed_ns: 0,
+            payment_ref: 0,
+            first_sku: SkuId(0),
+            first_qty: 0,
+            line_count: 0,
+            state: OrderState::Cancelled,
+            reconciled: false,
+        }
+    }
+
+    /// Touch every page of the ring now.
+    pub fn fault_in(&mut self) {
+        let more = self.capacity - self.records.len();
+        crate::memory::reserve_touched(&mut self.records, more, Self::filler());
+        self.index.fault_in();
+    }
+
+    pub fn capacity(&self) -> u64 {
+        self.capacity as u64
+    }
+
+    pub fn regions(&self, out: &mut Vec<crate::memory::Region>) {
+        out.push(crate::memory::Region::of(&self.records));
+        self.index.regions(out);
+    }
+
+    /// Records held.
+    pub fn len(&self) -> u64 {
+        self.retired - self.evicted
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Retirements ever.
+    pub fn retired_total(&self) -> u64 {
+        self.retired
+    }
+
+    pub fn bytes(&self) -> usize {
+        self.capacity * std::mem::size_of::<RetiredOrder>() + self.index.bytes()
+    }
+
+    fn at(&self, position: u64) -> usize {
+        (position % self.capacity()) as usize
+    }
+
+    /// Keep `record`, evicting the oldest if the ring is full.
+    pub fn push(&mut self, record: RetiredOrder) {
+        if self.capacity() == 0 {
+            self.retired += 1;
+            self.evicted += 1;
+            self.count_evicted(&record);
+            return;
+        }
+        if self.len() == self.capacity() {
+            let oldest = self.records[self.at(self.evicted)];
+            self.index
+                .remove(oldest.id)
+                .expect("a held record is indexed");
+            self.evicted += 1;
+            self.count_evicted(&oldest);
+        }
+        let at = self.at(self.retired);
+        if at >= self.records.len() {
+            self.records.resize(at + 1, Self::filler());
+        }
+        self.records[at] = record;
+        self.index.insert(record.id, at as u32);
+        self.retired += 1;
+    }
+
+    fn count_evicted(&mut self, record: &RetiredOrder) {
+        if record.state == OrderState::Paid && !record.reconciled {
+            self.evicted_unreconciled += 1;
+        }
+    }
+
+    #[inline]
+    pub fn get(&self, id: OrderId) -> Option<&RetiredOrder> {
+        self.index.get(id).map(|at| &self.records[at as usize])
+    }
+
+    pub fn get_mut(&mut self, id: OrderId) -> Option<&mut RetiredOrder> {
+        self.index.get(id).map(|at| &mut self.records[at as usize])
+    }
+
+    #[inline]
+    pub fn prefetch(&self, id: OrderId) {
+        self.index.prefetch(id);
+    }
+
+    /// Oldest first.
+    pub fn iter(&self) -> impl Iterator<Item = &RetiredOrder> {
+        (self.evicted..self.retired).map(|p| &self.records[self.at(p)])
+    }
+
+    /// A statement closes through `through_ns`: every paid record not yet seen, paid at or
+    /// before it, in payment order, is marked seen and handed to `missing`. Returns whether
+    /// the walk reached the newest record (the caller then walks the book's closed orders).
+    pub fn close_through(
+        &mut self,
+        through_ns: TimestampNs,
+        mut missing: impl FnMut(&RetiredOrder),
+    ) -> bool {
+        let mut at = self.reconcile_from.max(self.evicted);
+        while at < self.retired {
+            let i = self.at(at);
+            let record = &mut self.records[i];
+            if record.state == OrderState::Paid {
+                if record.closed_ns > through_ns {
+                    self.reconcile_from = at;
+                    return false;
+                }
+                if !record.reconciled {
+                    record.reconciled = true;
+                    missing(record);
+                }
+            }
+            at += 1;
+        }
+        self.reconcile_from = at;
+        true
+    }
+
+    /// The ring a snapshot describes: oldest first.
+    pub fn restore(
+        capacity: u64,
+        records: Vec<RetiredOrder>,
+        retired: u64,
+        reconcile_from: u64,
+        evicted_unreconciled: u64,
+    ) -> Result<RetiredOrders, &'static str> {
+        if records.len() as u64 > capacity || (records.len() as u64) > retired {
+            return Err("more retired records than the ring holds");
+        }
+        let mut ring = RetiredOrders::with_capacity(capacity);
+        ring.retired = retired - records.len() as u64;
+        ring.evicted = ring.retired;
+        for record in records {
+            if record.id.0 == 0 || ring.get(record.id).is_some() {
+                return Err("a retired record has id 0 or appears twice");
+            }
+            ring.push(record);
+        }
+        ring.reconcile_from = reconcile_from;
+        ring.evicted_unreconciled = evicted_unreconciled;
+        Ok(ring)
+    }
+
+    pub fn reconcile_from(&self) -> u64 {
+        self.reconcile_from
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(id: u64, state: OrderState, closed_ns: u64) -> RetiredOrder {
+        RetiredOrder {
+            id: OrderId(id),
+            client: ClientId(1),
+            request: RequestId(id),
+            user: UserId(id),
+            total: 100,
+            created_ns: 0,
+            closed_ns,
+            payment_ref: id,
+            first_sku: SkuId(1),
+            first_qty: 1,
+            line_count: 1,
+            state,
+            reconciled: false,
+        }
+    }
+
+    #[test]
+    fn the_oldest_is_evicted_and_counted_if_unreconciled() {
+        let mut ring = RetiredOrders::with_capacity(2);
+        ring.push(record(1, OrderState::Paid, 10));
+        ring.push(record(2, OrderState::Cancelled, 11));
+        ring.push(record(3, OrderState::Paid, 12));
+        assert!(ring.get(OrderId(1)).is_none());
+        assert_eq!(ring.get(OrderId(3)).unwrap().closed_ns, 12);
+        assert_eq!(ring.len(), 2);
+        assert_eq!(ring.retired_total(), 3);
+        assert_eq!(ring.evicted_unreconciled, 1);
+    }
+
+    #[test]
+    fn a_close_walks_paid_records_once_in_payment_order() {
+        let mut ring = RetiredOrders::with_capacity(8);
+        ring.push(record(1, OrderState::Paid, 10));
+        ring.push(record(2, OrderState::Expired, 11));
+        ring.push(record(3, OrderState::Paid, 12));
+        ring.push(record(4, OrderState::Paid, 20));
+        let mut seen = Vec::new();
+        assert!(!ring.close_through(15, |r| seen.push(r.id.0)));
+        assert_eq!(seen, vec![1, 3]);
+        seen.clear();
+        assert!(!ring.close_through(15, |r| seen.push(r.id.0)));
+        assert!(seen.is_empty());
+        assert!(ring.close_through(25, |r| seen.push(r.id.0)));
+        assert_eq!(seen, vec![4]);
+        let restored = RetiredOrders::restore(
+            8,
+            ring.iter().copied().collect(),
+            ring.retired_total(),
+            ring.reconcile_from(),
+            0,
+        )
+        .unwrap();
+        assert_eq!(restored.get(OrderId(3)), ring.get(OrderId(3)));
+        assert_eq!(restored.retired_total(), 4);
+    }
+}

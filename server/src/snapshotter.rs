@@ -1,0 +1,389 @@
+//! Snapshots while serving, without touching the serving engine. The snapshotter follows the
+//! durable journal from the files (`journal::Tail`) into an engine of its own, started as a
+//! copy of the recovered one, on a thread at idle priority. Every `every_records` records (or
+//! `every_secs` with new records) it writes that engine's state as a snapshot (temp file,
+//! sync, rename, directory sync: a crash mid-way leaves the previous one), keeps the newest
+//! `keep`, and retires the journal segments the oldest kept one covers — never one a
+//! streaming standby still needs. Restart is then the newest valid snapshot plus the journal
+//! after it.
+//!
+//! The serving engine is never paused or copied for this. What a snapshot can still cost it
+//! is CPU, on a machine with fewer cores than threads; each snapshot records the longest the
+//! engine stage sat with work waiting meanwhile (`surge_snapshot_engine_pause_seconds`).
+//! The snapshotter runs at idle priority while it keeps up; once it falls more than two
+//! snapshot intervals behind (a saturated machine leaves it no idle CPU, and a restart would
+//! replay all it missed) it takes its share of CPU at normal priority until it is within
+//! half an interval again: restart time stays bounded, at some cost in peak throughput. Its
+//! file is written in synced pieces (`Pace`), so the journal's syncs never queue behind it.
+
+use std::sync::atomic::Ordering::{Relaxed, SeqCst};
+use std::sync::Arc;
+use std::time::Duration;
+
+use engine::snapshot::SnapshotBuffer;
+use engine::EngineSnapshot;
+use journal::retention::Retention;
+use journal::{snapshot, Storage, Tail};
+use replicator::primary::DETACHED;
+
+use crate::data_dir::DataDir;
+use crate::error::{Result, ServerError};
+use crate::node::Node;
+use crate::ops::log::{self, Level};
+use crate::replay::Applier;
+use crate::shared::Shared;
+
+/// How often the snapshotter looks for new durable records when it has caught up.
+const FOLLOW_POLL: Duration = Duration::from_millis(20);
+/// Records applied between looks at the durable sequence and the stop flag.
+const FOLLOW_CHUNK: u64 = 65_536;
+/// A snapshot is written in pieces this large, each synced, with a short pause between.
+const WRITE_PACE: snapshot::Pace = snapshot::Pace {
+    piece_bytes: 8 << 20,
+    pause: Duration::from_millis(2),
+};
+
+/// When to take a snapshot and what to keep.
+#[derive(Clone, Debug)]
+pub struct Policy {
+    pub every_records: u64,
+    pub every_secs: u64,
+    pub keep: usize,
+    pub retention: Retention,
+}
+
+pub struct Snapshotter {
+    /// The snapshotter's engine, rebuilt on its own thread (`None` until then).
+    applier: Applier,
+    tail: Tail,
+    /// The last sequence applied to the snapshotter's engine.
+    applied_seq: u64,
+    last_snapshot_seq: u64,
+    last_snapshot_ns: u64,
+    dir: DataDir,
+    journal: Arc<dyn Storage>,
+    snapshots: Arc<dyn Storage>,
+    policy: Policy,
+    shared: Arc<Shared>,
+    node: Arc<Node>,
+    /// Kept between snapshots so that taking one allocates nothing new once it has taken
+    /// the largest (RSS stays flat).
+    image: EngineSnapshot,
+    bytes: SnapshotBuffer,
+    /// Whether the engine's tables were faulted in (a journal's config record makes one
+    /// late, when there is no snapshot to start from).
+    faulted: bool,
+    priority: Priority,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Priority {
+    /// Runs only on CPU the pipeline leaves idle.
+    Idle,
+    /// Behind: takes its share.
+    Normal,
+}
+
+impl Snapshotter {
+    /// A snapshotter for the journal in `dir`. Its engine is rebuilt when its thread starts,
+    /// from the newest snapshot and the durable journal after it (so the server's start
+    /// waits for neither a copy nor a second replay).
+    pub fn new(
+        dir: DataDir,
+        journal: Arc<dyn Storage>,
+        policy: Policy,
+        shared: Arc<Shared>,
+        node: Arc<Node>,
+    ) -> Result<Snapshotter> {
+        let snapshots: Arc<dyn Storage> = Arc::new(dir.snapshots()?);
+        let newest = snapshot::snapshot_seqs(snapshots.as_ref())
+            .map_err(|e| ServerError::journal("listing snapshots", e))?
+            .last()
+            .copied()
+            .unwrap_or(0);
+        let now = shared.clock.mono_ns();
+        Ok(Snapshotter {
+            applier: Applier::new(None),
+            tail: Tail::new(journal.clone(), newest + 1),
+            applied_seq: newest,
+            last_snapshot_seq: newest,
+            last_snapshot_ns: now,
+            dir,
+            journal,
+            snapshots,
+            policy,
+            shared,
+            node,
+            image: EngineSnapshot::empty(),
+            bytes: SnapshotBuffer::new(),
+            faulted: false,
+            priority: Priority::Normal,
+        })
+    }
+
+    /// On its own thread, at idle priority, until the server stops.
+    pub fn spawn(self) -> std::io::Result<std::thread::JoinHandle<()>> {
+        std::thread::Builder::new()
+            .name("surge-snapshot".into())
+            .spawn(move || self.run())
+    }
+
+    /// Rebuild this engine: the newest snapshot (its tables faulted in: it is not the
+    /// serving engine, nothing waits for it). Records after it come from the tail. `Err`:
+    /// no snapshots.
+    fn rebuild(&mut self) -> Result<()> {
+        let clock = self.shared.clock.clone();
+        let started_ns = clock.mono_ns();
+        let (newest, _) = self.dir.newest_snapshot()?;
+        if let Some((mut engine, seq)) = newest {
+            engine.fault_in();
+            self.faulted = true;
+            self.applier = Applier::new(Some(engine));
+            self.tail = Tail::new(self.journal.clone(), seq + 1);
+            self.applied_seq = seq;
+            self.last_snapshot_seq = seq;
+        }
+        log::info(
+            "snapshotter_ready",
+            &[
+                ("from_seq", &self.applied_seq),
+                (
+                    "ms",
+                    &(clock.mono_ns().saturating_sub(started_ns) / 1_000_000),
+                ),
+            ],
+        );
+        Ok(())
+    }
+
+    fn run(mut self) {
+        self.set_priority(Priority::Idle);
+        let shared = self.shared.clone();
+        let metrics = &shared.metrics;
+        if let Err(e) = self.rebuild() {
+            log::line(
+                Level::Error,
+                "snapshotter_stopped",
+                e.journal_code().map(log::journal_code),
+                &[("error", &e)],
+            );
+            metrics.snapshot_failures.fetch_add(1, Relaxed);
+            return;
+        }
+        while !self.shared.stop.load(SeqCst) {
+            let durable = metrics.durable_seq.load(SeqCst);
+            if durable > self.applied_seq {
+                if let Err(e) = self.follow(durable.min(self.applied_seq + FOLLOW_CHUNK)) {
+                    log::line(
+                        Level::Error,
+                        "snapshotter_stopped",
+                        e.journal_code().map(log::journal_code),
+                        &[
+                            ("error", &e),
+                            (
+                                "detail",
+                                &"no more snapshots until a restart; serving goes on",
+                            ),
+                        ],
+                    );
+                    metrics.snapshot_failures.fetch_add(1, Relaxed);
+                    return;
+                }
+            } else {
+                std::thread::sleep(FOLLOW_POLL);
+            }
+            let lag = metrics
+                .durable_seq
+                .load(Relaxed)
+                .saturating_sub(self.applied_seq);
+            metrics.snapshot_lag_seq.store(lag, Relaxed);
+            let interval = self.policy.every_records.max(FOLLOW_CHUNK);
+            if lag > 2 * interval {
+                self.set_priority(Priority::Normal);
+            } else if lag < interval / 2 {
+                self.set_priority(Priority::Idle);
+            }
+            if self.due() {
+                if let Err(e) = self.take() {
+                    log::line(
+                        Level::Error,
+                        "snapshot_failed",
+                        e.journal_code().map(log::journal_code),
+                        &[
+                            ("error", &e),
+                            ("detail", &"the previous snapshot stays in use"),
+                        ],
+                    );
+                    metrics.snapshot_failures.fetch_add(1, Relaxed);
+                    // Try again after another interval, not in a loop.
+                    self.last_snapshot_seq = self.applied_seq;
+                    self.last_snapshot_ns = self.shared.clock.mono_ns();
+                }
+            }
+        }
+    }
+
+    /// Apply the durable records up to `upto`.
+    fn follow(&mut self, upto: u64) -> Result<()> {
+        let applier = &mut self.applier;
+        let mut failed = None;
+        self.tail
+            .read(upto, |record| {
+                if failed.is_none() {
+                    failed = applier.push(record).err();
+                }
+            })
+            .map_err(|e| ServerError::journal("following the journal", e))?;
+        if let Some(e) = failed {
+            return Err(e);
+        }
+        if !self.faulted {
+            if let Some(engine) = self.applier.engine_mut() {
+                engine.fault_in();
+                self.faulted = true;
+            }
+        }
+        self.applied_seq = upto;
+        Ok(())
+    }
+
+    fn due(&self) -> bool {
+        let new_records = self.applied_seq.saturating_sub(self.last_snapshot_seq);
+        if new_records == 0 {
+            return false;
+        }
+        let p = &self.policy;
+        let elapsed_s = self
+            .shared
+            .clock
+            .mono_ns()
+            .saturating_sub(self.last_snapshot_ns)
+            / 1_000_000_000;
+        (p.every_records > 0 && new_records >= p.every_records)
+            || (p.every_secs > 0 && elapsed_s >= p.every_secs)
+    }
+
+    /// Write a snapshot of the engine at `applied_seq`, then drop old snapshots and retire
+    /// the segments the oldest kept one covers.
+    fn take(&mut self) -> Result<()> {
+        let metrics = &self.shared.metrics;
+        let clock = &self.shared.clock;
+        metrics.engine_gap_max_ns.store(0, SeqCst);
+        let started_ns = clock.mono_ns();
+        self.applier.drain();
+        let engine = self
+            .applier
+            .engine()
+            .expect("the snapshotter has an engine");
+        let seq = self.applied_seq;
+        engine.snapshot_into(&mut self.image);
+        self.image.to_bytes_in(&mut self.bytes);
+        let name = snapshot::write_snapshot_paced(
+            self.snapshots.as_ref(),
+            seq,
+            engine.hash(),
+            &self.bytes,
+            WRITE_PACE,
+        )
+        .map_err(|e| ServerError::journal("writing a snapshot", e))?;
+        let write_ns = clock.mono_ns().saturating_sub(started_ns);
+        let pause_ns = metrics.engine_gap_max_ns.swap(0, SeqCst);
+        let retired = self.retire_old()?;
+        metrics.snapshots.fetch_add(1, Relaxed);
+        metrics.snapshot_seq.store(seq, Relaxed);
+        metrics
+            .snapshot_bytes
+            .store(self.bytes.len() as u64, Relaxed);
+        metrics.snapshot_write_ns.observe(write_ns);
+        metrics.snapshot_engine_pause_ns.observe(pause_ns);
+        metrics.segments_retired.fetch_add(retired as u64, Relaxed);
+        log::info(
+            "snapshot",
+            &[
+                ("name", &name),
+                ("seq", &seq),
+                ("bytes", &self.bytes.len()),
+                ("ms", &(write_ns / 1_000_000)),
+                ("engine_pause_us", &(pause_ns / 1_000)),
+                ("segments_retired", &retired),
+            ],
+        );
+        self.last_snapshot_seq = seq;
+        self.last_snapshot_ns = clock.mono_ns();
+        Ok(())
+    }
+
+    /// Keep the newest `keep` snapshots; retire the segments the oldest of them covers, but
+    /// none a streaming standby has not yet synced. How many were retired.
+    fn retire_old(&self) -> Result<usize> {
+        let seqs = snapshot::snapshot_seqs(self.snapshots.as_ref())
+            .map_err(|e| ServerError::journal("listing snapshots", e))?;
+        let drop_count = seqs.len().saturating_sub(self.policy.keep);
+        for &old in &seqs[..drop_count] {
+            let name = snapshot::snapshot_name(old);
+            self.snapshots
+                .remove(&name)
+                .map_err(|e| ServerError::io(format!("removing snapshot {name}"), e))?;
+        }
+        if drop_count > 0 {
+            self.snapshots
+                .sync_dir()
+                .map_err(|e| ServerError::io("syncing the snapshot directory", e))?;
+        }
+        let Some(&oldest_kept) = seqs.get(drop_count) else {
+            return Ok(0);
+        };
+        let standby = &self.node.standby;
+        let standby_floor = if standby.state.load(SeqCst) == DETACHED {
+            u64::MAX
+        } else {
+            standby.durable.load(SeqCst)
+        };
+        let covered = oldest_kept.min(standby_floor);
+        let retired = journal::retention::prune(
+            self.journal.as_ref(),
+            &self.dir.journal_dir(),
+            covered,
+            &self.policy.retention,
+        )
+        .map_err(|e| ServerError::journal("retiring covered segments", e))?;
+        Ok(retired.len())
+    }
+}
+
+impl Snapshotter {
+    /// Idle: run only when the pipeline leaves a core idle (SCHED_IDLE; where the kernel
+    /// refuses, nice 19). Normal: SCHED_OTHER at nice 0. Logged when it changes.
+    fn set_priority(&mut self, priority: Priority) {
+        if priority == self.priority {
+            return;
+        }
+        let param = libc::sched_param { sched_priority: 0 };
+        let policy = match priority {
+            Priority::Idle => libc::SCHED_IDLE,
+            Priority::Normal => libc::SCHED_OTHER,
+        };
+        // SAFETY: pid 0 is the calling thread; `param` is a valid sched_param for both
+        // policies (priority 0).
+        let set = unsafe { libc::sched_setscheduler(0, policy, &param) } == 0;
+        let nice = if priority == Priority::Idle { 19 } else { 0 };
+        if !set || priority == Priority::Normal {
+            // SAFETY: sets the calling thread's nice value; no pointers involved.
+            unsafe {
+                libc::setpriority(libc::PRIO_PROCESS, 0, nice);
+            }
+        }
+        self.priority = priority;
+        log::info(
+            "snapshotter_priority",
+            &[
+                ("priority", &format!("{priority:?}").to_lowercase()),
+                ("scheduler", &if set { "set" } else { "nice only" }),
+                (
+                    "lag_seq",
+                    &self.shared.metrics.snapshot_lag_seq.load(Relaxed),
+                ),
+            ],
+        );
+    }
+}
