@@ -401,6 +401,7 @@ impl OrderBook {
         }
         let mut book = OrderBook::with_capacity(capacity);
         book.next_id = next_id;
+        let mut indexed = Vec::with_capacity(open.len() + closed.len());
         for (order, want_open) in open
             .into_iter()
             .map(|o| (o, true))
@@ -409,11 +410,8 @@ impl OrderBook {
             if order.is_open() != want_open || !book.was_assigned(order.id) {
                 return Err("an order is in the wrong chain or has an unassigned id");
             }
-            if book.index.get(order.id).is_some() {
-                return Err("an order appears twice");
-            }
             let slot = book.take_slot();
-            book.index.insert(order.id, slot);
+            indexed.push((order.id, slot));
             book.orders[slot as usize] = order;
             let chain = if want_open {
                 &mut book.open
@@ -421,6 +419,9 @@ impl OrderBook {
                 &mut book.closed
             };
             Self::append(&mut book.links, chain, slot);
+        }
+        if !book.index.bulk_insert(&mut indexed) {
+            return Err("an order appears twice");
         }
         Ok(book)
     }

@@ -145,11 +145,16 @@ impl RetiredOrders {
 
     /// Keep `record`, evicting the oldest if the ring is full.
     pub fn push(&mut self, record: RetiredOrder) {
+        assert!(self.push_new(record), "order {} retired twice", record.id);
+    }
+
+    /// `push`; `false` (nothing kept) if the ring holds this id already.
+    fn push_new(&mut self, record: RetiredOrder) -> bool {
         if self.capacity() == 0 {
             self.retired += 1;
             self.evicted += 1;
             self.count_evicted(&record);
-            return;
+            return true;
         }
         if self.len() == self.capacity() {
             let oldest = self.records[self.at(self.evicted)];
@@ -163,9 +168,12 @@ impl RetiredOrders {
         if at >= self.records.len() {
             self.records.resize(at + 1, Self::filler());
         }
+        if !self.index.try_insert(record.id, at as u32) {
+            return false;
+        }
         self.records[at] = record;
-        self.index.insert(record.id, at as u32);
         self.retired += 1;
+        true
     }
 
     fn count_evicted(&mut self, record: &RetiredOrder) {
@@ -235,11 +243,21 @@ impl RetiredOrders {
         let mut ring = RetiredOrders::with_capacity(capacity);
         ring.retired = retired - records.len() as u64;
         ring.evicted = ring.retired;
+        let mut indexed = Vec::with_capacity(records.len());
         for record in records {
-            if record.id.0 == 0 || ring.get(record.id).is_some() {
-                return Err("a retired record has id 0 or appears twice");
+            if record.id.0 == 0 {
+                return Err("a retired record has id 0");
             }
-            ring.push(record);
+            let at = ring.at(ring.retired);
+            if at >= ring.records.len() {
+                ring.records.resize(at + 1, Self::filler());
+            }
+            ring.records[at] = record;
+            indexed.push((record.id, at as u32));
+            ring.retired += 1;
+        }
+        if !ring.index.bulk_insert(&mut indexed) {
+            return Err("a retired record appears twice");
         }
         ring.reconcile_from = reconcile_from;
         ring.evicted_unreconciled = evicted_unreconciled;

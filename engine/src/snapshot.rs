@@ -93,10 +93,18 @@ impl EngineSnapshot {
 
     /// Decode and validate (every byte checked by bytecheck before use).
     pub fn from_bytes(bytes: &[u8]) -> Result<EngineSnapshot, SnapshotError> {
-        // rkyv needs the archive aligned; a slice from a file or a mmap may not be.
-        let mut aligned = rkyv::util::AlignedVec::<16>::with_capacity(bytes.len());
-        aligned.extend_from_slice(bytes);
-        let snapshot = rkyv::from_bytes::<EngineSnapshot, rkyv::rancor::Error>(&aligned)
+        // rkyv needs the archive aligned: a mapped file's payload is (it starts 64 bytes
+        // into a page); anything else is copied first.
+        let copy;
+        let aligned: &[u8] = if (bytes.as_ptr() as usize).is_multiple_of(16) {
+            bytes
+        } else {
+            let mut buffer = rkyv::util::AlignedVec::<16>::with_capacity(bytes.len());
+            buffer.extend_from_slice(bytes);
+            copy = buffer;
+            &copy
+        };
+        let snapshot = rkyv::from_bytes::<EngineSnapshot, rkyv::rancor::Error>(aligned)
             .map_err(|e| SnapshotError::Malformed(e.to_string()))?;
         if snapshot.format_version != SNAPSHOT_FORMAT_VERSION {
             return Err(SnapshotError::UnsupportedVersion(snapshot.format_version));

@@ -35,11 +35,18 @@ fn parse_snapshot_name(name: &str) -> Option<u64> {
         .flatten()
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// A snapshot file read back and checked: its sequence, check value and payload, the
+/// payload left where it lies (mapped from the file: a big state is not copied to be read).
 pub struct Snapshot {
     pub seq: u64,
     pub check: u64,
-    pub payload: Vec<u8>,
+    bytes: crate::storage::FileBytes,
+}
+
+impl Snapshot {
+    pub fn payload(&self) -> &[u8] {
+        &self.bytes[SNAPSHOT_HEADER_LEN..]
+    }
 }
 
 pub fn encode_snapshot(seq: u64, check: u64, payload: &[u8]) -> Vec<u8> {
@@ -81,7 +88,8 @@ impl Pace {
     };
 }
 
-pub fn decode_snapshot(bytes: &[u8]) -> std::result::Result<Snapshot, String> {
+/// Check a snapshot file's header and payload checksums; its sequence and check value.
+pub fn check_snapshot(bytes: &[u8]) -> std::result::Result<(u64, u64), String> {
     if bytes.len() < SNAPSHOT_HEADER_LEN || bytes[0..8] != SNAPSHOT_MAGIC {
         return Err("not a snapshot (bad magic)".into());
     }
@@ -108,11 +116,7 @@ pub fn decode_snapshot(bytes: &[u8]) -> std::result::Result<Snapshot, String> {
     if crc32c::crc32c(payload) != payload_crc {
         return Err("payload checksum mismatch".into());
     }
-    Ok(Snapshot {
-        seq: field(16),
-        check: field(24),
-        payload: payload.to_vec(),
-    })
+    Ok((field(16), field(24)))
 }
 
 /// Write a snapshot durably: temp file, sync, rename, directory sync.
@@ -187,12 +191,14 @@ pub fn load_newest(storage: &dyn Storage) -> Result<(Option<Snapshot>, Vec<Strin
         let bytes = storage
             .read(&name)
             .map_err(|e| JournalError::io(format!("reading {name}"), e))?;
-        match decode_snapshot(&bytes) {
-            Ok(snapshot) if snapshot.seq == seq => return Ok((Some(snapshot), warnings)),
-            Ok(snapshot) => warnings.push(format!(
-                "{}: {name} says sequence {}; skipped",
+        match check_snapshot(&bytes) {
+            Ok((said, check)) if said == seq => {
+                let snapshot = Snapshot { seq, check, bytes };
+                return Ok((Some(snapshot), warnings));
+            }
+            Ok((said, _)) => warnings.push(format!(
+                "{}: {name} says sequence {said}; skipped",
                 ErrorCode::SnapshotCorrupt,
-                snapshot.seq
             )),
             Err(why) => warnings.push(format!(
                 "{}: {name}: {why}; skipped",

@@ -42,7 +42,7 @@ impl DataDir {
             return Ok((None, warnings));
         };
         let seq = snapshot.seq;
-        let state = EngineSnapshot::from_bytes(&snapshot.payload)
+        let state = EngineSnapshot::from_bytes(snapshot.payload())
             .and_then(Engine::restore)
             .map_err(|e| ServerError::Snapshot {
                 seq,
