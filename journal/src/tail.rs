@@ -70,10 +70,12 @@ impl Tail {
                 _ if !fresh => {
                     let offset = open.offset;
                     let name = open.name.clone();
-                    let mut again = self.map(&name)?;
-                    again.offset = offset;
-                    self.open = Some(again);
                     fresh = true;
+                    // Gone: retention took it (everything in it was read); go on to the next.
+                    if let Some(mut again) = self.map_if_there(&name)? {
+                        again.offset = offset;
+                        self.open = Some(again);
+                    }
                 }
                 // A zero length, a stale record, or the segment's end: the next segment.
                 _ => {
@@ -131,11 +133,20 @@ impl Tail {
 
     /// The segment whose first record is `seq`, if it exists yet.
     fn open_segment_starting(&self, seq: u64) -> Result<Option<Open>> {
-        let name = format::segment_name(seq);
-        match self.storage.read(&name) {
-            Ok(_) => self.map(&name).map(Some),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(JournalError::io(format!("reading {name}"), e)),
+        self.map_if_there(&format::segment_name(seq))
+    }
+
+    /// `map(name)`, or `None` if there is no such file.
+    fn map_if_there(&self, name: &str) -> Result<Option<Open>> {
+        match self.map(name) {
+            Ok(open) => Ok(Some(open)),
+            Err(e)
+                if e.source.as_ref().map(std::io::Error::kind)
+                    == Some(std::io::ErrorKind::NotFound) =>
+            {
+                Ok(None)
+            }
+            Err(e) => Err(e),
         }
     }
 
@@ -213,6 +224,16 @@ mod tests {
         .unwrap();
         assert_eq!((first, late.next_seq()), (Some(3000), 3006));
         // Asking past what exists is an error, not a wait.
-        assert!(Tail::new(storage, 4011).read(4011, |_| {}).is_err());
+        assert!(Tail::new(storage.clone(), 4011).read(4011, |_| {}).is_err());
+        // Retention may take the segment it read last from under it: it goes on to the next.
+        let names = segment_names(storage.as_ref()).unwrap();
+        let (second_first, _) = names[1];
+        let mut tail = Tail::new(storage.clone(), 1);
+        tail.read(second_first - 1, |_| {}).unwrap();
+        storage.rename(&names[0].1, "gone.recycle").unwrap();
+        append(&mut writer, 10);
+        let mut next = Vec::new();
+        tail.read(second_first + 1, |r| next.push(r.seq)).unwrap();
+        assert_eq!(next, vec![second_first, second_first + 1]);
     }
 }

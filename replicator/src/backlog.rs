@@ -77,6 +77,15 @@ impl Backlog {
         self.changed.notify_all();
     }
 
+    /// Whether the commit holding `seq` is still here.
+    pub fn holds(&self, seq: u64) -> bool {
+        let inner = self.inner.lock().expect("backlog lock");
+        inner
+            .chunks
+            .front()
+            .is_some_and(|oldest| oldest.first_seq <= seq && seq <= inner.last_seq)
+    }
+
     /// The commits holding sequences after `seq`, waiting up to `wait` for one.
     pub fn after(&self, seq: u64, wait: Duration) -> After {
         let inner = self.inner.lock().expect("backlog lock");

@@ -27,6 +27,15 @@ pub trait Sink: Send {
     ) -> Result<(), (ReplicationCode, String)>;
     /// The primary's rolling hash after `seq`.
     fn checkpoint(&mut self, seq: u64, hash: u64) -> Result<(), (ReplicationCode, String)>;
+    /// A piece of the primary's snapshot file (taken at `seq`, `len` bytes in all) at
+    /// `offset`: this standby is too far behind to follow and starts over from it.
+    fn snapshot_piece(
+        &mut self,
+        seq: u64,
+        offset: u64,
+        len: u64,
+        bytes: &[u8],
+    ) -> Result<(), (ReplicationCode, String)>;
 }
 
 /// What the standby reports back, read by the acker.
@@ -99,6 +108,9 @@ pub enum Ended {
     Stopped(ReplicationCode, String),
     /// `stop` was set (promotion or shutdown).
     Halted,
+    /// The primary sent its snapshot at this sequence (the sink has it all): start over from
+    /// it, then come back for what follows.
+    Snapshot(u64),
 }
 
 pub struct Hello {
@@ -319,6 +331,20 @@ impl Follower {
                     }
                 }
                 Message::Checkpoint { seq, hash } => sink.checkpoint(seq, hash),
+                Message::Snapshot { seq, len } => {
+                    // Pieces are megabytes: give each the silence timeout, not a heartbeat.
+                    let patience = settings.timeout.max(Duration::from_secs(5));
+                    let _ = stream.set_read_timeout(Some(patience));
+                    let received = receive_snapshot(&mut stream, &mut buf, len, |at, bytes| {
+                        sink.snapshot_piece(seq, at, len, bytes)
+                    });
+                    match received {
+                        Ok(()) => break Ended::Snapshot(seq),
+                        // The link broke mid-way: try again (a new snapshot is sent).
+                        Err((ReplicationCode::PrimaryUnreachable, why)) => break Ended::Lost(why),
+                        Err(e) => Err(e),
+                    }
+                }
                 Message::Heartbeat {
                     last_seq,
                     durable_seq,
@@ -356,6 +382,44 @@ impl Follower {
         }
         ended
     }
+}
+
+/// Receive a snapshot file of `len` bytes in SNAPSHOT_CHUNK frames, handing each piece and
+/// its offset to `piece`.
+pub fn receive_snapshot(
+    stream: &mut Stream,
+    buf: &mut Vec<u8>,
+    len: u64,
+    mut piece: impl FnMut(u64, &[u8]) -> Result<(), (ReplicationCode, String)>,
+) -> Result<(), (ReplicationCode, String)> {
+    let mut at = 0u64;
+    while at < len {
+        match wire::receive(stream, buf) {
+            Ok(Message::SnapshotChunk { bytes }) => {
+                if at + bytes.len() as u64 > len {
+                    return Err((
+                        ReplicationCode::BadFrame,
+                        format!("snapshot pieces run past its {len} bytes"),
+                    ));
+                }
+                piece(at, &bytes)?;
+                at += bytes.len() as u64;
+            }
+            Ok(other) => {
+                return Err((
+                    ReplicationCode::BadFrame,
+                    format!("expected a snapshot piece, got {other:?}"),
+                ))
+            }
+            Err(e) => {
+                return Err((
+                    ReplicationCode::PrimaryUnreachable,
+                    format!("receiving the snapshot: {e}"),
+                ))
+            }
+        }
+    }
+    Ok(())
 }
 
 fn ack_loop(

@@ -65,6 +65,9 @@ pub struct Sources {
     pub checkpoints: Arc<Recent>,
     /// The journal directory, for catch-up.
     pub journal: Arc<dyn Storage>,
+    /// The snapshot directory: a standby whose next sequence the journal no longer holds
+    /// starts from the newest snapshot.
+    pub snapshots: Arc<dyn Storage>,
     /// The payload of the journal's first record (the engine configuration).
     pub config: Vec<u8>,
 }
@@ -260,7 +263,41 @@ fn serve(mut stream: Stream, peer: SocketAddr, session: &Arc<Session>) {
             return;
         }
     }
+    let needs_snapshot = !session.sources.holds(last_seq + 1);
     if wire::send(&mut stream, &welcome(NO_TRUNCATION), &mut scratch).is_err() {
+        return;
+    }
+    if needs_snapshot {
+        // The standby starts over from a snapshot and comes back for what follows it.
+        match send_snapshot(&mut stream, &session.sources, &mut scratch) {
+            Ok(seq) => {
+                hooks.log(
+                    Level::Info,
+                    "standby_sent_snapshot",
+                    None,
+                    &format!(
+                        "node={node} peer={peer} standby_last_seq={last_seq} snapshot_seq={seq}"
+                    ),
+                );
+                // Closing with its acks unread would reset the connection and could drop
+                // the last pieces on the way: wait for the standby to close first.
+                let _ = stream.set_read_timeout(Some(HANDSHAKE_TIMEOUT));
+                while wire::receive(&mut stream, &mut buf).is_ok() {}
+            }
+            Err(why) => {
+                hooks.log(
+                    Level::Error,
+                    "standby_catch_up_unavailable",
+                    Some(ReplicationCode::CatchUpUnavailable),
+                    &format!("node={node} peer={peer} why=\"{why}\""),
+                );
+                let _ = wire::send(
+                    &mut stream,
+                    &Message::refuse(ReplicationCode::CatchUpUnavailable, why),
+                    &mut scratch,
+                );
+            }
+        }
         return;
     }
     if last_seq == 0 {
@@ -464,6 +501,51 @@ fn send_loop(stream: &mut Stream, mut pos: u64, session: &Session, lost: &Atomic
             last_sent_ns = clock.mono_ns();
         }
     }
+}
+
+impl Sources {
+    /// Whether `seq` can be sent from memory or from the journal files (or is not written
+    /// yet: a standby that is caught up needs nothing old).
+    fn holds(&self, seq: u64) -> bool {
+        seq > self.backlog.last_seq()
+            || self.backlog.holds(seq)
+            || matches!(
+                catch_up::read(self.journal.as_ref(), seq, seq, 1),
+                Ok(Some(_))
+            )
+    }
+}
+
+/// Send the newest snapshot file (checked first); its sequence.
+fn send_snapshot(
+    stream: &mut Stream,
+    sources: &Sources,
+    scratch: &mut Vec<u8>,
+) -> Result<u64, String> {
+    let storage = sources.snapshots.as_ref();
+    let seqs = journal::snapshot::snapshot_seqs(storage).map_err(|e| e.to_string())?;
+    let Some(&seq) = seqs.last() else {
+        return Err(
+            "the journal no longer holds what the standby needs and there is no snapshot".into(),
+        );
+    };
+    let name = journal::snapshot::snapshot_name(seq);
+    let bytes = storage
+        .read(&name)
+        .map_err(|e| format!("reading {name}: {e}"))?;
+    journal::snapshot::check_snapshot(&bytes).map_err(|why| format!("{name}: {why}"))?;
+    let len = bytes.len() as u64;
+    let send = |stream: &mut Stream, m: &Message, scratch: &mut Vec<u8>| {
+        wire::send(stream, m, scratch).map_err(|e| format!("send: {e}"))
+    };
+    send(stream, &Message::Snapshot { seq, len }, scratch)?;
+    for piece in bytes.chunks(CATCH_UP_CHUNK) {
+        let chunk = Message::SnapshotChunk {
+            bytes: piece.to_vec(),
+        };
+        send(stream, &chunk, scratch)?;
+    }
+    Ok(seq)
 }
 
 /// Acks (and fences) from the standby; silence past the timeout is a loss.

@@ -26,6 +26,8 @@ pub mod kind {
     pub const CHECKPOINT: u8 = 6;
     pub const ACK: u8 = 7;
     pub const FENCE: u8 = 8;
+    pub const SNAPSHOT: u8 = 9;
+    pub const SNAPSHOT_CHUNK: u8 = 10;
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -75,6 +77,13 @@ pub enum Message {
     },
     /// The sender is at `epoch`; a node below it stops taking writes.
     Fence { epoch: u64 },
+    /// Primary → standby, after the welcome: the sequence the standby needs next is no
+    /// longer in the primary's journal; here is its newest snapshot file (taken at `seq`),
+    /// `len` bytes in SNAPSHOT_CHUNK frames. The standby starts over from it and comes back
+    /// for the records after `seq`.
+    Snapshot { seq: u64, len: u64 },
+    /// The next piece of the snapshot file.
+    SnapshotChunk { bytes: Vec<u8> },
 }
 
 impl Message {
@@ -169,6 +178,15 @@ impl Message {
                 out.push(kind::FENCE);
                 put_u64(out, *epoch);
             }
+            Message::Snapshot { seq, len } => {
+                out.push(kind::SNAPSHOT);
+                put_u64(out, *seq);
+                put_u64(out, *len);
+            }
+            Message::SnapshotChunk { bytes } => {
+                out.push(kind::SNAPSHOT_CHUNK);
+                out.extend_from_slice(bytes);
+            }
         }
         let len = (out.len() - start - 4) as u32;
         out[start..start + 4].copy_from_slice(&len.to_le_bytes());
@@ -242,6 +260,13 @@ impl Message {
                 applied: r.u64()?,
             },
             kind::FENCE => Message::Fence { epoch: r.u64()? },
+            kind::SNAPSHOT => Message::Snapshot {
+                seq: r.u64()?,
+                len: r.u64()?,
+            },
+            kind::SNAPSHOT_CHUNK => Message::SnapshotChunk {
+                bytes: std::mem::take(&mut r.0).to_vec(),
+            },
             other => return Err(format!("unknown frame kind {other}")),
         };
         if !r.0.is_empty() {
@@ -404,6 +429,10 @@ mod tests {
                 applied: 6,
             },
             Message::Fence { epoch: 9 },
+            Message::Snapshot { seq: 77, len: 4096 },
+            Message::SnapshotChunk {
+                bytes: vec![1, 2, 3],
+            },
         ]
     }
 

@@ -67,7 +67,7 @@ impl DataDir {
         Ok((name, retired))
     }
 
-    /// Whether the journal holds no segment yet (a new node).
+    /// Whether it holds neither a journal segment nor a snapshot yet (a new node).
     pub fn is_empty(&self) -> Result<bool> {
         if !self.journal_dir().exists() {
             return Ok(true);
@@ -75,7 +75,9 @@ impl DataDir {
         let journal = self.journal(IoMode::Pwritev2)?;
         let names = journal::scan::segment_names(&journal)
             .map_err(|e| ServerError::journal("listing segments", e))?;
-        Ok(names.is_empty())
+        let snapshots = snapshot::snapshot_seqs(&self.snapshots()?)
+            .map_err(|e| ServerError::journal("listing snapshots", e))?;
+        Ok(names.is_empty() && snapshots.is_empty())
     }
 
     /// Cut everything after `seq` (failback): journal records and snapshots past it.
@@ -102,6 +104,79 @@ impl DataDir {
             .sync_dir()
             .map_err(|e| ServerError::io("syncing the snapshot directory", e))?;
         Ok(cut)
+    }
+}
+
+/// Where a standby puts the snapshot a primary sends it, piece by piece, before it starts
+/// over from it (in `snapshots/`, under a name no snapshot has).
+const STAGED_SNAPSHOT: &str = "incoming.snap.tmp";
+
+impl DataDir {
+    /// Write a piece of the snapshot a primary is sending (the first piece starts a new file).
+    pub fn stage_snapshot_piece(&self, offset: u64, bytes: &[u8]) -> Result<()> {
+        use std::os::unix::fs::FileExt;
+        self.snapshots()?; // made if missing
+        let path = self.snapshot_dir().join(STAGED_SNAPSHOT);
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .write(true)
+            .truncate(offset == 0)
+            .open(&path)
+            .and_then(|f| f.write_all_at(bytes, offset).map(|()| f))
+            .map_err(|e| ServerError::io(format!("writing {}", path.display()), e))?;
+        drop(file);
+        Ok(())
+    }
+
+    /// Start over from the staged snapshot taken at `seq`: check it, drop the journal and
+    /// every other snapshot (all older than it, on a standby too far behind to follow), and
+    /// make it the snapshot; synced. The journal then continues at `seq + 1`.
+    pub fn adopt_staged_snapshot(&self, seq: u64) -> Result<()> {
+        let snapshots = self.snapshots()?;
+        let staged = snapshots
+            .read(STAGED_SNAPSHOT)
+            .map_err(|e| ServerError::io("reading the staged snapshot", e))?;
+        let (said, _) = snapshot::check_snapshot(&staged).map_err(|why| ServerError::Snapshot {
+            seq,
+            why: format!("as received: {why}"),
+        })?;
+        if said != seq {
+            return Err(ServerError::Snapshot {
+                seq,
+                why: format!("the file received says sequence {said}"),
+            });
+        }
+        drop(staged);
+        snapshots
+            .sync(STAGED_SNAPSHOT)
+            .map_err(|e| ServerError::io("syncing the staged snapshot", e))?;
+        let journal = self.journal(IoMode::Pwritev2)?;
+        for name in journal
+            .list()
+            .map_err(|e| ServerError::io("listing the journal", e))?
+        {
+            journal
+                .remove(&name)
+                .map_err(|e| ServerError::io(format!("removing {name}"), e))?;
+        }
+        journal
+            .sync_dir()
+            .map_err(|e| ServerError::io("syncing the journal directory", e))?;
+        for name in snapshots
+            .list()
+            .map_err(|e| ServerError::io("listing snapshots", e))?
+        {
+            if name != STAGED_SNAPSHOT {
+                snapshots
+                    .remove(&name)
+                    .map_err(|e| ServerError::io(format!("removing snapshot {name}"), e))?;
+            }
+        }
+        snapshots
+            .rename(STAGED_SNAPSHOT, &snapshot::snapshot_name(seq))
+            .and_then(|()| snapshots.sync_dir())
+            .map_err(|e| ServerError::io("keeping the received snapshot", e))?;
+        Ok(())
     }
 }
 

@@ -43,6 +43,9 @@ pub struct FollowerSide {
     pub intake_closed: Mutex<bool>,
     /// Set when a failback needs this node's journal cut after the given sequence.
     pub truncate_to: Mutex<Option<u64>>,
+    /// Set when the primary sent a snapshot (staged in the data directory) to start over
+    /// from, at the given sequence.
+    pub snapshot_to: Mutex<Option<u64>>,
 }
 
 impl FollowerSide {
@@ -103,6 +106,8 @@ pub struct FollowerThread {
     pub shared: Arc<Shared>,
     pub wake: Arc<Wake>,
     pub intake: Sender<Vec<Replicated>>,
+    /// The data directory (a snapshot from the primary is staged there).
+    pub dir: std::path::PathBuf,
 }
 
 struct Counters {
@@ -147,6 +152,7 @@ impl FollowerThread {
             node: node.clone(),
             wake: self.wake.clone(),
             intake: self.intake.clone(),
+            dir: crate::data_dir::DataDir::new(&self.dir),
         };
         let mut last_complaint = String::new();
         let retry = self.settings.heartbeat;
@@ -228,6 +234,23 @@ impl FollowerThread {
                     self.shared.draining.store(true, SeqCst);
                     return;
                 }
+                Ended::Snapshot(seq) => {
+                    log::line(
+                        Level::Warn,
+                        "standby_restart_from_snapshot",
+                        None,
+                        &[
+                            ("snapshot_seq", &seq),
+                            (
+                                "detail",
+                                &"too far behind to follow: restarting from the primary's snapshot",
+                            ),
+                        ],
+                    );
+                    *side.snapshot_to.lock().expect("node lock") = Some(seq);
+                    self.shared.draining.store(true, SeqCst);
+                    return;
+                }
                 Ended::Stopped(code, why) => {
                     log::line(
                         Level::Error,
@@ -287,6 +310,7 @@ struct GatewaySink {
     node: Arc<Node>,
     wake: Arc<Wake>,
     intake: Sender<Vec<Replicated>>,
+    dir: crate::data_dir::DataDir,
 }
 
 type Refusal = (ReplicationCode, String);
@@ -355,6 +379,18 @@ impl Sink for GatewaySink {
         self.node.follower.received_seq.store(last, SeqCst);
         self.wake.nudge();
         Ok(())
+    }
+
+    fn snapshot_piece(
+        &mut self,
+        _seq: u64,
+        offset: u64,
+        _len: u64,
+        bytes: &[u8],
+    ) -> Result<(), Refusal> {
+        self.dir
+            .stage_snapshot_piece(offset, bytes)
+            .map_err(|e| (ReplicationCode::BadFrame, e.to_string()))
     }
 
     fn checkpoint(&mut self, seq: u64, hash: u64) -> Result<(), Refusal> {

@@ -25,7 +25,7 @@ impl Journaler {
         mode: journal::IoMode,
         config: &EngineConfig,
     ) -> Result<(Journaler, String)> {
-        Journaler::open_dir(dir, mode, config, journal::writer::SEGMENT_LEN_DEFAULT)
+        Journaler::open_dir(dir, mode, config, journal::writer::SEGMENT_LEN_DEFAULT, 1)
     }
 
     pub fn open_dir(
@@ -33,15 +33,19 @@ impl Journaler {
         mode: journal::IoMode,
         config: &EngineConfig,
         segment_len: u64,
+        start_seq: u64,
     ) -> Result<(Journaler, String)> {
-        Journaler::open_on(Arc::new(dir.journal(mode)?), config, segment_len)
+        Journaler::open_on(Arc::new(dir.journal(mode)?), config, segment_len, start_seq)
     }
 
-    /// Open the journal on any storage (tests slow it down or make it fail).
+    /// Open the journal on any storage (tests slow it down or make it fail). An empty
+    /// journal starts at `start_seq`: 1 (and the configuration record) for a new node, or
+    /// the record after a snapshot it starts from (the snapshot holds the configuration).
     pub fn open_on(
         storage: Arc<dyn Storage>,
         config: &EngineConfig,
         segment_len: u64,
+        start_seq: u64,
     ) -> Result<(Journaler, String)> {
         let described = storage.describe();
         let recovered = journal::recover(storage.as_ref())
@@ -56,7 +60,7 @@ impl Journaler {
         }
         let opened = |e| ServerError::journal("opening the journal writer", e);
         let mut writer =
-            JournalWriter::open(storage, &recovered, segment_len, 1).map_err(opened)?;
+            JournalWriter::open(storage, &recovered, segment_len, start_seq).map_err(opened)?;
         if writer.next_seq() == 1 {
             let payload = codec::encode_config(config);
             writer

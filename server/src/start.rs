@@ -104,12 +104,18 @@ impl Server {
             None => Arc::new(dir.journal(IoMode::Pwritev2)?),
         };
         let (mut journaler, io) = match storage {
-            Some(storage) => Journaler::open_on(storage, engine.config(), config.segment_len())?,
+            Some(storage) => Journaler::open_on(
+                storage,
+                engine.config(),
+                config.segment_len(),
+                recovered_seq + 1,
+            )?,
             None => Journaler::open_dir(
                 &dir,
                 config.io_mode()?,
                 engine.config(),
                 config.segment_len(),
+                recovered_seq + 1,
             )?,
         };
         let next_seq = journaler.next_seq();
@@ -229,6 +235,7 @@ impl Server {
                         backlog: backlog.clone(),
                         checkpoints: node.checkpoints.clone(),
                         journal: catch_up_storage.clone(),
+                        snapshots: Arc::new(dir.snapshots()?),
                         config: config_record.clone(),
                     },
                     Arc::new(PrimaryHooks {
@@ -275,6 +282,7 @@ impl Server {
                     shared: shared.clone(),
                     wake: wake.clone(),
                     intake: intake_tx,
+                    dir: config.data_dir.clone(),
                 }
                 .spawn()
                 .map_err(|e| ServerError::io("spawning the follower", e))?,

@@ -58,7 +58,7 @@ impl Pipeline {
         let config = EngineConfig::default();
         let storage = Arc::new(FaultStorage::new());
         let (journaler, _) =
-            Journaler::open_on(storage, &config, journal::writer::SEGMENT_LEN_MIN).unwrap();
+            Journaler::open_on(storage, &config, journal::writer::SEGMENT_LEN_MIN, 1).unwrap();
         let next_seq = journaler.next_seq();
         assert_eq!(next_seq, 2, "record 1 is the engine configuration");
         let mut ring = RingBuilder::<Slot>::new(64, WaitStrategy::Block);

@@ -1,16 +1,20 @@
 //! `surge standby`: a hot standby of the primary at `--primary` (its replication port). It
 //! journals and applies everything the primary sequences, answers queries, and becomes the
 //! primary on `surge promote` (or by itself with `failover = "auto"`). A new data directory
-//! first takes the primary's engine configuration; a node told to cut its journal
-//! (failback) does so and starts again.
+//! first takes the primary's engine configuration, and its newest snapshot when the primary's
+//! journal no longer starts at the beginning; a node told to cut its journal (failback) does
+//! so and starts again, and one too far behind to follow starts over from the snapshot the
+//! primary sends it.
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use anyhow::Context;
 use replicator::follower::{self, Ended, Hello};
-use replicator::net::TcpDialer;
+use replicator::net::{Stream, TcpDialer};
+use replicator::wire::{self, Message};
 use replicator::Epochs;
+use replicator::ReplicationCode;
 
 use server::data_dir::DataDir;
 use server::ops::log;
@@ -63,16 +67,24 @@ pub fn run(args: StandbyArgs) -> anyhow::Result<()> {
             config.replication.listen = addr.to_string();
         }
         let node = supervise(server, &stop)?;
+        if stop.load(std::sync::atomic::Ordering::SeqCst) {
+            return Ok(());
+        }
         let cut = node.follower.truncate_to.lock().expect("node lock").take();
-        match cut {
-            Some(seq) if !stop.load(std::sync::atomic::Ordering::SeqCst) => {
+        let snapshot = node.follower.snapshot_to.lock().expect("node lock").take();
+        match (cut, snapshot) {
+            (Some(seq), _) => {
                 let records = dir.truncate_after(seq)?;
                 log::info(
                     "journal_truncated",
                     &[("after_seq", &seq), ("records_cut", &records)],
                 );
             }
-            _ => return Ok(()),
+            (None, Some(seq)) => {
+                dir.adopt_staged_snapshot(seq)?;
+                log::info("restarting_from_snapshot", &[("snapshot_seq", &seq)]);
+            }
+            (None, None) => return Ok(()),
         }
     }
 }
@@ -96,7 +108,7 @@ fn bootstrap(
     let mut said = false;
     while !stop.load(std::sync::atomic::Ordering::SeqCst) {
         match follower::handshake(&TcpDialer, primary, &settings, &hello) {
-            Ok((_, accepted)) => {
+            Ok((mut stream, accepted)) => {
                 let engine = engine::codec::decode_config(&accepted.config)
                     .context("the primary's engine configuration")?;
                 Epochs {
@@ -105,9 +117,16 @@ fn bootstrap(
                 }
                 .store(&config.data_dir)
                 .context("writing the epoch file")?;
+                // A primary whose journal no longer starts at the beginning sends its newest
+                // snapshot next; otherwise it closes the stream.
+                let snapshot = take_snapshot(&mut stream, &DataDir::new(&config.data_dir))?;
                 log::info(
                     "bootstrapped",
-                    &[("primary", &primary), ("epoch", &accepted.epoch)],
+                    &[
+                        ("primary", &primary),
+                        ("epoch", &accepted.epoch),
+                        ("snapshot_seq", &snapshot.unwrap_or(0)),
+                    ],
                 );
                 return Ok(Some(engine));
             }
@@ -127,4 +146,25 @@ fn bootstrap(
         }
     }
     Ok(None)
+}
+
+/// After a bootstrap welcome: receive the snapshot the primary sends, if it sends one, and
+/// start the data directory from it. Its sequence.
+fn take_snapshot(stream: &mut Stream, dir: &DataDir) -> anyhow::Result<Option<u64>> {
+    let mut buf = Vec::new();
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
+    let (seq, len) = match wire::receive(stream, &mut buf) {
+        Ok(Message::Snapshot { seq, len }) => (seq, len),
+        Ok(Message::Refuse { code, message }) => {
+            anyhow::bail!("the primary cannot bootstrap this standby ({code}): {message}")
+        }
+        _ => return Ok(None), // closed: the journal from the start is there to follow
+    };
+    follower::receive_snapshot(stream, &mut buf, len, |at, bytes| {
+        dir.stage_snapshot_piece(at, bytes)
+            .map_err(|e| (ReplicationCode::BadFrame, e.to_string()))
+    })
+    .map_err(|(code, why)| anyhow::anyhow!("{code}: receiving the primary's snapshot: {why}"))?;
+    dir.adopt_staged_snapshot(seq)?;
+    Ok(Some(seq))
 }

@@ -49,3 +49,65 @@ fn a_standby_catches_up_from_an_empty_directory_and_from_behind() {
     assert_converged(&a, &b);
     assert_eq!(stock(&b, 77).reserved, 40_000);
 }
+
+/// Retention removed the journal's first segments, so a new standby cannot start from
+/// sequence 1: it takes the primary's newest snapshot over the stream, then the records after
+/// it, and reaches the primary's rolling hash. A standby that falls behind what the primary
+/// still holds starts over from a snapshot the same way.
+#[test]
+fn a_standby_joins_after_retention_from_a_snapshot() {
+    let dir = temp_dir("join-late");
+    let sets = pair_sets(
+        "async",
+        "degrade",
+        &[
+            "replication.backlog_mib=1",
+            "journal.segment_mib=1",
+            "snapshot.every_records=4000",
+            "snapshot.keep=1",
+        ],
+    );
+    let a = primary(&dir.join("a"), &sets);
+    add_sku(&a, 1, 88);
+    place_orders(&a, 2, 88, 30_000);
+    wait_for(Duration::from_secs(30), "segments retired", || {
+        metric(&a, "surge_journal_segments_retired_total") >= 2
+    });
+
+    let mut b = standby(&dir.join("b"), &a, &sets);
+    let bootstrapped = b.log_line("bootstrapped").unwrap();
+    let from: u64 = log_field(&bootstrapped, "snapshot_seq")
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(
+        from > 4_000,
+        "bootstrapped without a snapshot: {bootstrapped}"
+    );
+    assert!(a.logged("standby_sent_snapshot"), "{:#?}", a.logs());
+    eprintln!("{bootstrapped}");
+    wait_streaming(&a);
+    assert_converged(&a, &b);
+    assert_eq!(stock(&b, 88).reserved, 30_000);
+
+    // Away while the primary moves on and retires what it would need.
+    b.terminate(Duration::from_secs(30)).unwrap();
+    place_orders(&a, 3, 88, 30_000);
+    let retired = metric(&a, "surge_journal_segments_retired_total");
+    let more = || metric(&a, "surge_journal_segments_retired_total") >= retired + 2;
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !more() && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(more(), "no more segments retired: {:#?}", a.logs());
+    let b = standby(&dir.join("b"), &a, &sets);
+    let restarted = || b.logged("restarting_from_snapshot");
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !restarted() && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(restarted(), "{:#?}\n{:#?}", b.logs(), a.logs());
+    wait_streaming(&a);
+    assert_converged(&a, &b);
+    assert_eq!(stock(&b, 88).reserved, 60_000);
+}
