@@ -148,3 +148,36 @@ fn torn_commit_over_stale_bytes() -> bool {
     }
     true
 }
+
+/// Retention through sequence `s` never takes a record after `s`: from any covered point,
+/// the segments left still hold every record from `s + 1` to the end.
+#[test]
+fn retention_keeps_every_record_after_what_it_was_given() {
+    let storage = Arc::new(FaultStorage::new());
+    let mut writer = open_writer(storage.clone());
+    let mut last = 0;
+    for round in 0..120 {
+        last = commit_batch(&mut writer, 11 + round % 7).unwrap();
+    }
+    for through in [1, 7, last / 3, last / 2, last - 1, last] {
+        prune(
+            storage.as_ref(),
+            std::path::Path::new("unused"),
+            through,
+            &Retention::Recycle,
+        )
+        .unwrap();
+        let image = storage.crash_image();
+        let left = read_all(&image).unwrap();
+        let after: Vec<u64> = left.iter().copied().filter(|&s| s > through).collect();
+        assert_eq!(
+            after,
+            ((through + 1)..=last).collect::<Vec<_>>(),
+            "retention through {through} took a record after it"
+        );
+        assert!(
+            left.first().is_some_and(|&first| first <= through + 1),
+            "the journal left starts after {through} + 1"
+        );
+    }
+}

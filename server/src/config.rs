@@ -46,6 +46,11 @@ pub struct SnapshotSection {
     pub retention: String,
     /// Where "archive" moves segments ("" = DATA_DIR/archive).
     pub archive_dir: String,
+    /// A snapshot file is written in synced pieces of this size, so the journal's syncs
+    /// never queue behind a whole snapshot.
+    pub write_piece_kib: u64,
+    /// Pause between pieces (throttles the snapshot's disk bandwidth).
+    pub write_pause_ms: u64,
 }
 
 impl Default for SnapshotSection {
@@ -56,6 +61,8 @@ impl Default for SnapshotSection {
             keep: 2,
             retention: "recycle".into(),
             archive_dir: String::new(),
+            write_piece_kib: 8192,
+            write_pause_ms: 2,
         }
     }
 }
@@ -403,6 +410,12 @@ impl ServerConfig {
         let snap = &self.snapshot;
         if snap.keep == 0 {
             return Err(ServerError::config("snapshot.keep", "must be at least 1"));
+        }
+        if snap.write_piece_kib == 0 {
+            return Err(ServerError::config(
+                "snapshot.write_piece_kib",
+                "must be at least 1",
+            ));
         }
         self.retention()?;
         if r.backlog_mib == 0 {

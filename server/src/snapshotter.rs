@@ -37,11 +37,6 @@ use crate::shared::Shared;
 const FOLLOW_POLL: Duration = Duration::from_millis(20);
 /// Records applied between looks at the durable sequence and the stop flag.
 const FOLLOW_CHUNK: u64 = 65_536;
-/// A snapshot is written in pieces this large, each synced, with a short pause between.
-const WRITE_PACE: snapshot::Pace = snapshot::Pace {
-    piece_bytes: 8 << 20,
-    pause: Duration::from_millis(2),
-};
 
 /// When to take a snapshot and what to keep.
 #[derive(Clone, Debug)]
@@ -50,6 +45,8 @@ pub struct Policy {
     pub every_secs: u64,
     pub keep: usize,
     pub retention: Retention,
+    /// How the file is written: synced pieces, paused between.
+    pub pace: snapshot::Pace,
 }
 
 pub struct Snapshotter {
@@ -283,7 +280,7 @@ impl Snapshotter {
             seq,
             engine.hash(),
             &self.bytes,
-            WRITE_PACE,
+            self.policy.pace,
         )
         .map_err(|e| ServerError::journal("writing a snapshot", e))?;
         let write_ns = clock.mono_ns().saturating_sub(started_ns);
@@ -330,16 +327,14 @@ impl Snapshotter {
                 .sync_dir()
                 .map_err(|e| ServerError::io("syncing the snapshot directory", e))?;
         }
-        let Some(&oldest_kept) = seqs.get(drop_count) else {
+        let standby = &self.node.standby;
+        let attached = standby.state.load(SeqCst) != DETACHED;
+        let Some(covered) = retirable_through(
+            &seqs[drop_count..],
+            attached.then(|| standby.durable.load(SeqCst)),
+        ) else {
             return Ok(0);
         };
-        let standby = &self.node.standby;
-        let standby_floor = if standby.state.load(SeqCst) == DETACHED {
-            u64::MAX
-        } else {
-            standby.durable.load(SeqCst)
-        };
-        let covered = oldest_kept.min(standby_floor);
         let retired = journal::retention::prune(
             self.journal.as_ref(),
             &self.dir.journal_dir(),
@@ -349,6 +344,15 @@ impl Snapshotter {
         .map_err(|e| ServerError::journal("retiring covered segments", e))?;
         Ok(retired.len())
     }
+}
+
+/// The last sequence whose segments may go: every record a restart needs comes after the
+/// oldest snapshot kept (`kept`, oldest first; were the newest damaged, the restart falls
+/// back to the one before it), and every record an attached standby has not synced must stay
+/// for its catch-up. `None`: no snapshot, nothing may go.
+pub fn retirable_through(kept: &[u64], standby_durable: Option<u64>) -> Option<u64> {
+    let oldest = *kept.first()?;
+    Some(standby_durable.map_or(oldest, |synced| oldest.min(synced)))
 }
 
 impl Snapshotter {
@@ -385,5 +389,30 @@ impl Snapshotter {
                 ),
             ],
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::retirable_through;
+
+    #[test]
+    fn segments_go_only_behind_the_oldest_snapshot_and_the_standby() {
+        // kept snapshots (oldest first), the attached standby's synced sequence → through
+        let table: [(&[u64], Option<u64>, Option<u64>); 6] = [
+            (&[], None, None),
+            (&[], Some(50), None),
+            (&[100], None, Some(100)),
+            (&[100, 200], None, Some(100)),
+            (&[100, 200], Some(150), Some(100)),
+            (&[100, 200], Some(40), Some(40)),
+        ];
+        for (kept, standby, want) in table {
+            assert_eq!(
+                retirable_through(kept, standby),
+                want,
+                "{kept:?} {standby:?}"
+            );
+        }
     }
 }

@@ -261,6 +261,10 @@ impl Server {
                         every_secs: config.snapshot.every_secs,
                         keep: config.snapshot.keep as usize,
                         retention: config.retention()?,
+                        pace: journal::snapshot::Pace {
+                            piece_bytes: (config.snapshot.write_piece_kib << 10) as usize,
+                            pause: std::time::Duration::from_millis(config.snapshot.write_pause_ms),
+                        },
                     },
                     shared.clone(),
                     node.clone(),

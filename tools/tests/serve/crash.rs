@@ -14,11 +14,11 @@ use loadgen::client::Client;
 
 use super::harness::*;
 
-const CLIENT: u64 = 900;
+pub const CLIENT: u64 = 900;
 const WINDOW: u64 = 256;
 
 /// Pipeline orders until the connection dies; every (request id, order id) answered.
-fn load(addr: std::net::SocketAddr, first_request: u64, acks: mpsc::Sender<(u64, u64)>) -> u64 {
+pub fn load(addr: std::net::SocketAddr, first_request: u64, acks: mpsc::Sender<(u64, u64)>) -> u64 {
     let mut c = Client::connect(addr, engine::ClientId(CLIENT)).unwrap();
     let mut next = first_request;
     let started = Instant::now();

@@ -6,3 +6,4 @@ mod e2e;
 mod harness;
 mod hostile;
 mod ops;
+mod snapshots;
