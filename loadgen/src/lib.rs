@@ -16,6 +16,7 @@ pub mod rng;
 pub mod schedule;
 pub mod simulation;
 pub mod traffic;
+pub mod windows;
 pub mod workloads;
 pub mod zipf;
 

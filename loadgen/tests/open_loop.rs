@@ -161,6 +161,7 @@ fn config(server: &FakeServer, rate: f64, seconds: f64) -> RunConfig {
         ack_log: None,
         progress: false,
         id_base: Some(1 << 20),
+        ..RunConfig::default()
     }
 }
 

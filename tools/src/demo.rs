@@ -97,6 +97,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         ack_log: Some(acks.clone()),
         progress: false,
         id_base: Some(base),
+        ..RunConfig::default()
     };
     println!(
         "  sale       {} s of a crowd offering {} requests/s (Poisson) on {} connections; \

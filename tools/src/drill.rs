@@ -204,6 +204,7 @@ fn one_round(
         ack_log: Some(acks.clone()),
         progress: false,
         id_base: Some(base),
+        ..RunConfig::default()
     };
     let mut r = Round::default();
     let done = &AtomicBool::new(false);

@@ -7,6 +7,7 @@ use std::time::Duration;
 use anyhow::Context;
 use loadgen::open_loop::{self, RunConfig, Spacing, System};
 use loadgen::report::RunReport;
+use loadgen::schedule::RateProfile;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -22,6 +23,10 @@ pub struct Args {
     /// Requests per second offered, or `max` for closed-loop saturation.
     #[arg(long, default_value = "10000")]
     rate: String,
+    /// A rate that changes over the run instead: `SECONDS:RATE,…`, straight lines between
+    /// the points (e.g. `0:20000,300:120000,600:30000`).
+    #[arg(long)]
+    rate_profile: Option<String>,
     /// How arrivals are spaced: poisson or constant.
     #[arg(long, default_value = "poisson")]
     spacing: String,
@@ -52,6 +57,10 @@ pub struct Args {
     /// Write one JSON line per accepted answer here.
     #[arg(long)]
     ack_log: Option<PathBuf>,
+    /// Log the answers of one order in N (by order id) instead of all: a long run's ack log
+    /// stays small and each sampled order's answers are all there.
+    #[arg(long, default_value_t = 1)]
+    ack_every: u64,
     /// No progress line.
     #[arg(long)]
     quiet: bool,
@@ -96,6 +105,14 @@ pub fn config(args: &Args) -> anyhow::Result<RunConfig> {
         ack_log: args.ack_log.clone(),
         progress: !args.quiet,
         id_base: None,
+        rate_profile: match &args.rate_profile {
+            Some(text) => Some(std::sync::Arc::new(
+                RateProfile::parse(text).map_err(|e| anyhow::anyhow!("--rate-profile: {e}"))?,
+            )),
+            None => None,
+        },
+        ack_every: args.ack_every.max(1),
+        windows: None,
     })
 }
 

@@ -12,14 +12,30 @@ use std::sync::Mutex;
 pub struct AckLog {
     out: Mutex<Option<BufWriter<File>>>,
     failed: Mutex<Option<std::io::Error>>,
+    /// Log the answers of one order in this many (by order id: all of a sampled order's
+    /// answers, so its expected state is known); 1 logs every answer.
+    every: u64,
 }
 
 impl AckLog {
     pub fn create(path: &Path) -> std::io::Result<AckLog> {
+        AckLog::sampled(path, 1)
+    }
+
+    /// A log of the answers about one order in `every` (orders whose id is a multiple of
+    /// it); answers about no order are left out unless `every` is 1.
+    pub fn sampled(path: &Path, every: u64) -> std::io::Result<AckLog> {
+        assert!(every >= 1);
         Ok(AckLog {
             out: Mutex::new(Some(BufWriter::with_capacity(1 << 20, File::create(path)?))),
             failed: Mutex::new(None),
+            every,
         })
+    }
+
+    /// Whether an answer about `order` goes in the log.
+    pub fn wants(&self, order: Option<u64>) -> bool {
+        self.every == 1 || order.is_some_and(|o| o.is_multiple_of(self.every))
     }
 
     /// Append whole lines. A write error is kept and reported by `finish`.

@@ -17,6 +17,7 @@ use crate::measured::{latency_histogram, Measured};
 use crate::protocol::{ConnectionLost, SurgeProtocol};
 use crate::schedule::Schedule;
 use crate::traffic::{Kind, Traffic};
+use crate::windows::{Window, Windows};
 
 /// The timeline every connection shares, in nanoseconds from `start`.
 pub struct Plan {
@@ -74,6 +75,8 @@ pub struct Driver<'a> {
     pub acks: Option<&'a AckLog>,
     /// Both nodes of a pair: on a lost connection or a "not here" answer, move and resend.
     pub failover: Option<Nodes>,
+    /// Where latency by window goes, if the run measures it.
+    pub windows: Option<&'a Windows>,
 }
 
 /// Progress not yet added to the shared counters (they are updated once per turn, not once
@@ -89,6 +92,8 @@ struct Unpublished {
 /// What a connection keeps while running, apart from the measurements.
 #[derive(Default)]
 struct Tally {
+    /// The window being measured (its index) and what it measured so far.
+    window: Option<(u64, Window)>,
     /// Ack log lines not yet appended to the shared log.
     acks: String,
     unpublished: Unpublished,
@@ -171,6 +176,9 @@ impl Driver<'_> {
             }
         };
         self.flush_acks(&mut tally.acks);
+        if let (Some(windows), Some((index, window))) = (self.windows, tally.window.take()) {
+            windows.add(index, &window);
+        }
         for (code, n) in tally.refusals {
             *m.errors.entry(code.name().to_string()).or_default() += n;
         }
@@ -296,6 +304,17 @@ impl Driver<'_> {
             return;
         };
         let latency = now.saturating_sub(p.at_ns).max(1);
+        if let Some(windows) = self.windows {
+            let index = windows.index(p.at_ns);
+            let current = tally.window.get_or_insert_with(|| (index, Window::new()));
+            if current.0 != index {
+                windows.add(current.0, &current.1);
+                *current = (index, Window::new());
+            }
+            current.1.latency.saturating_record(latency);
+            current.1.answered += 1;
+            current.1.refused += u64::from(matches!(answer.reply, Reply::Rejected { .. }));
+        }
         if p.at_ns >= self.plan.warmup_ns {
             m.overall.saturating_record(latency);
             m.by_kind
@@ -344,6 +363,9 @@ impl Driver<'_> {
         kind: &str,
         seq: u64,
     ) {
+        if !self.acks.is_some_and(|log| log.wants(order)) {
+            return;
+        }
         let order = order.map_or_else(|| "null".to_string(), |o| o.to_string());
         let _ = writeln!(
             out,

@@ -29,8 +29,10 @@ use crate::failover::Nodes;
 use crate::measured::Measured;
 use crate::protocol::SurgeProtocol;
 use crate::report::RunReport;
-use crate::schedule::Schedule;
+use crate::schedule::{RateProfile, Schedule};
 use crate::traffic;
+use crate::windows::Windows;
+use std::sync::Arc;
 
 #[derive(Clone, Debug)]
 pub struct RunConfig {
@@ -53,6 +55,12 @@ pub struct RunConfig {
     /// clock unless set. Defaults (None) come from the clock, so reruns never collide with
     /// request ids an earlier run used.
     pub id_base: Option<u64>,
+    /// The offered rate changes over the run along this profile (instead of `rate`).
+    pub rate_profile: Option<Arc<RateProfile>>,
+    /// With `ack_log`: log the answers of one order in this many (1: every answer).
+    pub ack_every: u64,
+    /// Measure latency window by window too (read while the run goes on).
+    pub windows: Option<Arc<Windows>>,
 }
 
 impl Default for RunConfig {
@@ -71,6 +79,9 @@ impl Default for RunConfig {
             ack_log: None,
             progress: false,
             id_base: None,
+            rate_profile: None,
+            ack_every: 1,
+            windows: None,
         }
     }
 }
@@ -117,7 +128,11 @@ pub fn run(config: &RunConfig) -> anyhow::Result<RunReport> {
         (ms % (1 << 40)) << 14
     });
     let seconds = (config.duration + config.warmup).as_secs_f64();
-    let expected = (config.rate.unwrap_or(SATURATION_SIZING_RATE) * seconds) as u64;
+    let rate = match &config.rate_profile {
+        Some(profile) => profile.mean_rate(seconds),
+        None => config.rate.unwrap_or(SATURATION_SIZING_RATE),
+    };
+    let expected = (rate * seconds) as u64;
     let mut workload = traffic::workload(&config.workload, expected, base)?;
 
     let mut setup = connect(config, ClientId(base)).context("connecting for setup")?;
@@ -128,9 +143,10 @@ pub fn run(config: &RunConfig) -> anyhow::Result<RunReport> {
     drop(setup);
 
     let acks = match &config.ack_log {
-        Some(path) => {
-            Some(AckLog::create(path).with_context(|| format!("creating {}", path.display()))?)
-        }
+        Some(path) => Some(
+            AckLog::sampled(path, config.ack_every.max(1))
+                .with_context(|| format!("creating {}", path.display()))?,
+        ),
         None => None,
     };
     let conns = (0..config.connections)
@@ -154,9 +170,19 @@ pub fn run(config: &RunConfig) -> anyhow::Result<RunReport> {
                 let driver = driver::Driver {
                     conn,
                     traffic: workload.traffic(i, config.seed),
-                    schedule: config.rate.map(|rate| {
-                        Schedule::new(config.spacing, rate, i, config.connections, config.seed)
-                    }),
+                    schedule: match &config.rate_profile {
+                        Some(profile) => Some(Schedule::with_profile(
+                            config.spacing,
+                            profile.clone(),
+                            i,
+                            config.connections,
+                            config.seed,
+                        )),
+                        None => config.rate.map(|rate| {
+                            Schedule::new(config.spacing, rate, i, config.connections, config.seed)
+                        }),
+                    },
+                    windows: config.windows.as_deref(),
                     client: ClientId(base + 1 + i),
                     plan: &plan,
                     progress: &progress,

@@ -219,6 +219,7 @@ fn load(servers: Vec<String>, acks: &std::path::Path, base: u64) -> RunConfig {
         ack_log: Some(acks.to_path_buf()),
         progress: false,
         id_base: Some(base),
+        ..RunConfig::default()
     }
 }
 
