@@ -38,11 +38,18 @@ impl AckLog {
         self.every == 1 || order.is_some_and(|o| o.is_multiple_of(self.every))
     }
 
-    /// Append whole lines. A write error is kept and reported by `finish`.
+    /// Append whole lines. A write error is kept and reported by `finish`. A sampled log goes
+    /// straight to the file (its lines come seldom, in chunks at least a second apart), so a
+    /// checker can read it while the run goes on.
     pub fn append(&self, lines: &[u8]) {
         let mut out = self.out.lock().expect("ack log lock");
         if let Some(w) = out.as_mut() {
-            if let Err(e) = w.write_all(lines) {
+            let written = w.write_all(lines);
+            let written = match written {
+                Ok(()) if self.every > 1 => w.flush(),
+                other => other,
+            };
+            if let Err(e) = written {
                 *self.failed.lock().expect("ack log lock") = Some(e);
                 *out = None;
             }

@@ -59,8 +59,11 @@ struct Pending {
 /// How long a connection keeps trying to find a writable node after losing one.
 const FAILOVER_PATIENCE: Duration = Duration::from_secs(30);
 
-/// Acks are written to the shared log in chunks of about this many bytes.
+/// Acks are written to the shared log in chunks of about this many bytes, or at least this
+/// often: a sampled log fills a chunk slowly, and a checker reading it as the run goes
+/// (bench's sale day) needs the lines while the orders are still in the server's history.
 const ACK_CHUNK: usize = 64 << 10;
+const ACK_FLUSH_NS: u64 = 1_000_000_000;
 /// Longest sleep while waiting only for answers (so the end of the run is noticed).
 const IDLE_WAIT: Duration = Duration::from_millis(20);
 
@@ -94,8 +97,9 @@ struct Unpublished {
 struct Tally {
     /// The window being measured (its index) and what it measured so far.
     window: Option<(u64, Window)>,
-    /// Ack log lines not yet appended to the shared log.
+    /// Ack log lines not yet appended to the shared log, and when the log was last appended.
     acks: String,
+    acks_flushed_ns: u64,
     unpublished: Unpublished,
     /// Refusals by code (no string per refusal); named when the run ends.
     refusals: BTreeMap<Code, u64>,
@@ -152,7 +156,10 @@ impl Driver<'_> {
                 }
             }
             tally.unpublished.publish(self.progress);
-            if tally.acks.len() >= ACK_CHUNK {
+            if tally.acks.len() >= ACK_CHUNK
+                || (!tally.acks.is_empty() && now >= tally.acks_flushed_ns + ACK_FLUSH_NS)
+            {
+                tally.acks_flushed_ns = now;
                 self.flush_acks(&mut tally.acks);
             }
             let lost = match read {
