@@ -59,10 +59,10 @@ pub struct Session {
 
 /// A client's place in the pool.
 #[derive(Clone, Copy, Debug)]
-struct Tenant {
-    client: ClientId,
-    highest: RequestId,
-    last_active: u64,
+pub(crate) struct Tenant {
+    pub(crate) client: ClientId,
+    pub(crate) highest: RequestId,
+    pub(crate) last_active: u64,
 }
 
 #[derive(Clone, Debug)]
@@ -223,13 +223,9 @@ impl IdempotencyWindow {
     /// `sessions()` into `all`, reusing its vectors (a snapshotter keeps them between
     /// snapshots, so taking one allocates nothing new once it has taken the largest).
     pub fn sessions_into(&self, all: &mut Vec<Session>) {
-        let tenants = self
-            .tenants
-            .iter()
-            .enumerate()
-            .filter_map(|(i, t)| t.map(|t| (i as u32, t)));
-        let mut n = 0;
-        for (table, t) in tenants {
+        let tenants = self.tenants_by_client();
+        all.truncate(tenants.len());
+        for (n, &(table, t)) in tenants.iter().enumerate() {
             if n == all.len() {
                 all.push(Session {
                     client: t.client,
@@ -243,21 +239,40 @@ impl IdempotencyWindow {
             session.highest = t.highest;
             session.last_active = t.last_active;
             session.remembered.clear();
-            let start = self.slot(table, RequestId(0));
-            // A slot may still hold an id that fell out of the window (ids with gaps leave
-            // slots unwritten): `seen` never answers from it, and `restore` refuses it.
-            let window = self.window;
-            session.remembered.extend(
-                self.slots[start..start + self.window as usize]
-                    .iter()
-                    .flatten()
-                    .filter(|r| r.request.0.saturating_add(window) > t.highest.0)
-                    .copied(),
-            );
-            n += 1;
+            session
+                .remembered
+                .extend(self.remembered(table, &t).copied());
         }
-        all.truncate(n);
-        all.sort_unstable_by_key(|s| s.client);
+    }
+
+    /// The tables in use and who holds them, by client id: the order snapshots keep, so
+    /// equal states give equal snapshots however the tables were handed out.
+    pub(crate) fn tenants_by_client(&self) -> Vec<(u32, Tenant)> {
+        let mut tenants: Vec<(u32, Tenant)> = self
+            .tenants
+            .iter()
+            .enumerate()
+            .filter_map(|(i, t)| t.map(|t| (i as u32, t)))
+            .collect();
+        tenants.sort_unstable_by_key(|(_, t)| t.client);
+        tenants
+    }
+
+    /// What `table` (held by `tenant`) remembers, in slot order. A slot may still hold an
+    /// id that fell out of the window (ids with gaps leave slots unwritten): `seen` never
+    /// answers from it, `restore` refuses it, and it is left out here.
+    pub(crate) fn remembered<'a>(
+        &'a self,
+        table: u32,
+        tenant: &Tenant,
+    ) -> impl Iterator<Item = &'a Remembered> + Clone + 'a {
+        let start = self.slot(table, RequestId(0));
+        let window = self.window;
+        let highest = tenant.highest.0;
+        self.slots[start..start + self.window as usize]
+            .iter()
+            .flatten()
+            .filter(move |r| r.request.0.saturating_add(window) > highest)
     }
 
     pub fn restore(

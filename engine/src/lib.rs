@@ -22,6 +22,7 @@ pub mod ring;
 pub mod rolling_hash;
 pub mod sku;
 pub mod snapshot;
+pub mod snapshot_archive;
 pub mod state_machine;
 pub mod waitlist;
 pub mod wire;

@@ -197,8 +197,9 @@ impl RetiredOrders {
     }
 
     /// Oldest first.
-    pub fn iter(&self) -> impl Iterator<Item = &RetiredOrder> {
-        (self.evicted..self.retired).map(|p| &self.records[self.at(p)])
+    pub fn iter(&self) -> impl ExactSizeIterator<Item = &RetiredOrder> + Clone {
+        let held = usize::try_from(self.retired - self.evicted).expect("the ring fits memory");
+        (0..held).map(move |i| &self.records[self.at(self.evicted + i as u64)])
     }
 
     /// A statement closes through `through_ns`: every paid record not yet seen, paid at or

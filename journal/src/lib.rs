@@ -13,6 +13,7 @@ pub mod retention;
 pub mod scan;
 pub mod segment_files;
 pub mod snapshot;
+pub mod snapshot_writer;
 pub mod storage;
 pub mod tail;
 pub mod truncate;

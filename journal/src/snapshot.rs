@@ -18,6 +18,7 @@
 //! ```
 
 use crate::error::{ErrorCode, JournalError, Result};
+use crate::snapshot_writer::SnapshotWriter;
 use crate::storage::Storage;
 
 pub const SNAPSHOT_MAGIC: [u8; 8] = *b"SURGESNP";
@@ -58,13 +59,18 @@ pub fn encode_snapshot(seq: u64, check: u64, payload: &[u8]) -> Vec<u8> {
 
 /// The header for `payload` (which follows it in the file).
 pub fn snapshot_header(seq: u64, check: u64, payload: &[u8]) -> [u8; SNAPSHOT_HEADER_LEN] {
+    snapshot_header_for(seq, check, payload.len() as u64, crc32c::crc32c(payload))
+}
+
+/// The header for a payload of `len` bytes whose CRC32C is `crc`.
+pub fn snapshot_header_for(seq: u64, check: u64, len: u64, crc: u32) -> [u8; SNAPSHOT_HEADER_LEN] {
     let mut bytes = [0u8; SNAPSHOT_HEADER_LEN];
     bytes[0..8].copy_from_slice(&SNAPSHOT_MAGIC);
     bytes[8..12].copy_from_slice(&SNAPSHOT_VERSION.to_le_bytes());
     bytes[16..24].copy_from_slice(&seq.to_le_bytes());
     bytes[24..32].copy_from_slice(&check.to_le_bytes());
-    bytes[32..40].copy_from_slice(&(payload.len() as u64).to_le_bytes());
-    bytes[40..44].copy_from_slice(&crc32c::crc32c(payload).to_le_bytes());
+    bytes[32..40].copy_from_slice(&len.to_le_bytes());
+    bytes[40..44].copy_from_slice(&crc.to_le_bytes());
     let header_crc = crc32c::crc32c(&bytes[16..SNAPSHOT_HEADER_LEN]);
     bytes[12..16].copy_from_slice(&header_crc.to_le_bytes());
     bytes
@@ -137,44 +143,11 @@ pub fn write_snapshot_paced(
     payload: &[u8],
     pace: Pace,
 ) -> Result<String> {
-    let name = snapshot_name(seq);
-    let temp = format!("{name}.tmp");
-    let header = snapshot_header(seq, check, payload);
-    let fail = |what: &str, e| JournalError::io(format!("{what} snapshot {name}"), e);
-    if storage
-        .list()
-        .map_err(|e| fail("listing for", e))?
-        .contains(&temp)
-    {
-        storage
-            .remove(&temp)
-            .map_err(|e| fail("removing a stale temp of", e))?;
+    let mut writer = SnapshotWriter::create(storage, seq, pace)?;
+    if let Err(e) = std::io::Write::write_all(&mut writer, payload) {
+        return Err(writer.abandon("writing", e));
     }
-    // Created empty: zero-filling ahead pays only for journal segments, which are overwritten
-    // in small synced pieces; a snapshot is written once.
-    storage
-        .create_zeroed(&temp, 0)
-        .map_err(|e| fail("creating", e))?;
-    storage
-        .write_all_and_sync(&temp, 0, &header)
-        .map_err(|e| fail("writing", e))?;
-    let piece = pace.piece_bytes.max(1);
-    for (i, chunk) in payload.chunks(piece).enumerate() {
-        if i > 0 && !pace.pause.is_zero() {
-            std::thread::sleep(pace.pause);
-        }
-        let at = (SNAPSHOT_HEADER_LEN + i * piece) as u64;
-        storage
-            .write_all_and_sync(&temp, at, chunk)
-            .map_err(|e| fail("writing", e))?;
-    }
-    storage
-        .rename(&temp, &name)
-        .map_err(|e| fail("naming", e))?;
-    storage
-        .sync_dir()
-        .map_err(|e| fail("syncing the directory of", e))?;
-    Ok(name)
+    writer.finish(check)
 }
 
 /// The newest valid snapshot, and a warning (with its code) for each damaged one skipped.

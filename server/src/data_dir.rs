@@ -7,7 +7,8 @@ use std::path::{Path, PathBuf};
 
 use engine::Engine;
 use journal::snapshot;
-use journal::{FileStorage, IoMode};
+use journal::snapshot_writer::SnapshotWriter;
+use journal::{FileStorage, IoMode, Storage};
 
 use crate::error::{Result, ServerError};
 
@@ -58,9 +59,7 @@ impl DataDir {
         retention: &journal::retention::Retention,
     ) -> Result<(String, Vec<String>)> {
         let snapshots = self.snapshots()?;
-        let payload = engine.snapshot().to_bytes();
-        let name = snapshot::write_snapshot(&snapshots, seq, engine.hash(), &payload)
-            .map_err(|e| ServerError::journal("writing a snapshot", e))?;
+        let (name, _) = write_engine_snapshot(&snapshots, engine, seq, snapshot::Pace::AT_ONCE)?;
         let journal = self.journal(IoMode::Pwritev2)?;
         let retired = journal::retention::prune(&journal, &self.journal_dir(), seq, retention)
             .map_err(|e| ServerError::journal("retiring covered segments", e))?;
@@ -207,4 +206,20 @@ impl DataDir {
     }
 }
 
-use journal::Storage as _;
+/// Write `engine`'s snapshot as of `seq` into `snapshots`, archived straight into the file
+/// as `pace` allows (no copy of the state is built in memory). Its name and payload bytes.
+pub fn write_engine_snapshot(
+    snapshots: &dyn Storage,
+    engine: &Engine,
+    seq: u64,
+    pace: snapshot::Pace,
+) -> Result<(String, u64)> {
+    let journal_error = |e| ServerError::journal("writing a snapshot", e);
+    let mut writer = SnapshotWriter::create(snapshots, seq, pace).map_err(journal_error)?;
+    if let Err(e) = engine.write_snapshot_archive(&mut writer) {
+        return Err(journal_error(writer.abandon("archiving the engine", e)));
+    }
+    let bytes = writer.payload_len();
+    let name = writer.finish(engine.hash()).map_err(journal_error)?;
+    Ok((name, bytes))
+}

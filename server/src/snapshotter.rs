@@ -20,13 +20,11 @@ use std::sync::atomic::Ordering::{Relaxed, SeqCst};
 use std::sync::Arc;
 use std::time::Duration;
 
-use engine::snapshot::SnapshotBuffer;
-use engine::EngineSnapshot;
 use journal::retention::Retention;
 use journal::{snapshot, Storage, Tail};
 use replicator::primary::DETACHED;
 
-use crate::data_dir::DataDir;
+use crate::data_dir::{write_engine_snapshot, DataDir};
 use crate::error::{Result, ServerError};
 use crate::node::Node;
 use crate::ops::log::{self, Level};
@@ -63,10 +61,6 @@ pub struct Snapshotter {
     policy: Policy,
     shared: Arc<Shared>,
     node: Arc<Node>,
-    /// Kept between snapshots so that taking one allocates nothing new once it has taken
-    /// the largest (RSS stays flat).
-    image: EngineSnapshot,
-    bytes: SnapshotBuffer,
     /// Whether the engine's tables were faulted in (a journal's config record makes one
     /// late, when there is no snapshot to start from).
     faulted: bool,
@@ -111,8 +105,6 @@ impl Snapshotter {
             policy,
             shared,
             node,
-            image: EngineSnapshot::empty(),
-            bytes: SnapshotBuffer::new(),
             faulted: false,
             priority: Priority::Normal,
         })
@@ -273,24 +265,14 @@ impl Snapshotter {
             .engine()
             .expect("the snapshotter has an engine");
         let seq = self.applied_seq;
-        engine.snapshot_into(&mut self.image);
-        self.image.to_bytes_in(&mut self.bytes);
-        let name = snapshot::write_snapshot_paced(
-            self.snapshots.as_ref(),
-            seq,
-            engine.hash(),
-            &self.bytes,
-            self.policy.pace,
-        )
-        .map_err(|e| ServerError::journal("writing a snapshot", e))?;
+        let (name, bytes) =
+            write_engine_snapshot(self.snapshots.as_ref(), engine, seq, self.policy.pace)?;
         let write_ns = clock.mono_ns().saturating_sub(started_ns);
         let pause_ns = metrics.engine_gap_max_ns.swap(0, SeqCst);
         let retired = self.retire_old()?;
         metrics.snapshots.fetch_add(1, Relaxed);
         metrics.snapshot_seq.store(seq, Relaxed);
-        metrics
-            .snapshot_bytes
-            .store(self.bytes.len() as u64, Relaxed);
+        metrics.snapshot_bytes.store(bytes, Relaxed);
         metrics.snapshot_write_ns.observe(write_ns);
         metrics.snapshot_engine_pause_ns.observe(pause_ns);
         metrics.segments_retired.fetch_add(retired as u64, Relaxed);
@@ -299,7 +281,7 @@ impl Snapshotter {
             &[
                 ("name", &name),
                 ("seq", &seq),
-                ("bytes", &self.bytes.len()),
+                ("bytes", &bytes),
                 ("ms", &(write_ns / 1_000_000)),
                 ("engine_pause_us", &(pause_ns / 1_000)),
                 ("segments_retired", &retired),
