@@ -65,9 +65,13 @@ impl std::fmt::Display for CodecError {
 
 impl std::error::Error for CodecError {}
 
+/// Archive `request` into `out` (cleared first). `out` is reused and rkyv's scratch arena
+/// is per thread, so once warm this allocates nothing: it runs once per journaled request.
 pub fn encode_request(request: &Request, out: &mut Vec<u8>) {
-    let bytes = rkyv::to_bytes::<rkyv::rancor::Error>(request).expect("archiving to memory");
-    out.extend_from_slice(&bytes);
+    out.clear();
+    let taken = std::mem::take(out);
+    *out = rkyv::api::high::to_bytes_in::<_, rkyv::rancor::Error>(request, taken)
+        .expect("archiving to memory");
 }
 
 pub fn decode_request(bytes: &[u8]) -> Result<Request, CodecError> {
@@ -91,21 +95,33 @@ pub fn decode_config(bytes: &[u8]) -> Result<EngineConfig, CodecError> {
     })
 }
 
+/// The alignment journal payloads have, and the archives here need.
+const PAYLOAD_ALIGN: usize = 8;
+
+thread_local! {
+    /// Where a misaligned payload is copied to be read (kept: decoding allocates nothing).
+    static ALIGNED: std::cell::RefCell<rkyv::util::AlignedVec<16>> =
+        std::cell::RefCell::new(rkyv::util::AlignedVec::new());
+}
+
 fn decode<T>(bytes: &[u8]) -> Result<T, CodecError>
 where
     T: rkyv::Archive,
     T::Archived: for<'a> rkyv::bytecheck::CheckBytes<rkyv::api::high::HighValidator<'a, rkyv::rancor::Error>>
         + rkyv::Deserialize<T, rkyv::api::high::HighDeserializer<rkyv::rancor::Error>>,
 {
-    // Journal payloads sit at 8-byte aligned offsets, which is all these archives need;
-    // anything else is copied to an aligned buffer first.
-    if (bytes.as_ptr() as usize).is_multiple_of(16) {
+    // Journal payloads sit at 8-byte aligned offsets, which is all these archives need
+    // (checked: a wrong alignment is refused by validation, not read); anything else is
+    // copied to this thread's aligned buffer first.
+    if (bytes.as_ptr() as usize).is_multiple_of(PAYLOAD_ALIGN) {
         return rkyv::from_bytes::<T, rkyv::rancor::Error>(bytes)
             .map_err(|e| CodecError(e.to_string()));
     }
-    let mut aligned = rkyv::util::AlignedVec::<16>::with_capacity(bytes.len());
-    aligned.extend_from_slice(bytes);
-    rkyv::from_bytes::<T, rkyv::rancor::Error>(&aligned).map_err(|e| CodecError(e.to_string()))
+    ALIGNED.with_borrow_mut(|aligned| {
+        aligned.clear();
+        aligned.extend_from_slice(bytes);
+        rkyv::from_bytes::<T, rkyv::rancor::Error>(aligned).map_err(|e| CodecError(e.to_string()))
+    })
 }
 
 #[cfg(test)]
@@ -133,7 +149,17 @@ mod tests {
         assert_eq!(decode_request(&bytes), Ok(request.clone()));
         let mut shifted = vec![0u8];
         shifted.extend_from_slice(&bytes);
-        assert_eq!(decode_request(&shifted[1..]), Ok(request));
+        assert_eq!(decode_request(&shifted[1..]), Ok(request.clone()));
+        // At every offset a payload can sit at: read in place or copied, never misread.
+        for at in 0..16 {
+            let mut buffer = rkyv::util::AlignedVec::<16>::new();
+            buffer.extend_from_slice(&vec![0; at]);
+            buffer.extend_from_slice(&bytes);
+            assert_eq!(decode_request(&buffer[at..]), Ok(request.clone()));
+        }
+        // The same buffer, reused: an encoding does not keep what the last one left.
+        encode_request(&request, &mut bytes);
+        assert_eq!(decode_request(&bytes), Ok(request));
         assert!(decode_request(&bytes[..bytes.len() - 3]).is_err());
         assert!(decode_request(&[0xff; 40]).is_err());
         let config = EngineConfig::default();

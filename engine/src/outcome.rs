@@ -167,18 +167,24 @@ impl DiscrepancyKind {
 }
 
 /// Where `Engine::apply` writes: owned by the caller and reused, so the hot path allocates
-/// nothing once `events` has grown to its working size.
+/// nothing unless one command has more than `OUTPUT_EVENTS_KEPT` events (a mass expiry;
+/// retirement is spread out for this), and that room is given back at the next use.
 #[derive(Clone, Debug)]
 pub struct Output {
     pub outcome: Outcome,
     pub events: Vec<Event>,
 }
 
+/// Events an output holds room for from the start, and keeps room for after a burst (a
+/// mass expiry) needed more: a ring has an output per slot, and every slot keeping the
+/// largest burst it ever saw would make memory grow for the whole day.
+pub const OUTPUT_EVENTS_KEPT: usize = 8;
+
 impl Default for Output {
     fn default() -> Self {
         Output {
             outcome: Outcome::Ticked { now_ns: 0 },
-            events: Vec::new(),
+            events: Vec::with_capacity(OUTPUT_EVENTS_KEPT),
         }
     }
 }

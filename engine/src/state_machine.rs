@@ -34,6 +34,11 @@ use crate::waitlist::{Joining, Waitlist};
 /// `slots / HOLDINGS_SWEEP_PER_COMMAND` commands.
 const HOLDINGS_SWEEP_PER_COMMAND: usize = 4;
 
+/// Most orders one command retires. Retirement is bookkeeping nobody waits for, so a backlog
+/// (a burst of closures, a clock jump after a quiet spell) is worked off a few per command
+/// instead of all at once: no command's work or event list grows with the backlog.
+pub const RETIRE_PER_COMMAND: usize = 16;
+
 #[derive(Clone)]
 pub struct Engine {
     pub(crate) config: EngineConfig,
@@ -182,6 +187,7 @@ impl Engine {
     /// Apply one request stamped `now_ns`; the outcome and events land in `out`.
     pub fn apply(&mut self, now_ns: TimestampNs, request: &Request, out: &mut Output) {
         out.events.clear();
+        out.events.shrink_to(crate::outcome::OUTPUT_EVENTS_KEPT);
         self.advance_clock(now_ns, &mut out.events);
         out.outcome = if matches!(request.command, Command::Tick) {
             Outcome::Ticked {
@@ -390,7 +396,10 @@ impl Engine {
             });
         }
         let retire_after = self.config.retire_after_ns;
-        while let Some(order) = self.orders.oldest_closed() {
+        for _ in 0..RETIRE_PER_COMMAND {
+            let Some(order) = self.orders.oldest_closed() else {
+                break;
+            };
             if order.closed_ns.saturating_add(retire_after) > self.clock_ns {
                 break;
             }

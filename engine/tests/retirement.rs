@@ -265,6 +265,31 @@ fn retirement_follows_closing_order_and_comes_after_expiry() {
 }
 
 #[test]
+fn a_backlog_retires_a_few_per_command_in_closing_order() {
+    let per_command = engine::state_machine::RETIRE_PER_COMMAND;
+    let backlog = 2 * per_command + 3;
+    let mut s = Sim::new();
+    s.sku(HOT, 1_000, 0);
+    let orders: Vec<OrderId> = (0..backlog).map(|i| s.place_one(i as u64 + 1, 1)).collect();
+    for &order in &orders {
+        assert_eq!(s.cancel(order), Outcome::OrderCancelled { order });
+    }
+    // All are due at once: each command retires the next few, oldest closure first.
+    let mut retired = Vec::new();
+    let due = s.now_ns + RETIRE_NS;
+    for (at, expected) in (due..).zip([per_command, per_command, 3, 0]) {
+        let events = s.tick(at);
+        assert_eq!(events.len(), expected, "{events:?}");
+        retired.extend(events);
+    }
+    let in_order: Vec<Event> = orders
+        .iter()
+        .map(|&o| retired_event(o, OrderState::Cancelled))
+        .collect();
+    assert_eq!(retired, in_order);
+}
+
+#[test]
 fn with_no_delay_an_order_retires_at_the_next_command() {
     let mut s = Sim::with_config(EngineConfig {
         retire_after_ns: 0,

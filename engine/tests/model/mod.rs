@@ -244,12 +244,17 @@ impl Model {
             }
             i += 1;
         }
-        // 3. Retirement, in closing order: every closed order whose time has come (those
-        // that expired just now too).
+        // 3. Retirement, in closing order: closed orders whose time has come (those that
+        // expired just now too), at most `RETIRE_PER_COMMAND` of them.
+        let mut retiring = 0;
         for id in self.closed_in_order.clone() {
             let o = &self.orders[idx(id)];
             let due = o.closed_ns.saturating_add(self.config.retire_after_ns) <= self.clock;
-            if due && !self.retired.contains(&id) {
+            if due
+                && !self.retired.contains(&id)
+                && retiring < engine::state_machine::RETIRE_PER_COMMAND
+            {
+                retiring += 1;
                 self.retired.push(id);
                 events.push(Event::OrderRetired {
                     order: id,
