@@ -30,6 +30,7 @@
 //! `error.rs` the errors at the crate's seams. Time comes from a `Clock` and client sockets
 //! through `net.rs`'s traits, so a driver can step the stages by hand (`stage.rs`).
 
+pub mod allocator;
 pub mod config;
 pub mod connection;
 pub mod connections;

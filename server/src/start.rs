@@ -78,6 +78,7 @@ impl Server {
         storage: Option<Arc<dyn Storage>>,
         start: Start,
     ) -> Result<Self> {
+        crate::allocator::tune();
         let clock: Arc<dyn Clock> = Arc::new(SystemClock::new());
         let dir = DataDir::new(&config.data_dir);
         dir.create()?;
