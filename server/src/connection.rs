@@ -37,6 +37,9 @@ pub struct Connection<S> {
     /// A whole frame waits in the buffer for backpressure to ease (in flight, unsent
     /// answers, ring room): retried after answers are released, whatever the socket does.
     pub blocked: bool,
+    /// When (`mono_ns`) the oldest unconsumed byte was read: what the request-latency
+    /// metric counts from (never later than the truth for any request in the buffer).
+    pub unread_since_ns: u64,
     /// Since when (`mono_ns`) an incomplete frame (or the missing hello) has been waited for.
     pub waiting_since_ns: Option<u64>,
     /// Set when the connection is to be dropped once its last bytes are flushed.
@@ -59,6 +62,7 @@ impl<S: ClientStream> Connection<S> {
             in_flight: 0,
             readable: true,
             blocked: false,
+            unread_since_ns: now_ns,
             waiting_since_ns: Some(now_ns),
             closing: false,
         }
@@ -78,8 +82,8 @@ impl<S: ClientStream> Connection<S> {
         }
     }
 
-    /// Read once from the socket into the buffer. `Ok(0)` is end of stream.
-    pub fn fill(&mut self) -> io::Result<usize> {
+    /// Read once from the socket into the buffer, at `now_ns`. `Ok(0)` is end of stream.
+    pub fn fill(&mut self, now_ns: u64) -> io::Result<usize> {
         // Room for the frame being received: grow to its length (bounded by FRAME_LEN_MAX,
         // checked before this), or compact what is left to the front.
         let pending = self.read_end - self.read_start;
@@ -102,6 +106,9 @@ impl<S: ClientStream> Connection<S> {
             self.read_buf.shrink_to_fit();
         }
         let n = self.stream.read(&mut self.read_buf[self.read_end..])?;
+        if pending == 0 && n > 0 {
+            self.unread_since_ns = now_ns;
+        }
         self.read_end += n;
         Ok(n)
     }

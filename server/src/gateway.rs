@@ -25,6 +25,7 @@ use crate::promotion::Promotion;
 use crate::role::Role;
 use crate::sequencer::Sequencer;
 use crate::shared::{Shared, Wake};
+use crate::slot::ConnRef;
 
 pub const LISTENER: Token = Token(0);
 pub const WAKER: Token = Token(1);
@@ -225,6 +226,11 @@ impl<L: ClientListener> Gateway<L> {
             metrics
                 .gate_wait_ns
                 .observe(now_ns.saturating_sub(slot.published_mono_ns));
+            if slot.conn != ConnRef::NONE {
+                metrics
+                    .request_ns
+                    .observe(now_ns.saturating_sub(slot.received_mono_ns));
+            }
             conns.deliver(slot, push_events, metrics);
         })
     }

@@ -166,7 +166,7 @@ impl<L: ClientListener> Intake<L> {
             if !conn.readable {
                 return Turn::Done;
             }
-            match conn.fill() {
+            match conn.fill(sequencer.mono_ns()) {
                 Ok(0) => {
                     conns.close(index, None, "peer closed", metrics);
                     return Turn::Closed;
@@ -334,7 +334,8 @@ impl<L: ClientListener> Intake<L> {
         if !self.admitted.is_empty() {
             conn.in_flight += self.admitted.len() as u32;
             let (me, client) = (conn.me, conn.client.expect("after hello"));
-            sequencer.publish_requests(me, client, self.admitted.drain(..));
+            let received_ns = conn.unread_since_ns;
+            sequencer.publish_requests(me, client, received_ns, self.admitted.drain(..));
         }
         Ok(true)
     }

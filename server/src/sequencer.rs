@@ -78,12 +78,13 @@ impl Sequencer {
         self.last_timestamp_ns
     }
 
-    /// Publish `requests` from `client` on `conn`, in order. The caller checked that the
-    /// ring has room for all of them (`free_slots`).
+    /// Publish `requests` from `client` on `conn`, read at `received_mono_ns`, in order. The
+    /// caller checked that the ring has room for all of them (`free_slots`).
     pub fn publish_requests(
         &mut self,
         conn: ConnRef,
         client: ClientId,
+        received_mono_ns: u64,
         requests: impl ExactSizeIterator<Item = (RequestId, Operation)>,
     ) {
         let n = requests.len();
@@ -94,6 +95,7 @@ impl Sequencer {
             let slot = claim.slot_mut(i);
             slot.conn = conn;
             slot.timestamp_ns = now_ns;
+            slot.received_mono_ns = received_mono_ns;
             slot.published_mono_ns = mono_ns;
             slot.request.client = client;
             slot.request.request = request;

@@ -38,6 +38,8 @@ pub struct Slot {
     pub timestamp_ns: u64,
     /// Monotonic nanoseconds since the server started, at publish (for the gate-wait metric).
     pub published_mono_ns: u64,
+    /// When its bytes were read (for the request-latency metric); a client's requests only.
+    pub received_mono_ns: u64,
     /// Written by the engine stage, read by the gate.
     pub output: StageCell<SlotOutput>,
 }
@@ -62,6 +64,7 @@ impl Default for Slot {
             query: None,
             timestamp_ns: 0,
             published_mono_ns: 0,
+            received_mono_ns: 0,
             output: StageCell::default(),
         }
     }

@@ -137,6 +137,7 @@ fn ticks_come_exactly_when_the_clock_says() {
     p.sequencer.publish_requests(
         ConnRef::NONE,
         ClientId(9),
+        at,
         [(RequestId(1), Operation::Command(Command::UpsertSku(sku)))].into_iter(),
     );
     let upserted_at = at + (TICK / 2).as_nanos() as u64;
