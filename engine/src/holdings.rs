@@ -267,14 +267,14 @@ impl Holdings {
     /// The table an `image` describes, for `max` entries.
     pub fn from_image(
         max: usize,
-        entries: &[(u32, Holding)],
+        entries: impl ExactSizeIterator<Item = (u32, Holding)> + Clone,
         cursor: u32,
     ) -> Result<Holdings, &'static str> {
         let mut table = Holdings::with_capacity(max);
         if entries.len() > max || cursor as usize >= table.slots.len() {
             return Err("holdings larger than holdings_max");
         }
-        for &(at, holding) in entries {
+        for (at, holding) in entries.clone() {
             let slot = table
                 .slots
                 .get_mut(at as usize)
@@ -287,7 +287,7 @@ impl Holdings {
         table.len = entries.len();
         table.cursor = cursor as usize;
         // Every entry must be where a lookup finds it.
-        for &(at, h) in entries {
+        for (at, h) in entries {
             if table.probe(h.user, h.sku) != (at as usize, true) {
                 return Err("a holding is not where its key leads");
             }
@@ -343,7 +343,7 @@ mod tests {
         let sorted: Vec<_> = model.iter().map(|(&(u, s), &q)| (u, s, q)).collect();
         assert_eq!(table.current(|_| Some(0)), sorted);
         let (entries, cursor) = table.image();
-        let copy = Holdings::from_image(10_000, &entries, cursor).unwrap();
+        let copy = Holdings::from_image(10_000, entries.iter().copied(), cursor).unwrap();
         assert_eq!(copy.image(), table.image());
     }
 

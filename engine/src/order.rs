@@ -423,8 +423,8 @@ impl OrderBook {
     pub fn restore(
         capacity: u64,
         next_id: u64,
-        open: Vec<Order>,
-        closed: Vec<Order>,
+        open: impl ExactSizeIterator<Item = Order>,
+        closed: impl ExactSizeIterator<Item = Order>,
     ) -> Result<OrderBook, &'static str> {
         if (open.len() + closed.len()) as u64 > capacity {
             return Err("more orders than orders_max");
@@ -432,11 +432,7 @@ impl OrderBook {
         let mut book = OrderBook::with_capacity(capacity);
         book.next_id = next_id;
         let mut indexed = Vec::with_capacity(open.len() + closed.len());
-        for (order, want_open) in open
-            .into_iter()
-            .map(|o| (o, true))
-            .chain(closed.into_iter().map(|o| (o, false)))
-        {
+        for (order, want_open) in open.map(|o| (o, true)).chain(closed.map(|o| (o, false))) {
             if order.is_open() != want_open || !book.was_assigned(order.id) {
                 return Err("an order is in the wrong chain or has an unassigned id");
             }
@@ -530,8 +526,8 @@ mod tests {
         let restored = OrderBook::restore(
             3,
             book.next_id().0,
-            book.open_orders().cloned().collect(),
-            book.closed_orders().cloned().collect(),
+            book.open_orders().cloned(),
+            book.closed_orders().cloned(),
         )
         .unwrap();
         assert_eq!(ids(restored.iter()), vec![3, 4, 1]);

@@ -233,7 +233,7 @@ impl RetiredOrders {
     /// The ring a snapshot describes: oldest first.
     pub fn restore(
         capacity: u64,
-        records: Vec<RetiredOrder>,
+        records: impl ExactSizeIterator<Item = RetiredOrder>,
         retired: u64,
         reconcile_from: u64,
         evicted_unreconciled: u64,
@@ -322,7 +322,7 @@ mod tests {
         assert_eq!(seen, vec![4]);
         let restored = RetiredOrders::restore(
             8,
-            ring.iter().copied().collect(),
+            ring.iter().copied(),
             ring.retired_total(),
             ring.reconcile_from(),
             0,

@@ -12,9 +12,6 @@ use crate::rolling_hash::RollingHash;
 use crate::sku::{Catalog, Sku};
 use crate::state_machine::Engine;
 
-/// A snapshot's bytes: aligned as rkyv needs them.
-pub type SnapshotBuffer = rkyv::util::AlignedVec<16>;
-
 /// Bumped whenever the snapshot layout changes; a snapshot of another version is refused.
 /// 2: orders retire (open and closed chains, the retired ring), holdings carry stamps.
 pub const SNAPSHOT_FORMAT_VERSION: u32 = 2;
@@ -114,31 +111,6 @@ impl EngineSnapshot {
 }
 
 impl Engine {
-    /// Copy the whole state into `image`, reusing its vectors. O(state): take it on a
-    /// replica (the snapshotter's engine), never on the serving one.
-    pub fn snapshot_into(&self, image: &mut EngineSnapshot) {
-        image.format_version = SNAPSHOT_FORMAT_VERSION;
-        image.config = self.config;
-        image.clock_ns = self.clock_ns;
-        image.hash = self.hash.value();
-        image.commands_applied = self.commands_applied;
-        refill(&mut image.skus, self.catalog.skus().iter().cloned());
-        image.next_order_id = self.orders.next_id().0;
-        refill(&mut image.open_orders, self.orders.open_orders().cloned());
-        refill(
-            &mut image.closed_orders,
-            self.orders.closed_orders().cloned(),
-        );
-        refill(&mut image.retired, self.retired.iter().copied());
-        image.retired_total = self.retired.retired_total();
-        image.reconcile_from = self.retired.reconcile_from();
-        image.evicted_unreconciled = self.retired.evicted_unreconciled;
-        image.holdings_cursor = self.holdings.image_into(&mut image.holdings);
-        image.holdings_resets = self.holdings_resets;
-        self.idempotency.sessions_into(&mut image.idempotency);
-        image.waitlist_entries = self.waitlist_entries;
-    }
-
     /// Copy the whole state out. O(state): take it on a replica, not on the hot engine.
     pub fn snapshot(&self) -> EngineSnapshot {
         let (holdings, holdings_cursor) = self.holdings.image();
@@ -166,32 +138,106 @@ impl Engine {
 
     /// Rebuild an engine from a snapshot, checking that its parts agree.
     pub fn restore(snapshot: EngineSnapshot) -> Result<Engine, SnapshotError> {
-        let inconsistent = |why: &str| SnapshotError::Inconsistent(why.to_string());
-        if snapshot.format_version != SNAPSHOT_FORMAT_VERSION {
-            return Err(SnapshotError::UnsupportedVersion(snapshot.format_version));
+        Engine::assemble(Parts {
+            format_version: snapshot.format_version,
+            config: snapshot.config,
+            clock_ns: snapshot.clock_ns,
+            hash: snapshot.hash,
+            commands_applied: snapshot.commands_applied,
+            skus: snapshot.skus,
+            next_order_id: snapshot.next_order_id,
+            open_orders: snapshot.open_orders.into_iter(),
+            closed_orders: snapshot.closed_orders.into_iter(),
+            retired: snapshot.retired.into_iter(),
+            retired_total: snapshot.retired_total,
+            reconcile_from: snapshot.reconcile_from,
+            evicted_unreconciled: snapshot.evicted_unreconciled,
+            holdings: snapshot.holdings.iter().copied(),
+            holdings_cursor: snapshot.holdings_cursor,
+            holdings_resets: snapshot.holdings_resets,
+            idempotency: snapshot.idempotency,
+            waitlist_entries: snapshot.waitlist_entries,
+        })
+    }
+
+    /// Rebuild an engine from a snapshot's bytes (validated first, every byte), reading each
+    /// order and record out of the archive straight into its table: no `EngineSnapshot` is
+    /// built in between (for a big state that copy was a quarter of a restart).
+    pub fn restore_from_bytes(bytes: &[u8]) -> Result<Engine, SnapshotError> {
+        let copy;
+        let aligned: &[u8] = if (bytes.as_ptr() as usize).is_multiple_of(16) {
+            bytes
+        } else {
+            let mut buffer = rkyv::util::AlignedVec::<16>::with_capacity(bytes.len());
+            buffer.extend_from_slice(bytes);
+            copy = buffer;
+            &copy
+        };
+        let a = rkyv::access::<ArchivedEngineSnapshot, rkyv::rancor::Error>(aligned)
+            .map_err(|e| SnapshotError::Malformed(e.to_string()))?;
+        fn out<T: rkyv::Archive>(archived: &T::Archived) -> T
+        where
+            T::Archived:
+                rkyv::Deserialize<T, rkyv::api::high::HighDeserializer<rkyv::rancor::Error>>,
+        {
+            rkyv::deserialize::<T, rkyv::rancor::Error>(archived)
+                .expect("a validated archive deserializes")
         }
-        let config = snapshot.config;
-        let mut skus = snapshot.skus;
+        Engine::assemble(Parts {
+            format_version: a.format_version.to_native(),
+            config: out::<EngineConfig>(&a.config),
+            clock_ns: a.clock_ns.to_native(),
+            hash: a.hash.to_native(),
+            commands_applied: a.commands_applied.to_native(),
+            skus: out::<Vec<Sku>>(&a.skus),
+            next_order_id: a.next_order_id.to_native(),
+            open_orders: a.open_orders.iter().map(out::<Order>),
+            closed_orders: a.closed_orders.iter().map(out::<Order>),
+            retired: a.retired.iter().map(out::<RetiredOrder>),
+            retired_total: a.retired_total.to_native(),
+            reconcile_from: a.reconcile_from.to_native(),
+            evicted_unreconciled: a.evicted_unreconciled.to_native(),
+            holdings: a.holdings.iter().map(out::<(u32, Holding)>),
+            holdings_cursor: a.holdings_cursor.to_native(),
+            holdings_resets: a.holdings_resets.to_native(),
+            idempotency: out::<Vec<Session>>(&a.idempotency),
+            waitlist_entries: a.waitlist_entries.to_native(),
+        })
+    }
+
+    fn assemble<O, C, R, H>(p: Parts<O, C, R, H>) -> Result<Engine, SnapshotError>
+    where
+        O: ExactSizeIterator<Item = Order>,
+        C: ExactSizeIterator<Item = Order>,
+        R: ExactSizeIterator<Item = RetiredOrder>,
+        H: ExactSizeIterator<Item = (u32, Holding)> + Clone,
+    {
+        let inconsistent = |why: &str| SnapshotError::Inconsistent(why.to_string());
+        if p.format_version != SNAPSHOT_FORMAT_VERSION {
+            return Err(SnapshotError::UnsupportedVersion(p.format_version));
+        }
+        let config = p.config;
+        let mut skus = p.skus;
         for sku in &mut skus {
             sku.waitlist.rebuild_index().map_err(inconsistent)?;
-            if sku.holdings_since > snapshot.holdings_resets {
+            if sku.holdings_since > p.holdings_resets {
                 return Err(inconsistent("a SKU's holdings stamp is from the future"));
             }
         }
         let catalog = Catalog::from_skus(skus, config.skus_max as usize).map_err(inconsistent)?;
         let orders = OrderBook::restore(
             config.orders_max,
-            snapshot.next_order_id,
-            snapshot.open_orders,
-            snapshot.closed_orders,
+            p.next_order_id,
+            p.open_orders,
+            p.closed_orders,
         )
         .map_err(inconsistent)?;
         let retired = RetiredOrders::restore(
             config.orders_retired_max,
-            snapshot.retired,
-            snapshot.retired_total,
-            snapshot.reconcile_from,
-            snapshot.evicted_unreconciled,
+            p.retired,
+            p.retired_total,
+            p.reconcile_from,
+            p.evicted_unreconciled,
         )
         .map_err(inconsistent)?;
         if retired.iter().any(|r| orders.get(r.id).is_some()) {
@@ -200,27 +246,24 @@ impl Engine {
         let idempotency = IdempotencyWindow::restore(
             config.idempotency_window,
             config.clients_max,
-            snapshot.idempotency,
+            p.idempotency,
         )
         .map_err(inconsistent)?;
-        let holdings = Holdings::from_image(
-            config.holdings_max as usize,
-            &snapshot.holdings,
-            snapshot.holdings_cursor,
-        )
-        .map_err(inconsistent)?;
+        let holdings =
+            Holdings::from_image(config.holdings_max as usize, p.holdings, p.holdings_cursor)
+                .map_err(inconsistent)?;
         let engine = Engine {
             config,
-            clock_ns: snapshot.clock_ns,
+            clock_ns: p.clock_ns,
             catalog,
             orders,
             retired,
             holdings,
-            holdings_resets: snapshot.holdings_resets,
+            holdings_resets: p.holdings_resets,
             idempotency,
-            waitlist_entries: snapshot.waitlist_entries,
-            hash: RollingHash(snapshot.hash),
-            commands_applied: snapshot.commands_applied,
+            waitlist_entries: p.waitlist_entries,
+            hash: RollingHash(p.hash),
+            commands_applied: p.commands_applied,
         };
         engine
             .check_invariants()
@@ -229,42 +272,25 @@ impl Engine {
     }
 }
 
-/// Replace `vec`'s contents with `items`, keeping its allocation.
-fn refill<T>(vec: &mut Vec<T>, items: impl Iterator<Item = T>) {
-    vec.clear();
-    vec.extend(items);
-}
-
-impl EngineSnapshot {
-    /// An empty image for `snapshot_into` to fill.
-    pub fn empty() -> EngineSnapshot {
-        EngineSnapshot {
-            format_version: SNAPSHOT_FORMAT_VERSION,
-            config: EngineConfig::default(),
-            clock_ns: 0,
-            hash: 0,
-            commands_applied: 0,
-            skus: Vec::new(),
-            next_order_id: 1,
-            open_orders: Vec::new(),
-            closed_orders: Vec::new(),
-            retired: Vec::new(),
-            retired_total: 0,
-            reconcile_from: 0,
-            evicted_unreconciled: 0,
-            holdings: Vec::new(),
-            holdings_cursor: 0,
-            holdings_resets: 0,
-            idempotency: Vec::new(),
-            waitlist_entries: 0,
-        }
-    }
-
-    /// The archive written into `buffer` (cleared first, its allocation kept).
-    pub fn to_bytes_in(&self, buffer: &mut SnapshotBuffer) {
-        buffer.clear();
-        let taken = std::mem::take(buffer);
-        *buffer = rkyv::api::high::to_bytes_in::<_, rkyv::rancor::Error>(self, taken)
-            .expect("serializing to memory cannot fail");
-    }
+/// A snapshot's parts as `Engine::assemble` takes them: the big tables as iterators, so
+/// they can come from an owned image or straight out of an archive.
+struct Parts<O, C, R, H> {
+    format_version: u32,
+    config: EngineConfig,
+    clock_ns: TimestampNs,
+    hash: u64,
+    commands_applied: u64,
+    skus: Vec<Sku>,
+    next_order_id: u64,
+    open_orders: O,
+    closed_orders: C,
+    retired: R,
+    retired_total: u64,
+    reconcile_from: u64,
+    evicted_unreconciled: u64,
+    holdings: H,
+    holdings_cursor: u32,
+    holdings_resets: u32,
+    idempotency: Vec<Session>,
+    waitlist_entries: u64,
 }

@@ -903,8 +903,11 @@ proptest! {
         let streamed = original.write_snapshot_archive(Vec::new()).expect("to memory");
         prop_assert_eq!(&streamed[..], &bytes[..]);
         let fail = |e: engine::SnapshotError| TestCaseError::fail(e.to_string());
-        let mut restored = Engine::restore(EngineSnapshot::from_bytes(&bytes).map_err(fail)?)
+        // Straight out of the archive (as a restart does), and through the owned image.
+        let mut restored = Engine::restore_from_bytes(&bytes).map_err(fail)?;
+        let via_image = Engine::restore(EngineSnapshot::from_bytes(&bytes).map_err(fail)?)
             .map_err(fail)?;
+        prop_assert_eq!(&via_image.snapshot().to_bytes()[..], &bytes[..]);
         prop_assert_eq!(restored.hash(), original.hash());
         prop_assert_eq!(&restored.snapshot().to_bytes()[..], &bytes[..]);
         for &(now, request) in &all[cut..] {

@@ -6,7 +6,7 @@
 use std::collections::VecDeque;
 
 use engine::codec::{self, kind};
-use engine::{Engine, EngineConfig, EngineSnapshot, Output, Request, TimestampNs};
+use engine::{Engine, EngineConfig, Output, Request, TimestampNs};
 use journal::{snapshot, IoMode, JournalError};
 
 use crate::data_dir::DataDir;
@@ -42,9 +42,8 @@ impl DataDir {
             return Ok((None, warnings));
         };
         let seq = snapshot.seq;
-        let state = EngineSnapshot::from_bytes(snapshot.payload())
-            .and_then(Engine::restore)
-            .map_err(|e| ServerError::Snapshot {
+        let state =
+            Engine::restore_from_bytes(snapshot.payload()).map_err(|e| ServerError::Snapshot {
                 seq,
                 why: e.to_string(),
             })?;

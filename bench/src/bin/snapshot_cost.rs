@@ -12,7 +12,7 @@
 use std::path::PathBuf;
 use std::time::Instant;
 
-use engine::{Engine, EngineConfig, EngineSnapshot};
+use engine::{Engine, EngineConfig};
 use journal::{snapshot, FileStorage, IoMode};
 
 const SKUS: u64 = 1_000;
@@ -50,7 +50,7 @@ fn main() -> anyhow::Result<()> {
     let started = Instant::now();
     let (newest, _) = snapshot::load_newest(&storage)?;
     let newest = newest.expect("the snapshot just written");
-    let restored = Engine::restore(EngineSnapshot::from_bytes(newest.payload())?)?;
+    let restored = Engine::restore_from_bytes(newest.payload())?;
     let load_s = started.elapsed().as_secs_f64();
     anyhow::ensure!(restored.hash() == hash, "the restored engine differs");
 
