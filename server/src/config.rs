@@ -56,7 +56,7 @@ pub struct SnapshotSection {
 impl Default for SnapshotSection {
     fn default() -> Self {
         SnapshotSection {
-            every_records: 1_000_000,
+            every_records: 500_000,
             every_secs: 60,
             keep: 2,
             retention: "recycle".into(),
@@ -566,5 +566,49 @@ mod tests {
         let d = ServerConfig::default();
         assert_eq!(c.gateway.in_flight_max, d.gateway.in_flight_max);
         assert_eq!(c.ring.slots, d.ring.slots);
+        // The limits and the snapshot keys a sale day depends on, as the defaults have them.
+        assert_eq!(c.engine_config(), d.engine_config());
+        assert_eq!(c.engine.fault_in, d.engine.fault_in);
+        let (cs, ds) = (&c.snapshot, &d.snapshot);
+        assert_eq!(
+            (
+                cs.every_records,
+                cs.every_secs,
+                cs.keep,
+                &cs.retention,
+                &cs.archive_dir
+            ),
+            (
+                ds.every_records,
+                ds.every_secs,
+                ds.keep,
+                &ds.retention,
+                &ds.archive_dir
+            )
+        );
+        assert_eq!(
+            (cs.write_piece_kib, cs.write_pause_ms),
+            (ds.write_piece_kib, ds.write_pause_ms)
+        );
+    }
+
+    #[test]
+    fn bad_limits_and_snapshot_keys_are_refused_by_name() {
+        let cases: &[(&str, &str)] = &[
+            ("engine.orders_max=0", "engine.orders_max"),
+            ("engine.orders_max=4294967296", "engine.orders_max"),
+            (
+                "engine.orders_retired_max=4294967295",
+                "engine.orders_retired_max",
+            ),
+            ("engine.fault_in=later", "engine.fault_in"),
+            ("snapshot.keep=0", "snapshot.keep"),
+            ("snapshot.write_piece_kib=0", "snapshot.write_piece_kib"),
+            ("snapshot.retention=shred", "snapshot.retention"),
+        ];
+        for &(set, key) in cases {
+            let e = load("", &[set]).expect_err(set);
+            assert!(format!("{e:#}").contains(key), "{set}: {e:#}");
+        }
     }
 }

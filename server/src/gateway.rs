@@ -32,6 +32,8 @@ pub const WAKER: Token = Token(1);
 /// How often connection timeouts are looked at, and the longest sleep of a standby (which
 /// has no Ticks of its own to wake it).
 const HOUSEKEEPING_EVERY: Duration = Duration::from_millis(100);
+/// A gateway turn at least this long is counted and logged (`note_turn`).
+const SLOW_TURN: Duration = Duration::from_millis(20);
 
 pub struct Gateway<L: ClientListener> {
     poll: Poll,
@@ -45,6 +47,7 @@ pub struct Gateway<L: ClientListener> {
     spin: bool,
     drain_timeout: Duration,
     last_housekeeping_ns: u64,
+    last_slow_turn_log_ns: u64,
 }
 
 /// The parts the gateway turns.
@@ -89,6 +92,7 @@ impl<L: ClientListener> Gateway<L> {
             node,
             spin: strategy == WaitStrategy::BusySpin,
             last_housekeeping_ns: now_ns,
+            last_slow_turn_log_ns: 0,
         })
     }
 
@@ -101,10 +105,15 @@ impl<L: ClientListener> Gateway<L> {
         let mut events = Events::with_capacity(1024);
         let mut drain_deadline_ns: Option<u64> = None;
         let mut released = 0;
+        let mut turn_started_ns = None;
         loop {
+            if let Some(started_ns) = turn_started_ns.take() {
+                self.note_turn(started_ns);
+            }
             self.shared.heartbeat();
             self.poll_once(&mut events, released)?;
             let now_ns = self.now_ns();
+            turn_started_ns = Some(now_ns);
             for event in events.iter() {
                 match event.token() {
                     LISTENER => self
@@ -206,6 +215,27 @@ impl<L: ClientListener> Gateway<L> {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == io::ErrorKind::Interrupted => Ok(()),
             Err(e) => Err(ServerError::io("poll", e)),
+        }
+    }
+
+    /// A turn (from the poll's return to the next poll) that took long means the gateway
+    /// itself was held up: every request in the ring waited for it. Counted, and logged at
+    /// most once a second, so a stall can be told apart from a slow disk or a busy engine.
+    fn note_turn(&mut self, started_ns: u64) {
+        let now_ns = self.now_ns();
+        let took_ns = now_ns.saturating_sub(started_ns);
+        if took_ns < SLOW_TURN.as_nanos() as u64 {
+            return;
+        }
+        self.shared.metrics.gateway_slow_turns.fetch_add(1, Relaxed);
+        if now_ns >= self.last_slow_turn_log_ns + 1_000_000_000 {
+            self.last_slow_turn_log_ns = now_ns;
+            log::line(
+                log::Level::Warn,
+                "gateway_turn_slow",
+                None,
+                &[("ms", &(took_ns / 1_000_000))],
+            );
         }
     }
 

@@ -1,6 +1,6 @@
 //! Snapshots while serving, without touching the serving engine. The snapshotter follows the
 //! durable journal from the files (`journal::Tail`) into an engine of its own, started as a
-//! copy of the recovered one, on a thread at idle priority. Every `every_records` records (or
+//! copy of the recovered one, on a thread at low priority (nice 19). Every `every_records` records (or
 //! `every_secs` with new records) it writes that engine's state as a snapshot (temp file,
 //! sync, rename, directory sync: a crash mid-way leaves the previous one), keeps the newest
 //! `keep`, and retires the journal segments the oldest kept one covers — never one a
@@ -10,7 +10,7 @@
 //! The serving engine is never paused or copied for this. What a snapshot can still cost it
 //! is CPU, on a machine with fewer cores than threads; each snapshot records the longest the
 //! engine stage sat with work waiting meanwhile (`surge_snapshot_engine_pause_seconds`).
-//! The snapshotter runs at idle priority while it keeps up; once it falls more than two
+//! The snapshotter runs at low priority (nice 19) while it keeps up; once it falls more than two
 //! snapshot intervals behind (a saturated machine leaves it no idle CPU, and a restart would
 //! replay all it missed) it takes its share of CPU at normal priority until it is within
 //! half an interval again: restart time stays bounded, at some cost in peak throughput. Its
@@ -69,7 +69,7 @@ pub struct Snapshotter {
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Priority {
-    /// Runs only on CPU the pipeline leaves idle.
+    /// Nice 19: little CPU while the pipeline keeps the cores busy.
     Idle,
     /// Behind: takes its share.
     Normal,
@@ -110,7 +110,7 @@ impl Snapshotter {
         })
     }
 
-    /// On its own thread, at idle priority, until the server stops.
+    /// On its own thread, at low priority, until the server stops.
     pub fn spawn(self) -> std::io::Result<std::thread::JoinHandle<()>> {
         std::thread::Builder::new()
             .name("surge-snapshot".into())
@@ -147,7 +147,7 @@ impl Snapshotter {
 
     fn run(mut self) {
         // Normal priority until its engine is faulted in: faulting holds the process's
-        // memory-map lock, and at idle priority the holder is preempted by the very threads
+        // memory-map lock, and at low priority the holder is preempted by the very threads
         // that then wait for the lock (an allocator growing, a segment mapped): measured
         // 250-325 ms stalls of the serving pipeline at start.
         let shared = self.shared.clone();
@@ -341,33 +341,31 @@ pub fn retirable_through(kept: &[u64], standby_durable: Option<u64>) -> Option<u
 }
 
 impl Snapshotter {
-    /// Idle: run only when the pipeline leaves a core idle (SCHED_IDLE; where the kernel
-    /// refuses, nice 19). Normal: SCHED_OTHER at nice 0. Logged when it changes.
+    /// Idle: nice 19, a few percent of a core while the pipeline keeps every core busy.
+    /// Not SCHED_IDLE: a thread that gets no CPU at all while the others are busy can be
+    /// preempted holding a kernel lock the others then wait for (the memory-map lock, in a
+    /// page fault on a mapped segment), for as long as the machine stays busy.
+    /// Normal: nice 0. Logged when it changes.
     fn set_priority(&mut self, priority: Priority) {
         if priority == self.priority {
             return;
         }
-        let param = libc::sched_param { sched_priority: 0 };
-        let policy = match priority {
-            Priority::Idle => libc::SCHED_IDLE,
-            Priority::Normal => libc::SCHED_OTHER,
-        };
-        // SAFETY: pid 0 is the calling thread; `param` is a valid sched_param for both
-        // policies (priority 0).
-        let set = unsafe { libc::sched_setscheduler(0, policy, &param) } == 0;
         let nice = if priority == Priority::Idle { 19 } else { 0 };
-        if !set || priority == Priority::Normal {
-            // SAFETY: sets the calling thread's nice value; no pointers involved.
-            unsafe {
-                libc::setpriority(libc::PRIO_PROCESS, 0, nice);
-            }
-        }
+        // SAFETY: sets the calling thread's nice value (pid 0: this thread); no pointers.
+        let set = unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, nice) } == 0;
         self.priority = priority;
         log::info(
             "snapshotter_priority",
             &[
                 ("priority", &format!("{priority:?}").to_lowercase()),
-                ("scheduler", &if set { "set" } else { "nice only" }),
+                (
+                    "nice",
+                    &if set {
+                        nice.to_string()
+                    } else {
+                        "refused".into()
+                    },
+                ),
                 (
                     "lag_seq",
                     &self.shared.metrics.snapshot_lag_seq.load(Relaxed),

@@ -99,6 +99,8 @@ pub struct Metrics {
     /// A client's request inside the server: from the read that brought its bytes to its
     /// answer queued for its connection (intake, backpressure, the pipeline, the gate).
     pub request_ns: Histogram,
+    /// Gateway turns that took 20 ms or more (the gateway itself held up).
+    pub gateway_slow_turns: AtomicU64,
     pub connections: AtomicU64,
     pub connections_accepted: AtomicU64,
     /// Connections closed by the server, by code.
@@ -201,6 +203,7 @@ impl Default for Metrics {
             journal_sync_ns: Histogram::new(LATENCY_BOUNDS_NS),
             gate_wait_ns: Histogram::new(LATENCY_BOUNDS_NS),
             request_ns: Histogram::new(LATENCY_BOUNDS_NS),
+            gateway_slow_turns: AtomicU64::new(0),
             connections: AtomicU64::new(0),
             connections_accepted: AtomicU64::new(0),
             connections_closed: counters(),
@@ -257,6 +260,12 @@ impl Metrics {
             "surge_ring_occupancy",
             "Ring slots published and not yet released by the gate.",
             &self.ring_occupancy,
+        );
+        counter(
+            &mut out,
+            "surge_gateway_slow_turns_total",
+            "Gateway turns that took 20 ms or more: the gateway itself was held up (log event gateway_turn_slow).",
+            &self.gateway_slow_turns,
         );
         counter(
             &mut out,
