@@ -12,7 +12,7 @@
 //! `SURGE_BENCH_DIR` (default /var/tmp).
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
@@ -122,10 +122,16 @@ impl Server {
             .with_context(|| format!("starting {}", a.surge.display()))?;
         let stderr = child.stderr.take().expect("piped");
         let logs = Arc::new(Mutex::new(Vec::new()));
+        // Every server's log, one after the other, kept beside the results.
+        let mut log_file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(a.out.with_extension("server.log"))?;
         {
             let logs = logs.clone();
             std::thread::spawn(move || {
                 for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                    let _ = writeln!(log_file, "{line}");
                     logs.lock().expect("logs").push(line);
                 }
             });
@@ -389,6 +395,7 @@ fn main() -> anyhow::Result<()> {
     if let Some(parent) = a.out.parent() {
         std::fs::create_dir_all(parent)?;
     }
+    let _ = std::fs::remove_file(a.out.with_extension("server.log"));
     let acks = a.dir.with_extension("acks.jsonl");
     // The run's length: the profile's mean rate carries the transactions (requests answered,
     // about one journal record each).
