@@ -1,8 +1,10 @@
 //! `surge demo`: surge doing its job, start to finish, with nothing to set up. A primary
 //! starts on loopback in a temporary data directory; the load generator loads a catalog and
 //! runs a short flash sale against it (one hot SKU, a crowd, waitlists, payments, expiries);
-//! the primary is stopped and restarted from its journal; every answer the load generator
-//! was given is checked against the rebuilt state; a short report says what happened.
+//! the primary snapshots while it serves and retires closed orders; it is stopped and
+//! restarted from its newest snapshot and the journal after it; every answer the load
+//! generator was given is checked against the rebuilt state; a short report says what
+//! happened.
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -35,6 +37,8 @@ pub struct Args {
 
 /// Orders unpaid this long expire, so the sale shows expiries and waitlist hand-offs.
 const PAYMENT_WINDOW_MS: u64 = 2_000;
+/// A snapshot every this many records, so a short sale shows a few and the restart uses one.
+const SNAPSHOT_EVERY_RECORDS: u64 = 5_000;
 const STOP_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// A directory removed on drop (unless kept).
@@ -66,7 +70,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let acks = dir.path.join("acks.jsonl");
     let exe = std::env::current_exe().context("finding the surge binary")?;
     let payment_window = format!("engine.payment_window_ms={PAYMENT_WINDOW_MS}");
-    let sets = [payment_window.as_str()];
+    let snapshot_every = format!("snapshot.every_records={SNAPSHOT_EVERY_RECORDS}");
+    let sets = [payment_window.as_str(), snapshot_every.as_str()];
 
     println!("surge demo: a flash sale against a real primary, then a restart from its journal\n");
     let mut primary = ServeProcess::start(&exe, &data, &sets)?;
@@ -155,14 +160,35 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         ),
     }
 
+    // Closed orders retire a second after closing; the snapshotter may still be writing one.
+    std::thread::sleep(Duration::from_millis(1_500));
+    let metrics = crate::admin_client::get(&primary.http.to_string(), "/metrics")
+        .map(|(_, body)| body)
+        .unwrap_or_default();
+    let metric = |name: &str| {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse::<f64>().ok())
+            .unwrap_or(0.0) as u64
+    };
+    println!(
+        "  longevity  {} orders retired (closed, kept as 80-byte records); {} snapshots taken \
+         while serving, the newest at seq {}",
+        thousands(metric("surge_orders_retired_total")),
+        metric("surge_snapshots_total"),
+        metric("surge_snapshot_seq")
+    );
+
     primary.terminate(STOP_TIMEOUT)?;
     let restarted_at = Instant::now();
     let mut primary = ServeProcess::start(&exe, &data, &sets)?;
     let restart = restarted_at.elapsed();
     let recovered = primary.log_line("recovered").unwrap_or_default();
     println!(
-        "  restart    new process serving in {:.0} ms: {} journal records replayed (last seq {})",
+        "  restart    new process serving in {:.0} ms: snapshot at seq {} + {} journal records \
+         replayed (last seq {})",
         restart.as_secs_f64() * 1e3,
+        log_field(&recovered, "snapshot_seq").unwrap_or_default(),
         thousands(
             log_field(&recovered, "records_replayed")
                 .and_then(|n| n.parse().ok())

@@ -1,4 +1,5 @@
-//! `surge demo`, as a newcomer runs it: no setup, a real primary, a restart, a verification.
+//! `surge demo`, as a newcomer runs it: no setup, a real primary, snapshots while serving, a
+//! restart from one, a verification.
 //! Shortened (a second of sale at a modest rate) so the test stays quick.
 
 use std::process::Command;
@@ -21,7 +22,14 @@ fn the_demo_sells_restarts_and_verifies() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(output.status.success(), "{stdout}\n{stderr}");
     for line in [
-        "primary", "sale", "achieved", "latency", "sold out", "restart", "verified",
+        "primary",
+        "sale",
+        "achieved",
+        "latency",
+        "sold out",
+        "longevity",
+        "restart",
+        "verified",
     ] {
         assert!(
             stdout.contains(&format!("  {line}")),
@@ -29,6 +37,11 @@ fn the_demo_sells_restarts_and_verifies() {
         );
     }
     assert!(stdout.contains(" 0 problem(s)"), "{stdout}");
+    // It snapshotted while serving, and the restart started from a snapshot.
+    let longevity = stdout.lines().find(|l| l.contains("  longevity")).unwrap();
+    assert!(!longevity.contains(" 0 snapshots taken"), "{longevity}");
+    let restart = stdout.lines().find(|l| l.contains("  restart")).unwrap();
+    assert!(!restart.contains("snapshot at seq 0 "), "{restart}");
     // It cleans up after itself.
     let dir = stdout
         .split_whitespace()
