@@ -2,7 +2,8 @@
 # Check the deployment files with the real tools: the systemd units (every
 # deploy/systemd/*.service: surge.service, the primary, and surge-standby.service, the hot
 # standby) with `systemd-analyze verify` (pointed at a built surge binary, since verify
-# checks that ExecStart exists) and the Prometheus alert rules with `promtool check rules`.
+# checks that ExecStart exists) and the Prometheus alert rules with `promtool check rules`
+# and their unit test (`promtool test rules`: the limit alert fires past 80%).
 # Any warning fails. Usage: deploy/verify.sh [path/to/surge]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -19,4 +20,5 @@ for unit in deploy/systemd/*.service; do
     echo "ok   $unit"
 done
 
-promtool check rules deploy/prometheus/*.yml
+promtool check rules deploy/prometheus/surge-alerts.yml
+promtool test rules deploy/prometheus/surge-alerts.test.yml
