@@ -125,6 +125,15 @@ impl Region {
         }
     }
 
+    /// The first `n` elements of `vec`'s allocation (`n` at most its capacity).
+    pub(crate) fn of_prefix<T>(vec: &Vec<T>, n: usize) -> Region {
+        assert!(n <= vec.capacity(), "a prefix within the allocation");
+        Region {
+            start: vec.as_ptr() as usize,
+            len: n * std::mem::size_of::<T>(),
+        }
+    }
+
     pub fn len(&self) -> usize {
         self.len
     }

@@ -431,7 +431,19 @@ impl OrderBook {
         }
         let mut book = OrderBook::with_capacity(capacity);
         book.next_id = next_id;
-        let mut indexed = Vec::with_capacity(open.len() + closed.len());
+        // The pages about to be written, made resident in a few calls instead of a fault
+        // each (a quarter of a big restore's time went to faults).
+        let n = open.len() + closed.len();
+        use crate::memory::Region;
+        let mut pages = vec![
+            Region::of_prefix(&book.orders, n),
+            Region::of_prefix(&book.links, n),
+        ];
+        book.index.regions(&mut pages);
+        pages.into_iter().for_each(|r| {
+            r.populate();
+        });
+        let mut indexed = Vec::with_capacity(n);
         for (order, want_open) in open.map(|o| (o, true)).chain(closed.map(|o| (o, false))) {
             if order.is_open() != want_open || !book.was_assigned(order.id) {
                 return Err("an order is in the wrong chain or has an unassigned id");

@@ -242,6 +242,16 @@ impl RetiredOrders {
             return Err("more retired records than the ring holds");
         }
         let mut ring = RetiredOrders::with_capacity(capacity);
+        // The pages about to be written, made resident in a few calls (see OrderBook::restore):
+        // the ring up to where its records lie, which is all of it once it has wrapped.
+        let mut pages = Vec::new();
+        if records.len() > 0 {
+            pages.push(crate::memory::Region::of(&ring.records));
+            ring.index.regions(&mut pages);
+        }
+        pages.into_iter().for_each(|r| {
+            r.populate();
+        });
         ring.retired = retired - records.len() as u64;
         ring.evicted = ring.retired;
         let mut indexed = Vec::with_capacity(records.len());

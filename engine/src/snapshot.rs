@@ -209,7 +209,7 @@ impl Engine {
     where
         O: ExactSizeIterator<Item = Order>,
         C: ExactSizeIterator<Item = Order>,
-        R: ExactSizeIterator<Item = RetiredOrder>,
+        R: ExactSizeIterator<Item = RetiredOrder> + Send,
         H: ExactSizeIterator<Item = (u32, Holding)> + Clone,
     {
         let inconsistent = |why: &str| SnapshotError::Inconsistent(why.to_string());
@@ -225,21 +225,32 @@ impl Engine {
             }
         }
         let catalog = Catalog::from_skus(skus, config.skus_max as usize).map_err(inconsistent)?;
-        let orders = OrderBook::restore(
-            config.orders_max,
-            p.next_order_id,
-            p.open_orders,
-            p.closed_orders,
-        )
-        .map_err(inconsistent)?;
-        let retired = RetiredOrders::restore(
-            config.orders_retired_max,
-            p.retired,
-            p.retired_total,
-            p.reconcile_from,
-            p.evicted_unreconciled,
-        )
-        .map_err(inconsistent)?;
+        // The book and the retired ring are independent: rebuilt side by side.
+        let (retired, orders) = std::thread::scope(|scope| {
+            let retired = scope.spawn(|| {
+                RetiredOrders::restore(
+                    config.orders_retired_max,
+                    p.retired,
+                    p.retired_total,
+                    p.reconcile_from,
+                    p.evicted_unreconciled,
+                )
+            });
+            let orders = OrderBook::restore(
+                config.orders_max,
+                p.next_order_id,
+                p.open_orders,
+                p.closed_orders,
+            );
+            (
+                retired.join().expect("restoring the retired ring panicked"),
+                orders,
+            )
+        });
+        let (orders, retired) = (
+            orders.map_err(inconsistent)?,
+            retired.map_err(inconsistent)?,
+        );
         if retired.iter().any(|r| orders.get(r.id).is_some()) {
             return Err(inconsistent("an order is both held and retired"));
         }
