@@ -1,4 +1,4 @@
-//! The sale day: a whole day's transactions (150 million by default; `--scale` for a short
+//! The sale day: a whole day's transactions (150 million requests by default; `--scale` for a short
 //! run) through one `surge serve`, on a rate profile that ramps to the seed's 120,000/s peak
 //! and back, with the server SIGKILLed and restarted several times along
 //! the way. Every 10 s it records RSS, orders held and retired, data-directory bytes,
@@ -410,7 +410,7 @@ fn main() -> anyhow::Result<()> {
     )
     .map_err(anyhow::Error::msg)?;
     println!(
-        "sale day: {} transactions, {duration_s:.0} s on a profile to a {:.0}/s peak (mean {mean:.0}/s), {} kills; surge {} on {LISTEN}, data in {}",
+        "sale day: {} requests, {duration_s:.0} s on a profile to a {:.0}/s peak (mean {mean:.0}/s), {} kills; surge {} on {LISTEN}, data in {}",
         a.transactions,
         a.peak,
         a.kills,
@@ -508,7 +508,7 @@ fn main() -> anyhow::Result<()> {
             &mut client,
         );
         println!(
-            "  {:>6.0} s  {:>11} tx  rss {:>6} MiB  held {:>9}  retired {:>11}  disk {:>6} MiB  snapshots {:>3}  server: {} over 20 ms, all within {} ms  {}",
+            "  {:>6.0} s  {:>11} records  rss {:>6} MiB  held {:>9}  retired {:>11}  disk {:>6} MiB  snapshots {:>3}  server: {} over 20 ms, all within {} ms  {}",
             sample.t_s,
             sample.transactions,
             sample.rss >> 20,
@@ -534,6 +534,7 @@ fn main() -> anyhow::Result<()> {
     take_windows(&windows, u64::MAX, &mut client);
     check_acks(&acks, &mut checked)?;
     collect_pauses(&server, &mut pauses_us);
+    let m = &report.measured;
     let day = Day {
         samples,
         client,
@@ -542,6 +543,8 @@ fn main() -> anyhow::Result<()> {
         checked,
         serving_rss,
         first_start,
+        requests: (m.sent, m.answered, m.accepted),
+        generator_lag_max_ms: m.sender_lag_max_ns as f64 / 1e6,
     };
     let summary = day.summarize();
     println!("{}", serde_json::to_string_pretty(&summary)?);
@@ -572,9 +575,31 @@ struct Day {
     checked: Checked,
     serving_rss: u64,
     first_start: Duration,
+    /// The load generator's requests sent, answered, and accepted (applied or answered).
+    requests: (u64, u64, u64),
+    generator_lag_max_ms: f64,
 }
 
+/// After a restart the new server faults its tables in for a few seconds (RSS climbs back):
+/// samples this soon after one are left out of the flatness figures.
+const AFTER_RESTART_S: f64 = 30.0;
+
 impl Day {
+    /// Samples that show the steady state: from the second on (the first snapshot interval
+    /// and the fault-in are behind), none just after a restart.
+    fn steady(&self) -> Vec<&Sample> {
+        self.samples
+            .iter()
+            .skip(1)
+            .filter(|s| {
+                !self
+                    .restarts
+                    .iter()
+                    .any(|r| s.t_s >= r.at_s && s.t_s < r.at_s + AFTER_RESTART_S)
+            })
+            .collect()
+    }
+
     /// Whether window `index` (its 10 s of the schedule) saw a kill: its requests waited for
     /// a restart, a wait the server is not asked to hide. Requests meant a little before the
     /// kill (in flight then) and a little after serving again (the backlog) count too.
@@ -587,8 +612,7 @@ impl Day {
 
     fn summarize(&self) -> serde_json::Value {
         let samples = &self.samples;
-        // Flat after the first sample (the first snapshot interval, the ramp's start).
-        let steady: Vec<&Sample> = samples.iter().skip(1).collect();
+        let steady = self.steady();
         let spread = |f: &dyn Fn(&Sample) -> u64| -> (u64, u64, f64) {
             let lo = steady.iter().map(|s| f(s)).min().unwrap_or(0);
             let hi = steady.iter().map(|s| f(s)).max().unwrap_or(0);
@@ -617,11 +641,15 @@ impl Day {
         let server =
             |f: fn(&ServerLatency) -> u64| samples.iter().map(|s| f(&s.server)).sum::<u64>();
         json!({
-            "transactions": samples.last().map_or(0, |s| s.transactions),
+            "requests_sent_answered_accepted": [self.requests.0, self.requests.1, self.requests.2],
+            "journal_records": samples.last().map_or(0, |s| s.transactions),
+            "generator_lag_max_ms": self.generator_lag_max_ms,
             "seconds": samples.last().map_or(0.0, |s| s.t_s),
             "rss_at_serving_mib": self.serving_rss >> 20,
-            "rss_after_first_sample_mib": {"min": rss_lo >> 20, "max": rss_hi >> 20, "plus_minus_pct": rss_pm},
-            "disk_after_first_sample_mib": {"min": disk_lo >> 20, "max": disk_hi >> 20, "plus_minus_pct": disk_pm},
+            "rss_steady_mib": {"min": rss_lo >> 20, "max": rss_hi >> 20, "plus_minus_pct": rss_pm},
+            "disk_steady_mib": {"min": disk_lo >> 20, "max": disk_hi >> 20, "plus_minus_pct": disk_pm},
+            "steady_samples": steady.len(),
+            "orders_held_max": samples.iter().map(|s| s.held).max().unwrap_or(0),
             "first_start_s": self.first_start.as_secs_f64(),
             "restarts_s": self.restarts.iter().map(|r| r.serving_after_s).collect::<Vec<_>>(),
             "restart_max_s": self.restarts.iter().map(|r| r.serving_after_s).fold(0.0, f64::max),
@@ -648,7 +676,7 @@ impl Day {
 
     fn write_outputs(&self, out: &Path, summary: &serde_json::Value) -> anyhow::Result<()> {
         let mut table = String::from(
-            "| t (s) | transactions | RSS (MiB) | orders held | orders retired | disk (MiB) | snapshots | server: over 20 ms | server: all within (ms) | window | p50 (ms) | p99 (ms) | max (ms) |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|\n",
+            "| t (s) | journal records | RSS (MiB) | orders held | orders retired | disk (MiB) | snapshots | server: over 20 ms | server: all within (ms) | window | p50 (ms) | p99 (ms) | max (ms) |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|\n",
         );
         for s in &self.samples {
             // The schedule's window that ended at this sample.
