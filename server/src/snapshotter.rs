@@ -195,7 +195,7 @@ impl Snapshotter {
             } else if lag < interval / 2 {
                 self.set_priority(Priority::Idle);
             }
-            if self.due() {
+            if self.due(lag) {
                 if let Err(e) = self.take() {
                     log::line(
                         Level::Error,
@@ -239,7 +239,13 @@ impl Snapshotter {
         Ok(())
     }
 
-    fn due(&self) -> bool {
+    /// A snapshot is due every `every_records` records or `every_secs` seconds. While the
+    /// snapshotter is behind the durable end (`lag` records), a due snapshot waits until it
+    /// has caught up: one taken now would be older than it need be, and a saturated machine
+    /// would spend the snapshotter's time writing snapshots (each one of the whole state)
+    /// instead of following, falling further behind with each. Past four intervals it is
+    /// taken anyway, so what a restart replays stays bounded.
+    fn due(&self, lag: u64) -> bool {
         let new_records = self.applied_seq.saturating_sub(self.last_snapshot_seq);
         if new_records == 0 {
             return false;
@@ -251,8 +257,11 @@ impl Snapshotter {
             .mono_ns()
             .saturating_sub(self.last_snapshot_ns)
             / 1_000_000_000;
-        (p.every_records > 0 && new_records >= p.every_records)
-            || (p.every_secs > 0 && elapsed_s >= p.every_secs)
+        let intervals_past = |n: u64| {
+            (p.every_records > 0 && new_records >= n * p.every_records)
+                || (p.every_secs > 0 && elapsed_s >= n * p.every_secs)
+        };
+        intervals_past(1) && (lag <= FOLLOW_CHUNK || intervals_past(4))
     }
 
     /// Write a snapshot of the engine at `applied_seq`, then drop old snapshots and retire
