@@ -38,9 +38,14 @@ pub const RECORD_ALIGN: usize = 8;
 /// Largest payload one record carries.
 pub const RECORD_PAYLOAD_MAX: usize = 1 << 20;
 /// Bytes in one commit at most (a caller appending more gets it committed in pieces). A
-/// format limit, not only the writer's: recovery zeroes this much past the durable end,
-/// all that a torn commit can have written.
+/// format limit, not only the writer's: recovery zeroes `COMMITS_IN_FLIGHT_MAX` times this
+/// much past the durable end, all that torn commits can have written.
 pub const COMMIT_BYTES_MAX: usize = 4 << 20;
+
+/// Commits written and not yet durable, at most (the writer's pipeline). Also a format
+/// limit: after a crash, this many commits can be torn, so recovery zeroes this many
+/// commits' bytes past the durable end.
+pub const COMMITS_IN_FLIGHT_MAX: usize = 4;
 
 const _: () = assert!(RECORD_HEADER_LEN.is_multiple_of(RECORD_ALIGN));
 const _: () = assert!(SEGMENT_HEADER_LEN as usize >= SEGMENT_HEADER_USED);

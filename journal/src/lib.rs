@@ -1,6 +1,7 @@
 //! surge's write-ahead journal. It works in bytes and knows nothing of orders: records are
 //! (sequence, timestamp, kind, payload) in fixed-size, pre-zeroed segment files, checksummed,
-//! group-committed through io_uring (or `pwritev2` + `fdatasync`), read back through memmap2,
+//! group-committed (commits pipelined: the next is written while the last syncs; io_uring or
+//! `pwritev2` + `fdatasync`), read back through memmap2,
 //! recovered after a crash (a torn tail is cut, corruption refuses to start), plus snapshot
 //! files and retention. The format is in `format.rs` and docs/FORMAT.md.
 
@@ -15,6 +16,7 @@ pub mod segment_files;
 pub mod snapshot;
 pub mod snapshot_writer;
 pub mod storage;
+pub mod syncer;
 pub mod tail;
 pub mod truncate;
 mod uring;
@@ -27,6 +29,7 @@ pub use format::{Record, RecordOut};
 pub use recovery::{recover, Recovered};
 pub use scan::{scan, ScanReport};
 pub use storage::{FileStorage, IoMode, Storage};
+pub use syncer::{DurableHook, Synced};
 pub use tail::Tail;
 pub use truncate::truncate_after;
 pub use writer::JournalWriter;

@@ -3,7 +3,7 @@
 //! zero so that later appends can never leave a stale record behind them.
 
 use crate::error::{ErrorCode, JournalError, Location, Result};
-use crate::format::{commit_bytes_max, SEGMENT_HEADER_LEN};
+use crate::format::{commit_bytes_max, COMMITS_IN_FLIGHT_MAX, SEGMENT_HEADER_LEN};
 use crate::scan::{scan, segment_names, ScanReport, TornTail};
 use crate::segment_files::PREPARED_SEGMENT_NAME;
 use crate::storage::Storage;
@@ -81,9 +81,16 @@ pub fn recover(storage: &dyn Storage) -> Result<Recovered> {
             .sync_dir()
             .map_err(|e| JournalError::io("syncing the journal directory", e))?;
     }
-    // Zero whatever the last commit may have written past the durable end.
+    // Zero whatever the last commits (up to COMMITS_IN_FLIGHT_MAX were in flight) may have
+    // written past the durable end; only up to the last non-zero byte there.
     let end = last.end_offset;
-    let zero_to = (end + commit_bytes_max(last.segment_len) as u64).min(last.segment_len);
+    let reach = (COMMITS_IN_FLIGHT_MAX * commit_bytes_max(last.segment_len)) as u64;
+    let zero_to = last_nonzero_end(
+        storage,
+        &last.name,
+        end,
+        (end + reach).min(last.segment_len),
+    )?;
     if zero_to > end {
         let zeros = vec![0u8; (zero_to - end) as usize];
         storage
@@ -103,4 +110,20 @@ pub fn recover(storage: &dyn Storage) -> Result<Recovered> {
         report,
         removed_segments,
     })
+}
+
+/// Just past the last non-zero byte of `name` in `from..to` (`from` when they are all zero).
+fn last_nonzero_end(storage: &dyn Storage, name: &str, from: u64, to: u64) -> Result<u64> {
+    let bytes = storage
+        .read(name)
+        .map_err(|e| JournalError::io(format!("reading {name}"), e))?;
+    let to = to.min(bytes.len() as u64);
+    if to <= from {
+        return Ok(from);
+    }
+    let window = &bytes[from as usize..to as usize];
+    Ok(window
+        .iter()
+        .rposition(|&b| b != 0)
+        .map_or(from, |i| from + i as u64 + 1))
 }

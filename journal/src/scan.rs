@@ -3,14 +3,16 @@
 //! `surge journal` tools and replay.
 //!
 //! Telling a torn tail from corruption. Each record carries the writer's *durable watermark*
-//! when it was written: every record up to that sequence was already durable. A commit is
-//! written while earlier ones are durable, so after a crash only the last commit can be torn.
+//! when it was written: every record up to that sequence was already durable. Only the
+//! commits in flight (written, not yet synced: at most `COMMITS_IN_FLIGHT_MAX`) can be torn
+//! by a crash, and none of their records vouches for another's (the durable sequence moves
+//! only when a sync returns, in commit order).
 //! When the scan meets a record it cannot read (bad checksum, bad length, or a zero length
 //! where data should continue), it looks at everything after it: if any readable record there
 //! vouches (watermark ≥ the unreadable one's sequence) that the unreadable one had been
 //! durable, the journal is corrupt — an acknowledged record was damaged. Otherwise it is the
-//! torn tail of the last commit, and recovery cuts it off. (So damage inside the very last
-//! commit reads as a torn tail: no later record can vouch for it. The standby has it.)
+//! torn tail of the commits in flight, and recovery cuts it off. (So damage inside them reads
+//! as a torn tail: no later record can vouch for it. The standby has it.)
 //!
 //! Recycled segments hold their earlier life's records past the live ones. Every commit is
 //! followed by a zero length (the end marker), and any intact record whose sequence is below

@@ -40,9 +40,8 @@ pub trait Storage: Send + Sync {
     fn write_at(&self, name: &str, offset: u64, data: &[u8]) -> io::Result<usize>;
     /// Make every write to `name` so far durable.
     fn sync(&self, name: &str) -> io::Result<()>;
-    /// Group commit: write all of `data` at `offset`, then make it durable. Only `Ok` means
-    /// durable.
-    fn write_all_and_sync(&self, name: &str, offset: u64, data: &[u8]) -> io::Result<()> {
+    /// Write all of `data` at `offset` (a short write continues where it stopped).
+    fn write_all(&self, name: &str, offset: u64, data: &[u8]) -> io::Result<()> {
         let mut done = 0;
         while done < data.len() {
             let n = self.write_at(name, offset + done as u64, &data[done..])?;
@@ -54,6 +53,12 @@ pub trait Storage: Send + Sync {
             }
             done += n;
         }
+        Ok(())
+    }
+    /// Group commit: write all of `data` at `offset`, then make it durable. Only `Ok` means
+    /// durable.
+    fn write_all_and_sync(&self, name: &str, offset: u64, data: &[u8]) -> io::Result<()> {
+        self.write_all(name, offset, data)?;
         self.sync(name)
     }
     /// The whole file.
@@ -202,10 +207,7 @@ impl Storage for FileStorage {
                 .unwrap_or_else(|e| e.into_inner())
                 .commit(&file, offset, data),
             None => {
-                let mut done = 0;
-                while done < data.len() {
-                    done += pwritev2(&file, offset + done as u64, &data[done..])?;
-                }
+                self.write_all(name, offset, data)?;
                 file.sync_data()
             }
         }

@@ -1,20 +1,28 @@
 //! The journal writer: group commit. Callers `append` records (they are encoded into one
-//! buffer) and `commit` when they have taken everything that is waiting; a commit is one
-//! write of the whole buffer (several writes in flight on io_uring) and one `fdatasync`, so
-//! the batch size follows the load by itself. Only after the sync returns is the durable
-//! sequence published. A failed write or sync poisons the writer: the file's state is unknown
-//! (the kernel may have dropped the dirty pages), so nothing more is acknowledged until a
-//! restart recovers what is really on disk.
+//! buffer) and `submit` when they have taken everything that is waiting; a commit is one
+//! write of the whole buffer and one `fdatasync`, so the batch size follows the load by
+//! itself. Only after the sync returns is the durable sequence published.
+//!
+//! Commits are pipelined: with `commits_in_flight` = k ≥ 2, commit N is written and handed to
+//! a sync worker (`syncer.rs`), and commit N+1 is encoded and written while N syncs; at most
+//! k commits are written and not yet durable. The durable sequence still advances strictly in
+//! order. With k = 1 a commit is written and synced on the caller's thread (through io_uring,
+//! writes linked to the sync, where the kernel allows). A failed write or sync poisons the
+//! writer: the file's state is unknown (the kernel may have dropped the dirty pages), so
+//! nothing more is acknowledged until a restart recovers what is really on disk.
 //!
 //! Segments are prepared ahead of need by a helper thread, so rolling over costs a header
 //! write, a rename and a directory sync, not 64 MiB of zeros on the hot path. The helper
 //! takes a recycled segment when retention left one (its blocks are written already, so
 //! overwriting them flushes only data), else zero-fills a new file. Each commit writes a
 //! zero length after its last record (the end marker), so a recycled segment's stale
-//! records never read as the continuation of the live ones.
+//! records never read as the continuation of the live ones. A roll-over waits until every
+//! commit in flight is durable, so commits in flight are always in one segment.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use crate::durable::DurableSeq;
 use crate::error::{ErrorCode, JournalError, Location, Result};
@@ -22,6 +30,7 @@ use crate::format::{self, commit_bytes_max, RecordOut, SegmentHeader, SEGMENT_HE
 use crate::recovery::Recovered;
 use crate::segment_files::{take_recycled, PREPARED_SEGMENT_NAME};
 use crate::storage::Storage;
+use crate::syncer::{DurableHook, Synced, Syncer};
 
 /// Default segment size.
 pub const SEGMENT_LEN_DEFAULT: u64 = 64 << 20;
@@ -30,6 +39,9 @@ pub const SEGMENT_LEN_MIN: u64 = 64 << 10;
 
 /// The zero length written after each commit's last record (when the segment has room).
 const END_MARKER: [u8; 8] = [0; 8];
+
+/// How long one wait for a sync sleeps before it looks for a failure again.
+const SYNC_WAIT_SLICE: Duration = Duration::from_millis(2);
 
 pub struct JournalWriter {
     storage: Arc<dyn Storage>,
@@ -47,6 +59,13 @@ pub struct JournalWriter {
     preparing: Option<JoinHandle<std::io::Result<()>>>,
     commits: u64,
     tap: Option<Tap>,
+    /// Commits written and not yet durable, at most this many (`format::COMMITS_IN_FLIGHT_MAX`).
+    commits_in_flight_max: usize,
+    /// The last sequence of each commit in flight, oldest first.
+    in_flight: VecDeque<u64>,
+    /// With more than one commit in flight: the sync workers.
+    syncer: Option<Syncer>,
+    hook: Option<DurableHook>,
 }
 
 /// Sees each commit's encoded records `(first_seq, last_seq, bytes)` just before they are
@@ -91,6 +110,10 @@ impl JournalWriter {
             preparing: None,
             commits: 0,
             tap: None,
+            commits_in_flight_max: 1,
+            in_flight: VecDeque::new(),
+            syncer: None,
+            hook: None,
         };
         writer.prepare_next_segment();
         Ok(writer)
@@ -123,6 +146,37 @@ impl JournalWriter {
         self.tap = Some(tap);
     }
 
+    /// Let up to `commits_in_flight` commits be written and not yet durable (1: each commit
+    /// syncs before `submit` returns), and tell `hook` of every durable sequence published and
+    /// of a failure. Before the first commit.
+    pub fn set_pipeline(&mut self, commits_in_flight: usize, hook: Option<DurableHook>) {
+        assert!(
+            (1..=format::COMMITS_IN_FLIGHT_MAX).contains(&commits_in_flight),
+            "commits in flight must be 1..={}",
+            format::COMMITS_IN_FLIGHT_MAX
+        );
+        assert!(self.in_flight.is_empty() && self.syncer.is_none());
+        self.commits_in_flight_max = commits_in_flight;
+        self.hook = hook.clone();
+        if commits_in_flight > 1 {
+            self.syncer = Some(Syncer::start(
+                self.storage.clone(),
+                self.durable.clone(),
+                hook,
+                commits_in_flight,
+            ));
+        }
+    }
+
+    /// Commits written and not yet durable.
+    pub fn commits_in_flight(&mut self) -> usize {
+        let durable = self.durable.get();
+        while self.in_flight.front().is_some_and(|&last| last <= durable) {
+            self.in_flight.pop_front();
+        }
+        self.in_flight.len()
+    }
+
     /// Encode one record into the pending commit. Its sequence must be `next_seq()`. If the
     /// pending commit would grow past its cap, it is committed first.
     pub fn append(&mut self, record: RecordOut<'_>) -> Result<()> {
@@ -145,7 +199,7 @@ impl JournalWriter {
             ));
         }
         if self.buffer.len() + len > commit_bytes_max(self.segment_len) {
-            self.commit()?;
+            self.submit()?;
         }
         format::encode_record(&record, self.durable.get(), &mut self.buffer);
         self.buffered += 1;
@@ -153,46 +207,164 @@ impl JournalWriter {
         Ok(())
     }
 
-    /// Write and sync everything appended; returns the durable sequence. Only `Ok` means
-    /// durable.
+    /// Write and sync everything appended, and wait for every commit in flight; returns the
+    /// durable sequence. Only `Ok` means durable.
     pub fn commit(&mut self) -> Result<u64> {
+        self.submit()?;
+        self.wait_durable(self.next_seq - 1)?;
+        Ok(self.durable.get())
+    }
+
+    /// Write everything appended as one commit and start its sync; returns its last
+    /// sequence. With one commit in flight at most, it is durable on return; otherwise this
+    /// waits only while the pipeline is full. The durable sequence (and the hook) tell when
+    /// it is durable.
+    pub fn submit(&mut self) -> Result<u64> {
         self.check_poisoned()?;
         if self.buffer.is_empty() {
-            return Ok(self.durable.get());
+            return Ok(self.next_seq - 1);
         }
+        if self.syncer.is_none() {
+            self.commit_here()?;
+            return Ok(self.next_seq - 1);
+        }
+        self.wait_for_room()?;
         let first_seq = self.next_seq - self.buffered;
-        if self.segment.is_none() || self.write_offset + self.buffer.len() as u64 > self.current_len
-        {
-            self.roll_over(first_seq)?;
+        let last_seq = self.next_seq - 1;
+        let (segment, offset) = self.write_pending(first_seq)?;
+        self.syncer
+            .as_mut()
+            .expect("a syncer with commits in flight")
+            .hand_off(&segment, first_seq, last_seq, offset);
+        self.in_flight.push_back(last_seq);
+        Ok(last_seq)
+    }
+
+    /// Wait until another commit may be submitted without waiting.
+    pub fn wait_for_room(&mut self) -> Result<()> {
+        if self.commits_in_flight() < self.commits_in_flight_max {
+            return Ok(());
         }
+        let oldest = *self.in_flight.front().expect("the pipeline is full");
+        self.wait_durable(oldest)?;
+        self.commits_in_flight();
+        Ok(())
+    }
+
+    /// Wait until everything through `seq` is durable, or a sync failed.
+    fn wait_durable(&mut self, seq: u64) -> Result<()> {
+        loop {
+            if self.durable.get() >= seq {
+                return Ok(());
+            }
+            if let Some(why) = self.syncer.as_ref().and_then(Syncer::failure) {
+                self.poisoned = Some(why);
+                return self.check_poisoned();
+            }
+            self.durable.wait_for(seq, SYNC_WAIT_SLICE);
+        }
+    }
+
+    /// One commit on this thread: write and sync (linked on io_uring), then publish.
+    fn commit_here(&mut self) -> Result<()> {
+        let started = Instant::now();
+        let first_seq = self.next_seq - self.buffered;
+        self.roll_over_if_full(first_seq)?;
         let segment = self.segment.clone().expect("a segment is open");
         let records_len = self.buffer.len();
-        if let Some(tap) = self.tap.as_mut() {
-            tap(first_seq, self.next_seq - 1, &self.buffer);
-        }
-        let room = self.current_len - self.write_offset - records_len as u64;
-        let marker = &END_MARKER[..END_MARKER.len().min(room as usize)];
-        self.buffer.extend_from_slice(marker);
+        self.tap_and_mark_end();
         let result = self
             .storage
             .write_all_and_sync(&segment, self.write_offset, &self.buffer);
         self.buffer.truncate(records_len);
         if let Err(e) = result {
-            let error =
-                JournalError::io("group commit failed; nothing in it is durable", e).at(Location {
-                    segment: segment.clone(),
-                    offset: self.write_offset,
-                    sequence: first_seq,
-                });
-            self.poisoned = Some(error.to_string());
-            return Err(error);
+            return Err(self.poison(
+                JournalError::io("group commit failed; nothing in it is durable", e),
+                &segment,
+                first_seq,
+            ));
         }
+        self.written();
+        self.durable.publish(self.next_seq - 1);
+        if let Some(hook) = &self.hook {
+            hook(Ok(Synced {
+                through_seq: self.next_seq - 1,
+                waited_ns: started.elapsed().as_nanos() as u64,
+            }));
+        }
+        Ok(())
+    }
+
+    /// Write the pending commit (no sync); returns its segment and offset.
+    fn write_pending(&mut self, first_seq: u64) -> Result<(String, u64)> {
+        if self.needs_roll_over() {
+            // Commits in flight stay in one segment: the old one's are durable first.
+            self.wait_durable(first_seq - 1)?;
+            self.in_flight.clear();
+        }
+        self.roll_over_if_full(first_seq)?;
+        let segment = self.segment.clone().expect("a segment is open");
+        let offset = self.write_offset;
+        let records_len = self.buffer.len();
+        self.tap_and_mark_end();
+        let result = self.storage.write_all(&segment, offset, &self.buffer);
+        self.buffer.truncate(records_len);
+        if let Err(e) = result {
+            return Err(self.poison(
+                JournalError::io("group commit write failed; nothing in it is durable", e),
+                &segment,
+                first_seq,
+            ));
+        }
+        self.written();
+        Ok((segment, offset))
+    }
+
+    fn needs_roll_over(&self) -> bool {
+        self.segment.is_none() || self.write_offset + self.buffer.len() as u64 > self.current_len
+    }
+
+    fn roll_over_if_full(&mut self, first_seq: u64) -> Result<()> {
+        if self.needs_roll_over() {
+            self.roll_over(first_seq)?;
+        }
+        Ok(())
+    }
+
+    /// Show the commit to the tap, then add the end marker (where the segment has room).
+    fn tap_and_mark_end(&mut self) {
+        if let Some(tap) = self.tap.as_mut() {
+            tap(
+                self.next_seq - self.buffered,
+                self.next_seq - 1,
+                &self.buffer,
+            );
+        }
+        let room = self.current_len - self.write_offset - self.buffer.len() as u64;
+        let marker = &END_MARKER[..END_MARKER.len().min(room as usize)];
+        self.buffer.extend_from_slice(marker);
+    }
+
+    /// The pending commit's records are written: the next one starts where they end (on the
+    /// end marker, which it overwrites).
+    fn written(&mut self) {
         self.write_offset += self.buffer.len() as u64;
         self.buffer.clear();
         self.buffered = 0;
         self.commits += 1;
-        self.durable.publish(self.next_seq - 1);
-        Ok(self.next_seq - 1)
+    }
+
+    fn poison(&mut self, error: JournalError, segment: &str, first_seq: u64) -> JournalError {
+        let error = error.at(Location {
+            segment: segment.to_string(),
+            offset: self.write_offset,
+            sequence: first_seq,
+        });
+        self.poisoned = Some(error.to_string());
+        if let Some(hook) = &self.hook {
+            hook(Err(&error));
+        }
+        error
     }
 
     fn check_poisoned(&self) -> Result<()> {

@@ -22,6 +22,12 @@ pub fn open_writer(storage: Arc<dyn Storage>) -> JournalWriter {
 
 /// Append `count` records and commit; returns the durable sequence.
 pub fn commit_batch(writer: &mut JournalWriter, count: u64) -> journal::error::Result<u64> {
+    append_batch(writer, count)?;
+    writer.commit()
+}
+
+/// Append `count` records (each with `payload(seq)`) without committing.
+pub fn append_batch(writer: &mut JournalWriter, count: u64) -> journal::error::Result<()> {
     for _ in 0..count {
         let seq = writer.next_seq();
         let payload = payload(seq);
@@ -32,7 +38,7 @@ pub fn commit_batch(writer: &mut JournalWriter, count: u64) -> journal::error::R
             payload: &payload,
         })?;
     }
-    writer.commit()
+    Ok(())
 }
 
 /// Every record the journal holds, checked against `payload`; returns the sequences.

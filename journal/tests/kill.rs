@@ -4,7 +4,9 @@
 //! was durable is there, in order, with its payload, and that nothing unreadable is served.
 //! Many rounds on one journal, so each child also recovers what the previous one left. The
 //! child also retires covered segments with `Retention::Recycle` every so often, as snapshots
-//! would, so its appends overwrite recycled segments' stale records.
+//! would, so its appends overwrite recycled segments' stale records. Commits are pipelined
+//! (1 to 4 in flight, changing from round to round): the child reports what the writer's
+//! durable hook publishes, so a kill usually lands with commits written and not yet synced.
 //!
 //! The child is this test binary re-run with `SURGE_KILL_CHILD_DIR` set (the `child` test is
 //! ignored, so a normal run skips it).
@@ -16,13 +18,14 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{commit_batch, open_writer, read_all};
+use common::{append_batch, open_writer, read_all};
 use journal::retention::{prune, Retention};
 use journal::scan::segment_names;
-use journal::{recover, FileStorage, IoMode};
+use journal::{recover, DurableHook, FileStorage, IoMode};
 
 const ROUNDS: u64 = 25;
 const CHILD_ENV: &str = "SURGE_KILL_CHILD_DIR";
+const IN_FLIGHT_ENV: &str = "SURGE_KILL_COMMITS_IN_FLIGHT";
 /// A child that has not been killed by then is a bug, not a slow machine.
 const CHILD_RUN_MAX: Duration = Duration::from_secs(60);
 
@@ -32,19 +35,26 @@ fn child() {
     let Ok(dir) = std::env::var(CHILD_ENV) else {
         return;
     };
+    let in_flight: usize = std::env::var(IN_FLIGHT_ENV).unwrap().parse().unwrap();
     let storage = Arc::new(FileStorage::open(dir.as_ref(), IoMode::Auto).unwrap());
     let mut writer = open_writer(storage.clone());
-    let mut out = std::io::stdout().lock();
+    // What the writer publishes as durable is what the parent may count on.
+    let hook: DurableHook = Arc::new(|synced| {
+        let mut out = std::io::stdout().lock();
+        writeln!(out, "{}", synced.expect("no sync fails here").through_seq).unwrap();
+        out.flush().unwrap();
+    });
+    writer.set_pipeline(in_flight, Some(hook));
     let started = Instant::now();
     let mut round = 0u64;
     while started.elapsed() < CHILD_RUN_MAX {
         round += 1;
-        let durable = commit_batch(&mut writer, 1 + round * 7 % 200).unwrap();
+        append_batch(&mut writer, 1 + round * 7 % 200).unwrap();
+        writer.submit().unwrap();
         if round.is_multiple_of(50) {
+            let durable = writer.durable_seq();
             prune(storage.as_ref(), dir.as_ref(), durable, &Retention::Recycle).unwrap();
         }
-        writeln!(out, "{durable}").unwrap();
-        out.flush().unwrap();
     }
 }
 
@@ -65,6 +75,7 @@ fn kill_9_at_random_moments_loses_nothing_acknowledged() {
                 "--test-threads=1",
             ])
             .env(CHILD_ENV, &dir)
+            .env(IN_FLIGHT_ENV, (1 + round % 4).to_string())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()

@@ -196,6 +196,9 @@ pub struct JournalSection {
     /// "auto" (io_uring, else pwritev2), "uring" or "pwritev2".
     pub io: String,
     pub segment_mib: u64,
+    /// Commits written and not yet durable at once (1..=4): while one syncs, the next is
+    /// encoded and written, and with 2 or more their syncs overlap. 1: one commit at a time.
+    pub commits_in_flight: usize,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -276,6 +279,7 @@ impl Default for JournalSection {
         JournalSection {
             io: "auto".into(),
             segment_mib: journal::writer::SEGMENT_LEN_DEFAULT >> 20,
+            commits_in_flight: 2,
         }
     }
 }
@@ -354,6 +358,12 @@ impl ServerConfig {
             return Err(ServerError::config(
                 "journal.segment_mib",
                 "must be 1..=4096",
+            ));
+        }
+        if !(1..=journal::format::COMMITS_IN_FLIGHT_MAX).contains(&self.journal.commits_in_flight) {
+            return Err(ServerError::config(
+                "journal.commits_in_flight",
+                "must be 1..=4 (1: one commit at a time)",
             ));
         }
         if self.gateway.in_flight_max == 0 || self.gateway.connections_max == 0 {

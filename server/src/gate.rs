@@ -1,9 +1,10 @@
 //! The release gate: the ring's last stage, after the journal stage and the engine stage. An
-//! answer for sequence N leaves only when N is durable here (the ring's barrier: the gate
-//! follows the journal stage) and applied (it follows the engine stage), and, in the
-//! synchronous replication modes, when N is at or below the replication bound (what the
-//! standby acked). `replication_bound` is that rule as a pure function; `Gate::release`
-//! hands every slot it lets through, in order, to the caller (connections encode and send).
+//! answer for sequence N leaves only when N is applied (the gate follows the engine stage),
+//! durable here (the gate follows the journal stage, which passes a slot once written, and
+//! its bound is at most the durable sequence, published as syncs return), and, in the
+//! synchronous replication modes, at or below the replication bound (what the standby
+//! acked). `replication_bound` is that rule as a pure function; `Gate::release` hands every
+//! slot it lets through, in order, to the caller (connections encode and send).
 
 use engine::ring::Consumer;
 use replicator::primary::{CATCHING_UP, DETACHED, STREAMING};

@@ -201,7 +201,7 @@ impl<L: ClientListener> Gateway<L> {
         if timeout != Some(Duration::ZERO) {
             self.wake.going_to_sleep();
             // Anything that arrived before the flag was up would not wake us: look once more.
-            let bound = self.node.release_bound();
+            let bound = self.release_bound();
             if self.gate.ready(bound)
                 || self.sequencer.replicated_waiting()
                 || self.node.role() == Role::Promoting
@@ -239,9 +239,17 @@ impl<L: ClientListener> Gateway<L> {
         }
     }
 
+    /// The highest sequence whose answer may leave: durable here (the journal's commits are
+    /// pipelined, so the journal stage passing a slot means written, not yet synced) and
+    /// within the replication bound.
+    fn release_bound(&self) -> u64 {
+        let durable = self.shared.metrics.durable_seq.load(SeqCst);
+        self.node.release_bound().min(durable)
+    }
+
     /// Move every answer the gate lets through into its connection's write buffer; how many.
     fn release(&mut self) -> u64 {
-        let bound = self.node.release_bound();
+        let bound = self.release_bound();
         // A standby's clients get the primary's events from the primary.
         let push_events = !self.node.role().follows();
         let Gateway {

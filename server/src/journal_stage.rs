@@ -1,14 +1,19 @@
 //! The journal stage: group commit from the ring. It takes every command it can see (up to a
 //! batch), appends each to the journal (checking that the writer gives it the sequence the
-//! sequencer stamped), writes and syncs them as one commit, and releases them: that release
-//! is what lets the gate answer them. A failed write or sync holds the batch forever (the gate
-//! never passes it) and fails the server, so a restart recovers exactly what is on disk.
+//! sequencer stamped), and submits them as one commit. Commits are pipelined: the stage
+//! releases a batch once it is written and goes on to the next while the sync runs (up to
+//! `journal.commits_in_flight` commits written and not yet durable). The gate answers nothing
+//! above the durable sequence, which the writer's sync side publishes, in order, through the
+//! hook set here. A failed write or sync fails the server, and the durable sequence never
+//! passes it, so a restart recovers exactly what is on disk and nothing after it was answered.
 
 use std::sync::atomic::Ordering::{Relaxed, SeqCst};
 use std::sync::Arc;
 use std::time::Duration;
 
 use engine::ring::Consumer;
+
+use journal::{DurableHook, Synced};
 
 use crate::journaler::Journaler;
 use crate::node::Node;
@@ -24,23 +29,28 @@ pub struct JournalStage {
     journaler: Journaler,
     shared: Arc<Shared>,
     wake: Arc<Wake>,
-    node: Arc<Node>,
 }
 
 impl JournalStage {
+    /// `commits_in_flight`: 1 syncs each commit on this thread before the next (what a stepped
+    /// test wants: durable when `step` returns).
     pub fn new(
         ring: Consumer<Slot>,
-        journaler: Journaler,
+        mut journaler: Journaler,
+        commits_in_flight: usize,
         shared: Arc<Shared>,
         wake: Arc<Wake>,
         node: Arc<Node>,
     ) -> JournalStage {
+        journaler.set_pipeline(
+            commits_in_flight,
+            durable_hook(shared.clone(), wake.clone(), node),
+        );
         JournalStage {
             ring,
             journaler,
             shared,
             wake,
-            node,
         }
     }
 
@@ -56,15 +66,18 @@ impl JournalStage {
     }
 
     /// Commit what is published, waiting up to `wait` for something (`Some(ZERO)`: not at
-    /// all).
+    /// all). With the pipeline full, first wait for the oldest commit's sync: a batch is
+    /// taken only when it can be written at once.
     pub fn step(&mut self, wait: Option<Duration>) -> Step {
+        if let Err(e) = self.journaler.wait_for_room() {
+            return self.failed(&e);
+        }
         let metrics = &self.shared.metrics;
         let Some(batch) = self.ring.read_up_to(JOURNAL_BATCH_MAX, wait) else {
             return Step::Idle;
         };
-        let started_ns = self.shared.clock.mono_ns();
         let mut records = 0u64;
-        let mut result = Ok(self.journaler.next_seq() - 1);
+        let mut result = Ok(());
         for (_, slot) in batch.iter() {
             if !slot.is_command() {
                 continue;
@@ -79,43 +92,67 @@ impl JournalStage {
             records += 1;
         }
         if result.is_ok() && records > 0 {
-            result = self.journaler.commit();
+            result = self.journaler.submit().map(|_| ());
         }
-        match result {
-            Ok(durable) => {
-                if records > 0 {
-                    metrics.journal_commits.fetch_add(1, Relaxed);
-                    metrics.journal_records.fetch_add(records, Relaxed);
-                    metrics.journal_batch.observe(records);
-                    metrics
-                        .journal_sync_ns
-                        .observe(self.shared.clock.mono_ns().saturating_sub(started_ns));
-                }
-                metrics.durable_seq.store(durable, Relaxed);
-                let released = batch.len();
-                // Releasing the batch is what lets the gate answer these sequences.
-                drop(batch);
-                self.wake.nudge();
-                if self.node.policy.replicated && records > 0 {
-                    // A standby acks what it synced at once.
-                    self.node.follower.ack_signal.poke();
-                }
-                Step::Released(released)
-            }
-            Err(e) => {
-                log::line(
-                    Level::Error,
-                    "journal_failed",
-                    Some(log::journal_code(e.code)),
-                    &[("error", &e)],
-                );
-                self.shared.fail();
-                self.wake.nudge();
-                // Nothing in this batch is durable and the writer is poisoned: hold the batch
-                // (the gate never passes it).
-                std::mem::forget(batch);
-                Step::Failed
-            }
+        if let Err(e) = result {
+            // Nothing in this batch is durable and the writer is poisoned: hold the batch
+            // (the gate never passes it).
+            std::mem::forget(batch);
+            return self.failed(&e);
         }
+        if records > 0 {
+            metrics.journal_commits.fetch_add(1, Relaxed);
+            metrics.journal_records.fetch_add(records, Relaxed);
+            metrics.journal_batch.observe(records);
+        }
+        // Written: the gate still waits for the durable sequence to pass these.
+        let released = batch.len();
+        drop(batch);
+        Step::Released(released)
     }
+
+    fn failed(&self, e: &journal::JournalError) -> Step {
+        if !self.shared.failed.load(SeqCst) {
+            log::line(
+                Level::Error,
+                "journal_failed",
+                Some(log::journal_code(e.code)),
+                &[("error", e)],
+            );
+            self.shared.fail();
+        }
+        self.wake.nudge();
+        Step::Failed
+    }
+}
+
+/// What the journal's sync side does when a commit becomes durable: publish it to the gate
+/// (and a standby's acker), or fail the server.
+fn durable_hook(shared: Arc<Shared>, wake: Arc<Wake>, node: Arc<Node>) -> Option<DurableHook> {
+    Some(Arc::new(
+        move |synced: Result<Synced, &journal::JournalError>| {
+            match synced {
+                Ok(synced) => {
+                    let metrics = &shared.metrics;
+                    metrics.journal_sync_ns.observe(synced.waited_ns);
+                    metrics.durable_seq.store(synced.through_seq, SeqCst);
+                    wake.nudge();
+                    if node.policy.replicated {
+                        // A standby acks what it synced at once.
+                        node.follower.ack_signal.poke();
+                    }
+                }
+                Err(e) => {
+                    log::line(
+                        Level::Error,
+                        "journal_failed",
+                        Some(log::journal_code(e.code)),
+                        &[("error", e)],
+                    );
+                    shared.fail();
+                    wake.nudge();
+                }
+            }
+        },
+    ))
 }

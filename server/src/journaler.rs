@@ -107,8 +107,23 @@ impl Journaler {
         Ok(seq)
     }
 
-    /// Group commit; returns the durable sequence.
+    /// Group commit, waiting until it is durable; returns the durable sequence.
     pub fn commit(&mut self) -> std::result::Result<u64, journal::JournalError> {
         self.writer.commit()
+    }
+
+    /// How many commits may be written and not yet durable, and who hears when they are.
+    pub fn set_pipeline(&mut self, commits_in_flight: usize, hook: Option<journal::DurableHook>) {
+        self.writer.set_pipeline(commits_in_flight, hook);
+    }
+
+    /// Write what was appended as one commit and start its sync (see `JournalWriter::submit`).
+    pub fn submit(&mut self) -> std::result::Result<u64, journal::JournalError> {
+        self.writer.submit()
+    }
+
+    /// Wait until another commit can be submitted at once.
+    pub fn wait_for_room(&mut self) -> std::result::Result<(), journal::JournalError> {
+        self.writer.wait_for_room()
     }
 }

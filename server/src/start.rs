@@ -203,6 +203,7 @@ impl Server {
         let journal = JournalStage::new(
             journal_consumer,
             journaler,
+            config.journal.commits_in_flight,
             shared.clone(),
             wake.clone(),
             node.clone(),

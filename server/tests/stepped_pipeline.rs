@@ -74,6 +74,7 @@ impl Pipeline {
             journal: JournalStage::new(
                 journal_ring,
                 journaler,
+                1, // durable when `step` returns
                 shared.clone(),
                 wake.clone(),
                 node.clone(),

@@ -288,7 +288,7 @@ impl Metrics {
         self.journal_sync_ns.render(
             &mut out,
             "surge_journal_sync_seconds",
-            "Time to write and sync one group commit.",
+            "One group commit from written to durable (its sync, and the wait for earlier commits in flight).",
             1e-9,
         );
         self.gate_wait_ns.render(

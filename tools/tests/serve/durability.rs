@@ -1,5 +1,7 @@
 //! No answer leaves before its sequence is durable. The server runs in-process on a storage
 //! that can hold every sync (a disk that is slow right now) or fail it (a disk that died).
+//! Commits are pipelined (the server's default), so a held sync also has the next commit
+//! written behind it.
 
 use std::io;
 use std::path::Path;
@@ -50,10 +52,9 @@ impl Storage for GatedStorage {
     fn write_at(&self, name: &str, offset: u64, data: &[u8]) -> io::Result<usize> {
         self.inner.write_at(name, offset, data)
     }
+    /// Every sync (commits are written first and synced after, pipelined; `write_all_and_sync`
+    /// comes here too) waits while held, and fails once the disk is gone.
     fn sync(&self, name: &str) -> io::Result<()> {
-        self.inner.sync(name)
-    }
-    fn write_all_and_sync(&self, name: &str, offset: u64, data: &[u8]) -> io::Result<()> {
         let mut held = self.held.lock().unwrap();
         while *held {
             held = self.released.wait(held).unwrap();
@@ -62,7 +63,7 @@ impl Storage for GatedStorage {
         if self.fail.load(SeqCst) {
             return Err(io::Error::other("injected: the disk is gone"));
         }
-        self.inner.write_all_and_sync(name, offset, data)
+        self.inner.sync(name)
     }
     fn read(&self, name: &str) -> io::Result<FileBytes> {
         self.inner.read(name)
