@@ -1,23 +1,38 @@
-//! Epochs: which primary's history a node holds. A small text file, `epoch`, in the data
-//! directory, replaced atomically and synced (temp file, fsync, rename, directory fsync)
-//! before anything that depends on it happens:
+//! Epochs: which primary's history a node holds, stored in the data directory before
+//! anything that depends on it happens, as text:
 //!
 //! ```text
 //! epoch 3
 //! history 1 1
 //! history 3 9021
+//! generation 7
+//! check 5d1f08a2
 //! ```
 //!
 //! `epoch` is the highest epoch this node knows of; each `history` line is an epoch this
 //! node's journal followed and the first sequence written in it. A node *leads* when its
 //! newest history entry is its epoch: it may take writes. A primary that learns of a higher
 //! epoch records it without a history line, and so stays fenced across restarts.
+//!
+//! Two slots, `epoch.a` and `epoch.b`, hold the two newest versions; `generation` orders them
+//! and `check` (CRC32C of everything before it) tells a whole one from a torn one. A store
+//! overwrites the older slot in place and syncs it: one `fdatasync`, no rename and no
+//! directory sync, so a promotion has one sync on its critical path. A crash during the
+//! write leaves that slot unreadable and the other one, the previous version, in use: the
+//! node comes back in its old role or its new one, never with no epoch. (Bytes after the
+//! `check` line are what a longer earlier version left; they are ignored.) A data directory
+//! from before the slots has one text file, `epoch`, which is read when there is no slot and
+//! removed once a slot is written.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Write};
+use std::io;
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
-pub const FILE_NAME: &str = "epoch";
+/// The two slots.
+pub const SLOT_NAMES: [&str; 2] = ["epoch.a", "epoch.b"];
+/// The single file of data directories from before the slots.
+pub const LEGACY_FILE_NAME: &str = "epoch";
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Epochs {
@@ -35,13 +50,40 @@ impl Epochs {
         }
     }
 
-    pub fn path(dir: &Path) -> PathBuf {
-        dir.join(FILE_NAME)
+    /// The slot files, for messages and tools.
+    pub fn slot_paths(dir: &Path) -> [PathBuf; 2] {
+        SLOT_NAMES.map(|name| dir.join(name))
     }
 
-    /// The file in `dir`, or `None` if there is none yet.
+    /// The newest whole version in `dir`, or `None` if there is none yet. Both slots present
+    /// and neither whole is an error (damage, not a torn write: a store only ever writes one).
     pub fn load(dir: &Path) -> io::Result<Option<Epochs>> {
-        let text = match fs::read_to_string(Epochs::path(dir)) {
+        let slots = read_slots(dir)?;
+        if let Some((_, epochs)) = newest(&slots) {
+            return Ok(Some(epochs.clone()));
+        }
+        if slots.iter().any(|s| matches!(s, Slot::Unreadable(_))) {
+            let why: Vec<String> = slots
+                .iter()
+                .zip(SLOT_NAMES)
+                .filter_map(|(s, name)| match s {
+                    Slot::Unreadable(why) => Some(format!("{name}: {why}")),
+                    _ => None,
+                })
+                .collect();
+            if slots.iter().all(|s| !matches!(s, Slot::Missing)) {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!(
+                        "{}: neither epoch slot is whole ({})",
+                        dir.display(),
+                        why.join("; ")
+                    ),
+                ));
+            }
+        }
+        let legacy = dir.join(LEGACY_FILE_NAME);
+        let text = match fs::read_to_string(&legacy) {
             Ok(text) => text,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(e),
@@ -49,7 +91,7 @@ impl Epochs {
         Epochs::parse(&text).map(Some).map_err(|why| {
             io::Error::new(
                 io::ErrorKind::InvalidData,
-                format!("{}: {why}", Epochs::path(dir).display()),
+                format!("{}: {why}", legacy.display()),
             )
         })
     }
@@ -83,22 +125,51 @@ impl Epochs {
         Ok(Epochs { epoch, history })
     }
 
-    /// Replace the file durably.
-    pub fn store(&self, dir: &Path) -> io::Result<()> {
+    fn text(&self) -> String {
         let mut text = format!("epoch {}\n", self.epoch);
         for (e, s) in &self.history {
             text.push_str(&format!("history {e} {s}\n"));
         }
-        let temp = dir.join(format!("{FILE_NAME}.tmp"));
-        let mut file = OpenOptions::new()
+        text
+    }
+
+    /// Store durably: overwrite the older slot (or the unreadable one) with the next
+    /// generation and sync it. Only `Ok` means stored.
+    pub fn store(&self, dir: &Path) -> io::Result<()> {
+        let slots = read_slots(dir)?;
+        let (generation, index) = match newest(&slots) {
+            None => (1, 0),
+            Some((generation, _)) => {
+                let newest_index = slots
+                    .iter()
+                    .position(|s| matches!(s, Slot::Whole(g, _) if *g == generation))
+                    .expect("the newest is a slot");
+                (generation + 1, 1 - newest_index)
+            }
+        };
+        let mut bytes = self.text();
+        bytes.push_str(&format!("generation {generation}\n"));
+        let check = crc32c::crc32c(bytes.as_bytes());
+        bytes.push_str(&format!("check {check:08x}\n"));
+        let path = dir.join(SLOT_NAMES[index]);
+        let created = matches!(slots[index], Slot::Missing);
+        let file = OpenOptions::new()
             .write(true)
             .create(true)
-            .truncate(true)
-            .open(&temp)?;
-        file.write_all(text.as_bytes())?;
+            .truncate(false)
+            .open(&path)?;
+        file.write_all_at(bytes.as_bytes(), 0)?;
         file.sync_data()?;
-        fs::rename(&temp, Epochs::path(dir))?;
-        File::open(dir)?.sync_all()
+        let legacy = dir.join(LEGACY_FILE_NAME);
+        let had_legacy = legacy.exists();
+        if had_legacy {
+            fs::remove_file(&legacy)?;
+        }
+        if created || had_legacy {
+            // Only the first store of each slot (and the migration) changes the directory.
+            File::open(dir)?.sync_all()?;
+        }
+        Ok(())
     }
 
     /// Whether this node may take writes: its newest history entry is the newest epoch it
@@ -144,14 +215,84 @@ impl Epochs {
     }
 }
 
+/// What one slot file holds.
+#[derive(Debug)]
+enum Slot {
+    Missing,
+    /// A whole version: its generation and epochs.
+    Whole(u64, Epochs),
+    /// Torn or damaged: why.
+    Unreadable(String),
+}
+
+fn read_slots(dir: &Path) -> io::Result<[Slot; 2]> {
+    let read = |name: &str| -> io::Result<Slot> {
+        match fs::read(dir.join(name)) {
+            Ok(bytes) => Ok(match parse_slot(&bytes) {
+                Ok((generation, epochs)) => Slot::Whole(generation, epochs),
+                Err(why) => Slot::Unreadable(why),
+            }),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Slot::Missing),
+            Err(e) => Err(e),
+        }
+    };
+    Ok([read(SLOT_NAMES[0])?, read(SLOT_NAMES[1])?])
+}
+
+/// The whole slot with the highest generation.
+fn newest(slots: &[Slot; 2]) -> Option<(u64, &Epochs)> {
+    slots
+        .iter()
+        .filter_map(|s| match s {
+            Slot::Whole(generation, epochs) => Some((*generation, epochs)),
+            _ => None,
+        })
+        .max_by_key(|(generation, _)| *generation)
+}
+
+/// A slot's version: the text up to its `check` line, whose CRC32C must match.
+fn parse_slot(bytes: &[u8]) -> Result<(u64, Epochs), String> {
+    let check_at = find(bytes, b"check ").ok_or("no check line (torn or empty)")?;
+    let rest = &bytes[check_at + b"check ".len()..];
+    let line_end = rest
+        .iter()
+        .position(|&b| b == b'\n')
+        .ok_or("torn check line")?;
+    let written = std::str::from_utf8(&rest[..line_end])
+        .ok()
+        .and_then(|hex| u32::from_str_radix(hex, 16).ok())
+        .ok_or("unreadable check")?;
+    let body = &bytes[..check_at];
+    if crc32c::crc32c(body) != written {
+        return Err("check mismatch (torn or damaged)".into());
+    }
+    let text = std::str::from_utf8(body).map_err(|_| "not text")?;
+    let (text, generation) = text
+        .trim_end()
+        .rsplit_once('\n')
+        .and_then(|(text, last)| Some((text, last.strip_prefix("generation ")?.parse().ok()?)))
+        .ok_or("no generation line")?;
+    Ok((generation, Epochs::parse(text)?))
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|w| w == needle)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    #[test]
-    fn the_file_round_trips_and_is_replaced_whole() {
-        let dir = std::env::temp_dir().join(format!("surge-epoch-{}", std::process::id()));
+    fn temp_dir(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("surge-epoch-{name}-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
         fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    #[test]
+    fn versions_alternate_between_the_slots() {
+        let dir = temp_dir("round-trip");
         assert_eq!(Epochs::load(&dir).unwrap(), None);
         let mut e = Epochs::first();
         e.store(&dir).unwrap();
@@ -161,8 +302,75 @@ mod tests {
         let back = Epochs::load(&dir).unwrap().unwrap();
         assert_eq!(back.history, vec![(1, 1), (2, 500)]);
         assert!(back.leads());
-        fs::write(Epochs::path(&dir), "epoch x\n").unwrap();
-        assert!(Epochs::load(&dir).is_err());
+        let [a, b] = Epochs::slot_paths(&dir).map(|p| fs::read_to_string(p).unwrap());
+        assert!(
+            a.contains("generation 1") && b.contains("generation 2"),
+            "{a}\n{b}"
+        );
+        // A shorter version over a longer one: the tail it leaves is ignored.
+        e.learn(9);
+        e.history.truncate(1);
+        e.store(&dir).unwrap();
+        assert_eq!(Epochs::load(&dir).unwrap(), Some(e.clone()));
+        fs::write(&Epochs::slot_paths(&dir)[0], "epoch x\n").unwrap();
+        assert_eq!(
+            Epochs::load(&dir).unwrap().unwrap().history,
+            vec![(1, 1), (2, 500)],
+            "the damaged newest slot gives way to the other"
+        );
+        fs::write(&Epochs::slot_paths(&dir)[1], "").unwrap();
+        let err = Epochs::load(&dir).unwrap_err();
+        assert!(
+            err.to_string().contains("neither epoch slot is whole"),
+            "{err}"
+        );
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_crash_at_any_byte_of_a_store_leaves_the_old_version_or_the_new() {
+        let dir = temp_dir("torn");
+        let mut old = Epochs::first();
+        old.store(&dir).unwrap();
+        old.promote(77);
+        old.store(&dir).unwrap(); // generation 2 in slot b; slot a (generation 1) is next
+        let slot_a = Epochs::slot_paths(&dir)[0].clone();
+        let before = fs::read(&slot_a).unwrap();
+        let mut new = old.clone();
+        new.promote(1234);
+        new.store(&dir).unwrap();
+        let after = fs::read(&slot_a).unwrap();
+        for torn_at in 0..=after.len() {
+            // The write reached the disk up to `torn_at`; the rest is what was there.
+            let mut image = after[..torn_at].to_vec();
+            image.extend_from_slice(before.get(torn_at..).unwrap_or(&[]));
+            fs::write(&slot_a, &image).unwrap();
+            let loaded = Epochs::load(&dir).unwrap().expect("always an epoch");
+            if torn_at == after.len() {
+                assert_eq!(loaded, new);
+            } else {
+                assert!(
+                    loaded == old || loaded == new,
+                    "torn at {torn_at}: {loaded:?}"
+                );
+            }
+        }
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_directory_from_before_the_slots_is_read_and_migrated() {
+        let dir = temp_dir("legacy");
+        fs::write(
+            dir.join(LEGACY_FILE_NAME),
+            "epoch 4\nhistory 1 1\nhistory 4 90\n",
+        )
+        .unwrap();
+        let e = Epochs::load(&dir).unwrap().unwrap();
+        assert_eq!((e.epoch, e.history.clone()), (4, vec![(1, 1), (4, 90)]));
+        e.store(&dir).unwrap();
+        assert!(!dir.join(LEGACY_FILE_NAME).exists());
+        assert_eq!(Epochs::load(&dir).unwrap(), Some(e));
         fs::remove_dir_all(&dir).unwrap();
     }
 
