@@ -91,6 +91,16 @@ impl RunReport {
             thousands(m.accepted),
             m.sender_lag_max_ns as f64 / 1e6
         );
+        let p50 = m.overall.value_at_quantile(0.5);
+        if !m.overall.is_empty() && m.sender_lag_max_ns > p50 {
+            let _ = writeln!(
+                out,
+                "note: the generator itself sent up to {:.2} ms late, more than the p50 ({:.2} ms): \
+                 the latencies below include its lateness, not only the server's",
+                m.sender_lag_max_ns as f64 / 1e6,
+                p50 as f64 / 1e6
+            );
+        }
         let _ = writeln!(
             out,
             "\n{:<16} {:>10} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9}   latency µs from intended send",

@@ -61,6 +61,10 @@ pub struct Args {
     /// stays small and each sampled order's answers are all there.
     #[arg(long, default_value_t = 1)]
     ack_every: u64,
+    /// Threads that drive the connections (default: a quarter of the cores, at least one),
+    /// each sleeping in one poll over its connections until the next request is due.
+    #[arg(long)]
+    threads: Option<usize>,
     /// No progress line.
     #[arg(long)]
     quiet: bool,
@@ -113,6 +117,10 @@ pub fn config(args: &Args) -> anyhow::Result<RunConfig> {
         },
         ack_every: args.ack_every.max(1),
         windows: None,
+        threads: match args.threads {
+            Some(0) => anyhow::bail!("--threads must be at least 1"),
+            other => other,
+        },
     })
 }
 

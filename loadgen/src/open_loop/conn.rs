@@ -135,18 +135,36 @@ impl Conn {
     /// Sleep until the socket is readable (or writable, while output is pending) or
     /// `timeout` passes.
     pub fn wait(&self, timeout: Duration) {
-        let mut fd = libc::pollfd {
+        wait_any(&mut [self.poll_fd()], timeout);
+    }
+
+    /// What `wait_any` watches for on this connection: readable, and writable while output
+    /// is pending.
+    pub fn poll_fd(&self) -> libc::pollfd {
+        libc::pollfd {
             fd: self.stream.as_raw_fd(),
             events: libc::POLLIN | if self.unwritten() { libc::POLLOUT } else { 0 },
             revents: 0,
-        };
-        let ts = libc::timespec {
-            tv_sec: timeout.as_secs() as libc::time_t,
-            tv_nsec: timeout.subsec_nanos() as libc::c_long,
-        };
-        // SAFETY: one valid pollfd and a valid timespec, both live for the call.
-        unsafe { libc::ppoll(&mut fd, 1, &ts, std::ptr::null()) };
+        }
     }
+}
+
+/// Sleep until one of `fds` is ready or `timeout` passes (`ppoll`: nanosecond resolution).
+pub fn wait_any(fds: &mut [libc::pollfd], timeout: Duration) {
+    let ts = libc::timespec {
+        tv_sec: timeout.as_secs() as libc::time_t,
+        tv_nsec: timeout.subsec_nanos() as libc::c_long,
+    };
+    // SAFETY: `fds` is a valid slice of pollfds and `ts` a valid timespec, both live for the
+    // call.
+    unsafe {
+        libc::ppoll(
+            fds.as_mut_ptr(),
+            fds.len() as libc::nfds_t,
+            &ts,
+            std::ptr::null(),
+        )
+    };
 }
 
 /// How long setup requests may take in all.

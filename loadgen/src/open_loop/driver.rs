@@ -1,5 +1,8 @@
 //! One connection's run: send on the schedule, read answers, measure each from its intended
 //! send time, and let the traffic react (pay for an order, pick up a waitlist hand-off).
+//! `run_group` drives several connections from one thread, turn by turn, sleeping in one
+//! `ppoll` over all their sockets until the earliest is due: a few threads keep the schedule
+//! of many connections without outnumbering the cores they share with the server.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::fmt::Write as _;
@@ -10,7 +13,7 @@ use engine::wire::{Reply, WireAnswer, WirePush};
 use engine::{ClientId, Code, Event, Outcome, RequestId};
 
 use super::ack_log::AckLog;
-use super::conn::Conn;
+use super::conn::{wait_any, Conn};
 use crate::client::Incoming;
 use crate::failover::{means_move, Nodes};
 use crate::measured::{latency_histogram, Measured};
@@ -118,90 +121,157 @@ impl Unpublished {
     }
 }
 
-impl Driver<'_> {
-    pub fn run(mut self) -> Measured {
-        let mut m = Measured::new();
-        let mut pending: VecDeque<Pending> = VecDeque::new();
-        let mut incoming = Vec::new();
-        let mut tally = Tally::default();
-        let plan = self.plan;
-        let result = loop {
-            let now = plan.now_ns();
-            if self.sending(now) {
-                if let Err(e) = self.send_due(now, &mut pending, &mut m) {
-                    break Err(ConnectionLost::new("CLIENT", e));
+/// A connection being driven: its driver and what it has measured and holds so far.
+struct Running<'a> {
+    driver: Driver<'a>,
+    m: Measured,
+    pending: VecDeque<Pending>,
+    incoming: Vec<Incoming>,
+    tally: Tally,
+    /// Set when the connection is done: how it ended.
+    result: Option<Result<(), ConnectionLost>>,
+}
+
+/// Drive every connection in `drivers` from this thread until each is done; what each
+/// measured.
+pub fn run_group(drivers: Vec<Driver<'_>>) -> Vec<Measured> {
+    let mut running: Vec<Running<'_>> = drivers.into_iter().map(Running::new).collect();
+    let mut done = Vec::with_capacity(running.len());
+    let mut fds = Vec::with_capacity(running.len());
+    while !running.is_empty() {
+        let mut sleep = IDLE_WAIT;
+        let mut busy = false;
+        let mut i = 0;
+        while i < running.len() {
+            match running[i].turn() {
+                None => {
+                    done.push(running.swap_remove(i).finish());
+                    continue;
                 }
-            } else if pending.is_empty() || now >= plan.end_ns + plan.drain_ns {
-                break Ok(());
+                Some(wait) if wait.is_zero() => busy = true,
+                Some(wait) => sleep = sleep.min(wait),
             }
-            if let Err(e) = self.conn.write_some() {
-                match self.fail_over(&pending, &mut m, e) {
-                    Ok(()) => continue,
-                    Err(e) => break Err(e),
+            i += 1;
+        }
+        if !busy && !running.is_empty() {
+            fds.clear();
+            fds.extend(running.iter().map(|r| r.driver.conn.poll_fd()));
+            wait_any(&mut fds, sleep);
+        }
+    }
+    done
+}
+
+impl<'a> Running<'a> {
+    fn new(driver: Driver<'a>) -> Running<'a> {
+        Running {
+            driver,
+            m: Measured::new(),
+            pending: VecDeque::new(),
+            incoming: Vec::new(),
+            tally: Tally::default(),
+            result: None,
+        }
+    }
+
+    /// Send what is due, write, read and handle what arrived. `None`: the connection is done;
+    /// `Some(ZERO)`: it did something, turn again; otherwise how long it may sleep.
+    fn turn(&mut self) -> Option<Duration> {
+        let plan = self.driver.plan;
+        let now = plan.now_ns();
+        if self.driver.sending(now) {
+            if let Err(e) = self.driver.send_due(now, &mut self.pending, &mut self.m) {
+                return self.end(Err(ConnectionLost::new("CLIENT", e)));
+            }
+        } else if self.pending.is_empty() || now >= plan.end_ns + plan.drain_ns {
+            return self.end(Ok(()));
+        }
+        if let Err(e) = self.driver.conn.write_some() {
+            return self.fail_over(e);
+        }
+        let read = self.driver.conn.read_some(&mut self.incoming);
+        let now = plan.now_ns();
+        let handled = !self.incoming.is_empty();
+        let mut must_move = false;
+        // Taken out while handled (the handlers borrow the rest of `self`), then put back with
+        // its capacity.
+        let mut incoming = std::mem::take(&mut self.incoming);
+        for item in incoming.drain(..) {
+            match item {
+                Incoming::Answer(answer) if must_move || self.driver.says_move(&answer) => {
+                    must_move = true; // left pending: resent on the new primary
                 }
+                Incoming::Answer(answer) => self.driver.answered(
+                    now,
+                    answer,
+                    &mut self.pending,
+                    &mut self.m,
+                    &mut self.tally,
+                ),
+                Incoming::Push(push) => self.driver.pushed(now, &push, &mut self.tally.acks),
             }
-            let read = self.conn.read_some(&mut incoming);
-            let now = plan.now_ns();
-            let handled = !incoming.is_empty();
-            let mut must_move = false;
-            for item in incoming.drain(..) {
-                match item {
-                    Incoming::Answer(answer) if must_move || self.says_move(&answer) => {
-                        must_move = true; // left pending: resent on the new primary
-                    }
-                    Incoming::Answer(answer) => {
-                        self.answered(now, answer, &mut pending, &mut m, &mut tally)
-                    }
-                    Incoming::Push(push) => self.pushed(now, &push, &mut tally.acks),
-                }
-            }
-            tally.unpublished.publish(self.progress);
-            if tally.acks.len() >= ACK_CHUNK
-                || (!tally.acks.is_empty() && now >= tally.acks_flushed_ns + ACK_FLUSH_NS)
-            {
-                tally.acks_flushed_ns = now;
-                self.flush_acks(&mut tally.acks);
-            }
-            let lost = match read {
-                Err(e) => Some(e),
-                Ok(_) if must_move => {
-                    Some(ConnectionLost::new("MOVED", "the node is not the primary"))
-                }
-                Ok(_) => None,
-            };
-            if let Some(e) = lost {
-                match self.fail_over(&pending, &mut m, e) {
-                    Ok(()) => continue,
-                    Err(e) => break Err(e),
-                }
-            }
-            if !handled {
-                let timeout = self.timeout(now, pending.len());
-                if !timeout.is_zero() {
-                    self.conn.wait(timeout);
-                }
-            }
+        }
+        self.incoming = incoming;
+        let tally = &mut self.tally;
+        tally.unpublished.publish(self.driver.progress);
+        if tally.acks.len() >= ACK_CHUNK
+            || (!tally.acks.is_empty() && now >= tally.acks_flushed_ns + ACK_FLUSH_NS)
+        {
+            tally.acks_flushed_ns = now;
+            self.driver.flush_acks(&mut tally.acks);
+        }
+        let lost = match read {
+            Err(e) => Some(e),
+            Ok(_) if must_move => Some(ConnectionLost::new("MOVED", "the node is not the primary")),
+            Ok(_) => None,
         };
-        self.flush_acks(&mut tally.acks);
-        if let (Some(windows), Some((index, window))) = (self.windows, tally.window.take()) {
+        if let Some(e) = lost {
+            return self.fail_over(e);
+        }
+        if handled {
+            return Some(Duration::ZERO);
+        }
+        Some(self.driver.timeout(now, self.pending.len()))
+    }
+
+    fn end(&mut self, result: Result<(), ConnectionLost>) -> Option<Duration> {
+        self.result = Some(result);
+        None
+    }
+
+    fn fail_over(&mut self, why: ConnectionLost) -> Option<Duration> {
+        match self.driver.fail_over(&self.pending, &mut self.m, why) {
+            Ok(()) => Some(Duration::ZERO),
+            Err(e) => self.end(Err(e)),
+        }
+    }
+
+    /// What the connection measured, with what was left unanswered and how it ended.
+    fn finish(mut self) -> Measured {
+        let mut m = self.m;
+        let driver = &self.driver;
+        driver.flush_acks(&mut self.tally.acks);
+        if let (Some(windows), Some((index, window))) = (driver.windows, self.tally.window.take()) {
             windows.add(index, &window);
         }
-        for (code, n) in tally.refusals {
+        for (code, n) in self.tally.refusals {
             *m.errors.entry(code.name().to_string()).or_default() += n;
         }
-        let left = pending.len() as u64;
-        match result {
+        let left = self.pending.len() as u64;
+        match self.result.unwrap_or(Ok(())) {
             Ok(()) if left > 0 => *m.errors.entry("UNANSWERED".into()).or_default() += left,
             Ok(()) => {}
             Err(lost) => {
                 *m.errors.entry(lost.name.clone()).or_default() += left.max(1);
                 m.lost_connections
-                    .push(format!("client {}: {lost}", self.client.0));
+                    .push(format!("client {}: {lost}", driver.client.0));
             }
         }
         m
     }
+}
 
+impl Driver<'_> {
     /// Whether requests are still to be sent: on a schedule, every one meant to go out before
     /// the end is sent, however late (a request held back by a full pipeline still counts);
     /// in the closed loop, until the end. Either way, not past the drain.

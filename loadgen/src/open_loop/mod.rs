@@ -4,6 +4,9 @@
 //! server (or network) that stalls is charged for every request that should have gone out
 //! meanwhile, not only for the one that was waiting (no coordinated omission). `--rate max`
 //! is the closed-loop saturation mode: every connection keeps `pipeline` requests in flight.
+//! A few threads drive all the connections (`threads`, by default a quarter of the cores, at
+//! least one), so the generator does not take the cores of the server it measures, and
+//! `sender_lag_max` says how late it was against its own schedule.
 
 mod ack_log;
 mod conn;
@@ -61,6 +64,9 @@ pub struct RunConfig {
     pub ack_every: u64,
     /// Measure latency window by window too (read while the run goes on).
     pub windows: Option<Arc<Windows>>,
+    /// Threads that drive the connections (`None`: a quarter of the cores, at least one; never
+    /// more than the connections).
+    pub threads: Option<usize>,
 }
 
 impl Default for RunConfig {
@@ -82,6 +88,7 @@ impl Default for RunConfig {
             rate_profile: None,
             ack_every: 1,
             windows: None,
+            threads: None,
         }
     }
 }
@@ -161,38 +168,44 @@ pub fn run(config: &RunConfig) -> anyhow::Result<RunReport> {
     };
     let progress = Progress::default();
     let mut measured = Measured::new();
+    let threads = config
+        .threads
+        .unwrap_or_else(default_threads)
+        .clamp(1, config.connections as usize);
+    let mut groups: Vec<Vec<driver::Driver<'_>>> = (0..threads).map(|_| Vec::new()).collect();
+    for (i, conn) in conns.into_iter().enumerate() {
+        let i = i as u64;
+        groups[i as usize % threads].push(driver::Driver {
+            conn,
+            traffic: workload.traffic(i, config.seed),
+            schedule: match &config.rate_profile {
+                Some(profile) => Some(Schedule::with_profile(
+                    config.spacing,
+                    profile.clone(),
+                    i,
+                    config.connections,
+                    config.seed,
+                )),
+                None => config.rate.map(|rate| {
+                    Schedule::new(config.spacing, rate, i, config.connections, config.seed)
+                }),
+            },
+            windows: config.windows.as_deref(),
+            client: ClientId(base + 1 + i),
+            plan: &plan,
+            progress: &progress,
+            acks: acks.as_ref(),
+            failover: (config.system == System::Surge && config.servers.len() > 1)
+                .then(|| Nodes::new(config.servers.clone(), ClientId(base + 1 + i))),
+        });
+    }
     std::thread::scope(|scope| {
-        let workers: Vec<_> = conns
+        let workers: Vec<_> = groups
             .into_iter()
-            .enumerate()
-            .map(|(i, conn)| {
-                let i = i as u64;
-                let driver = driver::Driver {
-                    conn,
-                    traffic: workload.traffic(i, config.seed),
-                    schedule: match &config.rate_profile {
-                        Some(profile) => Some(Schedule::with_profile(
-                            config.spacing,
-                            profile.clone(),
-                            i,
-                            config.connections,
-                            config.seed,
-                        )),
-                        None => config.rate.map(|rate| {
-                            Schedule::new(config.spacing, rate, i, config.connections, config.seed)
-                        }),
-                    },
-                    windows: config.windows.as_deref(),
-                    client: ClientId(base + 1 + i),
-                    plan: &plan,
-                    progress: &progress,
-                    acks: acks.as_ref(),
-                    failover: (config.system == System::Surge && config.servers.len() > 1)
-                        .then(|| Nodes::new(config.servers.clone(), ClientId(base + 1 + i))),
-                };
-                scope.spawn(move || {
+            .map(|group| {
+                scope.spawn(|| {
                     std::thread::sleep(plan.start.saturating_duration_since(Instant::now()));
-                    driver.run()
+                    driver::run_group(group)
                 })
             })
             .collect();
@@ -202,13 +215,20 @@ pub fn run(config: &RunConfig) -> anyhow::Result<RunReport> {
             });
         }
         for worker in workers {
-            measured.merge(worker.join().expect("a connection thread panicked"));
+            for m in worker.join().expect("a load thread panicked") {
+                measured.merge(m);
+            }
         }
     });
     if let Some(acks) = &acks {
         acks.finish().context("writing the ack log")?;
     }
     Ok(run_report(config, workload.name(), measured))
+}
+
+/// A quarter of the cores, at least one: the generator should not take the server's.
+fn default_threads() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| (n.get() / 4).max(1))
 }
 
 /// The report of a run: its configuration, and what it measured.
