@@ -105,9 +105,12 @@ impl JournalStage {
             metrics.journal_records.fetch_add(records, Relaxed);
             metrics.journal_batch.observe(records);
         }
-        // Written: the gate still waits for the durable sequence to pass these.
+        // Written: the gate still waits for the durable sequence to pass these. It may have
+        // passed already (a fast sync, or one commit in flight at most), and the gate looked
+        // before the batch was released: wake it again.
         let released = batch.len();
         drop(batch);
+        self.wake.nudge();
         Step::Released(released)
     }
 
