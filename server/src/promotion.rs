@@ -73,14 +73,15 @@ impl Promotion {
             return; // the follower is handing a batch over, or the ring is full: next turn
         }
         let start_seq = sequencer.next_seq();
-        let now_ns = sequencer.mono_ns();
         let this = &node.promotion;
         let mut state = this.state.lock().expect("promotion lock");
         let asked_ns = match *state {
-            State::Asked(at) => at,
-            _ => now_ns,
+            State::Asked(at) => Some(at),
+            _ => None,
         };
         let stored = node.epochs.update(|epochs| Some(epochs.promote(start_seq)));
+        // Asked → the new epoch durable and the role switched (the store is most of it).
+        let now_ns = sequencer.mono_ns();
         let result = match stored {
             Ok(epoch) => {
                 let epoch = epoch.expect("a promotion always changes the epochs");
@@ -92,7 +93,7 @@ impl Promotion {
                 Ok(Promoted {
                     epoch,
                     start_seq,
-                    micros: now_ns.saturating_sub(asked_ns) / 1_000,
+                    micros: asked_ns.map_or(0, |at| now_ns.saturating_sub(at) / 1_000),
                 })
             }
             Err(e) => {
