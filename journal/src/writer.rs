@@ -269,22 +269,7 @@ impl JournalWriter {
     fn commit_here(&mut self) -> Result<()> {
         let started = Instant::now();
         let first_seq = self.next_seq - self.buffered;
-        self.roll_over_if_full(first_seq)?;
-        let segment = self.segment.clone().expect("a segment is open");
-        let records_len = self.buffer.len();
-        self.tap_and_mark_end();
-        let result = self
-            .storage
-            .write_all_and_sync(&segment, self.write_offset, &self.buffer);
-        self.buffer.truncate(records_len);
-        if let Err(e) = result {
-            return Err(self.poison(
-                JournalError::io("group commit failed; nothing in it is durable", e),
-                &segment,
-                first_seq,
-            ));
-        }
-        self.written();
+        self.write_commit(first_seq, true)?;
         self.durable.publish(self.next_seq - 1);
         if let Some(hook) = &self.hook {
             hook(Ok(Synced {
@@ -302,19 +287,32 @@ impl JournalWriter {
             self.wait_durable(first_seq - 1)?;
             self.in_flight.clear();
         }
+        self.write_commit(first_seq, false)
+    }
+
+    /// Write the pending commit whose first record is `first_seq` (rolling over first if it
+    /// does not fit), and sync it if `sync`; returns its segment and offset. A failure
+    /// poisons the writer.
+    fn write_commit(&mut self, first_seq: u64, sync: bool) -> Result<(String, u64)> {
         self.roll_over_if_full(first_seq)?;
         let segment = self.segment.clone().expect("a segment is open");
         let offset = self.write_offset;
         let records_len = self.buffer.len();
         self.tap_and_mark_end();
-        let result = self.storage.write_all(&segment, offset, &self.buffer);
+        let result = if sync {
+            self.storage
+                .write_all_and_sync(&segment, offset, &self.buffer)
+        } else {
+            self.storage.write_all(&segment, offset, &self.buffer)
+        };
         self.buffer.truncate(records_len);
         if let Err(e) = result {
-            return Err(self.poison(
-                JournalError::io("group commit write failed; nothing in it is durable", e),
-                &segment,
-                first_seq,
-            ));
+            let what = if sync {
+                "group commit failed; nothing in it is durable"
+            } else {
+                "group commit write failed; nothing in it is durable"
+            };
+            return Err(self.poison(JournalError::io(what, e), &segment, first_seq));
         }
         self.written();
         Ok((segment, offset))
