@@ -2,6 +2,8 @@
 # Throughput and p99 at saturation with no standby, then with a standby in each ack mode,
 # in one run on one machine: surge loadgen --rate max against the primary (flash-sale).
 # Usage: bench/replication/ack-modes.sh [seconds] [connections] [pipeline]
+# SURGE_SET="key=value …" adds --set options to both nodes (e.g. snapshot.every_records=0
+# snapshot.every_secs=0 to see what the snapshotters cost).
 set -euo pipefail
 secs=${1:-5}; conns=${2:-4}; pipeline=${3:-256}
 root=$(cd "$(dirname "$0")/../.." && pwd)
@@ -10,17 +12,19 @@ surge="$root/target/release/surge"
 work=$(mktemp -d /tmp/surge-ack-modes.XXXX)
 trap 'kill $(jobs -p) 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$work"' EXIT
 common=(--set replication.secret=bench --set replication.on_standby_loss=halt)
+extra=()
+for kv in ${SURGE_SET:-}; do extra+=(--set "$kv"); done
 printf "%-10s %14s %10s %10s\n" mode "req/s" "p50 ms" "p99 ms"
 for mode in none async received durable; do
   rm -rf "$work/p" "$work/s"
   if [ "$mode" = none ]; then
-    "$surge" serve --data-dir "$work/p" --listen 127.0.0.1:7611 --http 127.0.0.1:7811 2>"$work/p.log" &
+    "$surge" serve --data-dir "$work/p" --listen 127.0.0.1:7611 --http 127.0.0.1:7811 ${extra[@]+"${extra[@]}"} 2>"$work/p.log" &
   else
     "$surge" serve --data-dir "$work/p" --listen 127.0.0.1:7611 --http 127.0.0.1:7811 \
-      --set replication.listen=127.0.0.1:7711 --set replication.ack=$mode "${common[@]}" 2>"$work/p.log" &
+      --set replication.listen=127.0.0.1:7711 --set replication.ack=$mode "${common[@]}" ${extra[@]+"${extra[@]}"} 2>"$work/p.log" &
     sleep 0.3
     "$surge" standby --data-dir "$work/s" --listen 127.0.0.1:7612 --http 127.0.0.1:7812 \
-      --primary 127.0.0.1:7711 --set replication.ack=$mode "${common[@]}" 2>"$work/s.log" &
+      --primary 127.0.0.1:7711 --set replication.ack=$mode "${common[@]}" ${extra[@]+"${extra[@]}"} 2>"$work/s.log" &
     for _ in $(seq 100); do curl -s 127.0.0.1:7811/health | grep -q '"standby":"streaming"' && break; sleep 0.1; done
   fi
   sleep 0.3

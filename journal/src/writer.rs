@@ -168,6 +168,18 @@ impl JournalWriter {
         }
     }
 
+    /// How commits go to disk, for the start-up log: the pipeline, and the storage's path
+    /// when a commit is written and synced on the caller's thread.
+    pub fn describe(&self) -> String {
+        match self.commits_in_flight_max {
+            1 => format!("one commit at a time: {}", self.storage.describe()),
+            k => format!(
+                "{k} commits in flight: pwritev2 writes, fdatasync on {k} sync workers (io_uring \
+                 links a write to its sync only with one commit at a time)"
+            ),
+        }
+    }
+
     /// Commits written and not yet durable.
     pub fn commits_in_flight(&mut self) -> usize {
         let durable = self.durable.get();

@@ -54,6 +54,11 @@ impl JournalStage {
         }
     }
 
+    /// How commits go to disk (the `io` of the `serving` log line).
+    pub fn describe_io(&self) -> String {
+        self.journaler.describe()
+    }
+
     /// Until the server stops or the journal fails.
     pub fn run(mut self) {
         loop {

@@ -117,6 +117,11 @@ impl Journaler {
         self.writer.set_pipeline(commits_in_flight, hook);
     }
 
+    /// How commits go to disk (the `io` of the `serving` log line).
+    pub fn describe(&self) -> String {
+        self.writer.describe()
+    }
+
     /// Write what was appended as one commit and start its sync (see `JournalWriter::submit`).
     pub fn submit(&mut self) -> std::result::Result<u64, journal::JournalError> {
         self.writer.submit()

@@ -104,7 +104,7 @@ impl Server {
             Some(storage) => storage.clone(),
             None => Arc::new(dir.journal(IoMode::Pwritev2)?),
         };
-        let (mut journaler, io) = match storage {
+        let (mut journaler, _) = match storage {
             Some(storage) => Journaler::open_on(
                 storage,
                 engine.config(),
@@ -208,6 +208,7 @@ impl Server {
             wake.clone(),
             node.clone(),
         );
+        let io = journal.describe_io();
         let engine = EngineStage::new(
             engine_consumer,
             engine,
