@@ -15,16 +15,20 @@
 //! 3. `sequencer.rs` — claims a ring slot (`slot.rs`), stamps the journal sequence and the
 //!    time once, publishes.
 //! 4. `journal_stage.rs` — appends the record through `journaler.rs` (asserting its writer
-//!    gives the slot's sequence), writes and syncs the group commit, releases the slot.
+//!    gives the slot's sequence), writes the group commit and releases the slot; the commit's
+//!    sync runs on the journal's sync workers while the next commit is written, and the
+//!    durable sequence they publish is what the gate waits for.
 //! 5. `engine_stage.rs` — side by side with 4: checks the sequence, applies the order to the
 //!    engine, writes the outcome into the slot.
-//! 6. `gate.rs` — after both: releases the slot once it is durable and, in the synchronous
-//!    replication modes, acked by the standby (`node.rs` supplies the bound).
+//! 6. `gate.rs` — after both: releases the slot once its sequence is durable and, in the
+//!    synchronous replication modes, acked by the standby (`gateway.rs` takes the lower of
+//!    the durable sequence and `node.rs`'s replication bound).
 //! 7. `connections.rs` — encodes the answer into its connection's write buffer (and any
 //!    events to the clients they concern); the gateway flushes it.
 //!
 //! Around the pipeline: `start.rs` puts a node together (recovery by `replay.rs` from
-//! `data_dir.rs`, the ring, the threads, `cores.rs`); `node.rs`, `role.rs`, `promotion.rs`
+//! `data_dir.rs`, the ring, the threads, `cores.rs`); `snapshotter.rs` takes snapshots while
+//! serving; `node.rs`, `role.rs`, `promotion.rs`
 //! and `follow.rs` are the node in a replicated pair; `shared.rs` is what every thread
 //! shares; `ops/` is HTTP, metrics, health, logs and supervision; `config.rs` the TOML;
 //! `error.rs` the errors at the crate's seams. Time comes from a `Clock` and client sockets
