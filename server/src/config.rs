@@ -366,6 +366,14 @@ impl ServerConfig {
                 "must be 1..=4 (1: one commit at a time)",
             ));
         }
+        if self.io_mode()? == IoMode::Uring && self.journal.commits_in_flight > 1 {
+            // Not quietly overridden: with commits in flight the writes are pwritev2.
+            return Err(ServerError::config(
+                "journal.io, journal.commits_in_flight",
+                "io_uring links a write to its sync only with one commit at a time: set \
+                 journal.commits_in_flight = 1 for io_uring, or journal.io = \"auto\"",
+            ));
+        }
         if self.gateway.in_flight_max == 0 || self.gateway.connections_max == 0 {
             return Err(ServerError::config(
                 "gateway.in_flight_max, gateway.connections_max",
@@ -615,6 +623,9 @@ mod tests {
             ("snapshot.keep=0", "snapshot.keep"),
             ("snapshot.write_piece_kib=0", "snapshot.write_piece_kib"),
             ("snapshot.retention=shred", "snapshot.retention"),
+            ("journal.commits_in_flight=0", "journal.commits_in_flight"),
+            ("journal.commits_in_flight=5", "journal.commits_in_flight"),
+            ("journal.io=\"uring\"", "journal.commits_in_flight"),
         ];
         for &(set, key) in cases {
             let e = load("", &[set]).expect_err(set);
