@@ -16,7 +16,8 @@ extra=()
 for kv in ${SURGE_SET:-}; do extra+=(--set "$kv"); done
 printf "%-10s %14s %10s %10s\n" mode "req/s" "p50 ms" "p99 ms"
 for mode in none async received durable; do
-  rm -rf "$work/p" "$work/s"
+  rm -rf "$work/p" "$work/s" "$work"/*.log
+  standby_log=""
   if [ "$mode" = none ]; then
     "$surge" serve --data-dir "$work/p" --listen 127.0.0.1:7611 --http 127.0.0.1:7811 ${extra[@]+"${extra[@]}"} 2>"$work/p.log" &
   else
@@ -25,8 +26,14 @@ for mode in none async received durable; do
     sleep 0.3
     "$surge" standby --data-dir "$work/s" --listen 127.0.0.1:7612 --http 127.0.0.1:7812 \
       --primary 127.0.0.1:7711 --set replication.ack=$mode "${common[@]}" ${extra[@]+"${extra[@]}"} 2>"$work/s.log" &
+    standby_log="$work/s.log"
     for _ in $(seq 100); do curl -s 127.0.0.1:7811/health | grep -q '"standby":"streaming"' && break; sleep 0.1; done
   fi
+  # Measure a settled pair: each node faults its tables in (2.7 GB) in the background after it
+  # starts serving, and a run that overlaps that measures the faulting.
+  for log in "$work/p.log" ${standby_log:+"$standby_log"}; do
+    for _ in $(seq 300); do grep -q "event=memory_faulted_in" "$log" && break; sleep 0.1; done
+  done
   sleep 0.3
   "$surge" loadgen --server 127.0.0.1:7611 --rate max --duration "$secs" --warmup 1 \
     --connections "$conns" --pipeline "$pipeline" --quiet --json "$work/$mode.json" >/dev/null
