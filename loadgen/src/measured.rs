@@ -26,7 +26,8 @@ pub struct Measured {
     pub accepted: u64,
     /// Answers that arrived between the end of the warm-up and the end of the run.
     pub answered_in_window: u64,
-    /// How late, at worst, the generator itself sent a request (it too can fall behind).
+    /// How late, at worst, the generator itself sent a request (it too can fall behind); time
+    /// a due request waited for room in a full pipeline is the server's, not counted here.
     pub sender_lag_max_ns: u64,
     pub lost_connections: Vec<String>,
     /// Times a connection moved to the other node and resent what was unanswered.

@@ -106,6 +106,9 @@ struct Tally {
     unpublished: Unpublished,
     /// Refusals by code (no string per refusal); named when the run ends.
     refusals: BTreeMap<Code, u64>,
+    /// When the pipeline last had room again after being full: a request due while it was
+    /// full waited for the server, not for the generator.
+    room_since_ns: u64,
 }
 
 impl Unpublished {
@@ -180,7 +183,11 @@ impl<'a> Running<'a> {
         let plan = self.driver.plan;
         let now = plan.now_ns();
         if self.driver.sending(now) {
-            if let Err(e) = self.driver.send_due(now, &mut self.pending, &mut self.m) {
+            let room_since_ns = self.tally.room_since_ns;
+            if let Err(e) = self
+                .driver
+                .send_due(now, room_since_ns, &mut self.pending, &mut self.m)
+            {
                 return self.end(Err(ConnectionLost::new("CLIENT", e)));
             }
         } else if self.pending.is_empty() || now >= plan.end_ns + plan.drain_ns {
@@ -283,9 +290,13 @@ impl Driver<'_> {
         scheduled && now < self.plan.end_ns + self.plan.drain_ns
     }
 
+    /// Send every request that is due, as far as the pipeline has room. The generator's own
+    /// lateness is counted from when a request was due, or from when the pipeline last had
+    /// room again (`room_since_ns`) if that is later.
     fn send_due(
         &mut self,
         now: u64,
+        room_since_ns: u64,
         pending: &mut VecDeque<Pending>,
         m: &mut Measured,
     ) -> anyhow::Result<()> {
@@ -306,7 +317,8 @@ impl Driver<'_> {
                 kind,
                 operation: self.failover.is_some().then(|| operation.clone()),
             });
-            m.sender_lag_max_ns = m.sender_lag_max_ns.max(now - at_ns);
+            let late_ns = now.saturating_sub(at_ns.max(room_since_ns));
+            m.sender_lag_max_ns = m.sender_lag_max_ns.max(late_ns);
             sent += 1;
         }
         m.sent += sent as u64;
@@ -376,10 +388,14 @@ impl Driver<'_> {
             Some(p) if p.request == answer.request => Some(0),
             _ => pending.iter().position(|p| p.request == answer.request),
         };
+        let was_full = pending.len() >= self.plan.pipeline;
         let Some(p) = position.and_then(|i| pending.remove(i)) else {
             *m.errors.entry("UNEXPECTED_ANSWER".into()).or_default() += 1;
             return;
         };
+        if was_full {
+            tally.room_since_ns = now;
+        }
         let latency = now.saturating_sub(p.at_ns).max(1);
         if let Some(windows) = self.windows {
             let index = windows.index(p.at_ns);
