@@ -390,12 +390,17 @@ impl JournalWriter {
     fn prepare_next_segment(&mut self) {
         let storage = self.storage.clone();
         let len = self.segment_len;
-        self.preparing = Some(std::thread::spawn(move || {
-            if take_recycled(storage.as_ref(), len)? {
-                return Ok(());
-            }
-            storage.create_zeroed(PREPARED_SEGMENT_NAME, len)
-        }));
+        // Named, so per-thread tools (top -H, perf) show the zero-filling as what it is.
+        let preparer = std::thread::Builder::new()
+            .name("journal-prepare".into())
+            .spawn(move || {
+                if take_recycled(storage.as_ref(), len)? {
+                    return Ok(());
+                }
+                storage.create_zeroed(PREPARED_SEGMENT_NAME, len)
+            })
+            .expect("spawning the segment preparer");
+        self.preparing = Some(preparer);
     }
 
     /// Start a new segment whose first record is `first_seq`: take the prepared file, write
