@@ -5,4 +5,5 @@ mod catch_up;
 mod epochs;
 mod failover;
 mod harness;
+mod journals;
 mod partition;
