@@ -158,14 +158,15 @@ impl Shared {
             published.get_or_insert((through_seq, handed_at)).0 = through_seq;
         }
         if let Some((through_seq, oldest_handed_at)) = published {
-            // Under the lock: publishes stay in order across workers.
-            self.durable.publish(through_seq);
+            // Under the lock: publishes stay in order across workers. The hook first, so a
+            // writer waiting on the durable sequence returns only after the hook heard it.
             if let Some(hook) = &self.hook {
                 hook(Ok(Synced {
                     through_seq,
                     waited_ns: oldest_handed_at.elapsed().as_nanos() as u64,
                 }));
             }
+            self.durable.publish(through_seq);
         }
     }
 }

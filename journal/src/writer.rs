@@ -282,13 +282,13 @@ impl JournalWriter {
         let started = Instant::now();
         let first_seq = self.next_seq - self.buffered;
         self.write_commit(first_seq, true)?;
-        self.durable.publish(self.next_seq - 1);
         if let Some(hook) = &self.hook {
             hook(Ok(Synced {
                 through_seq: self.next_seq - 1,
                 waited_ns: started.elapsed().as_nanos() as u64,
             }));
         }
+        self.durable.publish(self.next_seq - 1);
         Ok(())
     }
 
