@@ -90,19 +90,10 @@ impl EngineSnapshot {
 
     /// Decode and validate (every byte checked by bytecheck before use).
     pub fn from_bytes(bytes: &[u8]) -> Result<EngineSnapshot, SnapshotError> {
-        // rkyv needs the archive aligned: a mapped file's payload is (it starts 64 bytes
-        // into a page); anything else is copied first.
-        let copy;
-        let aligned: &[u8] = if (bytes.as_ptr() as usize).is_multiple_of(16) {
-            bytes
-        } else {
-            let mut buffer = rkyv::util::AlignedVec::<16>::with_capacity(bytes.len());
-            buffer.extend_from_slice(bytes);
-            copy = buffer;
-            &copy
-        };
-        let snapshot = rkyv::from_bytes::<EngineSnapshot, rkyv::rancor::Error>(aligned)
-            .map_err(|e| SnapshotError::Malformed(e.to_string()))?;
+        let snapshot = with_aligned(bytes, |aligned| {
+            rkyv::from_bytes::<EngineSnapshot, rkyv::rancor::Error>(aligned)
+        })
+        .map_err(|e| SnapshotError::Malformed(e.to_string()))?;
         if snapshot.format_version != SNAPSHOT_FORMAT_VERSION {
             return Err(SnapshotError::UnsupportedVersion(snapshot.format_version));
         }
@@ -164,15 +155,10 @@ impl Engine {
     /// order and record out of the archive straight into its table: no `EngineSnapshot` is
     /// built in between (for a big state that copy was a quarter of a restart).
     pub fn restore_from_bytes(bytes: &[u8]) -> Result<Engine, SnapshotError> {
-        let copy;
-        let aligned: &[u8] = if (bytes.as_ptr() as usize).is_multiple_of(16) {
-            bytes
-        } else {
-            let mut buffer = rkyv::util::AlignedVec::<16>::with_capacity(bytes.len());
-            buffer.extend_from_slice(bytes);
-            copy = buffer;
-            &copy
-        };
+        with_aligned(bytes, Engine::restore_from_aligned)
+    }
+
+    fn restore_from_aligned(aligned: &[u8]) -> Result<Engine, SnapshotError> {
         let a = rkyv::access::<ArchivedEngineSnapshot, rkyv::rancor::Error>(aligned)
             .map_err(|e| SnapshotError::Malformed(e.to_string()))?;
         fn out<T: rkyv::Archive>(archived: &T::Archived) -> T
@@ -304,4 +290,15 @@ struct Parts<O, C, R, H> {
     holdings_resets: u32,
     idempotency: Vec<Session>,
     waitlist_entries: u64,
+}
+
+/// Run `f` on `bytes` aligned as rkyv needs them: a mapped file's payload already is (it
+/// starts 64 bytes into a page); anything else is copied first.
+fn with_aligned<R>(bytes: &[u8], f: impl FnOnce(&[u8]) -> R) -> R {
+    if (bytes.as_ptr() as usize).is_multiple_of(16) {
+        return f(bytes);
+    }
+    let mut copy = rkyv::util::AlignedVec::<16>::with_capacity(bytes.len());
+    copy.extend_from_slice(bytes);
+    f(&copy)
 }
