@@ -19,6 +19,41 @@ use engine::wire::{self, frame_kind, ErrorFrame, Hello, Operation, RequestsFrame
 use engine::wire::{Welcome, WireAnswer, WirePush};
 use engine::{ClientId, RequestId};
 
+/// What the server said of an order asked for by id (`Client::query_orders`).
+#[derive(Clone, Debug)]
+pub enum OrderLookup {
+    /// Held: open, or closed and not yet retired.
+    Held(engine::outcome::OrderView),
+    /// Retired: its final state and key fields.
+    Retired(engine::RetiredOrder),
+    /// Older than the retired history reaches (`ORDER_BEYOND_HISTORY`).
+    BeyondHistory,
+    /// Anything else (not found, or an unexpected reply).
+    Other(wire::Reply),
+}
+
+impl From<wire::Reply> for OrderLookup {
+    fn from(reply: wire::Reply) -> OrderLookup {
+        use engine::Answer;
+        match reply {
+            wire::Reply::Answer(Answer::Order(view)) => OrderLookup::Held(view),
+            wire::Reply::Answer(Answer::RetiredOrder(r)) => OrderLookup::Retired(r),
+            // A refused query decodes as `Reply::Rejected`, never `Answer::Rejected`.
+            wire::Reply::Rejected {
+                code: engine::Code::OrderBeyondHistory,
+                ..
+            } => OrderLookup::BeyondHistory,
+            other => OrderLookup::Other(other),
+        }
+    }
+}
+
+fn order_query(order: u64) -> Operation {
+    Operation::Query(engine::Query::Order {
+        order: engine::OrderId(order),
+    })
+}
+
 /// Default time to wait for the server.
 pub const TIMEOUT_DEFAULT: Duration = Duration::from_secs(10);
 
@@ -336,6 +371,33 @@ impl Client {
         result
     }
 
+    /// Ask for each of `orders` by id, pipelined (1,024 at a time); what the server said of
+    /// each, in order.
+    pub fn query_orders(&mut self, orders: &[u64]) -> Result<Vec<OrderLookup>> {
+        let mut found = Vec::with_capacity(orders.len());
+        for chunk in orders.chunks(1024) {
+            let first = self.next_request_id();
+            self.send(first, &order_query(chunk[0]))?;
+            let mut last = first;
+            for &order in &chunk[1..] {
+                last = self.next_request_id();
+                self.send(last, &order_query(order))?;
+            }
+            self.flush()?;
+            for expected in first.0..=last.0 {
+                let answer = self.recv_answer()?;
+                if answer.request.0 != expected {
+                    return Err(ClientError::Protocol(format!(
+                        "answer for request {} where {expected} was due",
+                        answer.request.0
+                    )));
+                }
+                found.push(OrderLookup::from(answer.reply));
+            }
+        }
+        Ok(found)
+    }
+
     /// Pushes received so far (waiting for none).
     pub fn take_pushes(&mut self) -> Vec<WirePush> {
         let mut pushes = Vec::new();
@@ -417,5 +479,29 @@ impl Client {
                 return Err(ClientError::Closed);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use engine::Code;
+
+    #[test]
+    fn an_order_beyond_history_is_told_apart_from_a_missing_one() {
+        // A refused query decodes as `Reply::Rejected`: that is where "beyond history" is.
+        let beyond = wire::Reply::Rejected {
+            code: Code::OrderBeyondHistory,
+            subject: 7,
+        };
+        assert!(matches!(
+            OrderLookup::from(beyond),
+            OrderLookup::BeyondHistory
+        ));
+        let missing = wire::Reply::Rejected {
+            code: Code::UnknownOrder,
+            subject: 7,
+        };
+        assert!(matches!(OrderLookup::from(missing), OrderLookup::Other(_)));
     }
 }

@@ -8,10 +8,9 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use anyhow::ensure;
 use engine::wire::{Operation, Reply};
-use engine::{Answer, ClientId, OrderId, OrderState, Query, RequestId, SkuId};
-use loadgen::client::Client;
+use engine::{Answer, ClientId, OrderState, Query, RequestId, SkuId};
+use loadgen::client::{Client, OrderLookup};
 use loadgen::open_loop::Ack;
 use loadgen::report::thousands;
 
@@ -196,7 +195,7 @@ pub fn verify(
     })
 }
 
-/// Ask for many orders, pipelined.
+/// Ask for many orders, pipelined; what each shows of `sku`.
 fn query_orders(
     addr: std::net::SocketAddr,
     client: ClientId,
@@ -204,53 +203,34 @@ fn query_orders(
     sku: SkuId,
 ) -> anyhow::Result<Vec<Found>> {
     let mut c = Client::connect(addr, client)?;
-    let mut views = Vec::with_capacity(orders.len());
-    for chunk in orders.chunks(1024) {
-        let mut ids = Vec::with_capacity(chunk.len());
-        for &order in chunk {
-            let id = c.next_request_id();
-            c.send(
-                id,
-                &Operation::Query(Query::Order {
-                    order: OrderId(order),
-                }),
-            )?;
-            ids.push(id);
-        }
-        c.flush()?;
-        for id in ids {
-            let answer = c.recv_answer()?;
-            ensure!(answer.request == id, "answers out of order");
-            views.push(match answer.reply {
-                Reply::Answer(Answer::Order(view)) => Found::Order(Seen {
-                    client: view.client,
-                    request: view.request,
-                    state: view.state,
-                    units_of: Some(
-                        view.lines
-                            .iter()
-                            .filter(|l| l.sku == sku)
-                            .map(|l| u64::from(l.qty))
-                            .sum(),
-                    ),
-                }),
-                Reply::Answer(Answer::RetiredOrder(r)) => Found::Order(Seen {
-                    client: r.client,
-                    request: r.request,
-                    state: r.state,
-                    units_of: match (r.line_count, r.first_sku == sku) {
-                        (1, true) => Some(u64::from(r.first_qty)),
-                        (1, false) => Some(0),
-                        _ => None,
-                    },
-                }),
-                Reply::Answer(Answer::Rejected {
-                    code: engine::Code::OrderBeyondHistory,
-                    ..
-                }) => Found::BeyondHistory,
-                _ => Found::Missing,
-            });
-        }
-    }
-    Ok(views)
+    let found = c
+        .query_orders(orders)?
+        .into_iter()
+        .map(|lookup| match lookup {
+            OrderLookup::Held(view) => Found::Order(Seen {
+                client: view.client,
+                request: view.request,
+                state: view.state,
+                units_of: Some(
+                    view.lines
+                        .iter()
+                        .filter(|l| l.sku == sku)
+                        .map(|l| u64::from(l.qty))
+                        .sum(),
+                ),
+            }),
+            OrderLookup::Retired(r) => Found::Order(Seen {
+                client: r.client,
+                request: r.request,
+                state: r.state,
+                units_of: match (r.line_count, r.first_sku == sku) {
+                    (1, true) => Some(u64::from(r.first_qty)),
+                    (1, false) => Some(0),
+                    _ => None,
+                },
+            }),
+            OrderLookup::BeyondHistory => Found::BeyondHistory,
+            OrderLookup::Other(_) => Found::Missing,
+        });
+    Ok(found.collect())
 }

@@ -20,9 +20,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
-use engine::wire::{Operation, Reply};
-use engine::{Answer, ClientId, Code, OrderId, Query};
-use loadgen::client::Client;
+use engine::ClientId;
+use loadgen::client::{Client, OrderLookup};
 use loadgen::open_loop::{self, RunConfig, Spacing, System};
 use loadgen::schedule::RateProfile;
 use loadgen::windows::Windows;
@@ -247,43 +246,28 @@ fn check_acks(path: &Path, checked: &mut Checked) -> anyhow::Result<()> {
     if orders.is_empty() {
         return Ok(());
     }
+    let (ids, made_by): (Vec<u64>, Vec<(u64, u64)>) = orders.into_iter().unzip();
     let mut c = Client::connect(LISTEN, ClientId(7_777_777))?;
-    let list: Vec<(u64, (u64, u64))> = orders.into_iter().collect();
-    for chunk in list.chunks(1024) {
-        for &(order, _) in chunk {
-            let id = c.next_request_id();
-            c.send(
-                id,
-                &Operation::Query(Query::Order {
-                    order: OrderId(order),
-                }),
-            )?;
-        }
-        c.flush()?;
-        for &(order, (client, request)) in chunk {
-            let reply = c.recv_answer()?.reply;
-            let found = match &reply {
-                Reply::Answer(Answer::Order(o)) => Some((o.client.0, o.request.0)),
-                Reply::Answer(Answer::RetiredOrder(r)) => Some((r.client.0, r.request.0)),
-                Reply::Rejected {
-                    code: Code::OrderBeyondHistory,
-                    ..
-                } => {
-                    checked.beyond_history += 1;
-                    continue;
-                }
-                _ => None,
-            };
-            match found {
-                Some(made_by) if made_by == (client, request) => checked.ok += 1,
-                Some(made_by) => checked.lost.push(format!(
-                    "order {order} acknowledged to {client}/{request}, made by {}/{}",
-                    made_by.0, made_by.1
-                )),
-                None => checked
-                    .lost
-                    .push(format!("order {order} is missing: {reply:?}")),
+    let found = c.query_orders(&ids)?;
+    for ((order, (client, request)), lookup) in ids.iter().zip(made_by).zip(found) {
+        let made = match &lookup {
+            OrderLookup::Held(o) => Some((o.client.0, o.request.0)),
+            OrderLookup::Retired(r) => Some((r.client.0, r.request.0)),
+            OrderLookup::BeyondHistory => {
+                checked.beyond_history += 1;
+                continue;
             }
+            OrderLookup::Other(_) => None,
+        };
+        match made {
+            Some(made) if made == (client, request) => checked.ok += 1,
+            Some(made) => checked.lost.push(format!(
+                "order {order} acknowledged to {client}/{request}, made by {}/{}",
+                made.0, made.1
+            )),
+            None => checked
+                .lost
+                .push(format!("order {order} is missing: {lookup:?}")),
         }
     }
     Ok(())
