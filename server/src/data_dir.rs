@@ -85,23 +85,13 @@ impl DataDir {
         let cut = journal::truncate_after(&journal, seq)
             .map_err(|e| ServerError::journal(format!("cutting the journal after {seq}"), e))?;
         let snapshots = self.snapshots()?;
-        let names = snapshots
-            .list()
-            .map_err(|e| ServerError::io("listing snapshots", e))?;
-        for name in names {
-            let covers = name
-                .strip_suffix(".snap")
-                .and_then(|n| n.parse::<u64>().ok())
-                .is_some_and(|s| s > seq);
-            if covers {
-                snapshots
-                    .remove(&name)
-                    .map_err(|e| ServerError::io(format!("removing snapshot {name}"), e))?;
-            }
-        }
-        snapshots
-            .sync_dir()
-            .map_err(|e| ServerError::io("syncing the snapshot directory", e))?;
+        let after: Vec<String> = snapshot::snapshot_seqs(&snapshots)
+            .map_err(|e| ServerError::journal("listing snapshots", e))?
+            .into_iter()
+            .filter(|&s| s > seq)
+            .map(snapshot::snapshot_name)
+            .collect();
+        remove_and_sync(&snapshots, "the snapshot directory", after)?;
         Ok(cut)
     }
 }
@@ -150,33 +140,33 @@ impl DataDir {
             .sync(STAGED_SNAPSHOT)
             .map_err(|e| ServerError::io("syncing the staged snapshot", e))?;
         let journal = self.journal(IoMode::Pwritev2)?;
-        for name in journal
+        let segments = journal
             .list()
-            .map_err(|e| ServerError::io("listing the journal", e))?
-        {
-            journal
-                .remove(&name)
-                .map_err(|e| ServerError::io(format!("removing {name}"), e))?;
-        }
-        journal
-            .sync_dir()
-            .map_err(|e| ServerError::io("syncing the journal directory", e))?;
-        for name in snapshots
+            .map_err(|e| ServerError::io("listing the journal", e))?;
+        remove_and_sync(&journal, "the journal directory", segments)?;
+        let others: Vec<String> = snapshots
             .list()
             .map_err(|e| ServerError::io("listing snapshots", e))?
-        {
-            if name != STAGED_SNAPSHOT {
-                snapshots
-                    .remove(&name)
-                    .map_err(|e| ServerError::io(format!("removing snapshot {name}"), e))?;
-            }
-        }
+            .into_iter()
+            .filter(|name| name != STAGED_SNAPSHOT)
+            .collect();
+        remove_and_sync(&snapshots, "the snapshot directory", others)?;
         snapshots
             .rename(STAGED_SNAPSHOT, &snapshot::snapshot_name(seq))
             .and_then(|()| snapshots.sync_dir())
             .map_err(|e| ServerError::io("keeping the received snapshot", e))?;
         Ok(())
     }
+}
+
+/// Remove `names` from `dir` (`what` names it in errors), then sync the directory.
+fn remove_and_sync(dir: &FileStorage, what: &str, names: Vec<String>) -> Result<()> {
+    for name in names {
+        dir.remove(&name)
+            .map_err(|e| ServerError::io(format!("removing {name} from {what}"), e))?;
+    }
+    dir.sync_dir()
+        .map_err(|e| ServerError::io(format!("syncing {what}"), e))
 }
 
 /// An exclusive lock on a data directory (`DIR/lock`, flock), held while a server runs:
