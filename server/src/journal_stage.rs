@@ -75,18 +75,21 @@ impl JournalStage {
     /// taken only when it can be written at once.
     pub fn step(&mut self, wait: Option<Duration>) -> Step {
         if let Err(e) = self.journaler.wait_for_room() {
-            return self.failed(&e);
+            fail_server(&self.shared, &self.wake, &e);
+            return Step::Failed;
         }
         let metrics = &self.shared.metrics;
         let Some(batch) = self.ring.read_up_to(JOURNAL_BATCH_MAX, wait) else {
             return Step::Idle;
         };
         let mut records = 0u64;
+        let mut last_seq = 0;
         let mut result = Ok(());
         for (_, slot) in batch.iter() {
             if !slot.is_command() {
                 continue;
             }
+            last_seq = slot.seq;
             match self.journaler.append(slot.timestamp_ns, &slot.request) {
                 Ok(seq) => check_sequence("journal", slot.seq, seq),
                 Err(e) => {
@@ -103,35 +106,44 @@ impl JournalStage {
             // Nothing in this batch is durable and the writer is poisoned: hold the batch
             // (the gate never passes it).
             std::mem::forget(batch);
-            return self.failed(&e);
+            fail_server(&self.shared, &self.wake, &e);
+            return Step::Failed;
         }
         if records > 0 {
             metrics.journal_commits.fetch_add(1, Relaxed);
             metrics.journal_records.fetch_add(records, Relaxed);
             metrics.journal_batch.observe(records);
         }
-        // Written: the gate still waits for the durable sequence to pass these. It may have
-        // passed already (a fast sync, or one commit in flight at most), and the gate looked
-        // before the batch was released: wake it again.
+        // Written: the gate still waits for the durable sequence to pass these, and the
+        // durable hook wakes it then. Only if that already happened (a fast sync, or one
+        // commit in flight at most), or there is nothing to wait for (queries), did the gate
+        // look before the batch was released: wake it now.
         let released = batch.len();
         drop(batch);
-        self.wake.nudge();
+        // The release must be visible before the durable sequence is read: otherwise the
+        // hook can publish, wake a gateway that still sees the batch unreleased, and neither
+        // side wakes it again (a store buffer on x86 allows exactly that).
+        std::sync::atomic::fence(SeqCst);
+        if records == 0 || metrics.durable_seq.load(SeqCst) >= last_seq {
+            self.wake.nudge();
+        }
         Step::Released(released)
     }
+}
 
-    fn failed(&self, e: &journal::JournalError) -> Step {
-        if !self.shared.failed.load(SeqCst) {
-            log::line(
-                Level::Error,
-                "journal_failed",
-                Some(log::journal_code(e.code)),
-                &[("error", e)],
-            );
-            self.shared.fail();
-        }
-        self.wake.nudge();
-        Step::Failed
+/// The journal failed (a write here, or a sync on the sync side): answer nothing more. Logged
+/// once, whichever side saw it first.
+fn fail_server(shared: &Shared, wake: &Wake, e: &journal::JournalError) {
+    if !shared.failed.load(SeqCst) {
+        log::line(
+            Level::Error,
+            "journal_failed",
+            Some(log::journal_code(e.code)),
+            &[("error", e)],
+        );
+        shared.fail();
     }
+    wake.nudge();
 }
 
 /// What the journal's sync side does when a commit becomes durable: publish it to the gate
@@ -150,16 +162,7 @@ fn durable_hook(shared: Arc<Shared>, wake: Arc<Wake>, node: Arc<Node>) -> Option
                         node.follower.ack_signal.poke();
                     }
                 }
-                Err(e) => {
-                    log::line(
-                        Level::Error,
-                        "journal_failed",
-                        Some(log::journal_code(e.code)),
-                        &[("error", e)],
-                    );
-                    shared.fail();
-                    wake.nudge();
-                }
+                Err(e) => fail_server(&shared, &wake, e),
             }
         },
     ))
