@@ -102,10 +102,10 @@ impl Syncer {
 
     /// Sync `segment`, whose records through `through_seq` are written (from `first_seq`, at
     /// `offset`); the durable sequence moves there once this and every earlier sync returned.
-    pub fn hand_off(&mut self, segment: &str, first_seq: u64, through_seq: u64, offset: u64) {
+    pub fn hand_off(&mut self, segment: String, first_seq: u64, through_seq: u64, offset: u64) {
         let job = Job {
             ticket: self.next_ticket,
-            segment: segment.to_string(),
+            segment,
             first_seq,
             through_seq,
             offset,
@@ -149,6 +149,7 @@ impl Shared {
                 hook(Err(&error));
             }
             c.failed = Some(error);
+            self.durable.fail();
             return;
         }
         c.done.insert(job.ticket, (job.through_seq, job.handed_at));

@@ -40,8 +40,8 @@ pub const SEGMENT_LEN_MIN: u64 = 64 << 10;
 /// The zero length written after each commit's last record (when the segment has room).
 const END_MARKER: [u8; 8] = [0; 8];
 
-/// How long one wait for a sync sleeps before it looks for a failure again.
-const SYNC_WAIT_SLICE: Duration = Duration::from_millis(2);
+/// How long one wait for a sync sleeps at most (a publish or a failure wakes it sooner).
+const SYNC_WAIT_SLICE: Duration = Duration::from_secs(1);
 
 pub struct JournalWriter {
     storage: Arc<dyn Storage>,
@@ -247,7 +247,7 @@ impl JournalWriter {
         self.syncer
             .as_mut()
             .expect("a syncer with commits in flight")
-            .hand_off(&segment, first_seq, last_seq, offset);
+            .hand_off(segment, first_seq, last_seq, offset);
         self.in_flight.push_back(last_seq);
         Ok(last_seq)
     }
@@ -269,8 +269,9 @@ impl JournalWriter {
             if self.durable.get() >= seq {
                 return Ok(());
             }
-            if let Some(why) = self.syncer.as_ref().and_then(Syncer::failure) {
-                self.poisoned = Some(why);
+            if self.durable.failed() {
+                let why = self.syncer.as_ref().and_then(Syncer::failure);
+                self.poisoned = Some(why.unwrap_or_else(|| "a sync failed".into()));
                 return self.check_poisoned();
             }
             self.durable.wait_for(seq, SYNC_WAIT_SLICE);
