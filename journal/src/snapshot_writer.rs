@@ -68,20 +68,8 @@ impl<'a> SnapshotWriter<'a> {
     /// Write out what is buffered; sync when a piece is complete (then pause, so the
     /// journal's syncs never queue behind more than one piece).
     fn drain(&mut self) -> io::Result<()> {
-        let mut at = 0;
-        while at < self.buffer.len() {
-            let offset = SNAPSHOT_HEADER_LEN as u64 + self.written + at as u64;
-            let n = self
-                .storage
-                .write_at(&self.temp, offset, &self.buffer[at..])?;
-            if n == 0 {
-                return Err(io::Error::new(
-                    io::ErrorKind::WriteZero,
-                    "the snapshot file took no bytes",
-                ));
-            }
-            at += n;
-        }
+        let offset = SNAPSHOT_HEADER_LEN as u64 + self.written;
+        self.storage.write_all(&self.temp, offset, &self.buffer)?;
         self.crc = crc32c::crc32c_append(self.crc, &self.buffer);
         self.written += self.buffer.len() as u64;
         self.unsynced += self.buffer.len();
