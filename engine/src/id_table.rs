@@ -159,6 +159,9 @@ impl IdTable {
     /// entries inserted in the order of their home slots, so the writes sweep the table once
     /// instead of missing the cache on every one. `false` if an id comes twice.
     pub fn bulk_insert(&mut self, entries: &mut [(OrderId, u32)]) -> bool {
+        if entries.is_empty() {
+            return true;
+        }
         self.fault_in();
         entries.sort_unstable_by_key(|&(id, _)| (self.home(id.0), id.0));
         entries.iter().all(|&(id, slot)| self.try_insert(id, slot))

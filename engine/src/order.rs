@@ -435,14 +435,13 @@ impl OrderBook {
         // each (a quarter of a big restore's time went to faults).
         let n = open.len() + closed.len();
         use crate::memory::Region;
-        let mut pages = vec![
+        // (The index faults its own table in, in `bulk_insert`.)
+        for region in [
             Region::of_prefix(&book.orders, n),
             Region::of_prefix(&book.links, n),
-        ];
-        book.index.regions(&mut pages);
-        pages.into_iter().for_each(|r| {
-            r.populate();
-        });
+        ] {
+            region.populate();
+        }
         let mut indexed = Vec::with_capacity(n);
         for (order, want_open) in open.map(|o| (o, true)).chain(closed.map(|o| (o, false))) {
             if order.is_open() != want_open || !book.was_assigned(order.id) {

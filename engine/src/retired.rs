@@ -244,14 +244,10 @@ impl RetiredOrders {
         let mut ring = RetiredOrders::with_capacity(capacity);
         // The pages about to be written, made resident in a few calls (see OrderBook::restore):
         // the ring up to where its records lie, which is all of it once it has wrapped.
-        let mut pages = Vec::new();
+        // (The index faults its own table in, in `bulk_insert`.)
         if records.len() > 0 {
-            pages.push(crate::memory::Region::of(&ring.records));
-            ring.index.regions(&mut pages);
+            crate::memory::Region::of(&ring.records).populate();
         }
-        pages.into_iter().for_each(|r| {
-            r.populate();
-        });
         ring.retired = retired - records.len() as u64;
         ring.evicted = ring.retired;
         let mut indexed = Vec::with_capacity(records.len());
