@@ -225,42 +225,20 @@ impl Holdings {
     /// Every entry with its slot, in slot order, and the sweep's cursor: the table exactly,
     /// for a snapshot (the layout decides what the sweep meets next).
     pub fn image(&self) -> (Vec<(u32, Holding)>, u32) {
-        let entries = self
-            .slots
+        (self.entries().collect(), self.cursor())
+    }
+
+    /// The entries `image()` lists, without collecting them (`len()` of them).
+    pub fn entries(&self) -> impl Iterator<Item = (u32, Holding)> + Clone + '_ {
+        self.slots
             .iter()
             .enumerate()
             .filter(|(_, s)| s.units > 0)
             .map(|(i, s)| (i as u32, *s))
-            .collect();
-        (entries, self.cursor as u32)
-    }
-
-    /// The entries `image()` lists, without collecting them, and how many there are.
-    pub fn entries(&self) -> (impl Iterator<Item = (u32, Holding)> + Clone + '_, usize) {
-        let entries = self
-            .slots
-            .iter()
-            .enumerate()
-            .filter(|(_, s)| s.units > 0)
-            .map(|(i, s)| (i as u32, *s));
-        (entries, self.len)
     }
 
     /// The sweep's cursor, as `image()` gives it.
     pub fn cursor(&self) -> u32 {
-        self.cursor as u32
-    }
-
-    /// `image()` into `entries` (its allocation kept); returns the cursor.
-    pub fn image_into(&self, entries: &mut Vec<(u32, Holding)>) -> u32 {
-        entries.clear();
-        entries.extend(
-            self.slots
-                .iter()
-                .enumerate()
-                .filter(|(_, s)| s.units > 0)
-                .map(|(i, s)| (i as u32, *s)),
-        );
         self.cursor as u32
     }
 

@@ -215,34 +215,15 @@ impl IdempotencyWindow {
 
     /// Every session, by client id: a deterministic order for snapshots.
     pub fn sessions(&self) -> Vec<Session> {
-        let mut all = Vec::new();
-        self.sessions_into(&mut all);
-        all
-    }
-
-    /// `sessions()` into `all`, reusing its vectors (a snapshotter keeps them between
-    /// snapshots, so taking one allocates nothing new once it has taken the largest).
-    pub fn sessions_into(&self, all: &mut Vec<Session>) {
-        let tenants = self.tenants_by_client();
-        all.truncate(tenants.len());
-        for (n, &(table, t)) in tenants.iter().enumerate() {
-            if n == all.len() {
-                all.push(Session {
-                    client: t.client,
-                    highest: t.highest,
-                    last_active: t.last_active,
-                    remembered: Vec::new(),
-                });
-            }
-            let session = &mut all[n];
-            session.client = t.client;
-            session.highest = t.highest;
-            session.last_active = t.last_active;
-            session.remembered.clear();
-            session
-                .remembered
-                .extend(self.remembered(table, &t).copied());
-        }
+        self.tenants_by_client()
+            .iter()
+            .map(|&(table, t)| Session {
+                client: t.client,
+                highest: t.highest,
+                last_active: t.last_active,
+                remembered: self.remembered(table, &t).copied().collect(),
+            })
+            .collect()
     }
 
     /// The tables in use and who holds them, by client id: the order snapshots keep, so

@@ -145,16 +145,11 @@ impl RetiredOrders {
 
     /// Keep `record`, evicting the oldest if the ring is full.
     pub fn push(&mut self, record: RetiredOrder) {
-        assert!(self.push_new(record), "order {} retired twice", record.id);
-    }
-
-    /// `push`; `false` (nothing kept) if the ring holds this id already.
-    fn push_new(&mut self, record: RetiredOrder) -> bool {
         if self.capacity() == 0 {
             self.retired += 1;
             self.evicted += 1;
             self.count_evicted(&record);
-            return true;
+            return;
         }
         if self.len() == self.capacity() {
             let oldest = self.records[self.at(self.evicted)];
@@ -168,12 +163,10 @@ impl RetiredOrders {
         if at >= self.records.len() {
             self.records.resize(at + 1, Self::filler());
         }
-        if !self.index.try_insert(record.id, at as u32) {
-            return false;
-        }
+        // An id retires once: the index refuses a second ("indexed twice").
+        self.index.insert(record.id, at as u32);
         self.records[at] = record;
         self.retired += 1;
-        true
     }
 
     fn count_evicted(&mut self, record: &RetiredOrder) {

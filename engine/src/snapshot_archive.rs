@@ -82,8 +82,10 @@ impl EngineArchive<'_> {
     }
 
     fn holdings(&self) -> Counted<impl Iterator<Item = (u32, Holding)> + Clone + '_> {
-        let (items, left) = self.engine.holdings.entries();
-        Counted { items, left }
+        Counted {
+            items: self.engine.holdings.entries(),
+            left: self.engine.holdings.len(),
+        }
     }
 }
 
