@@ -18,10 +18,6 @@ pub struct AckLog {
 }
 
 impl AckLog {
-    pub fn create(path: &Path) -> std::io::Result<AckLog> {
-        AckLog::sampled(path, 1)
-    }
-
     /// A log of the answers about one order in `every` (orders whose id is a multiple of
     /// it); answers about no order are left out unless `every` is 1.
     pub fn sampled(path: &Path, every: u64) -> std::io::Result<AckLog> {

@@ -428,10 +428,8 @@ impl Driver<'_> {
             }
             Reply::Outcome(outcome) => {
                 m.accepted += 1;
-                if self.acks.is_some() {
-                    let order = order_of(outcome);
-                    self.ack_line(&mut tally.acks, p.request, order, p.kind.name(), answer.seq);
-                }
+                let order = order_of(outcome);
+                self.ack_line(&mut tally.acks, p.request, order, p.kind.name(), answer.seq);
             }
             Reply::Answer(_) => m.accepted += 1,
         }
@@ -441,9 +439,7 @@ impl Driver<'_> {
 
     fn pushed(&mut self, now: u64, push: &WirePush, acks: &mut String) {
         if let Event::WaitlistOrderCreated { request, order, .. } = push.event {
-            if self.acks.is_some() {
-                self.ack_line(acks, request, Some(order.0), "waitlist_order", push.seq);
-            }
+            self.ack_line(acks, request, Some(order.0), "waitlist_order", push.seq);
         }
         self.traffic.on_push(now, push);
     }
