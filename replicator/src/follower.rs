@@ -27,13 +27,12 @@ pub trait Sink: Send {
     ) -> Result<(), (ReplicationCode, String)>;
     /// The primary's rolling hash after `seq`.
     fn checkpoint(&mut self, seq: u64, hash: u64) -> Result<(), (ReplicationCode, String)>;
-    /// A piece of the primary's snapshot file (taken at `seq`, `len` bytes in all) at
-    /// `offset`: this standby is too far behind to follow and starts over from it.
+    /// A piece of the primary's snapshot file at `offset`: this standby is too far behind
+    /// to follow and starts over from it (the SNAPSHOT message said its sequence and length;
+    /// `receive_snapshot` checks the pieces add up to it).
     fn snapshot_piece(
         &mut self,
-        seq: u64,
         offset: u64,
-        len: u64,
         bytes: &[u8],
     ) -> Result<(), (ReplicationCode, String)>;
 }
@@ -336,7 +335,7 @@ impl Follower {
                     let patience = settings.timeout.max(Duration::from_secs(5));
                     let _ = stream.set_read_timeout(Some(patience));
                     let received = receive_snapshot(&mut stream, &mut buf, len, |at, bytes| {
-                        sink.snapshot_piece(seq, at, len, bytes)
+                        sink.snapshot_piece(at, bytes)
                     });
                     match received {
                         Ok(()) => break Ended::Snapshot(seq),

@@ -104,7 +104,10 @@ impl DataDir {
     /// Write a piece of the snapshot a primary is sending (the first piece starts a new file).
     pub fn stage_snapshot_piece(&self, offset: u64, bytes: &[u8]) -> Result<()> {
         use std::os::unix::fs::FileExt;
-        self.snapshots()?; // made if missing
+        if offset == 0 {
+            std::fs::create_dir_all(self.snapshot_dir())
+                .map_err(|e| ServerError::io("making the snapshot directory", e))?;
+        }
         let path = self.snapshot_dir().join(STAGED_SNAPSHOT);
         let file = std::fs::OpenOptions::new()
             .create(true)

@@ -381,13 +381,7 @@ impl Sink for GatewaySink {
         Ok(())
     }
 
-    fn snapshot_piece(
-        &mut self,
-        _seq: u64,
-        offset: u64,
-        _len: u64,
-        bytes: &[u8],
-    ) -> Result<(), Refusal> {
+    fn snapshot_piece(&mut self, offset: u64, bytes: &[u8]) -> Result<(), Refusal> {
         self.dir
             .stage_snapshot_piece(offset, bytes)
             .map_err(|e| (ReplicationCode::BadFrame, e.to_string()))
