@@ -1,5 +1,6 @@
 //! A small HTTP/1.1 client for a node's HTTP port: one request per connection, the status
-//! code and the body back. `surge promote`/`fence`, `surge drill` and the tests share it.
+//! code and the body back, and a reader for one `/metrics` value. `surge promote`/`fence`,
+//! `surge drill`, the demo, the benches and the tests share it.
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -21,6 +22,12 @@ pub fn get(http: &str, path: &str) -> anyhow::Result<(u16, String)> {
         http,
         &format!("GET {path} HTTP/1.1\r\nHost: {http}\r\nConnection: close\r\n\r\n"),
     )
+}
+
+/// An unlabelled metric's value in a `/metrics` body (Prometheus text), if it is there.
+pub fn metric(body: &str, name: &str) -> Option<f64> {
+    body.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
 }
 
 fn request(http: &str, head: &str) -> anyhow::Result<(u16, String)> {

@@ -165,12 +165,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let metrics = crate::admin_client::get(&primary.http.to_string(), "/metrics")
         .map(|(_, body)| body)
         .unwrap_or_default();
-    let metric = |name: &str| {
-        metrics
-            .lines()
-            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse::<f64>().ok())
-            .unwrap_or(0.0) as u64
-    };
+    let metric = |name: &str| crate::admin_client::metric(&metrics, name).unwrap_or(0.0) as u64;
     println!(
         "  longevity  {} orders retired (closed, kept as 80-byte records); {} snapshots taken \
          while serving, the newest at seq {}",

@@ -181,9 +181,7 @@ fn get(path: &str) -> Option<(u16, String)> {
 }
 
 fn metric(body: &str, name: &str) -> u64 {
-    body.lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse::<f64>().ok())
-        .map_or(0, |v| v as u64)
+    tools::admin_client::metric(body, name).map_or(0, |v| v as u64)
 }
 
 fn health_field(field: &str) -> u64 {

@@ -62,9 +62,8 @@ pub fn metric(node: &ServeProcess, name: &str) -> u64 {
 /// An unlabelled metric from the node whose HTTP port is `http`.
 pub fn metric_at(http: std::net::SocketAddr, name: &str) -> u64 {
     let (_, body) = tools::admin_client::get(&http.to_string(), "/metrics").unwrap();
-    body.lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
-        .unwrap_or_else(|| panic!("no {name} in /metrics"))
+    tools::admin_client::metric(&body, name).unwrap_or_else(|| panic!("no {name} in /metrics"))
+        as u64
 }
 
 pub fn wait_for(within: Duration, what: &str, mut f: impl FnMut() -> bool) {
