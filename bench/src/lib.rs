@@ -113,6 +113,19 @@ pub fn load_catalog(engine: &mut Engine, skus: u64, stock: u64) {
     }
 }
 
+/// An engine configuration with room for `orders` open orders and their buyers' holdings
+/// (the defaults hold 4M of each: the benches go to 10M).
+pub fn config_for_open_orders(orders: u64) -> EngineConfig {
+    let defaults = EngineConfig::default();
+    EngineConfig {
+        orders_max: defaults.orders_max.max(orders),
+        holdings_max: defaults
+            .holdings_max
+            .max(u32::try_from(orders.next_power_of_two()).expect("at most 2^31 orders")),
+        ..defaults
+    }
+}
+
 /// Place `orders` single-line, single-unit orders from distinct buyers over SKUs 1..=`skus`
 /// (loaded with stock enough), none paid: the state of a sale at its busiest.
 pub fn place_open_orders(engine: &mut Engine, orders: u64, skus: u64) {

@@ -18,7 +18,6 @@
 //! ```
 
 use crate::error::{ErrorCode, JournalError, Result};
-use crate::snapshot_writer::SnapshotWriter;
 use crate::storage::Storage;
 
 pub const SNAPSHOT_MAGIC: [u8; 8] = *b"SURGESNP";
@@ -48,18 +47,6 @@ impl Snapshot {
     pub fn payload(&self) -> &[u8] {
         &self.bytes[SNAPSHOT_HEADER_LEN..]
     }
-}
-
-pub fn encode_snapshot(seq: u64, check: u64, payload: &[u8]) -> Vec<u8> {
-    let mut bytes = Vec::with_capacity(SNAPSHOT_HEADER_LEN + payload.len());
-    bytes.extend_from_slice(&snapshot_header(seq, check, payload));
-    bytes.extend_from_slice(payload);
-    bytes
-}
-
-/// The header for `payload` (which follows it in the file).
-pub fn snapshot_header(seq: u64, check: u64, payload: &[u8]) -> [u8; SNAPSHOT_HEADER_LEN] {
-    snapshot_header_for(seq, check, payload.len() as u64, crc32c::crc32c(payload))
 }
 
 /// The header for a payload of `len` bytes whose CRC32C is `crc`.
@@ -123,31 +110,6 @@ pub fn check_snapshot(bytes: &[u8]) -> std::result::Result<(u64, u64), String> {
         return Err("payload checksum mismatch".into());
     }
     Ok((field(16), field(24)))
-}
-
-/// Write a snapshot durably: temp file, sync, rename, directory sync.
-pub fn write_snapshot(
-    storage: &dyn Storage,
-    seq: u64,
-    check: u64,
-    payload: &[u8],
-) -> Result<String> {
-    write_snapshot_paced(storage, seq, check, payload, Pace::AT_ONCE)
-}
-
-/// `write_snapshot`, the payload written and synced piece by piece (`pace`).
-pub fn write_snapshot_paced(
-    storage: &dyn Storage,
-    seq: u64,
-    check: u64,
-    payload: &[u8],
-    pace: Pace,
-) -> Result<String> {
-    let mut writer = SnapshotWriter::create(storage, seq, pace)?;
-    if let Err(e) = std::io::Write::write_all(&mut writer, payload) {
-        return Err(writer.abandon("writing", e));
-    }
-    writer.finish(check)
 }
 
 /// The newest valid snapshot, and a warning (with its code) for each damaged one skipped.

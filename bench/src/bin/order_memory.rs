@@ -7,7 +7,7 @@
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use engine::{Engine, EngineConfig};
+use engine::Engine;
 
 struct Counting;
 
@@ -45,7 +45,7 @@ fn main() {
         .nth(1)
         .map(|a| a.parse().expect("ORDERS is a number"))
         .unwrap_or(10_000_000);
-    let config = EngineConfig::default();
+    let config = bench::config_for_open_orders(orders);
     let mut engine = Engine::new(config);
     bench::load_catalog(&mut engine, SKUS, orders);
     let before = LIVE_BYTES.load(Ordering::Relaxed);

@@ -1,9 +1,9 @@
 //! What a snapshot of a big state costs: `ORDERS` open orders (default 10M, single-line,
-//! over 1,000 SKUs, none paid), then each step timed on its own:
+//! over 1,000 SKUs, none paid), then each step timed on its own, the way `surge serve`'s
+//! snapshotter and a restart do them:
 //!
-//! - copy: `Engine::snapshot()`, the part that needs the engine to stand still;
-//! - archive: rkyv to bytes (on any thread, from the copy);
-//! - write: temp file, sync, rename, directory sync;
+//! - write: the engine archived straight from its tables into the file (one 4 MiB buffer),
+//!   synced, header last, renamed, directory synced (`write_engine_snapshot`);
 //! - load: read the newest snapshot, check it, restore an engine from it.
 //!
 //! `cargo run --release -p bench --bin snapshot-cost [-- ORDERS]` (files under
@@ -12,8 +12,9 @@
 use std::path::PathBuf;
 use std::time::Instant;
 
-use engine::{Engine, EngineConfig};
+use engine::Engine;
 use journal::{snapshot, FileStorage, IoMode};
+use server::data_dir::write_engine_snapshot;
 
 const SKUS: u64 = 1_000;
 
@@ -29,21 +30,10 @@ fn main() -> anyhow::Result<()> {
     let _ = std::fs::remove_dir_all(&dir);
     let engine = open_orders(orders);
 
-    let started = Instant::now();
-    let copy = engine.snapshot();
-    let copy_s = started.elapsed().as_secs_f64();
-
-    let started = Instant::now();
-    let bytes = copy.to_bytes();
-    let archive_s = started.elapsed().as_secs_f64();
-    drop(copy);
-
     let storage = FileStorage::open(&dir, IoMode::Pwritev2)?;
     let started = Instant::now();
-    snapshot::write_snapshot(&storage, orders, engine.hash(), &bytes)?;
+    let (_, size) = write_engine_snapshot(&storage, &engine, orders, snapshot::Pace::AT_ONCE)?;
     let write_s = started.elapsed().as_secs_f64();
-    let size = bytes.len();
-    drop(bytes);
     let hash = engine.hash();
     drop(engine);
 
@@ -61,15 +51,7 @@ fn main() -> anyhow::Result<()> {
         size as f64 / orders as f64
     );
     println!(
-        "  copy      {:.1} ms  (the engine stands still for this)",
-        copy_s * 1e3
-    );
-    println!(
-        "  archive   {:.1} ms  (rkyv, off the engine)",
-        archive_s * 1e3
-    );
-    println!(
-        "  write     {:.1} ms  (temp file, sync, rename, dir sync)",
+        "  write     {:.1} ms  (archived from the tables into the file, synced, renamed)",
         write_s * 1e3
     );
     println!(
@@ -82,10 +64,7 @@ fn main() -> anyhow::Result<()> {
 
 /// An engine holding `orders` open single-line orders.
 fn open_orders(orders: u64) -> Engine {
-    let mut engine = Engine::new(EngineConfig {
-        orders_max: orders,
-        ..EngineConfig::default()
-    });
+    let mut engine = Engine::new(bench::config_for_open_orders(orders));
     engine.fault_in();
     bench::load_catalog(&mut engine, SKUS, orders);
     bench::place_open_orders(&mut engine, orders, SKUS);
