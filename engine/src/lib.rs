@@ -9,6 +9,7 @@ pub mod code;
 pub mod codec;
 pub mod command;
 pub mod config;
+mod counted;
 pub mod holdings;
 pub mod id_table;
 pub mod idempotency;

@@ -8,6 +8,7 @@
 //! Nothing here grows after start-up.
 
 use crate::command::OrderLine;
+use crate::counted::Counted;
 use crate::id_table::IdTable;
 use crate::ids::{ClientId, Money, OrderId, RequestId, SkuId, TimestampNs, UserId};
 
@@ -171,38 +172,6 @@ impl Chain {
         len: 0,
     };
 }
-
-/// A walk along a chain; it knows its length (a snapshot archives a chain as it walks it).
-#[derive(Clone)]
-pub struct ChainIter<'a> {
-    book: &'a OrderBook,
-    at: u32,
-    left: usize,
-}
-
-impl<'a> Iterator for ChainIter<'a> {
-    type Item = &'a Order;
-
-    fn next(&mut self) -> Option<&'a Order> {
-        if self.at == NIL {
-            assert_eq!(self.left, 0, "a chain shorter than its length");
-            return None;
-        }
-        let order = &self.book.orders[self.at as usize];
-        self.at = self.book.links[self.at as usize].next;
-        self.left = self
-            .left
-            .checked_sub(1)
-            .expect("a chain longer than its length");
-        Some(order)
-    }
-
-    fn size_hint(&self) -> (usize, Option<usize>) {
-        (self.left, Some(self.left))
-    }
-}
-
-impl ExactSizeIterator for ChainIter<'_> {}
 
 /// The orders held in full: open ones, and closed ones until they retire.
 #[derive(Clone, Debug)]
@@ -410,12 +379,19 @@ impl OrderBook {
         self.open_orders().chain(self.closed_orders())
     }
 
-    fn chain(&self, chain: Chain) -> ChainIter<'_> {
-        ChainIter {
-            book: self,
-            at: chain.head,
-            left: chain.len as usize,
-        }
+    /// A walk along a chain that knows its length (a snapshot archives a chain as it walks
+    /// it).
+    fn chain(&self, chain: Chain) -> Counted<impl Iterator<Item = &Order> + Clone + '_> {
+        let mut at = chain.head;
+        let walk = std::iter::from_fn(move || {
+            if at == NIL {
+                return None;
+            }
+            let order = &self.orders[at as usize];
+            at = self.links[at as usize].next;
+            Some(order)
+        });
+        Counted::new(walk, chain.len as usize)
     }
 
     /// The book a snapshot describes: `capacity` slots, the next id, and the open and closed

@@ -3,6 +3,7 @@
 //! `EngineSnapshot` first or holding the archive in memory. A snapshotter that built both
 //! held two more copies of the state, each growing with it; this holds a few resolvers.
 
+use crate::counted::Counted;
 use std::io;
 
 use rkyv::rancor::{Fallible, Source};
@@ -34,38 +35,6 @@ impl Engine {
     }
 }
 
-/// An iterator that says how long it is, and checks it: an archived vector's length is
-/// written apart from its items, so a count that disagrees would corrupt the archive.
-#[derive(Clone)]
-struct Counted<I> {
-    items: I,
-    left: usize,
-}
-
-impl<I: Iterator> Iterator for Counted<I> {
-    type Item = I::Item;
-
-    fn next(&mut self) -> Option<I::Item> {
-        let item = self.items.next();
-        match item {
-            Some(_) => {
-                self.left = self
-                    .left
-                    .checked_sub(1)
-                    .expect("a table has more entries than it counts")
-            }
-            None => assert_eq!(self.left, 0, "a table has fewer entries than it counts"),
-        }
-        item
-    }
-
-    fn size_hint(&self) -> (usize, Option<usize>) {
-        (self.left, Some(self.left))
-    }
-}
-
-impl<I: Iterator> ExactSizeIterator for Counted<I> {}
-
 struct EngineArchive<'a> {
     engine: &'a Engine,
     /// The idempotency tables in use, in the order the snapshot lists them.
@@ -78,14 +47,12 @@ impl EngineArchive<'_> {
             engine: self.engine,
             table,
             tenant,
+            remembered_len: self.engine.idempotency.remembered(table, &tenant).count(),
         })
     }
 
     fn holdings(&self) -> Counted<impl Iterator<Item = (u32, Holding)> + Clone + '_> {
-        Counted {
-            items: self.engine.holdings.entries(),
-            left: self.engine.holdings.len(),
-        }
+        Counted::new(self.engine.holdings.entries(), self.engine.holdings.len())
     }
 }
 
@@ -193,13 +160,14 @@ struct SessionArchive<'a> {
     engine: &'a Engine,
     table: u32,
     tenant: Tenant,
+    /// How many requests its window remembers (counted once, when the archive is made).
+    remembered_len: usize,
 }
 
 impl SessionArchive<'_> {
     fn remembered(&self) -> Counted<impl Iterator<Item = &Remembered> + Clone + '_> {
         let items = self.engine.idempotency.remembered(self.table, &self.tenant);
-        let left = items.clone().count();
-        Counted { items, left }
+        Counted::new(items, self.remembered_len)
     }
 }
 
@@ -218,7 +186,7 @@ impl Archive for SessionArchive<'_> {
         self.tenant.client.resolve(r.client, client);
         self.tenant.highest.resolve(r.highest, highest);
         self.tenant.last_active.resolve((), last_active);
-        ArchivedVec::resolve_from_len(self.remembered().len(), r.remembered, remembered);
+        ArchivedVec::resolve_from_len(self.remembered_len, r.remembered, remembered);
     }
 }
 
