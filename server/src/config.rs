@@ -556,7 +556,9 @@ mod tests {
         let path = dir.join(format!("{}.toml", text.len()));
         std::fs::write(&path, text).unwrap();
         let overrides: Vec<String> = overrides.iter().map(|s| s.to_string()).collect();
-        ServerConfig::load(Some(&path), &overrides)
+        let loaded = ServerConfig::load(Some(&path), &overrides);
+        let _ = std::fs::remove_file(&path);
+        loaded
     }
 
     #[test]

@@ -1,12 +1,14 @@
 //! Pairs of real processes, their /health, and the writes the tests make.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use engine::wire::{Operation, Reply};
 use engine::{ClientId, Code, Command, OrderLine, RequestId, SkuId, SkuSpec, UserId};
 use loadgen::client::Client;
 use tools::serve_process::ServeProcess;
+
+pub use crate::scratch::ScratchDir;
 
 pub const SURGE: &str = env!("CARGO_BIN_EXE_surge");
 pub const TOKEN: &str = "test-token";
@@ -15,11 +17,9 @@ pub fn exe() -> &'static Path {
     Path::new(SURGE)
 }
 
-pub fn temp_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("surge-repl-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
+/// A fresh, empty directory for one test, removed when it passes.
+pub fn temp_dir(name: &str) -> ScratchDir {
+    ScratchDir::new("repl", name)
 }
 
 /// The `--set`s both nodes of a pair get.

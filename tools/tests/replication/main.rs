@@ -7,3 +7,5 @@ mod failover;
 mod harness;
 mod journals;
 mod partition;
+#[path = "../common/scratch.rs"]
+mod scratch;

@@ -115,7 +115,7 @@ fn every_acknowledged_order_survives_sigkill_exactly_once() {
     let export = dir.join("export.jsonl");
     let out = Command::new(SURGE)
         .args(["replay", "--data-dir"])
-        .arg(&dir)
+        .arg(&*dir)
         .arg("--export")
         .arg(&export)
         .output()

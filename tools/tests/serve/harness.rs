@@ -2,7 +2,7 @@
 //! `serving` log line, and talk to it; kill it on drop.
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::ExitStatus;
 use std::time::Duration;
 
@@ -11,14 +11,13 @@ use engine::{ClientId, Command as Cmd, OrderLine, SkuId, SkuSpec, UserId};
 use loadgen::client::Client;
 use tools::serve_process::ServeProcess;
 
+pub use crate::scratch::ScratchDir;
+
 pub const SURGE: &str = env!("CARGO_BIN_EXE_surge");
 
-/// A fresh, empty directory for one test.
-pub fn temp_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("surge-serve-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
+/// A fresh, empty directory for one test, removed when it passes.
+pub fn temp_dir(name: &str) -> ScratchDir {
+    ScratchDir::new("serve", name)
 }
 
 /// A `tools::serve_process::ServeProcess` whose failures panic, as a test wants.

@@ -6,4 +6,6 @@ mod e2e;
 mod harness;
 mod hostile;
 mod ops;
+#[path = "../common/scratch.rs"]
+mod scratch;
 mod snapshots;
