@@ -1,12 +1,15 @@
 //! Durable append: records of 96 bytes (40-byte header + 56-byte payload, the size of a
 //! journaled single-line PlaceOrder) committed in groups of 1, 16, 256 and 4096, each commit
-//! one write and one fdatasync. Three paths on the same disk in the same run:
+//! one write and one fdatasync (or one durable direct write). Four paths on the same disk in the
+//! same run:
 //!
 //! - `uring`: the journal writer on io_uring (writes in flight, linked to an fdatasync);
 //! - `pwritev2`: the journal writer on its fallback path;
 //! - `pipelined`: the journal writer with two commits in flight (the server's default): the
 //!   next commit is encoded and written while the last one syncs, so time per commit is its
 //!   share of the throughput, not its latency (the last ones are waited for in the timing);
+//! - `direct`: the journal writer with `O_DIRECT` writes carrying `RWF_DSYNC` (one commit at a
+//!   time, each durable when its write completes, no `fdatasync`);
 //! - `raw`: a plain loop of `pwrite` + `fdatasync` of the same bytes into a pre-zeroed file,
 //!   the disk's own rate and the ceiling the journal is measured against;
 //!
@@ -192,6 +195,7 @@ fn append_benches(c: &mut Criterion) {
     bench_writer(c, "uring", IoMode::Uring, 1);
     bench_writer(c, "pwritev2", IoMode::Pwritev2, 1);
     bench_writer(c, "pipelined", IoMode::Pwritev2, 2);
+    bench_writer(c, "direct", IoMode::Direct, 1);
 }
 
 criterion_group!(benches, append_benches);

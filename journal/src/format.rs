@@ -41,6 +41,9 @@ pub const RECORD_PAYLOAD_MAX: usize = 1 << 20;
 /// format limit, not only the writer's: recovery zeroes `COMMITS_IN_FLIGHT_MAX` times this
 /// much past the durable end, all that torn commits can have written.
 pub const COMMIT_BYTES_MAX: usize = 4 << 20;
+/// The zero length the writer puts after each commit's last record (where the segment has
+/// room): a reader stops there.
+pub const END_MARKER_LEN: usize = 8;
 
 /// Commits written and not yet durable, at most (the writer's pipeline). Also a format
 /// limit: after a crash, this many commits can be torn, so recovery zeroes this many

@@ -1,10 +1,11 @@
 //! surge's write-ahead journal. It works in bytes and knows nothing of orders: records are
 //! (sequence, timestamp, kind, payload) in fixed-size, pre-zeroed segment files, checksummed,
 //! group-committed (commits pipelined: the next is written while the last syncs; io_uring or
-//! `pwritev2` + `fdatasync`), read back through memmap2,
+//! `pwritev2` + `fdatasync`; or `O_DIRECT` writes that are durable when they complete), read back through memmap2,
 //! recovered after a crash (a torn tail is cut, corruption refuses to start), plus snapshot
 //! files and retention. The format is in `format.rs` and docs/FORMAT.md.
 
+mod direct;
 pub mod durable;
 pub mod error;
 pub mod fault;
@@ -22,6 +23,7 @@ pub mod truncate;
 mod uring;
 pub mod writer;
 
+pub use direct::probe as probe_direct;
 pub use durable::DurableSeq;
 pub use error::{ErrorCode, JournalError, Location};
 pub use fault::{FaultStorage, Faults};

@@ -11,6 +11,8 @@ use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
+use crate::direct::{self, DirectAppender};
+use crate::format::{COMMIT_BYTES_MAX, END_MARKER_LEN};
 use crate::uring::UringCommitter;
 
 /// The bytes of one file: mapped (real files) or owned (tests).
@@ -80,6 +82,9 @@ pub enum IoMode {
     Uring,
     /// `pwritev2` + `fdatasync` only.
     Pwritev2,
+    /// `O_DIRECT` writes with `RWF_DSYNC`, one commit at a time; `pwritev2` + `fdatasync`
+    /// where the filesystem refuses `O_DIRECT`.
+    Direct,
 }
 
 impl std::str::FromStr for IoMode {
@@ -90,8 +95,9 @@ impl std::str::FromStr for IoMode {
             "auto" => Ok(IoMode::Auto),
             "io_uring" | "uring" => Ok(IoMode::Uring),
             "pwritev2" => Ok(IoMode::Pwritev2),
+            "direct" => Ok(IoMode::Direct),
             other => Err(format!(
-                "unknown io mode {other:?} (auto, io_uring, pwritev2)"
+                "unknown io mode {other:?} (auto, io_uring, pwritev2, direct)"
             )),
         }
     }
@@ -105,15 +111,19 @@ pub struct FileStorage {
     dir: PathBuf,
     open: Mutex<HashMap<String, Arc<File>>>,
     uring: Option<Mutex<UringCommitter>>,
-    /// Why io_uring is not in use, when it is not.
+    /// With `IoMode::Direct` on a filesystem that takes it: durable commits.
+    direct: Option<Mutex<DirectAppender>>,
+    /// Why neither io_uring nor direct I/O is in use, when neither is.
     fallback_reason: Option<String>,
 }
 
 impl FileStorage {
-    /// Open (creating) `dir`. With `IoMode::Auto`, io_uring is tried and the reason for any
-    /// fallback is kept for `describe`.
+    /// Open (creating) `dir`. With `IoMode::Auto`, io_uring is tried; with `IoMode::Direct`,
+    /// the filesystem is asked for `O_DIRECT`; the reason for any fallback is kept for
+    /// `describe`.
     pub fn open(dir: &Path, mode: IoMode) -> io::Result<FileStorage> {
         std::fs::create_dir_all(dir)?;
+        let mut direct = None;
         let (uring, fallback_reason) = match mode {
             IoMode::Pwritev2 => (None, Some("turned off in config".to_string())),
             IoMode::Uring => (Some(Mutex::new(UringCommitter::new()?)), None),
@@ -121,11 +131,27 @@ impl FileStorage {
                 Ok(u) => (Some(Mutex::new(u)), None),
                 Err(e) => (None, Some(format!("io_uring refused: {e}"))),
             },
+            IoMode::Direct => match direct::probe(dir) {
+                Ok(()) => {
+                    direct = Some(Mutex::new(DirectAppender::new(
+                        COMMIT_BYTES_MAX + END_MARKER_LEN,
+                    )));
+                    (None, None)
+                }
+                Err(e) => (
+                    None,
+                    Some(format!(
+                        "O_DIRECT refused by the filesystem under {}: {e}",
+                        dir.display()
+                    )),
+                ),
+            },
         };
         Ok(FileStorage {
             dir: dir.to_path_buf(),
             open: Mutex::new(HashMap::new()),
             uring,
+            direct,
             fallback_reason,
         })
     }
@@ -158,6 +184,12 @@ impl FileStorage {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .remove(name);
+        if let Some(direct) = &self.direct {
+            direct
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .forget(name);
+        }
     }
 }
 
@@ -200,6 +232,12 @@ impl Storage for FileStorage {
     }
 
     fn write_all_and_sync(&self, name: &str, offset: u64, data: &[u8]) -> io::Result<()> {
+        if let Some(direct) = &self.direct {
+            let mut direct = direct.lock().unwrap_or_else(|e| e.into_inner());
+            if direct.write_durably(&self.dir, name, offset, data)? {
+                return Ok(());
+            }
+        }
         let file = self.file(name)?;
         match &self.uring {
             Some(uring) => uring
@@ -239,6 +277,9 @@ impl Storage for FileStorage {
     }
 
     fn describe(&self) -> String {
+        if self.direct.is_some() {
+            return "O_DIRECT pwritev2 with RWF_DSYNC, durable on completion (no fdatasync)".into();
+        }
         match &self.fallback_reason {
             None => "io_uring (writes and fdatasync submitted together)".to_string(),
             Some(why) => format!("pwritev2 + fdatasync ({why})"),
@@ -248,13 +289,23 @@ impl Storage for FileStorage {
 
 /// One `pwritev2` call; returns how much it wrote (retrying on EINTR).
 pub(crate) fn pwritev2(file: &File, offset: u64, data: &[u8]) -> io::Result<usize> {
+    pwritev2_flags(file, offset, data, 0)
+}
+
+/// One `pwritev2` call with `RWF_*` flags.
+pub(crate) fn pwritev2_flags(
+    file: &File,
+    offset: u64,
+    data: &[u8],
+    flags: libc::c_int,
+) -> io::Result<usize> {
     let iov = libc::iovec {
         iov_base: data.as_ptr() as *mut libc::c_void,
         iov_len: data.len(),
     };
     loop {
         // SAFETY: `iov` points at `data`, alive and unaliased for the call; the fd is open.
-        let n = unsafe { libc::pwritev2(file.as_raw_fd(), &iov, 1, offset as libc::off_t, 0) };
+        let n = unsafe { libc::pwritev2(file.as_raw_fd(), &iov, 1, offset as libc::off_t, flags) };
         if n >= 0 {
             return Ok(n as usize);
         }

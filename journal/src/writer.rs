@@ -38,7 +38,7 @@ pub const SEGMENT_LEN_DEFAULT: u64 = 64 << 20;
 pub const SEGMENT_LEN_MIN: u64 = 64 << 10;
 
 /// The zero length written after each commit's last record (when the segment has room).
-const END_MARKER: [u8; 8] = [0; 8];
+const END_MARKER: [u8; format::END_MARKER_LEN] = [0; format::END_MARKER_LEN];
 
 /// How long one wait for a sync sleeps at most (a publish or a failure wakes it sooner).
 const SYNC_WAIT_SLICE: Duration = Duration::from_secs(1);

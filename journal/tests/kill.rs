@@ -5,7 +5,8 @@
 //! Many rounds on one journal, so each child also recovers what the previous one left. The
 //! child also retires covered segments with `Retention::Recycle` every so often, as snapshots
 //! would, so its appends overwrite recycled segments' stale records. Commits are pipelined
-//! (1 to 4 in flight, changing from round to round): the child reports what the writer's
+//! (1 to 4 in flight, changing from round to round), and every fifth round writes with
+//! `O_DIRECT` (`IoMode::Direct`, one commit at a time): the child reports what the writer's
 //! durable hook publishes, so a kill usually lands with commits written and not yet synced.
 //!
 //! The child is this test binary re-run with `SURGE_KILL_CHILD_DIR` set (the `child` test is
@@ -26,6 +27,7 @@ use journal::{recover, DurableHook, FileStorage, IoMode};
 const ROUNDS: u64 = 25;
 const CHILD_ENV: &str = "SURGE_KILL_CHILD_DIR";
 const IN_FLIGHT_ENV: &str = "SURGE_KILL_COMMITS_IN_FLIGHT";
+const IO_ENV: &str = "SURGE_KILL_IO";
 /// A child that has not been killed by then is a bug, not a slow machine.
 const CHILD_RUN_MAX: Duration = Duration::from_secs(60);
 
@@ -36,7 +38,8 @@ fn child() {
         return;
     };
     let in_flight: usize = std::env::var(IN_FLIGHT_ENV).unwrap().parse().unwrap();
-    let storage = Arc::new(FileStorage::open(dir.as_ref(), IoMode::Auto).unwrap());
+    let io: IoMode = std::env::var(IO_ENV).unwrap().parse().unwrap();
+    let storage = Arc::new(FileStorage::open(dir.as_ref(), io).unwrap());
     let mut writer = open_writer(storage.clone());
     // What the writer publishes as durable is what the parent may count on.
     let hook: DurableHook = Arc::new(|synced| {
@@ -66,6 +69,10 @@ fn kill_9_at_random_moments_loses_nothing_acknowledged() {
     let mut acknowledged = 0u64;
     let mut x = 0x9e37_79b9u64;
     for round in 0..ROUNDS {
+        let (io, in_flight) = match round % 5 {
+            4 => ("direct", 1),
+            k => ("auto", 1 + k),
+        };
         let mut child = Command::new(std::env::current_exe().unwrap())
             .args([
                 "--ignored",
@@ -75,7 +82,8 @@ fn kill_9_at_random_moments_loses_nothing_acknowledged() {
                 "--test-threads=1",
             ])
             .env(CHILD_ENV, &dir)
-            .env(IN_FLIGHT_ENV, (1 + round % 4).to_string())
+            .env(IN_FLIGHT_ENV, in_flight.to_string())
+            .env(IO_ENV, io)
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()

@@ -193,12 +193,14 @@ pub struct RingSection {
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct JournalSection {
-    /// "auto" (io_uring, else pwritev2), "uring" or "pwritev2".
+    /// "auto", "direct" (O_DIRECT writes that are durable when they complete, one commit at
+    /// a time), "pwritev2" (buffered writes and fdatasync) or "uring" (buffered, each write
+    /// linked to its sync on io_uring). See `journal_io.rs` for what "auto" picks.
     pub io: String,
     pub segment_mib: u64,
-    /// Commits written and not yet durable at once (1..=4): while one syncs, the next is
-    /// encoded and written, and with 2 or more their syncs overlap. 1: one commit at a time.
-    pub commits_in_flight: usize,
+    /// Buffered commits written and not yet durable at once (1..=4): while one syncs, the
+    /// next is encoded and written. Unset: 2 for buffered writes, 1 for direct ones.
+    pub commits_in_flight: Option<usize>,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -279,7 +281,7 @@ impl Default for JournalSection {
         JournalSection {
             io: "auto".into(),
             segment_mib: journal::writer::SEGMENT_LEN_DEFAULT >> 20,
-            commits_in_flight: 2,
+            commits_in_flight: None,
         }
     }
 }
@@ -360,18 +362,28 @@ impl ServerConfig {
                 "must be 1..=4096",
             ));
         }
-        if !(1..=journal::format::COMMITS_IN_FLIGHT_MAX).contains(&self.journal.commits_in_flight) {
+        let in_flight = self.journal.commits_in_flight;
+        if in_flight.is_some_and(|k| !(1..=journal::format::COMMITS_IN_FLIGHT_MAX).contains(&k)) {
             return Err(ServerError::config(
                 "journal.commits_in_flight",
                 "must be 1..=4 (1: one commit at a time)",
             ));
         }
-        if self.io_mode()? == IoMode::Uring && self.journal.commits_in_flight > 1 {
+        let overlapped = in_flight.is_some_and(|k| k > 1);
+        let io = self.io_mode()?;
+        if io == IoMode::Uring && overlapped {
             // Not quietly overridden: with commits in flight the writes are pwritev2.
             return Err(ServerError::config(
                 "journal.io, journal.commits_in_flight",
                 "io_uring links a write to its sync only with one commit at a time: set \
                  journal.commits_in_flight = 1 for io_uring, or journal.io = \"auto\"",
+            ));
+        }
+        if io == IoMode::Direct && overlapped {
+            return Err(ServerError::config(
+                "journal.io, journal.commits_in_flight",
+                "direct writes go one commit at a time (two in flight would rewrite the same \
+                 block): set journal.commits_in_flight = 1 for direct, or journal.io = \"auto\"",
             ));
         }
         if self.gateway.in_flight_max == 0 || self.gateway.connections_max == 0 {
@@ -476,7 +488,8 @@ impl ServerConfig {
             "auto" => Ok(IoMode::Auto),
             "uring" | "io_uring" => Ok(IoMode::Uring),
             "pwritev2" => Ok(IoMode::Pwritev2),
-            other => Err(bad("journal.io", other, "auto, uring or pwritev2")),
+            "direct" => Ok(IoMode::Direct),
+            other => Err(bad("journal.io", other, "auto, uring, pwritev2 or direct")),
         }
     }
 
@@ -551,9 +564,10 @@ mod tests {
     use super::*;
 
     fn load(text: &str, overrides: &[&str]) -> Result<ServerConfig> {
-        let dir = std::env::temp_dir().join(format!("surge-config-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join(format!("{}.toml", text.len()));
+        static FILES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = FILES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let path =
+            std::env::temp_dir().join(format!("surge-config-{}-{n}.toml", std::process::id()));
         std::fs::write(&path, text).unwrap();
         let overrides: Vec<String> = overrides.iter().map(|s| s.to_string()).collect();
         let loaded = ServerConfig::load(Some(&path), &overrides);
@@ -627,11 +641,21 @@ mod tests {
             ("snapshot.retention=shred", "snapshot.retention"),
             ("journal.commits_in_flight=0", "journal.commits_in_flight"),
             ("journal.commits_in_flight=5", "journal.commits_in_flight"),
-            ("journal.io=\"uring\"", "journal.commits_in_flight"),
+            ("journal.io=\"fast\"", "journal.io"),
         ];
         for &(set, key) in cases {
             let e = load("", &[set]).expect_err(set);
             assert!(format!("{e:#}").contains(key), "{set}: {e:#}");
+        }
+        // One commit at a time only, and not quietly turned into something else.
+        for io in ["uring", "direct"] {
+            let io = format!("journal.io=\"{io}\"");
+            load("", &[&io]).unwrap();
+            let e = load("", &[&io, "journal.commits_in_flight=2"]).expect_err(&io);
+            assert!(
+                format!("{e:#}").contains("journal.commits_in_flight"),
+                "{e:#}"
+            );
         }
     }
 }

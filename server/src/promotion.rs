@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicU64, Ordering::SeqCst};
 use std::sync::{Condvar, Mutex};
 use std::time::Duration;
 
+use crate::crash_point;
 use crate::error::PromoteError;
 use crate::node::Node;
 use crate::ops::log::{self, Level};
@@ -51,6 +52,7 @@ impl Promotion {
         // Stop following now: the old primary is told of the new epoch (best effort).
         node.follower.stop();
         node.follower.link.fence_and_close(node.epoch() + 1);
+        crash_point::reached("promote.asked");
         node.nudge();
         let (mut state, _) = this
             .done
@@ -79,16 +81,19 @@ impl Promotion {
             State::Asked(at) => Some(at),
             _ => None,
         };
+        crash_point::reached("promote.before_epoch_store");
         let stored = node.epochs.update(|epochs| Some(epochs.promote(start_seq)));
         // Asked → the new epoch durable and the role switched (the store is most of it).
         let now_ns = sequencer.mono_ns();
         let result = match stored {
             Ok(epoch) => {
                 let epoch = epoch.expect("a promotion always changes the epochs");
+                crash_point::reached("promote.after_epoch_store");
                 node.policy
                     .alone_ok
                     .store(true, std::sync::atomic::Ordering::SeqCst);
                 let _ = node.role.apply(RoleEvent::PromotionDone);
+                crash_point::reached("promote.after_role_switch");
                 this.count.fetch_add(1, SeqCst);
                 Ok(Promoted {
                     epoch,

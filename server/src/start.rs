@@ -23,6 +23,7 @@ use crate::error::{Result, ServerError};
 use crate::follow::{FollowerThread, INTAKE_BATCHES};
 use crate::gate::Gate;
 use crate::gateway::{Gateway, Parts, WAKER};
+use crate::journal_io::JournalIo;
 use crate::journal_stage::JournalStage;
 use crate::journaler::Journaler;
 use crate::node::{repl_code, Node};
@@ -104,6 +105,7 @@ impl Server {
             Some(storage) => storage.clone(),
             None => Arc::new(dir.journal(IoMode::Pwritev2)?),
         };
+        let journal_io = JournalIo::choose(&config.journal, config.io_mode()?, &dir.journal_dir())?;
         let (mut journaler, _) = match storage {
             Some(storage) => Journaler::open_on(
                 storage,
@@ -113,7 +115,7 @@ impl Server {
             )?,
             None => Journaler::open_dir(
                 &dir,
-                config.io_mode()?,
+                journal_io.mode,
                 engine.config(),
                 config.segment_len(),
                 recovered_seq + 1,
@@ -203,12 +205,15 @@ impl Server {
         let journal = JournalStage::new(
             journal_consumer,
             journaler,
-            config.journal.commits_in_flight,
+            journal_io.commits_in_flight,
             shared.clone(),
             wake.clone(),
             node.clone(),
         );
-        let io = journal.describe_io();
+        let io = match &journal_io.why {
+            Some(why) => format!("{} ({why})", journal.describe_io()),
+            None => journal.describe_io(),
+        };
         let engine = EngineStage::new(
             engine_consumer,
             engine,

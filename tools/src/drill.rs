@@ -55,6 +55,10 @@ pub struct Args {
     /// Keep the data directories.
     #[arg(long)]
     pub keep: bool,
+    /// Config overrides for both nodes, as `surge serve --set` takes them (e.g.
+    /// `journal.io="pwritev2"`), after the drill's own
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub sets: Vec<String>,
 }
 
 const TOKEN: &str = "drill-token";
@@ -130,6 +134,7 @@ pub fn drill(args: &Args) -> anyhow::Result<Vec<Round>> {
         "engine.payment_window_ms=2000".into(),
         "journal.segment_mib=8".into(),
     ];
+    let sets: Vec<String> = sets.into_iter().chain(args.sets.iter().cloned()).collect();
     let sets: Vec<&str> = sets.iter().map(String::as_str).collect();
     let mut primary = ServeProcess::start(&exe, &dirs[0], &sets)?;
     let mut standby = ServeProcess::start_standby(

@@ -13,6 +13,7 @@ fn args(failover: &str) -> Args {
         timeout_ms: 200,
         json: None,
         keep: false,
+        sets: Vec::new(),
     }
 }
 

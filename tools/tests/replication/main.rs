@@ -7,5 +7,6 @@ mod failover;
 mod harness;
 mod journals;
 mod partition;
+mod promotion_crash;
 #[path = "../common/scratch.rs"]
 mod scratch;

@@ -1,7 +1,7 @@
 //! No answer leaves before its sequence is durable. The server runs in-process on a storage
 //! that can hold every sync (a disk that is slow right now) or fail it (a disk that died).
-//! Commits are pipelined (the server's default), so a held sync also has the next commit
-//! written behind it.
+//! Commits are pipelined (two buffered commits in flight), so a held sync also has the next
+//! commit written behind it.
 
 use std::io;
 use std::path::Path;
@@ -82,7 +82,8 @@ impl Storage for GatedStorage {
     }
 }
 
-fn start(name: &str) -> (Server, Arc<GatedStorage>) {
+/// The server, its storage, and its directory (removed when the test passes).
+fn start(name: &str) -> (Server, Arc<GatedStorage>, ScratchDir) {
     let dir = temp_dir(name);
     std::fs::create_dir_all(dir.join("journal")).unwrap();
     let storage = GatedStorage::new(&dir.join("journal"));
@@ -91,6 +92,7 @@ fn start(name: &str) -> (Server, Arc<GatedStorage>) {
         "listen=\"127.0.0.1:0\"".into(),
         "http=\"127.0.0.1:0\"".into(),
         "gateway.tick_ms=100000".into(),
+        "journal.commits_in_flight=2".into(),
     ];
     overrides.extend(
         tools::serve_process::SMALL_ENGINE
@@ -99,12 +101,12 @@ fn start(name: &str) -> (Server, Arc<GatedStorage>) {
     );
     let config = ServerConfig::load(None, &overrides).unwrap();
     let server = Server::start(&config, Some(storage.clone())).unwrap();
-    (server, storage)
+    (server, storage, dir)
 }
 
 #[test]
 fn no_answer_leaves_before_its_sequence_is_synced() {
-    let (server, storage) = start("durability-held");
+    let (server, storage, _dir) = start("durability-held");
     let mut c = Client::connect(server.client_addr, ClientId(1)).unwrap();
     upsert(&mut c, 1, 100, 10, 0);
     let metrics = &server.shared.metrics;
@@ -138,7 +140,7 @@ fn no_answer_leaves_before_its_sequence_is_synced() {
 
 #[test]
 fn a_failed_sync_answers_nothing_and_stops_the_server() {
-    let (server, storage) = start("durability-failed");
+    let (server, storage, _dir) = start("durability-failed");
     let mut c = Client::connect(server.client_addr, ClientId(2)).unwrap();
     upsert(&mut c, 1, 100, 10, 0);
     storage.fail.store(true, SeqCst);
