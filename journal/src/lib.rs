@@ -23,7 +23,6 @@ pub mod truncate;
 mod uring;
 pub mod writer;
 
-pub use direct::probe as probe_direct;
 pub use durable::DurableSeq;
 pub use error::{ErrorCode, JournalError, Location};
 pub use fault::{FaultStorage, Faults};

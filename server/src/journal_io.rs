@@ -1,20 +1,18 @@
-//! How the journal writes, chosen at start from `journal.io`, `journal.commits_in_flight`
-//! and what the filesystem under the journal takes.
+//! How the journal writes, chosen at start from `journal.io` and `journal.commits_in_flight`.
 //!
-//! `auto` picks direct writes (`O_DIRECT` with `RWF_DSYNC`, one commit at a time, each
-//! durable when its write completes) where the filesystem takes `O_DIRECT`, and two buffered
-//! commits in flight (`pwritev2`, `fdatasync` on sync workers) where it does not, or where
-//! `commits_in_flight` asks for more than one. Measured on the 2-vCPU VM at 120,000 req/s
-//! (bench/README.md, *Latency*), direct writes gave p99 3.5–4.3 ms against 5.1–10.5 ms for
-//! two buffered commits in flight, and the same throughput at saturation: no page cache to
-//! write back and no sync threads competing for the cores.
-
-use std::path::Path;
+//! `auto` picks buffered writes with commits in flight (`pwritev2`, `fdatasync` on sync
+//! workers; with `commits_in_flight = 1`, io_uring linking each write to its sync where the
+//! kernel allows). Not direct writes: they drop the pages they write from the page cache, and
+//! the snapshotter (which replays the durable journal) and replication catch-up read those
+//! pages right after, so with direct writes they read the journal back from the device.
+//! Measured on the 2-vCPU VM at 120,000 req/s for 10 s: 332 MB read from the disk with
+//! direct writes against 12 KB buffered, and a higher p99 in 8 of 11 runs (snapshots on,
+//! bench/README.md). With snapshots off, direct writes were the faster ones (p99 2.7–2.9 ms
+//! against 3.4–6.3 ms): `io = "direct"` is there for that.
 
 use journal::IoMode;
 
 use crate::config::JournalSection;
-use crate::error::Result;
 
 /// Buffered commits in flight when the config does not say.
 pub const BUFFERED_COMMITS_IN_FLIGHT_DEFAULT: usize = 2;
@@ -28,45 +26,35 @@ pub struct JournalIo {
 }
 
 impl JournalIo {
-    /// Resolve `section` (already validated) against the filesystem under `journal_dir`.
-    pub fn choose(section: &JournalSection, mode: IoMode, journal_dir: &Path) -> Result<JournalIo> {
+    /// Resolve `section` (already validated; `mode` is its `io`).
+    pub fn choose(section: &JournalSection, mode: IoMode) -> JournalIo {
         let asked = section.commits_in_flight;
         let buffered = |mode, why: Option<String>| JournalIo {
             mode,
             commits_in_flight: asked.unwrap_or(BUFFERED_COMMITS_IN_FLIGHT_DEFAULT),
             why,
         };
-        Ok(match mode {
+        match mode {
             IoMode::Direct | IoMode::Uring => JournalIo {
                 mode,
                 commits_in_flight: 1,
                 why: None,
             },
             IoMode::Pwritev2 => buffered(IoMode::Pwritev2, None),
-            IoMode::Auto if asked.is_some_and(|k| k > 1) => buffered(
+            IoMode::Auto if asked == Some(1) => JournalIo {
+                mode: IoMode::Auto,
+                commits_in_flight: 1,
+                why: Some("auto: one commit at a time, as journal.commits_in_flight asks".into()),
+            },
+            IoMode::Auto => buffered(
                 IoMode::Pwritev2,
-                Some("auto: buffered, as journal.commits_in_flight > 1 asks".into()),
+                Some(
+                    "auto: buffered, so the snapshotter and catch-up read the journal from \
+                     the page cache"
+                        .into(),
+                ),
             ),
-            IoMode::Auto => {
-                std::fs::create_dir_all(journal_dir).map_err(|e| {
-                    crate::error::ServerError::io(format!("creating {}", journal_dir.display()), e)
-                })?;
-                match journal::probe_direct(journal_dir) {
-                    Ok(()) => JournalIo {
-                        mode: IoMode::Direct,
-                        commits_in_flight: 1,
-                        why: Some("auto: the filesystem takes O_DIRECT".into()),
-                    },
-                    Err(e) => buffered(
-                        IoMode::Pwritev2,
-                        Some(format!(
-                            "auto: O_DIRECT refused by the filesystem under {}: {e}",
-                            journal_dir.display()
-                        )),
-                    ),
-                }
-            }
-        })
+        }
     }
 }
 
@@ -83,25 +71,24 @@ mod tests {
     }
 
     #[test]
-    fn auto_writes_direct_where_the_filesystem_takes_it_unless_told_to_overlap() {
-        let dir = std::env::temp_dir().join(format!("surge-journal-io-{}", std::process::id()));
-        let choose = |k| JournalIo::choose(&section("auto", k), IoMode::Auto, &dir).unwrap();
-        // The temp directory is on a filesystem with direct I/O (ext4, xfs, tmpfs ≥ 6.6).
+    fn auto_is_buffered_with_two_in_flight_unless_told_otherwise() {
+        let choose = |io: &str, mode, k| {
+            let chosen = JournalIo::choose(&section(io, k), mode);
+            (chosen.mode, chosen.commits_in_flight)
+        };
+        assert_eq!(choose("auto", IoMode::Auto, None), (IoMode::Pwritev2, 2));
+        assert_eq!(choose("auto", IoMode::Auto, Some(3)), (IoMode::Pwritev2, 3));
+        assert_eq!(choose("auto", IoMode::Auto, Some(1)), (IoMode::Auto, 1));
+        assert_eq!(choose("direct", IoMode::Direct, None), (IoMode::Direct, 1));
+        assert_eq!(choose("uring", IoMode::Uring, None), (IoMode::Uring, 1));
         assert_eq!(
-            (choose(None).mode, choose(None).commits_in_flight),
-            (IoMode::Direct, 1)
+            choose("pwritev2", IoMode::Pwritev2, None),
+            (IoMode::Pwritev2, 2)
         );
-        assert_eq!(choose(Some(1)).mode, IoMode::Direct);
-        let overlapped = choose(Some(3));
-        assert_eq!(
-            (overlapped.mode, overlapped.commits_in_flight),
-            (IoMode::Pwritev2, 3)
+        assert!(
+            JournalIo::choose(&section("pwritev2", None), IoMode::Pwritev2)
+                .why
+                .is_none()
         );
-        let plain = JournalIo::choose(&section("pwritev2", None), IoMode::Pwritev2, &dir).unwrap();
-        assert_eq!(
-            (plain.mode, plain.commits_in_flight, plain.why),
-            (IoMode::Pwritev2, 2, None)
-        );
-        let _ = std::fs::remove_dir_all(&dir);
     }
 }

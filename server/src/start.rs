@@ -105,7 +105,7 @@ impl Server {
             Some(storage) => storage.clone(),
             None => Arc::new(dir.journal(IoMode::Pwritev2)?),
         };
-        let journal_io = JournalIo::choose(&config.journal, config.io_mode()?, &dir.journal_dir())?;
+        let journal_io = JournalIo::choose(&config.journal, config.io_mode()?);
         let (mut journaler, _) = match storage {
             Some(storage) => Journaler::open_on(
                 storage,
