@@ -9,6 +9,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::SeqCst};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
+use crate::auth;
 use crate::clock::Clock;
 use crate::code::ReplicationCode;
 use crate::epoch::Epochs;
@@ -148,15 +149,18 @@ pub fn handshake(
         .history
         .last()
         .map_or(hello.epochs.epoch, |&(e, _)| e);
+    let standby_nonce = auth::nonce().map_err(|e| Ended::Lost(format!("drawing a nonce: {e}")))?;
     let message = Message::Hello {
         node: hello.node.clone(),
         epoch: tail_epoch,
         last_seq: hello.last_seq,
         hash: hello.hash,
-        secret: settings.secret.clone(),
+        nonce: standby_nonce,
     };
     wire::send(&mut stream, &message, &mut scratch)
         .map_err(|e| Ended::Lost(format!("hello: {e}")))?;
+    // The HELLO's body as sent: both proofs cover it.
+    let hello_body = scratch[wire::FRAME_HEADER_LEN..].to_vec();
     match wire::receive_frame(&mut stream, &mut scratch) {
         Ok(()) => {}
         Err(e) if e.kind() == io::ErrorKind::InvalidData => {
@@ -165,10 +169,10 @@ pub fn handshake(
                 &format!("its answer is not a replication frame: {e}"),
             ));
         }
-        Err(e) => return Err(Ended::Lost(format!("welcome: {e}"))),
+        Err(e) => return Err(Ended::Lost(format!("challenge: {e}"))),
     }
     let (kind, body) = (scratch[0], &scratch[1..]);
-    if kind != wire::kind::WELCOME && kind != wire::kind::REFUSE {
+    if kind != wire::kind::CHALLENGE && kind != wire::kind::REFUSE {
         // A primary answers a HELLO with nothing else; look at the bytes before decoding
         // them as a replication message (a client port's ERROR reads as a CHECKPOINT).
         let detail = match wire::client_port::error(kind, body) {
@@ -176,10 +180,40 @@ pub fn handshake(
                 "it looks like a surge client port: it answered with the client protocol's \
                  ERROR frame, code {code}, {message:?}"
             ),
-            None => format!("it answered with a frame of kind {kind}, not a WELCOME"),
+            None => format!("it answered with a frame of kind {kind}, not a CHALLENGE"),
         };
         return Err(not_a_replication_port(primary, &detail));
     }
+    match Message::decode(kind, body) {
+        Ok(Message::Challenge { nonce, proof }) => {
+            if !auth::primary_proof_ok(&settings.secret, &hello_body, &nonce, &proof) {
+                let why = "the primary could not prove it knows replication.secret";
+                let _ = wire::send(
+                    &mut stream,
+                    &Message::refuse(ReplicationCode::BadSecret, why),
+                    &mut Vec::new(),
+                );
+                return Err(Ended::Refused(
+                    ReplicationCode::BadSecret,
+                    format!("{primary}: {why} (set the same secret on both nodes)"),
+                ));
+            }
+            let proof = auth::standby_proof(&settings.secret, &hello_body, &nonce);
+            wire::send(&mut stream, &Message::Proof { proof }, &mut Vec::new())
+                .map_err(|e| Ended::Lost(format!("proof: {e}")))?;
+        }
+        Ok(Message::Refuse { code, message }) => {
+            return Err(Ended::Refused(
+                ReplicationCode::from_number(code).unwrap_or(ReplicationCode::BadFrame),
+                message,
+            ))
+        }
+        Ok(other) => unreachable!("kind {kind} decoded as {other:?}"),
+        Err(e) => return Err(Ended::Lost(format!("challenge: {e}"))),
+    }
+    wire::receive_frame(&mut stream, &mut scratch)
+        .map_err(|e| Ended::Lost(format!("welcome: {e}")))?;
+    let (kind, body) = (scratch[0], &scratch[1..]);
     match Message::decode(kind, body) {
         Ok(Message::Welcome {
             epoch,
@@ -217,7 +251,10 @@ pub fn handshake(
             ReplicationCode::from_number(code).unwrap_or(ReplicationCode::BadFrame),
             message,
         )),
-        Ok(other) => unreachable!("kind {kind} decoded as {other:?}"),
+        Ok(other) => Err(Ended::Refused(
+            ReplicationCode::BadFrame,
+            format!("expected a WELCOME, got {other:?}"),
+        )),
         Err(e) => Err(Ended::Lost(format!("welcome: {e}"))),
     }
 }

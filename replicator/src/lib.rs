@@ -1,9 +1,11 @@
 //! surge's replication: the primary streams its journal to a hot standby, which journals and
 //! applies it and acks what it received and synced. Epochs (a small synced file) say which
 //! primary's history a node holds, fence a primary that has been replaced, and tell a node
-//! rejoining as a standby what to cut. Bytes and sequences only: what a record means is the
+//! rejoining as a standby what to cut. The handshake is a challenge–response over the shared
+//! secret (`auth.rs`): the secret never crosses the link. Bytes and sequences only: what a record means is the
 //! server's business (`Sink`, `Hooks`). The stream is in docs/REPLICATION.md.
 
+pub mod auth;
 pub mod backlog;
 pub mod catch_up;
 pub mod checkpoints;

@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use journal::Storage;
 
+use crate::auth;
 use crate::backlog::{After, Backlog};
 use crate::catch_up;
 use crate::checkpoints::Recent;
@@ -161,14 +162,18 @@ fn serve(mut stream: Stream, peer: SocketAddr, session: &Arc<Session>) {
     let _ = stream.set_write_timeout(Some(session.settings.timeout.max(HANDSHAKE_TIMEOUT)));
     let mut buf = Vec::new();
     let mut scratch = Vec::new();
-    let hello = match wire::receive(&mut stream, &mut buf) {
+    let hello = wire::receive_frame(&mut stream, &mut buf).and_then(|()| {
+        Message::decode(buf[0], &buf[1..])
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
+    });
+    let (node, epoch, last_seq, hash) = match hello {
         Ok(Message::Hello {
             node,
             epoch,
             last_seq,
             hash,
-            secret,
-        }) => (node, epoch, last_seq, hash, secret),
+            nonce: _,
+        }) => (node, epoch, last_seq, hash),
         Ok(other) => {
             refuse(
                 &mut stream,
@@ -189,15 +194,8 @@ fn serve(mut stream: Stream, peer: SocketAddr, session: &Arc<Session>) {
             return;
         }
     };
-    let (node, epoch, last_seq, hash, secret) = hello;
-    if !constant_time_eq(&secret, &session.settings.secret) {
-        refuse(
-            &mut stream,
-            ReplicationCode::BadSecret,
-            "the replication secret does not match".into(),
-            hooks,
-            peer,
-        );
+    if let Err(why) = authenticate(&mut stream, &buf[1..], &session.settings.secret) {
+        refuse(&mut stream, ReplicationCode::BadSecret, why, hooks, peer);
         return;
     }
     let epochs: Epochs = hooks.epochs();
@@ -586,9 +584,26 @@ fn read_acks(mut stream: Stream, session: &Session, lost: &AtomicBool) {
     session.sources.backlog.poke();
 }
 
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
+/// The challenge–response (`auth.rs`): send our nonce and proof for the HELLO whose body is
+/// `hello_body`, and check the standby's proof. `Err`: why it failed, for the REFUSE.
+fn authenticate(stream: &mut Stream, hello_body: &[u8], secret: &[u8]) -> Result<(), String> {
+    let nonce = auth::nonce().map_err(|e| format!("drawing a nonce: {e}"))?;
+    let challenge = Message::Challenge {
+        nonce,
+        proof: auth::primary_proof(secret, hello_body, &nonce),
+    };
+    wire::send(stream, &challenge, &mut Vec::new()).map_err(|e| format!("challenge: {e}"))?;
+    match wire::receive(stream, &mut Vec::new()) {
+        Ok(Message::Proof { proof })
+            if auth::standby_proof_ok(secret, hello_body, &nonce, &proof) =>
+        {
+            Ok(())
+        }
+        Ok(Message::Proof { .. }) => {
+            Err("the standby could not prove it knows replication.secret".into())
+        }
+        Ok(Message::Refuse { message, .. }) => Err(format!("the standby refused: {message}")),
+        Ok(other) => Err(format!("expected a PROOF, got {other:?}")),
+        Err(e) => Err(format!("proof: {e}")),
     }
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }

@@ -5,14 +5,18 @@
 
 use std::io::{self, Read, Write};
 
+use crate::auth::{Nonce, PROOF_LEN};
 use crate::code::ReplicationCode;
 
 /// "SRPL": the first bytes of a standby's hello.
 pub const MAGIC: u32 = u32::from_le_bytes(*b"SRPL");
-pub const VERSION: u16 = 1;
+/// 2: the secret is proven (CHALLENGE, PROOF), never sent; 1 sent it in the HELLO.
+pub const VERSION: u16 = 2;
 /// A frame is at most this long (a records frame carries one group commit, at most 4 MiB).
 pub const FRAME_LEN_MAX: usize = 8 << 20;
-/// Secrets and node names are at most this long.
+/// `u32 len, u8 kind`: the bytes before a frame's body.
+pub const FRAME_HEADER_LEN: usize = 5;
+/// Node names and refusal messages are at most this long.
 const NAME_MAX: usize = 256;
 /// `Welcome::truncate_to` when nothing needs cutting.
 pub const NO_TRUNCATION: u64 = u64::MAX;
@@ -28,19 +32,29 @@ pub mod kind {
     pub const FENCE: u8 = 8;
     pub const SNAPSHOT: u8 = 9;
     pub const SNAPSHOT_CHUNK: u8 = 10;
+    pub const CHALLENGE: u8 = 11;
+    pub const PROOF: u8 = 12;
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Message {
-    /// Standby → primary, first: who it is, where it stands, and the shared secret.
+    /// Standby → primary, first: who it is, where it stands, and a fresh nonce.
     Hello {
         node: String,
         epoch: u64,
         last_seq: u64,
         /// The standby's rolling hash at `last_seq`.
         hash: u64,
-        secret: Vec<u8>,
+        nonce: Nonce,
     },
+    /// Primary → standby, after the HELLO: the primary's nonce and its proof that it knows
+    /// the secret (`auth::primary_proof`).
+    Challenge {
+        nonce: Nonce,
+        proof: [u8; PROOF_LEN],
+    },
+    /// Standby → primary: its proof that it knows the secret (`auth::standby_proof`).
+    Proof { proof: [u8; PROOF_LEN] },
     /// Primary → standby: accepted. `truncate_to`: cut the journal after this sequence and
     /// come back (failback), or `NO_TRUNCATION`.
     Welcome {
@@ -103,7 +117,7 @@ impl Message {
                 epoch,
                 last_seq,
                 hash,
-                secret,
+                nonce,
             } => {
                 out.push(kind::HELLO);
                 put_u32(out, MAGIC);
@@ -112,8 +126,17 @@ impl Message {
                 put_u64(out, *epoch);
                 put_u64(out, *last_seq);
                 put_u64(out, *hash);
+                out.extend_from_slice(nonce);
                 put_bytes16(out, node.as_bytes());
-                put_bytes16(out, secret);
+            }
+            Message::Challenge { nonce, proof } => {
+                out.push(kind::CHALLENGE);
+                out.extend_from_slice(nonce);
+                out.extend_from_slice(proof);
+            }
+            Message::Proof { proof } => {
+                out.push(kind::PROOF);
+                out.extend_from_slice(proof);
             }
             Message::Welcome {
                 epoch,
@@ -211,10 +234,15 @@ impl Message {
                     epoch: r.u64()?,
                     last_seq: r.u64()?,
                     hash: r.u64()?,
+                    nonce: r.array()?,
                     node: String::from_utf8_lossy(r.bytes16()?).into_owned(),
-                    secret: r.bytes16()?.to_vec(),
                 }
             }
+            kind::CHALLENGE => Message::Challenge {
+                nonce: r.array()?,
+                proof: r.array()?,
+            },
+            kind::PROOF => Message::Proof { proof: r.array()? },
             kind::WELCOME => {
                 let epoch = r.u64()?;
                 let primary_last_seq = r.u64()?;
@@ -378,6 +406,9 @@ impl<'a> Reader<'a> {
     fn u64(&mut self) -> Result<u64, String> {
         Ok(u64::from_le_bytes(self.take(8)?.try_into().expect("8")))
     }
+    fn array<const N: usize>(&mut self) -> Result<[u8; N], String> {
+        Ok(self.take(N)?.try_into().expect("N bytes"))
+    }
     fn bytes16(&mut self) -> Result<&'a [u8], String> {
         let n = usize::from(self.u16()?);
         if n > NAME_MAX {
@@ -399,8 +430,13 @@ mod tests {
                 epoch: 3,
                 last_seq: 77,
                 hash: 0xfeed,
-                secret: b"s3cret".to_vec(),
+                nonce: [7; 32],
             },
+            Message::Challenge {
+                nonce: [9; 32],
+                proof: [1; 32],
+            },
+            Message::Proof { proof: [2; 32] },
             Message::Welcome {
                 epoch: 4,
                 history: vec![(1, 1), (4, 900)],

@@ -131,7 +131,7 @@ fn bootstrap(
                 return Ok(Some(engine));
             }
             Err(Ended::Refused(code, why)) => {
-                anyhow::bail!("{code}: the primary refused this standby: {why}")
+                anyhow::bail!("{code}: the handshake with the primary failed: {why}")
             }
             Err(e) => {
                 if !said {

@@ -4,6 +4,7 @@
 mod catch_up;
 mod epochs;
 mod failover;
+mod handshake;
 mod harness;
 mod journals;
 mod partition;
