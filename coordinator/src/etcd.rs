@@ -1,0 +1,198 @@
+//! The etcd calls surge makes, over etcd's v3 JSON gateway (`POST /v3/...`; keys and values
+//! are base64, 64-bit integers come back as strings). Every call tries the endpoint that
+//! answered last, then the others in order; an endpoint that cannot be reached or answers
+//! garbage is skipped. `Unreachable` means no endpoint answered: the caller cannot tell a
+//! down cluster from a partition, and must act as if its lease could be running out.
+
+use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+use std::time::Duration;
+
+use base64::engine::general_purpose::STANDARD as B64;
+use base64::Engine as _;
+use serde_json::{json, Value};
+
+use crate::http::post_json;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EtcdError {
+    /// No endpoint answered (all down, or this node is cut off from them).
+    Unreachable(String),
+    /// An endpoint answered with an error or something that is not the answer expected.
+    Refused(String),
+}
+
+impl std::fmt::Display for EtcdError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            EtcdError::Unreachable(why) => write!(f, "etcd unreachable: {why}"),
+            EtcdError::Refused(why) => write!(f, "etcd refused: {why}"),
+        }
+    }
+}
+
+impl std::error::Error for EtcdError {}
+
+/// One key as etcd holds it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Kv {
+    pub value: Vec<u8>,
+    pub create_revision: i64,
+    pub mod_revision: i64,
+    /// The lease it is attached to (0: none).
+    pub lease: i64,
+}
+
+pub struct Etcd {
+    endpoints: Vec<String>,
+    timeout: Duration,
+    /// The endpoint that answered last.
+    preferred: AtomicUsize,
+}
+
+impl Etcd {
+    /// `endpoints` as `host:port`; `timeout` bounds each attempt (connect, write, read).
+    pub fn new(endpoints: Vec<String>, timeout: Duration) -> Etcd {
+        assert!(!endpoints.is_empty(), "etcd needs at least one endpoint");
+        Etcd {
+            endpoints,
+            timeout,
+            preferred: AtomicUsize::new(0),
+        }
+    }
+
+    pub fn endpoints(&self) -> &[String] {
+        &self.endpoints
+    }
+
+    fn call(&self, path: &str, body: Value) -> Result<Value, EtcdError> {
+        let body = body.to_string();
+        let first = self.preferred.load(Relaxed);
+        let mut failures = Vec::new();
+        for i in 0..self.endpoints.len() {
+            let at = (first + i) % self.endpoints.len();
+            let endpoint = &self.endpoints[at];
+            match post_json(endpoint, path, &body, self.timeout) {
+                Ok((200, bytes)) => match serde_json::from_slice::<Value>(&bytes) {
+                    Ok(value) => {
+                        self.preferred.store(at, Relaxed);
+                        return Ok(value);
+                    }
+                    Err(e) => failures.push(format!("{endpoint}: {e}")),
+                },
+                Ok((status, bytes)) => {
+                    // An answer: etcd is there and said no (a bad request, no leader).
+                    let text = String::from_utf8_lossy(&bytes);
+                    return Err(EtcdError::Refused(format!(
+                        "{endpoint}{path}: {status} {text}"
+                    )));
+                }
+                Err(e) => failures.push(format!("{endpoint}: {e}")),
+            }
+        }
+        Err(EtcdError::Unreachable(failures.join("; ")))
+    }
+
+    /// A new lease of `ttl_secs`; its id.
+    pub fn grant(&self, ttl_secs: u64) -> Result<i64, EtcdError> {
+        let answer = self.call("/v3/lease/grant", json!({ "TTL": ttl_secs }))?;
+        int(&answer["ID"]).ok_or_else(|| EtcdError::Refused(format!("no lease id in {answer}")))
+    }
+
+    /// Renew `lease`: its TTL in seconds as etcd now counts it, or `None` if it is gone
+    /// (expired or revoked).
+    pub fn keep_alive(&self, lease: i64) -> Result<Option<u64>, EtcdError> {
+        let answer = self.call("/v3/lease/keepalive", json!({ "ID": lease.to_string() }))?;
+        let ttl = int(&answer["result"]["TTL"]).unwrap_or(0);
+        Ok((ttl > 0).then_some(ttl as u64))
+    }
+
+    pub fn revoke(&self, lease: i64) -> Result<(), EtcdError> {
+        self.call("/v3/lease/revoke", json!({ "ID": lease.to_string() }))
+            .map(|_| ())
+    }
+
+    pub fn get(&self, key: &str) -> Result<Option<Kv>, EtcdError> {
+        let answer = self.call("/v3/kv/range", json!({ "key": B64.encode(key) }))?;
+        let Some(kv) = answer["kvs"].as_array().and_then(|kvs| kvs.first()) else {
+            return Ok(None);
+        };
+        let value = kv["value"].as_str().unwrap_or("");
+        Ok(Some(Kv {
+            value: B64
+                .decode(value)
+                .map_err(|e| EtcdError::Refused(format!("value of {key}: {e}")))?,
+            create_revision: int(&kv["create_revision"]).unwrap_or(0),
+            mod_revision: int(&kv["mod_revision"]).unwrap_or(0),
+            lease: int(&kv["lease"]).unwrap_or(0),
+        }))
+    }
+
+    /// Put `key` = `value`, attached to `lease` (0: none).
+    pub fn put(&self, key: &str, value: &[u8], lease: i64) -> Result<(), EtcdError> {
+        self.call("/v3/kv/put", put_body(key, value, lease))
+            .map(|_| ())
+    }
+
+    /// Take `leader_key` (absent now) for `lease` with `leader_value`, and move the epoch
+    /// counter at `epoch_key` from what `epoch_seen` says it was (absent: `None`) to
+    /// `new_epoch`, in one transaction. True when both happened; false when another node
+    /// holds the key or moved the counter first.
+    pub fn campaign(
+        &self,
+        leader_key: &str,
+        leader_value: &[u8],
+        lease: i64,
+        epoch_key: &str,
+        epoch_seen: Option<&Kv>,
+        new_epoch: u64,
+    ) -> Result<bool, EtcdError> {
+        let epoch_unchanged = match epoch_seen {
+            None => json!({ "key": B64.encode(epoch_key), "target": "CREATE",
+                            "create_revision": "0", "result": "EQUAL" }),
+            Some(kv) => json!({ "key": B64.encode(epoch_key), "target": "MOD",
+                                "mod_revision": kv.mod_revision.to_string(), "result": "EQUAL" }),
+        };
+        let answer = self.call(
+            "/v3/kv/txn",
+            json!({
+                "compare": [
+                    { "key": B64.encode(leader_key), "target": "CREATE",
+                      "create_revision": "0", "result": "EQUAL" },
+                    epoch_unchanged,
+                ],
+                "success": [
+                    { "request_put": put_body(leader_key, leader_value, lease) },
+                    { "request_put": put_body(epoch_key, new_epoch.to_string().as_bytes(), 0) },
+                ],
+            }),
+        )?;
+        Ok(answer["succeeded"].as_bool().unwrap_or(false))
+    }
+
+    /// Delete `key` if it is still attached to `lease` (a leader stepping down leaves a key
+    /// that a newer leader took alone).
+    pub fn delete_if_leased(&self, key: &str, lease: i64) -> Result<bool, EtcdError> {
+        let answer = self.call(
+            "/v3/kv/txn",
+            json!({
+                "compare": [{ "key": B64.encode(key), "target": "LEASE",
+                              "lease": lease.to_string(), "result": "EQUAL" }],
+                "success": [{ "request_delete_range": { "key": B64.encode(key) } }],
+            }),
+        )?;
+        Ok(answer["succeeded"].as_bool().unwrap_or(false))
+    }
+}
+
+fn put_body(key: &str, value: &[u8], lease: i64) -> Value {
+    json!({ "key": B64.encode(key), "value": B64.encode(value), "lease": lease.to_string() })
+}
+
+/// A 64-bit integer as the gateway writes it: a string, or a number.
+fn int(v: &Value) -> Option<i64> {
+    match v {
+        Value::String(s) => s.parse().ok(),
+        Value::Number(n) => n.as_i64(),
+        _ => None,
+    }
+}
