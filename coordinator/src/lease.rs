@@ -7,7 +7,8 @@
 //!   `t + s − margin`; the margin covers the two clocks' rates differing over one TTL. No
 //!   other node can hold the leader key before the lease expires, and it campaigns only
 //!   after that, so no interval has two nodes acknowledging.
-//! - **The leader record.** The value of the leader key: which node, at which epoch.
+//! - **The leader record.** The value of the leader key: which node, at which epoch. And
+//!   each node's addresses, under `{prefix}/nodes/{node}`, so a standby finds its primary.
 
 use std::time::Duration;
 
@@ -72,6 +73,35 @@ impl LeaderRecord {
     }
 }
 
+/// Where a node is reached, as JSON: `{"client":…,"http":…,"replication":…}`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NodeRecord {
+    pub client: String,
+    pub http: String,
+    pub replication: Option<String>,
+}
+
+impl NodeRecord {
+    pub fn encode(&self) -> Vec<u8> {
+        serde_json::json!({
+            "client": self.client,
+            "http": self.http,
+            "replication": self.replication,
+        })
+        .to_string()
+        .into_bytes()
+    }
+
+    pub fn decode(bytes: &[u8]) -> Option<NodeRecord> {
+        let v: serde_json::Value = serde_json::from_slice(bytes).ok()?;
+        Some(NodeRecord {
+            client: v["client"].as_str()?.to_string(),
+            http: v["http"].as_str()?.to_string(),
+            replication: v["replication"].as_str().map(str::to_string),
+        })
+    }
+}
+
 /// The epoch a campaign moves the counter to: above both etcd's counter and anything this
 /// node has seen (epochs from before etcd ran the pair).
 pub fn next_epoch(etcd_counter: Option<u64>, local_epoch: u64) -> u64 {
@@ -106,5 +136,11 @@ mod tests {
         assert_eq!(next_epoch(None, 0), 1);
         assert_eq!(next_epoch(Some(4), 2), 5);
         assert_eq!(next_epoch(Some(4), 9), 10);
+        let n = NodeRecord {
+            client: "10.0.0.1:7600".into(),
+            http: "10.0.0.1:7680".into(),
+            replication: Some("10.0.0.1:7700".into()),
+        };
+        assert_eq!(NodeRecord::decode(&n.encode()), Some(n));
     }
 }

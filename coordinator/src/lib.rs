@@ -22,4 +22,4 @@ pub mod lease;
 pub mod local_etcd;
 
 pub use etcd::{Etcd, EtcdError, Kv};
-pub use lease::{Deadline, LeaderRecord};
+pub use lease::{Deadline, LeaderRecord, NodeRecord};

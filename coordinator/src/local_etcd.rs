@@ -1,7 +1,9 @@
 //! A throwaway single-member etcd on loopback, for tests and drills: `etcd` from the PATH
 //! (Debian's `etcd-server`), its data in a directory of the caller's, free ports picked by
-//! the kernel, stopped (SIGKILL) on drop. `pause` and `resume` (SIGSTOP, SIGCONT) make it
-//! unreachable without losing its state, as an outage would.
+//! the kernel, stopped (SIGKILL) on drop. `kill` and `restart` take it down and bring it
+//! back on the same ports and data, as an outage would: a member that becomes the leader
+//! again gives every lease a fresh TTL, so leases outlive the outage. (SIGSTOP is no outage:
+//! the same leader resumes with its leases' expiry times long past, and revokes them.)
 
 use std::net::TcpListener;
 use std::path::Path;
@@ -11,7 +13,9 @@ use std::time::{Duration, Instant};
 use crate::Etcd;
 
 pub struct LocalEtcd {
-    child: Child,
+    child: Option<Child>,
+    dir: std::path::PathBuf,
+    ports: (u16, u16),
     pub endpoint: String,
 }
 
@@ -32,64 +36,70 @@ fn free_port() -> std::io::Result<u16> {
 impl LocalEtcd {
     /// Start one in `dir` and wait until it answers (up to 20 s).
     pub fn start(dir: &Path) -> std::io::Result<LocalEtcd> {
-        let (client, peer) = (free_port()?, free_port()?);
-        let client_url = format!("http://127.0.0.1:{client}");
-        let peer_url = format!("http://127.0.0.1:{peer}");
         std::fs::create_dir_all(dir)?;
-        let log = std::fs::File::create(dir.join("etcd.log"))?;
-        let child = Command::new("etcd")
-            .args(["--name", "surge-test"])
-            .arg("--data-dir")
-            .arg(dir.join("data"))
-            .args(["--listen-client-urls", &client_url])
-            .args(["--advertise-client-urls", &client_url])
-            .args(["--listen-peer-urls", &peer_url])
-            .args(["--initial-advertise-peer-urls", &peer_url])
-            .args(["--initial-cluster", &format!("surge-test={peer_url}")])
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()?;
-        let etcd = LocalEtcd {
-            child,
-            endpoint: format!("127.0.0.1:{client}"),
+        let ports = (free_port()?, free_port()?);
+        let mut etcd = LocalEtcd {
+            child: None,
+            dir: dir.to_path_buf(),
+            ports,
+            endpoint: format!("127.0.0.1:{}", ports.0),
         };
-        let client = etcd.client();
+        etcd.restart()?;
+        Ok(etcd)
+    }
+
+    /// Start it (again, after `kill`) on the same ports and data; wait until it answers.
+    pub fn restart(&mut self) -> std::io::Result<()> {
+        let client_url = format!("http://127.0.0.1:{}", self.ports.0);
+        let peer_url = format!("http://127.0.0.1:{}", self.ports.1);
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join("etcd.log"))?;
+        self.child = Some(
+            Command::new("etcd")
+                .args(["--name", "surge-test"])
+                .arg("--data-dir")
+                .arg(self.dir.join("data"))
+                .args(["--listen-client-urls", &client_url])
+                .args(["--advertise-client-urls", &client_url])
+                .args(["--listen-peer-urls", &peer_url])
+                .args(["--initial-advertise-peer-urls", &peer_url])
+                .args(["--initial-cluster", &format!("surge-test={peer_url}")])
+                .stdout(Stdio::null())
+                .stderr(log)
+                .spawn()?,
+        );
+        let client = self.client();
         let started = Instant::now();
         while client.get("/surge-probe").is_err() {
             if started.elapsed() > Duration::from_secs(20) {
                 return Err(std::io::Error::other(format!(
                     "etcd did not answer on {} (log: {})",
-                    etcd.endpoint,
-                    dir.join("etcd.log").display()
+                    self.endpoint,
+                    self.dir.join("etcd.log").display()
                 )));
             }
             std::thread::sleep(Duration::from_millis(50));
         }
-        Ok(etcd)
+        Ok(())
+    }
+
+    /// Take it down (SIGKILL).
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
     }
 
     pub fn client(&self) -> Etcd {
         Etcd::new(vec![self.endpoint.clone()], Duration::from_millis(500))
     }
-
-    fn signal(&self, signal: i32) {
-        // SAFETY: kill(2) on our own child's pid.
-        unsafe { libc::kill(self.child.id() as i32, signal) };
-    }
-
-    /// Stop answering (SIGSTOP): as unreachable as a dead cluster, its leases frozen.
-    pub fn pause(&self) {
-        self.signal(libc::SIGSTOP);
-    }
-
-    pub fn resume(&self) {
-        self.signal(libc::SIGCONT);
-    }
 }
 
 impl Drop for LocalEtcd {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.kill();
     }
 }

@@ -40,10 +40,17 @@ pub enum ReplicationCode {
     AutoPromoted,
     /// The standby's `--primary` answered, but not as a replication port (a client port, say).
     NotAReplicationPort,
+    /// Failover through etcd: no etcd endpoint answered.
+    CoordinatorUnreachable,
+    /// Failover through etcd: this primary's lease is gone, or another node holds the leader
+    /// key; it stops and rejoins as a standby.
+    LeadershipLost,
+    /// Failover through etcd: this node won the leader key and became the primary.
+    Elected,
 }
 
 impl ReplicationCode {
-    pub const ALL: [ReplicationCode; 18] = [
+    pub const ALL: [ReplicationCode; 21] = [
         ReplicationCode::BadSecret,
         ReplicationCode::StaleEpoch,
         ReplicationCode::Diverged,
@@ -62,6 +69,9 @@ impl ReplicationCode {
         ReplicationCode::Fenced,
         ReplicationCode::AutoPromoted,
         ReplicationCode::NotAReplicationPort,
+        ReplicationCode::CoordinatorUnreachable,
+        ReplicationCode::LeadershipLost,
+        ReplicationCode::Elected,
     ];
 
     pub fn number(self) -> u16 {
@@ -97,6 +107,9 @@ impl ReplicationCode {
             ReplicationCode::Fenced => "NODE_FENCED",
             ReplicationCode::AutoPromoted => "AUTO_PROMOTED",
             ReplicationCode::NotAReplicationPort => "NOT_A_REPLICATION_PORT",
+            ReplicationCode::CoordinatorUnreachable => "COORDINATOR_UNREACHABLE",
+            ReplicationCode::LeadershipLost => "LEADERSHIP_LOST",
+            ReplicationCode::Elected => "ELECTED",
         }
     }
 }

@@ -180,9 +180,20 @@ impl Epochs {
 
     /// Become the primary of a new epoch whose first record will be `start_seq`.
     pub fn promote(&mut self, start_seq: u64) -> u64 {
-        self.epoch = self.epoch.saturating_add(1);
-        self.history.push((self.epoch, start_seq));
-        self.epoch
+        self.promote_to(self.epoch.saturating_add(1), start_seq)
+    }
+
+    /// Become the primary of `epoch` (a fencing token handed out elsewhere, above every
+    /// epoch this node knows) from `start_seq`.
+    pub fn promote_to(&mut self, epoch: u64, start_seq: u64) -> u64 {
+        assert!(
+            epoch > self.epoch || self.history.is_empty(),
+            "epoch {epoch} is not above {}",
+            self.epoch
+        );
+        self.epoch = epoch;
+        self.history.push((epoch, start_seq));
+        epoch
     }
 
     /// Another node is at `epoch`. True when that is news (higher than ours): a primary

@@ -29,6 +29,35 @@ pub struct ServerConfig {
     pub replication: ReplicationSection,
     pub admin: AdminSection,
     pub snapshot: SnapshotSection,
+    pub coordinator: CoordinatorSection,
+}
+
+/// Failover through etcd (`replication.failover = "etcd"`): where etcd is and how long a
+/// primary's lease lasts.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CoordinatorSection {
+    /// etcd's client addresses, `host:port` (its v3 JSON gateway, plain HTTP).
+    pub endpoints: Vec<String>,
+    /// The lease's TTL: a dead primary is replaced about this long after its last renewal.
+    /// Whole seconds, at least 2 (etcd's own floor).
+    pub lease_ms: u64,
+    /// The primary stops acknowledging this long before its lease can expire (clock rates,
+    /// a renewal's round trip).
+    pub margin_ms: u64,
+    /// Keys live under it: `{prefix}/leader`, `{prefix}/epoch`, `{prefix}/nodes/{node}`.
+    pub prefix: String,
+}
+
+impl Default for CoordinatorSection {
+    fn default() -> Self {
+        CoordinatorSection {
+            endpoints: Vec::new(),
+            lease_ms: 2000,
+            margin_ms: 500,
+            prefix: "/surge".into(),
+        }
+    }
 }
 
 /// Snapshots taken while serving, and what happens to the journal segments they cover.
@@ -78,7 +107,9 @@ pub struct ReplicationSection {
     pub ack: String,
     /// "halt" (answer no write without a standby) or "degrade" (fall back to async, loudly).
     pub on_standby_loss: String,
-    /// "manual" or "auto" (a standby promotes itself after `timeout_ms` of silence).
+    /// "manual" (an operator promotes), "etcd" (the leader key in etcd decides, see
+    /// `[coordinator]`), or "auto" (unsafe: a standby promotes itself after `timeout_ms` of
+    /// silence, which a partition also causes).
     pub failover: String,
     /// A heartbeat (or ack) at least this often on an idle stream.
     pub heartbeat_ms: u64,
@@ -123,6 +154,10 @@ impl ReplicationSection {
 
     pub fn auto_failover(&self) -> bool {
         self.failover == "auto"
+    }
+
+    pub fn etcd_failover(&self) -> bool {
+        self.failover == "etcd"
     }
 
     pub fn settings(&self) -> replicator::Settings {
@@ -244,6 +279,7 @@ impl Default for ServerConfig {
             replication: ReplicationSection::default(),
             admin: AdminSection::default(),
             snapshot: SnapshotSection::default(),
+            coordinator: CoordinatorSection::default(),
         }
     }
 }
@@ -408,8 +444,40 @@ impl ServerConfig {
                 "halt or degrade",
             ));
         }
-        if !["manual", "auto"].contains(&r.failover.as_str()) {
-            return Err(bad("replication.failover", &r.failover, "manual or auto"));
+        if !["manual", "auto", "etcd"].contains(&r.failover.as_str()) {
+            return Err(bad(
+                "replication.failover",
+                &r.failover,
+                "manual, etcd, or auto (unsafe: a partition can make two primaries)",
+            ));
+        }
+        if r.failover == "etcd" {
+            let c = &self.coordinator;
+            if c.endpoints.is_empty() {
+                return Err(ServerError::config(
+                    "coordinator.endpoints",
+                    "failover = \"etcd\" needs etcd's client addresses, e.g. [\"10.0.0.5:2379\"]",
+                ));
+            }
+            if c.lease_ms < 2000 || !c.lease_ms.is_multiple_of(1000) {
+                return Err(ServerError::config(
+                    "coordinator.lease_ms",
+                    "whole seconds, at least 2000 (etcd's leases count in seconds, 2 at least)",
+                ));
+            }
+            if c.margin_ms == 0 || 2 * c.margin_ms > c.lease_ms {
+                return Err(ServerError::config(
+                    "coordinator.margin_ms",
+                    "at least 1 and at most half of lease_ms",
+                ));
+            }
+            if r.listen.is_empty() || r.node.is_empty() || r.node == "surge" {
+                return Err(ServerError::config(
+                    "replication.listen, replication.node",
+                    "failover = \"etcd\": every node may become the primary, so each needs a \
+                     replication port and a name of its own (not the default \"surge\")",
+                ));
+            }
         }
         if r.heartbeat_ms == 0 || r.timeout_ms < 2 * r.heartbeat_ms {
             return Err(ServerError::config(

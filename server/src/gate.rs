@@ -29,6 +29,12 @@ pub struct BoundInputs {
     pub standby: u8,
     /// What the standby acked, as the ack mode counts it.
     pub acked: u64,
+    /// With failover through etcd: this node's lease may have run out (its deadline passed).
+    /// Past it, an answer leaves only for a sequence the standby has received while it
+    /// still follows this node: a standby that campaigns has stopped following first.
+    pub lease_lapsed: bool,
+    /// What a streaming standby has received (0 when none streams).
+    pub witnessed: u64,
 }
 
 /// The highest journal sequence whose answer may leave now.
@@ -39,9 +45,17 @@ pub fn replication_bound(i: BoundInputs) -> u64 {
         Role::Standby | Role::Promoting => u64::MAX,
         // Replaced: nothing more leaves that the standby (now primary) may lack.
         Role::Fenced => i.acked,
-        Role::Primary if i.ack == AckMode::Async => u64::MAX,
-        Role::Primary if i.standby == DETACHED && (i.degrade || i.alone_ok) => u64::MAX,
-        Role::Primary => i.acked,
+        Role::Primary if i.lease_lapsed => i.witnessed.min(primary_bound(i)),
+        Role::Primary => primary_bound(i),
+    }
+}
+
+/// A primary's bound from its ack mode and standby alone.
+fn primary_bound(i: BoundInputs) -> u64 {
+    if i.ack == AckMode::Async || (i.standby == DETACHED && (i.degrade || i.alone_ok)) {
+        u64::MAX
+    } else {
+        i.acked
     }
 }
 
@@ -121,6 +135,8 @@ mod tests {
             alone_ok,
             standby,
             acked: 42,
+            lease_lapsed: false,
+            witnessed: 0,
         })
     }
 
@@ -153,6 +169,41 @@ mod tests {
                 "{role:?} {ack:?} degrade={degrade} alone_ok={alone_ok} standby={standby}"
             );
         }
+    }
+
+    #[test]
+    fn past_the_lease_deadline_only_what_a_following_standby_received_leaves() {
+        let lapsed = |ack, standby, witnessed| {
+            replication_bound(BoundInputs {
+                role: Primary,
+                ack,
+                degrade: true,
+                alone_ok: false,
+                standby,
+                acked: 42,
+                lease_lapsed: true,
+                witnessed,
+            })
+        };
+        // async acks alone, but not past the deadline: only what the standby received.
+        assert_eq!(lapsed(Async, STREAMING, 50), 50);
+        assert_eq!(lapsed(Async, DETACHED, 0), 0);
+        // Synchronous: the ack bound still applies, and is the lower one.
+        assert_eq!(lapsed(Durable, STREAMING, 50), 42);
+        // degrade with no standby would release everything; past the deadline, nothing.
+        assert_eq!(lapsed(Durable, DETACHED, 0), 0);
+        // A standby is not held by a lease it does not have.
+        let standby = replication_bound(BoundInputs {
+            role: Standby,
+            ack: Durable,
+            degrade: false,
+            alone_ok: false,
+            standby: DETACHED,
+            acked: 0,
+            lease_lapsed: true,
+            witnessed: 0,
+        });
+        assert_eq!(standby, u64::MAX);
     }
 
     #[test]

@@ -244,7 +244,8 @@ impl<L: ClientListener> Gateway<L> {
     /// within the replication bound.
     fn release_bound(&self) -> u64 {
         let durable = self.shared.metrics.durable_seq.load(SeqCst);
-        self.node.release_bound().min(durable)
+        let now_ns = self.shared.clock.mono_ns();
+        self.node.release_bound(now_ns).min(durable)
     }
 
     /// Move every answer the gate lets through into its connection's write buffer; how many.

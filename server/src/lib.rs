@@ -38,6 +38,7 @@ pub mod allocator;
 pub mod config;
 pub mod connection;
 pub mod connections;
+pub mod coordination;
 pub mod cores;
 pub mod crash_point;
 pub mod data_dir;

@@ -5,7 +5,7 @@
 //! reads it; each part says who writes it.
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::SeqCst};
 use std::sync::{Arc, Mutex};
 
 use engine::Code;
@@ -83,7 +83,43 @@ pub struct Node {
     /// The standby side: link, received sequence, comparison, intake, truncation.
     pub follower: FollowerSide,
     pub promotion: Promotion,
+    /// With failover through etcd: the lease deadline (`coordination.rs` writes it).
+    pub lease: LeaseGate,
     wake: Mutex<Option<Arc<Wake>>>,
+}
+
+/// Until when this node may acknowledge as the primary, by its lease in etcd
+/// (`coordinator::Deadline`); without etcd, always. Written by `coordination.rs`.
+#[derive(Default)]
+pub struct LeaseGate {
+    pub enabled: AtomicBool,
+    /// Monotonic nanoseconds.
+    pub deadline_ns: AtomicU64,
+    /// etcd answered the last call.
+    pub reachable: AtomicBool,
+    /// This node holds the leader key.
+    pub leading: AtomicBool,
+    /// Calls no etcd endpoint answered.
+    pub unreachable_total: AtomicU64,
+    /// The clock `deadline_ns` is on (the server's).
+    pub clock: std::sync::OnceLock<Arc<dyn replicator::clock::Clock>>,
+}
+
+impl LeaseGate {
+    /// Milliseconds until the deadline (0: passed, or no lease).
+    pub fn left_ms(&self) -> u64 {
+        self.clock.get().map_or(0, |clock| {
+            self.deadline_ns
+                .load(SeqCst)
+                .saturating_sub(clock.mono_ns())
+                / 1_000_000
+        })
+    }
+
+    /// Whether the deadline has passed at `now_ns` (never without etcd).
+    pub fn lapsed(&self, now_ns: u64) -> bool {
+        self.enabled.load(SeqCst) && now_ns >= self.deadline_ns.load(SeqCst)
+    }
 }
 
 impl Node {
@@ -111,6 +147,7 @@ impl Node {
             checkpoints: Arc::new(Recent::default()),
             follower: FollowerSide::default(),
             promotion: Promotion::default(),
+            lease: LeaseGate::default(),
             wake: Mutex::new(None),
         })
     }
@@ -161,8 +198,9 @@ impl Node {
             && (p.degrade || p.alone_ok.load(SeqCst))
     }
 
-    /// The highest journal sequence whose answer may leave now (the gate holds the rest).
-    pub fn release_bound(&self) -> u64 {
+    /// The highest journal sequence whose answer may leave at `now_ns` (the gate holds the
+    /// rest).
+    pub fn release_bound(&self, now_ns: u64) -> u64 {
         let p = &self.policy;
         let role = self.role();
         let standby = self.standby.state.load(SeqCst);
@@ -184,6 +222,12 @@ impl Node {
             alone_ok: p.alone_ok.load(SeqCst),
             standby,
             acked: self.acked(),
+            lease_lapsed: self.lease.lapsed(now_ns),
+            witnessed: if standby == STREAMING {
+                self.standby.received.load(SeqCst)
+            } else {
+                0
+            },
         })
     }
 

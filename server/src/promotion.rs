@@ -27,8 +27,8 @@ pub struct Promoted {
 enum State {
     #[default]
     Idle,
-    /// Asked at this `mono_ns`.
-    Asked(u64),
+    /// Asked at this `mono_ns`, for this epoch (`None`: the next one).
+    Asked(u64, Option<u64>),
     Done(Result<Promoted, PromoteError>),
 }
 
@@ -43,20 +43,33 @@ pub struct Promotion {
 impl Promotion {
     /// Ask `node` to promote and wait up to `timeout` for the gateway to do it.
     pub fn ask(node: &Node, now_ns: u64, timeout: Duration) -> Result<Promoted, PromoteError> {
+        Promotion::ask_for(node, now_ns, timeout, None)
+    }
+
+    /// The same, to `epoch` when given (a fencing token from the coordinator, above every
+    /// epoch this node knows), else to the next epoch.
+    pub fn ask_for(
+        node: &Node,
+        now_ns: u64,
+        timeout: Duration,
+        epoch: Option<u64>,
+    ) -> Result<Promoted, PromoteError> {
         let this = &node.promotion;
         let mut state = this.state.lock().expect("promotion lock");
         node.role
             .apply(RoleEvent::PromotionAsked)
             .map_err(|role| PromoteError::NotStandby(role.name()))?;
-        *state = State::Asked(now_ns);
+        *state = State::Asked(now_ns, epoch);
         // Stop following now: the old primary is told of the new epoch (best effort).
         node.follower.stop();
-        node.follower.link.fence_and_close(node.epoch() + 1);
+        node.follower
+            .link
+            .fence_and_close(epoch.unwrap_or(node.epoch() + 1));
         crash_point::reached("promote.asked");
         node.nudge();
         let (mut state, _) = this
             .done
-            .wait_timeout_while(state, timeout, |s| matches!(s, State::Asked(_)))
+            .wait_timeout_while(state, timeout, |s| matches!(s, State::Asked(..)))
             .expect("promotion lock");
         match std::mem::take(&mut *state) {
             State::Done(result) => result,
@@ -77,12 +90,17 @@ impl Promotion {
         let start_seq = sequencer.next_seq();
         let this = &node.promotion;
         let mut state = this.state.lock().expect("promotion lock");
-        let asked_ns = match *state {
-            State::Asked(at) => Some(at),
-            _ => None,
+        let (asked_ns, to_epoch) = match *state {
+            State::Asked(at, epoch) => (Some(at), epoch),
+            _ => (None, None),
         };
         crash_point::reached("promote.before_epoch_store");
-        let stored = node.epochs.update(|epochs| Some(epochs.promote(start_seq)));
+        let stored = node.epochs.update(|epochs| {
+            Some(match to_epoch {
+                Some(epoch) => epochs.promote_to(epoch.max(epochs.epoch + 1), start_seq),
+                None => epochs.promote(start_seq),
+            })
+        });
         // Asked → the new epoch durable and the role switched (the store is most of it).
         let now_ns = sequencer.mono_ns();
         let result = match stored {

@@ -36,10 +36,15 @@ use crate::slot::Slot;
 use crate::snapshotter::{Policy, Snapshotter};
 use crate::{Clock, SystemClock};
 
-/// How a node starts: a primary, or a standby of the primary at `primary` (its replication
-/// port). A standby with an empty journal takes `engine` (the primary's configuration).
+/// How a node starts: a primary, the primary of `epoch` by election (failover through etcd:
+/// the epoch is the fencing token its campaign won), or a standby of the primary at `primary`
+/// (its replication port). A standby with an empty journal takes `engine` (the primary's
+/// configuration).
 pub enum Start {
     Primary,
+    Elected {
+        epoch: u64,
+    },
     Standby {
         primary: SocketAddr,
         engine: Option<EngineConfig>,
@@ -85,7 +90,7 @@ impl Server {
         dir.create()?;
         let dir_lock = dir.lock()?;
         let (engine, recovered_seq, faulter) = recover(&dir, config, &start, clock.as_ref())?;
-        let (role, epochs) = node_epochs(&dir, &start)?;
+        let (role, epochs) = node_epochs(&dir, &start, recovered_seq + 1)?;
         let replication_listen = config.replication.listen_addr()?;
         let replicated = replication_listen.is_some() || role == Role::Standby;
         if replicated && config.replication.secret.is_empty() {
@@ -299,7 +304,7 @@ impl Server {
                 .spawn()
                 .map_err(|e| ServerError::io("spawning the follower", e))?,
             ),
-            Start::Primary => None,
+            Start::Primary | Start::Elected { .. } => None,
         };
         if config.replication.auto_failover()
             && (node.policy.ack == config::AckMode::Async || node.policy.degrade)
@@ -536,7 +541,7 @@ fn fault_in(
 
 /// This node's role and epochs at start. A primary whose epoch file names a newer epoch than
 /// it leads was replaced while it was away: it starts fenced.
-fn node_epochs(dir: &DataDir, start: &Start) -> Result<(Role, Epochs)> {
+fn node_epochs(dir: &DataDir, start: &Start, next_seq: u64) -> Result<(Role, Epochs)> {
     let root = dir.root();
     let loaded = Epochs::load(root).map_err(|e| ServerError::io("reading the epoch file", e))?;
     Ok(match (start, loaded) {
@@ -562,6 +567,18 @@ fn node_epochs(dir: &DataDir, start: &Start) -> Result<(Role, Epochs)> {
                 ],
             );
             (Role::Fenced, epochs)
+        }
+        (Start::Elected { epoch }, loaded) => {
+            // Stored before anything is served: the journal's next record opens the epoch.
+            let mut epochs = loaded.unwrap_or(Epochs {
+                epoch: 0,
+                history: Vec::new(),
+            });
+            epochs.promote_to((*epoch).max(epochs.epoch + 1), next_seq);
+            epochs
+                .store(root)
+                .map_err(|e| ServerError::io("writing the epoch file", e))?;
+            (Role::Primary, epochs)
         }
         (Start::Standby { .. }, loaded) => (
             Role::Standby,

@@ -10,6 +10,7 @@ pub mod admin_cmd;
 pub mod ctl_cmd;
 pub mod demo;
 pub mod drill;
+pub mod elected_node;
 pub mod flash_sale;
 pub mod journal_cmd;
 pub mod loadgen_cmd;

@@ -33,7 +33,7 @@ pub struct StandbyArgs {
 }
 
 pub fn run(args: StandbyArgs) -> anyhow::Result<()> {
-    let mut config = args.serve.config()?;
+    let config = args.serve.config()?;
     anyhow::ensure!(
         !config.replication.secret.is_empty(),
         "replication.secret must be set (the same in every node's file)"
@@ -43,11 +43,23 @@ pub fn run(args: StandbyArgs) -> anyhow::Result<()> {
         .parse()
         .with_context(|| format!("--primary {:?}: expected IP:PORT", args.primary))?;
     let stop = stop_on_signals()?;
+    follow(config, primary, &stop, &mut |_| {})
+}
+
+/// Run as the standby of `primary` until stopped: bootstrap a new data directory, start,
+/// and start again after a failback cut or a snapshot hand-over. `on_start` sees each
+/// server started (failover through etcd registers and attaches it).
+pub fn follow(
+    mut config: ServerConfig,
+    primary: SocketAddr,
+    stop: &std::sync::Arc<std::sync::atomic::AtomicBool>,
+    on_start: &mut dyn FnMut(&Server),
+) -> anyhow::Result<()> {
     loop {
         let dir = DataDir::new(&config.data_dir);
         dir.create()?;
         let engine = if dir.is_empty()? {
-            match bootstrap(&config, primary, &stop)? {
+            match bootstrap(&config, primary, stop)? {
                 Some(engine) => Some(engine),
                 None => return Ok(()), // stopped while waiting
             }
@@ -59,6 +71,7 @@ pub fn run(args: StandbyArgs) -> anyhow::Result<()> {
             None,
             Start::Standby { primary, engine },
         ))?;
+        on_start(&server);
         // A restart (to cut the journal) keeps the addresses the first start bound, ephemeral
         // ones included: clients and operators already know them.
         config.listen = server.client_addr;
@@ -66,7 +79,7 @@ pub fn run(args: StandbyArgs) -> anyhow::Result<()> {
         if let Some(addr) = server.replication_addr {
             config.replication.listen = addr.to_string();
         }
-        let node = supervise(server, &stop)?;
+        let node = supervise(server, stop)?;
         if stop.load(std::sync::atomic::Ordering::SeqCst) {
             return Ok(());
         }

@@ -132,11 +132,36 @@ pub fn render_metrics(node: &Node, durable: u64, applied: u64, out: &mut String)
             "Standby: 1 once its rolling hash differed from the primary's.",
             flag(follower.diverged.load(SeqCst)),
         ),
+        (
+            "surge_coordinator_enabled",
+            "1 when failover goes through etcd (replication.failover = \"etcd\").",
+            flag(node.lease.enabled.load(SeqCst)),
+        ),
+        (
+            "surge_coordinator_reachable",
+            "1 while etcd answers this node's calls.",
+            flag(node.lease.reachable.load(SeqCst)),
+        ),
+        (
+            "surge_coordinator_leader",
+            "1 while this node holds the leader key in etcd.",
+            flag(node.lease.leading.load(SeqCst)),
+        ),
+        (
+            "surge_coordinator_lease_deadline_left_ms",
+            "Primary: milliseconds until it stops acknowledging unless its lease is renewed.",
+            node.lease.left_ms(),
+        ),
     ];
     for (name, help, value) in gauges {
         gauge_value(out, name, help, value);
     }
     let counters = [
+        (
+            "surge_coordinator_unreachable_total",
+            "Calls to etcd that no endpoint answered.",
+            node.lease.unreachable_total.load(SeqCst),
+        ),
         (
             "surge_replication_checkpoints_matched_total",
             "Standby: rolling-hash checkpoints compared and equal.",

@@ -3,6 +3,7 @@
 
 mod catch_up;
 mod epochs;
+mod etcd_failover;
 mod failover;
 mod handshake;
 mod harness;

@@ -1,0 +1,143 @@
+//! Failover through etcd, against a real etcd the test starts (Debian's `etcd-server`):
+//! both nodes run the same `surge serve`, and etcd decides who leads. SIGKILL of the primary
+//! under acknowledged writes: the standby takes the leader key by itself within the lease's
+//! TTL + 1 s, with every acknowledged write, at the next epoch; the old primary, started
+//! again with the same command, rejoins as a standby and converges to the same hash. etcd
+//! down (killed, then started again on its data): the pair keeps serving, nothing is
+//! promoted, and the leases outlive the outage.
+//!
+//! Without etcd on the PATH these tests say so and pass, unless `SURGE_REQUIRE_ETCD=1`.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use coordinator::local_etcd::{self, LocalEtcd};
+use engine::Code;
+use tools::serve_process::ServeProcess;
+
+use crate::harness::*;
+
+const LEASE_MS: u64 = 2000;
+
+fn etcd_or_skip(dir: &Path) -> Option<LocalEtcd> {
+    if !local_etcd::installed() {
+        assert!(
+            std::env::var("SURGE_REQUIRE_ETCD").as_deref() != Ok("1"),
+            "etcd is not installed (apt-get install etcd-server) and SURGE_REQUIRE_ETCD=1"
+        );
+        eprintln!("skipped: no etcd on the PATH (apt-get install etcd-server)");
+        return None;
+    }
+    Some(LocalEtcd::start(&dir.join("etcd")).unwrap())
+}
+
+/// The `--set`s of node `name` of an etcd-run pair.
+fn elected_sets(etcd: &LocalEtcd, name: &str, ack: &str) -> Vec<String> {
+    pair_sets(
+        ack,
+        "halt",
+        &[
+            "replication.failover=\"etcd\"",
+            &format!("replication.node=\"{name}\""),
+            &format!("coordinator.endpoints=[\"{}\"]", etcd.endpoint),
+            &format!("coordinator.lease_ms={LEASE_MS}"),
+            "coordinator.margin_ms=500",
+        ],
+    )
+}
+
+fn node(dir: &Path, sets: &[String]) -> ServeProcess {
+    ServeProcess::start(exe(), dir, &refs(sets)).unwrap()
+}
+
+fn wait_role(node: &ServeProcess, role: &str, within: Duration) {
+    wait_for(within, &format!("role {role}"), || {
+        health(node)["role"] == role
+    });
+}
+
+#[test]
+fn sigkill_of_the_primary_hands_over_through_etcd_and_the_old_one_rejoins() {
+    let dir = temp_dir("etcd-failover");
+    let Some(etcd) = etcd_or_skip(&dir) else {
+        return;
+    };
+    let (sets_a, sets_b) = (
+        elected_sets(&etcd, "a", "durable"),
+        elected_sets(&etcd, "b", "durable"),
+    );
+    let mut a = node(&dir.join("a"), &sets_a);
+    assert!(a.logged("elected"), "{:#?}", a.logs());
+    assert_eq!(health(&a)["role"], "primary");
+    let b = node(&dir.join("b"), &sets_b);
+    assert!(b.logged("following_leader"), "{:#?}", b.logs());
+    wait_streaming(&a);
+    add_sku(&a, 1, 5);
+    let acknowledged = place_orders(&a, 2, 5, 500);
+    assert_eq!(metric(&a, "surge_coordinator_leader"), 1);
+    assert_eq!(metric(&b, "surge_coordinator_reachable"), 1);
+
+    let killed = Instant::now();
+    a.signal(libc::SIGKILL);
+    a.wait_exit(Duration::from_secs(10)).unwrap();
+    wait_role(&b, "primary", Duration::from_secs(10));
+    let took = killed.elapsed();
+    assert!(
+        took <= Duration::from_millis(LEASE_MS + 1000),
+        "the standby took {took:?} to take over"
+    );
+    assert!(b.logged("promoted_by_election"), "{:#?}", b.logs());
+    assert_eq!(health(&b)["epoch"], 2);
+    let applied = health(&b)["applied_seq"].as_u64().unwrap();
+    assert!(
+        applied >= acknowledged,
+        "{applied} < acknowledged {acknowledged}"
+    );
+    // Alone now (the standby it had is gone): halt refuses writes until one streams again,
+    // except right after a promotion, when the new primary may serve alone.
+    assert_eq!(write_code(b.addr, 9, 2, 5), Code::OrderPlaced);
+    eprintln!("takeover: {took:?}");
+
+    // The old primary, started again as it was, finds b leading and follows it.
+    drop(a);
+    let a = node(&dir.join("a"), &sets_a);
+    assert!(a.logged("following_leader"), "{:#?}", a.logs());
+    wait_streaming(&b);
+    assert_converged(&a, &b);
+    assert_eq!(health(&a)["role"], "standby");
+}
+
+#[test]
+fn with_etcd_down_the_pair_keeps_serving_and_nothing_is_promoted() {
+    let dir = temp_dir("etcd-down");
+    let Some(mut etcd) = etcd_or_skip(&dir) else {
+        return;
+    };
+    let a = node(&dir.join("a"), &elected_sets(&etcd, "a", "durable"));
+    let b = node(&dir.join("b"), &elected_sets(&etcd, "b", "durable"));
+    wait_streaming(&a);
+    add_sku(&a, 1, 5);
+    place_orders(&a, 2, 5, 100);
+
+    etcd.kill();
+    std::thread::sleep(Duration::from_millis(LEASE_MS + 1000));
+    // Past its lease deadline the primary still answers what its standby has received.
+    let started = Instant::now();
+    place_orders(&a, 3, 5, 100);
+    assert_eq!(health(&a)["role"], "primary");
+    assert_eq!(health(&b)["role"], "standby");
+    assert_eq!(metric(&a, "surge_coordinator_reachable"), 0);
+    assert!(metric(&a, "surge_coordinator_unreachable_total") > 0);
+    assert!(a.logged("coordinator_unreachable"), "{:#?}", a.logs());
+    eprintln!("100 orders with etcd down: {:?}", started.elapsed());
+
+    etcd.restart().unwrap();
+    wait_for(Duration::from_secs(10), "etcd reachable again", || {
+        metric(&a, "surge_coordinator_reachable") == 1
+    });
+    place_orders(&a, 4, 5, 100);
+    assert_eq!(health(&a)["role"], "primary");
+    assert_eq!(health(&b)["role"], "standby");
+    assert!(!b.logged("elected"), "{:#?}", b.logs());
+    assert_converged(&a, &b);
+}
