@@ -135,8 +135,9 @@ impl Etcd {
 
     /// Take `leader_key` (absent now) for `lease` with `leader_value`, and move the epoch
     /// counter at `epoch_key` from what `epoch_seen` says it was (absent: `None`) to
-    /// `new_epoch`, in one transaction. True when both happened; false when another node
-    /// holds the key or moved the counter first.
+    /// `epoch_value`, and put `also` (unleased), in one transaction. True when all happened;
+    /// false when another node holds the key or moved the counter first.
+    #[allow(clippy::too_many_arguments)]
     pub fn campaign(
         &self,
         leader_key: &str,
@@ -144,7 +145,8 @@ impl Etcd {
         lease: i64,
         epoch_key: &str,
         epoch_seen: Option<&Kv>,
-        new_epoch: u64,
+        epoch_value: &[u8],
+        also: &[(&str, &[u8])],
     ) -> Result<bool, EtcdError> {
         let epoch_unchanged = match epoch_seen {
             None => json!({ "key": B64.encode(epoch_key), "target": "CREATE",
@@ -152,6 +154,14 @@ impl Etcd {
             Some(kv) => json!({ "key": B64.encode(epoch_key), "target": "MOD",
                                 "mod_revision": kv.mod_revision.to_string(), "result": "EQUAL" }),
         };
+        let mut puts = vec![
+            json!({ "request_put": put_body(leader_key, leader_value, lease) }),
+            json!({ "request_put": put_body(epoch_key, epoch_value, 0) }),
+        ];
+        puts.extend(
+            also.iter()
+                .map(|(key, value)| json!({ "request_put": put_body(key, value, 0) })),
+        );
         let answer = self.call(
             "/v3/kv/txn",
             json!({
@@ -160,10 +170,7 @@ impl Etcd {
                       "create_revision": "0", "result": "EQUAL" },
                     epoch_unchanged,
                 ],
-                "success": [
-                    { "request_put": put_body(leader_key, leader_value, lease) },
-                    { "request_put": put_body(epoch_key, new_epoch.to_string().as_bytes(), 0) },
-                ],
+                "success": puts,
             }),
         )?;
         Ok(answer["succeeded"].as_bool().unwrap_or(false))

@@ -39,17 +39,40 @@ fn one_campaign_wins_and_the_key_goes_with_its_lease() {
     };
     assert!(client.get("/t/leader").unwrap().is_none());
     assert!(client
-        .campaign("/t/leader", &record("a", 1), a, "/t/epoch", None, 1)
+        .campaign(
+            "/t/leader",
+            &record("a", 1),
+            a,
+            "/t/epoch",
+            None,
+            &record("a", 1),
+            &[("/t/sync", b"x")]
+        )
         .unwrap());
+    assert_eq!(client.get("/t/sync").unwrap().unwrap().value, b"x");
     // The loser: the key is held, and the counter moved under it.
     assert!(!client
-        .campaign("/t/leader", &record("b", 1), b, "/t/epoch", None, 1)
+        .campaign(
+            "/t/leader",
+            &record("b", 1),
+            b,
+            "/t/epoch",
+            None,
+            &record("b", 1),
+            &[]
+        )
         .unwrap());
     let held = client.get("/t/leader").unwrap().unwrap();
     assert_eq!(LeaderRecord::decode(&held.value).unwrap().node, "a");
     assert_eq!(held.lease, a);
     let epoch: Kv = client.get("/t/epoch").unwrap().unwrap();
-    assert_eq!(epoch.value, b"1");
+    assert_eq!(
+        LeaderRecord::decode(&epoch.value).unwrap(),
+        LeaderRecord {
+            node: "a".into(),
+            epoch: 1
+        }
+    );
 
     // a stops renewing: within its TTL (plus etcd's own check interval) the key is gone,
     // and b's campaign, from the counter it saw, takes epoch 2.
@@ -68,13 +91,29 @@ fn one_campaign_wins_and_the_key_goes_with_its_lease() {
         "an expired lease renews"
     );
     assert!(client
-        .campaign("/t/leader", &record("b", 2), b, "/t/epoch", Some(&epoch), 2)
+        .campaign(
+            "/t/leader",
+            &record("b", 2),
+            b,
+            "/t/epoch",
+            Some(&epoch),
+            &record("b", 2),
+            &[]
+        )
         .unwrap());
     // A campaign from a stale view of the counter fails even with the key free.
     assert!(client.delete_if_leased("/t/leader", b).unwrap());
     let c = client.grant(2).unwrap();
     assert!(!client
-        .campaign("/t/leader", &record("c", 2), c, "/t/epoch", Some(&epoch), 2)
+        .campaign(
+            "/t/leader",
+            &record("c", 2),
+            c,
+            "/t/epoch",
+            Some(&epoch),
+            &record("c", 2),
+            &[]
+        )
         .unwrap());
     client.revoke(c).unwrap();
     assert_eq!(client.keep_alive(c).unwrap(), None);

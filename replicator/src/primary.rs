@@ -44,6 +44,8 @@ pub struct StandbyStatus {
     pub sessions: AtomicU64,
     /// Standbys lost (connection closed or silent past the timeout).
     pub losses: AtomicU64,
+    /// The attached standby's `replication.node` (the last one attached).
+    pub name: Mutex<String>,
 }
 
 pub const DETACHED: u8 = 0;
@@ -325,6 +327,7 @@ fn serve(mut stream: Stream, peer: SocketAddr, session: &Arc<Session>) {
     status.sent.store(last_seq, SeqCst);
     status.state.store(CATCHING_UP, SeqCst);
     status.sessions.fetch_add(1, SeqCst);
+    *status.name.lock().expect("standby name lock") = node.clone();
     hooks.log(
         Level::Info,
         "standby_attached",

@@ -28,9 +28,10 @@ use std::time::{Duration, Instant};
 
 use coordinator::lease::next_epoch;
 use coordinator::{Etcd, EtcdError, LeaderRecord, NodeRecord};
+use replicator::primary::STREAMING;
 use replicator::ReplicationCode;
 
-use crate::config::ServerConfig;
+use crate::config::{AckMode, ServerConfig};
 use crate::error::{Result, ServerError};
 use crate::node::{repl_code, Node};
 use crate::ops::log::{self, Level};
@@ -59,7 +60,11 @@ pub enum Joined {
 
 struct Keys {
     leader: String,
+    /// The last epoch handed out and the node it went to: `node=<name> epoch=<n>`.
     epoch: String,
+    /// The standby that holds every acknowledged write of the epoch, if one does:
+    /// `node=<name or empty> epoch=<n>`, written by that epoch's primary.
+    sync: String,
     nodes: String,
 }
 
@@ -78,10 +83,14 @@ pub struct Coordination {
     lease: Mutex<LeaseState>,
     /// This node holds (or is about to hold, after `join`) the leader key.
     leading: AtomicBool,
-    /// The leader this node follows, when it follows.
-    following: Mutex<Option<String>>,
+    /// The term (leader and epoch) this node follows, when it follows.
+    following: Mutex<Option<LeaderRecord>>,
     /// Where this node is reached (client, HTTP, replication), once it runs.
     addresses: Mutex<Option<Addresses>>,
+    /// What this primary last wrote to `{prefix}/sync` (the standby's name, or "").
+    sync_written: Mutex<Option<String>>,
+    /// Why the last campaign was withheld (logged once per reason).
+    withheld: Mutex<Option<String>>,
     last_complaint: Mutex<Option<Instant>>,
 }
 
@@ -104,6 +113,7 @@ impl Coordination {
             keys: Keys {
                 leader: format!("{prefix}/leader"),
                 epoch: format!("{prefix}/epoch"),
+                sync: format!("{prefix}/sync"),
                 nodes: format!("{prefix}/nodes/"),
             },
             ttl,
@@ -115,6 +125,8 @@ impl Coordination {
             leading: AtomicBool::new(false),
             following: Mutex::new(None),
             addresses: Mutex::new(None),
+            sync_written: Mutex::new(None),
+            withheld: Mutex::new(None),
             last_complaint: Mutex::new(None),
         };
         loop {
@@ -183,8 +195,8 @@ impl Coordination {
                         Joined::Follow {
                             leader,
                             replication,
+                            ..
                         } => {
-                            *self.following.lock().expect("following lock") = Some(leader.clone());
                             log::info(
                                 "following_leader",
                                 &[("leader", leader), ("replication", replication)],
@@ -226,31 +238,55 @@ impl Coordination {
         };
         let replication =
             NodeRecord::decode(&addresses.value).and_then(|n| n.replication?.parse().ok());
-        Ok(replication.map(|replication| Joined::Follow {
+        let Some(replication) = replication else {
+            return Ok(None);
+        };
+        *self.following.lock().expect("following lock") = Some(leader.clone());
+        Ok(Some(Joined::Follow {
             leader: leader.node,
             replication,
         }))
     }
 
-    /// Try to take the leader key: the epoch won, or `None` if another node was first.
+    /// Try to take the leader key: the epoch won, or `None` if another node was first or
+    /// this node may not win (it might lack acknowledged writes).
     fn campaign(&self, local_epoch: u64) -> std::result::Result<Option<u64>, EtcdError> {
         let counter = self.etcd.get(&self.keys.epoch)?;
-        let seen = counter
+        let last_term = counter
             .as_ref()
-            .and_then(|kv| std::str::from_utf8(&kv.value).ok()?.parse().ok());
-        let epoch = next_epoch(seen, local_epoch);
-        let record = LeaderRecord {
+            .and_then(|kv| LeaderRecord::decode(&kv.value));
+        let sync = self.etcd.get(&self.keys.sync)?;
+        let in_sync = sync.as_ref().and_then(|kv| LeaderRecord::decode(&kv.value));
+        if let Some(why) = withheld(&self.name, last_term.as_ref(), in_sync.as_ref()) {
+            let mut said = self.withheld.lock().expect("withheld lock");
+            if said.as_deref() != Some(why.as_str()) {
+                log::line(Level::Warn, "campaign_withheld", None, &[("why", &why)]);
+                *said = Some(why);
+            }
+            return Ok(None);
+        }
+        let epoch = next_epoch(last_term.map(|t| t.epoch), local_epoch);
+        let term = LeaderRecord {
             node: self.name.clone(),
+            epoch,
+        };
+        // A new term starts with no standby in sync: the new primary may serve alone.
+        let no_sync = LeaderRecord {
+            node: String::new(),
             epoch,
         };
         let won = self.etcd.campaign(
             &self.keys.leader,
-            &record.encode(),
+            &term.encode(),
             self.lease_id(),
             &self.keys.epoch,
             counter.as_ref(),
-            epoch,
+            &term.encode(),
+            &[(&self.keys.sync, &no_sync.encode())],
         )?;
+        if won {
+            *self.sync_written.lock().expect("sync lock") = Some(String::new());
+        }
         Ok(won.then_some(epoch))
     }
 
@@ -357,6 +393,7 @@ impl Coordination {
         match node.role() {
             Role::Primary => {
                 node.lease.leading.store(true, SeqCst);
+                self.keep_sync_record(node);
                 // The key is ours while the lease lives; a newer leader means it is not.
                 match self.etcd.get(&self.keys.leader) {
                     Ok(Some(held)) => match LeaderRecord::decode(&held.value) {
@@ -397,13 +434,54 @@ impl Coordination {
                 Err(e) => self.complain(&e),
             },
             Ok(Some(held)) => {
-                let leader = LeaderRecord::decode(&held.value).map(|r| r.node);
+                let leader = LeaderRecord::decode(&held.value);
                 let following = self.following.lock().expect("following lock").clone();
-                if leader.is_some() && leader != following && leader.as_deref() != Some(&self.name)
-                {
-                    // Another node won while this one followed someone else: follow it.
+                if leader.is_some() && leader != following {
+                    // A new term (another node, or the same one started again, perhaps on
+                    // other addresses) while this one followed the old: follow the new.
                     self.lost(Some(node), &format!("{leader:?} leads now; rejoining it"));
                 }
+            }
+            Err(e) => self.complain(&e),
+        }
+    }
+
+    /// Keep `{prefix}/sync` naming the standby that holds every acknowledged write: a
+    /// standby streaming in a synchronous ack mode, else no one. Naming one comes first
+    /// (this node stops acknowledging alone before the standby may win); clearing comes
+    /// before acknowledging alone (a standby that lacks those writes may no longer win).
+    fn keep_sync_record(&self, node: &Node) {
+        let standby = &node.standby;
+        let desired =
+            if node.policy.ack != AckMode::Async && standby.state.load(SeqCst) == STREAMING {
+                standby.name.lock().expect("standby name lock").clone()
+            } else {
+                String::new()
+            };
+        let mut written = self.sync_written.lock().expect("sync lock");
+        if written.as_deref() == Some(desired.as_str()) {
+            // Written already (by this loop, or by the campaign that won the term).
+            if desired.is_empty() && !node.lease.sync_cleared.swap(true, SeqCst) {
+                node.nudge();
+            }
+            return;
+        }
+        if !desired.is_empty() {
+            node.lease.sync_cleared.store(false, SeqCst);
+        }
+        let record = LeaderRecord {
+            node: desired.clone(),
+            epoch: node.epoch(),
+        };
+        match self.etcd.put(&self.keys.sync, &record.encode(), 0) {
+            Ok(()) => {
+                log::info(
+                    "sync_standby",
+                    &[("standby", &desired), ("epoch", &record.epoch)],
+                );
+                node.lease.sync_cleared.store(desired.is_empty(), SeqCst);
+                node.nudge();
+                *written = Some(desired);
             }
             Err(e) => self.complain(&e),
         }
@@ -450,10 +528,67 @@ impl Coordination {
     }
 }
 
+/// Why `name` may not campaign, if it may not: it might lack acknowledged writes. It may
+/// when no term was ever held, when it led the last term itself (a primary holds everything
+/// it acknowledged), or when the last term's primary named it the standby in sync.
+fn withheld(
+    name: &str,
+    last_term: Option<&LeaderRecord>,
+    in_sync: Option<&LeaderRecord>,
+) -> Option<String> {
+    // No term yet: anyone.
+    let term = last_term?;
+    if term.node == name {
+        return None;
+    }
+    match in_sync {
+        Some(sync) if sync.epoch == term.epoch && sync.node == name => None,
+        Some(sync) if sync.epoch == term.epoch && !sync.node.is_empty() => Some(format!(
+            "{} is the standby in sync for epoch {}, not this node",
+            sync.node, term.epoch
+        )),
+        _ => Some(format!(
+            "no standby is in sync for epoch {} (its primary {} acknowledged alone, or the \
+             ack mode is async): only {} holds every acknowledged write",
+            term.epoch, term.node, term.node
+        )),
+    }
+}
+
 /// The deadline on the server's monotonic clock, a millisecond early for the conversion.
 fn publish_deadline(node: &Node, shared: &Shared, deadline: Instant) {
     let left = deadline.saturating_duration_since(Instant::now());
     let at_ns = (shared.clock.mono_ns() + left.as_nanos() as u64).saturating_sub(1_000_000);
     node.lease.deadline_ns.store(at_ns, SeqCst);
     node.nudge();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn term(node: &str, epoch: u64) -> LeaderRecord {
+        LeaderRecord {
+            node: node.into(),
+            epoch,
+        }
+    }
+
+    #[test]
+    fn only_a_node_that_holds_every_acknowledged_write_campaigns() {
+        // The first term: anyone.
+        assert_eq!(withheld("b", None, None), None);
+        // The last leader itself.
+        assert_eq!(withheld("a", Some(&term("a", 3)), Some(&term("", 3))), None);
+        // The standby its primary named in sync for that epoch.
+        assert_eq!(
+            withheld("b", Some(&term("a", 3)), Some(&term("b", 3))),
+            None
+        );
+        // Not: the primary acknowledged alone, named another, or the record is of an old term.
+        assert!(withheld("b", Some(&term("a", 3)), Some(&term("", 3))).is_some());
+        assert!(withheld("b", Some(&term("a", 3)), Some(&term("c", 3))).is_some());
+        assert!(withheld("b", Some(&term("a", 3)), Some(&term("b", 2))).is_some());
+        assert!(withheld("b", Some(&term("a", 3)), None).is_some());
+    }
 }

@@ -35,6 +35,10 @@ pub struct BoundInputs {
     pub lease_lapsed: bool,
     /// What a streaming standby has received (0 when none streams).
     pub witnessed: u64,
+    /// This node may acknowledge alone (`degrade`, or freshly promoted): without etcd always;
+    /// with etcd only once etcd records that no standby is in sync (`{prefix}/sync` empty),
+    /// so that a standby lacking those writes cannot win an election.
+    pub alone_cleared: bool,
 }
 
 /// The highest journal sequence whose answer may leave now.
@@ -52,7 +56,8 @@ pub fn replication_bound(i: BoundInputs) -> u64 {
 
 /// A primary's bound from its ack mode and standby alone.
 fn primary_bound(i: BoundInputs) -> u64 {
-    if i.ack == AckMode::Async || (i.standby == DETACHED && (i.degrade || i.alone_ok)) {
+    let alone = i.standby == DETACHED && (i.degrade || i.alone_ok) && i.alone_cleared;
+    if i.ack == AckMode::Async || alone {
         u64::MAX
     } else {
         i.acked
@@ -137,6 +142,7 @@ mod tests {
             acked: 42,
             lease_lapsed: false,
             witnessed: 0,
+            alone_cleared: true,
         })
     }
 
@@ -183,6 +189,7 @@ mod tests {
                 acked: 42,
                 lease_lapsed: true,
                 witnessed,
+                alone_cleared: true,
             })
         };
         // async acks alone, but not past the deadline: only what the standby received.
@@ -202,8 +209,32 @@ mod tests {
             acked: 0,
             lease_lapsed: true,
             witnessed: 0,
+            alone_cleared: true,
         });
         assert_eq!(standby, u64::MAX);
+    }
+
+    #[test]
+    fn with_etcd_a_primary_acknowledges_alone_only_once_no_standby_is_in_sync() {
+        let alone = |alone_cleared| {
+            replication_bound(BoundInputs {
+                role: Primary,
+                ack: Durable,
+                degrade: true,
+                alone_ok: false,
+                standby: DETACHED,
+                acked: 42,
+                lease_lapsed: false,
+                witnessed: 0,
+                alone_cleared,
+            })
+        };
+        assert_eq!(
+            alone(false),
+            42,
+            "etcd still names the lost standby as in sync"
+        );
+        assert_eq!(alone(true), u64::MAX);
     }
 
     #[test]

@@ -99,6 +99,9 @@ pub struct LeaseGate {
     pub reachable: AtomicBool,
     /// This node holds the leader key.
     pub leading: AtomicBool,
+    /// etcd records that no standby is in sync (`{prefix}/sync` empty for this epoch): this
+    /// primary may acknowledge alone.
+    pub sync_cleared: AtomicBool,
     /// Calls no etcd endpoint answered.
     pub unreachable_total: AtomicU64,
     /// The clock `deadline_ns` is on (the server's).
@@ -228,6 +231,7 @@ impl Node {
             } else {
                 0
             },
+            alone_cleared: !self.lease.enabled.load(SeqCst) || self.lease.sync_cleared.load(SeqCst),
         })
     }
 

@@ -50,10 +50,28 @@ fn node(dir: &Path, sets: &[String]) -> ServeProcess {
     ServeProcess::start(exe(), dir, &refs(sets)).unwrap()
 }
 
+fn wait_in_sync(primary: &ServeProcess, standby: &str) {
+    wait_for(
+        Duration::from_secs(10),
+        "the standby recorded in sync",
+        || {
+            primary.logs().iter().any(|l| {
+                l.contains("event=sync_standby") && l.contains(&format!("standby={standby}"))
+            })
+        },
+    );
+}
+
 fn wait_role(node: &ServeProcess, role: &str, within: Duration) {
-    wait_for(within, &format!("role {role}"), || {
-        health(node)["role"] == role
-    });
+    let started = Instant::now();
+    while health(node)["role"] != role {
+        assert!(
+            started.elapsed() < within,
+            "not {role} after {within:?}: {:#?}",
+            node.logs()
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
 }
 
 #[test]
@@ -72,6 +90,8 @@ fn sigkill_of_the_primary_hands_over_through_etcd_and_the_old_one_rejoins() {
     let b = node(&dir.join("b"), &sets_b);
     assert!(b.logged("following_leader"), "{:#?}", b.logs());
     wait_streaming(&a);
+    // Only a standby the primary has recorded in etcd as in sync may take over.
+    wait_in_sync(&a, "b");
     add_sku(&a, 1, 5);
     let acknowledged = place_orders(&a, 2, 5, 500);
     assert_eq!(metric(&a, "surge_coordinator_leader"), 1);
@@ -139,5 +159,63 @@ fn with_etcd_down_the_pair_keeps_serving_and_nothing_is_promoted() {
     assert_eq!(health(&a)["role"], "primary");
     assert_eq!(health(&b)["role"], "standby");
     assert!(!b.logged("elected"), "{:#?}", b.logs());
+    assert_converged(&a, &b);
+}
+
+/// `durable` with `degrade`: the standby stops (SIGSTOP), the primary clears the sync record
+/// in etcd and then acknowledges alone; the primary dies. The standby comes back and finds
+/// the leader key gone, but it lacks acknowledged writes, and it does not campaign. The old
+/// primary, started again, wins the next term with every write it acknowledged; the
+/// standby sees the new term and exits to rejoin (status 75), and follows it once restarted.
+#[test]
+fn a_standby_behind_what_was_acknowledged_never_wins() {
+    let dir = temp_dir("etcd-behind");
+    let Some(etcd) = etcd_or_skip(&dir) else {
+        return;
+    };
+    let degrade = |name| {
+        let mut sets = elected_sets(&etcd, name, "durable");
+        sets.push("replication.on_standby_loss=\"degrade\"".into());
+        sets
+    };
+    let mut a = node(&dir.join("a"), &degrade("a"));
+    let mut b = node(&dir.join("b"), &degrade("b"));
+    wait_streaming(&a);
+    wait_in_sync(&a, "b");
+    add_sku(&a, 1, 5);
+    place_orders(&a, 2, 5, 100);
+
+    b.signal(libc::SIGSTOP);
+    // Lost after timeout_ms; the sync record cleared; then acknowledged alone.
+    wait_for(Duration::from_secs(10), "the sync record cleared", || {
+        a.logs()
+            .iter()
+            .any(|l| l.contains("event=sync_standby") && l.contains("standby=\"\""))
+    });
+    let acknowledged = place_orders(&a, 3, 5, 200);
+    a.signal(libc::SIGKILL);
+    a.wait_exit(Duration::from_secs(10)).unwrap();
+    b.signal(libc::SIGCONT);
+
+    std::thread::sleep(Duration::from_millis(LEASE_MS + 1500));
+    assert_eq!(health(&b)["role"], "standby");
+    assert!(b.logged("campaign_withheld"), "{:#?}", b.logs());
+    assert!(!b.logged("elected"), "{:#?}", b.logs());
+
+    drop(a);
+    let a = node(&dir.join("a"), &degrade("a"));
+    assert!(a.logged("elected"), "{:#?}", a.logs());
+    assert_eq!(health(&a)["epoch"], 2);
+    let applied = health(&a)["applied_seq"].as_u64().unwrap();
+    assert!(
+        applied >= acknowledged,
+        "{applied} < acknowledged {acknowledged}"
+    );
+    let status = b.wait_exit(Duration::from_secs(10)).unwrap();
+    assert_eq!(status.code(), Some(75), "{:#?}", b.logs());
+    drop(b);
+    let b = node(&dir.join("b"), &degrade("b"));
+    assert!(b.logged("following_leader"), "{:#?}", b.logs());
+    wait_streaming(&a);
     assert_converged(&a, &b);
 }
