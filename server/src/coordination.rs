@@ -83,6 +83,8 @@ pub struct Coordination {
     lease: Mutex<LeaseState>,
     /// This node holds (or is about to hold, after `join`) the leader key.
     leading: AtomicBool,
+    /// `step_down` was called: the thread ends.
+    stopped: AtomicBool,
     /// The term (leader and epoch) this node follows, when it follows.
     following: Mutex<Option<LeaderRecord>>,
     /// Where this node is reached (client, HTTP, replication), once it runs.
@@ -123,6 +125,7 @@ impl Coordination {
                 deadline: None,
             }),
             leading: AtomicBool::new(false),
+            stopped: AtomicBool::new(false),
             following: Mutex::new(None),
             addresses: Mutex::new(None),
             sync_written: Mutex::new(None),
@@ -326,14 +329,14 @@ impl Coordination {
         // Renewals and the standby's look at the leader key: eight per TTL, so a key that
         // expires is seen within an eighth of it.
         let tick = self.ttl / 8;
-        loop {
-            let running = attached.lock().expect("attach lock").clone();
-            if let Some((_, shared)) = &running {
-                if shared.stop.load(SeqCst) {
-                    self.step_down();
-                    return;
-                }
-            }
+        while !self.stopped.load(SeqCst) {
+            // A server that stopped (a standby restarting after a failback cut) has no
+            // duties until the next one is attached; the lease is kept all along.
+            let running = attached
+                .lock()
+                .expect("attach lock")
+                .clone()
+                .filter(|(_, shared)| !shared.stop.load(SeqCst));
             self.renew(running.as_ref());
             if let Some((node, shared)) = &running {
                 self.duties(node, shared);
@@ -509,6 +512,7 @@ impl Coordination {
 
     /// A clean stop: give the key back at once, so a standby need not wait out the lease.
     pub fn step_down(&self) {
+        self.stopped.store(true, SeqCst);
         let id = self.lease_id();
         if self.etcd.revoke(id).is_ok() {
             log::info("coordinator_lease_revoked", &[("lease", &id)]);

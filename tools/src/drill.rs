@@ -41,9 +41,14 @@ pub struct Args {
     /// How the primary is stopped: kill (SIGKILL) or fence (POST /admin/fence).
     #[arg(long, default_value = "kill")]
     pub stop: String,
-    /// manual (the drill calls promote) or auto (the standby promotes itself).
+    /// manual (the drill calls promote), etcd (both nodes run `surge serve` against an etcd
+    /// the drill starts, which decides who leads), or auto (the standby promotes itself
+    /// after the silence timeout; unsafe).
     #[arg(long, default_value = "manual")]
     pub failover: String,
+    /// With `--failover etcd`: the leader's lease (whole seconds, at least 2000).
+    #[arg(long, default_value_t = 2000)]
+    pub lease_ms: u64,
     /// Heartbeat and silence timeout, ms (auto failover waits for the timeout).
     #[arg(long, default_value_t = 10)]
     pub heartbeat_ms: u64,
@@ -103,8 +108,8 @@ pub fn drill(args: &Args) -> anyhow::Result<Vec<Round>> {
         "--stop kill or fence"
     );
     ensure!(
-        ["manual", "auto"].contains(&args.failover.as_str()),
-        "--failover manual or auto"
+        ["manual", "auto", "etcd"].contains(&args.failover.as_str()),
+        "--failover manual, etcd or auto"
     );
     let exe = std::env::current_exe().context("finding the surge binary")?;
     let exe = if exe.file_name().is_some_and(|n| n == "surge") {
@@ -135,28 +140,56 @@ pub fn drill(args: &Args) -> anyhow::Result<Vec<Round>> {
         "journal.segment_mib=8".into(),
     ];
     let sets: Vec<String> = sets.into_iter().chain(args.sets.iter().cloned()).collect();
-    let sets: Vec<&str> = sets.iter().map(String::as_str).collect();
-    let mut primary = ServeProcess::start(&exe, &dirs[0], &sets)?;
-    let mut standby = ServeProcess::start_standby(
-        &exe,
-        &dirs[1],
-        primary.replication.context("no replication port")?,
-        &sets,
-    )?;
+    let etcd = (args.failover == "etcd")
+        .then(|| {
+            ensure!(
+                coordinator::local_etcd::installed(),
+                "--failover etcd starts an etcd of its own: install etcd (apt-get install etcd-server)"
+            );
+            Ok(coordinator::local_etcd::LocalEtcd::start(&root.join("etcd"))?)
+        })
+        .transpose()?;
+    // Each node's `--set`s: with etcd, each has a name of its own and runs `surge serve`.
+    let node_sets: Vec<Vec<String>> = ["a", "b"]
+        .iter()
+        .map(|name| {
+            let mut own = sets.clone();
+            if let Some(etcd) = &etcd {
+                own.push(format!("replication.node=\"{name}\""));
+                own.push(format!("coordinator.endpoints=[\"{}\"]", etcd.endpoint));
+                own.push(format!("coordinator.lease_ms={}", args.lease_ms));
+                own.push(format!("coordinator.margin_ms={}", args.lease_ms / 4));
+            }
+            own
+        })
+        .collect();
+    let refs = |i: usize| -> Vec<&str> { node_sets[i].iter().map(String::as_str).collect() };
+    // A node rejoining (or starting as the standby) follows `of`: by itself with etcd.
+    let start_standby = |i: usize, of: &ServeProcess| -> anyhow::Result<ServeProcess> {
+        match etcd {
+            Some(_) => ServeProcess::start(&exe, &dirs[i], &refs(i)),
+            None => ServeProcess::start_standby(
+                &exe,
+                &dirs[i],
+                of.replication.context("no replication port")?,
+                &refs(i),
+            ),
+        }
+    };
+    let mut primary = ServeProcess::start(&exe, &dirs[0], &refs(0))?;
+    let mut standby = start_standby(1, &primary)?;
     let mut which = 0; // index of the primary's directory
     let mut rounds = Vec::new();
     for round in 0..args.rounds {
         wait_streaming(&primary)?;
+        if let Some(etcd) = &etcd {
+            wait_in_sync(etcd, ["a", "b"][1 - which])?;
+        }
         let r = one_round(args, round, &mut primary, &standby, stamp)?;
         // Failback: the old primary rejoins as a standby of the new one.
         let _ = primary.wait_exit(Duration::from_secs(5));
         drop(primary);
-        let rejoined = ServeProcess::start_standby(
-            &exe,
-            &dirs[which],
-            standby.replication.context("replication")?,
-            &sets,
-        )?;
+        let rejoined = start_standby(which, &standby)?;
         let mut r = r;
         r.rejoined_same_hash = converged(&standby, &rejoined, Duration::from_secs(30));
         if !r.rejoined_same_hash {
@@ -239,7 +272,14 @@ fn one_round(
             let v: serde_json::Value = serde_json::from_str(&body)?;
             r.promote_us = v["promote_us"].as_u64();
         }
-        let accepted = probe.join().expect("probe thread")?;
+        let accepted = probe.join().expect("probe thread").map_err(|e| {
+            let logs = standby.logs();
+            anyhow::anyhow!(
+                "round {round}: {e}; the standby: {:?}; its log ends {:#?}",
+                health(standby),
+                &logs[logs.len().saturating_sub(15)..]
+            )
+        })?;
         r.stop_to_write_us = accepted.saturating_duration_since(stopped).as_micros() as u64;
         r.promote_to_write_us =
             called.map(|c| accepted.saturating_duration_since(c).as_micros() as u64);
@@ -315,6 +355,24 @@ fn health(node: &ServeProcess) -> Option<serde_json::Value> {
     (status == 200 || status == 503)
         .then(|| serde_json::from_str(&body).ok())
         .flatten()
+}
+
+/// Until etcd records `standby` as the standby in sync (only then may it take over).
+fn wait_in_sync(etcd: &coordinator::local_etcd::LocalEtcd, standby: &str) -> anyhow::Result<()> {
+    let client = etcd.client();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
+        let recorded = client
+            .get("/surge/sync")
+            .ok()
+            .flatten()
+            .and_then(|kv| coordinator::LeaderRecord::decode(&kv.value));
+        if recorded.is_some_and(|r| r.node == standby) {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    anyhow::bail!("etcd never recorded {standby} as the standby in sync")
 }
 
 fn wait_streaming(primary: &ServeProcess) -> anyhow::Result<()> {

@@ -14,6 +14,7 @@ fn args(failover: &str) -> Args {
         json: None,
         keep: false,
         sets: Vec::new(),
+        lease_ms: 2000,
     }
 }
 
@@ -42,4 +43,31 @@ fn auto_failover_promotes_the_standby_when_the_primary_dies() {
     // Nobody called promote: the standby promoted itself and took the probe's write.
     assert!(r.promote_us.is_none() && r.stop_to_write_us > 0, "{r:?}");
     assert!(r.failovers > 0, "{r:?}");
+}
+
+/// `surge drill --failover etcd`: two rounds of SIGKILL under load with an etcd the drill
+/// starts itself; the standby takes over by itself, nothing acknowledged is lost, and the old
+/// primary rejoins (run by the same `surge serve`) with the same hash. Needs etcd (skipped
+/// without it unless `SURGE_REQUIRE_ETCD=1`).
+#[test]
+fn the_drill_fails_over_through_etcd() {
+    if !coordinator::local_etcd::installed() {
+        assert!(
+            std::env::var("SURGE_REQUIRE_ETCD").as_deref() != Ok("1"),
+            "etcd is not installed and SURGE_REQUIRE_ETCD=1"
+        );
+        eprintln!("skipped: no etcd on the PATH (apt-get install etcd-server)");
+        return;
+    }
+    let mut a = args("etcd");
+    a.rounds = 2;
+    a.duration = 1.0;
+    let rounds = drill(&a).unwrap();
+    for r in &rounds {
+        assert!(r.problems.is_empty(), "{:#?}", r.problems);
+        assert!(r.acked > 100, "{r:?}");
+        assert_eq!((r.lost, r.duplicates), (0, 0));
+        assert!(r.promote_us.is_none() && r.stop_to_write_us > 0, "{r:?}");
+        assert!(r.rejoined_same_hash, "{r:?}");
+    }
 }
