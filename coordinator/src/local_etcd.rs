@@ -15,6 +15,7 @@ use crate::Etcd;
 pub struct LocalEtcd {
     child: Option<Child>,
     dir: std::path::PathBuf,
+    ip: String,
     ports: (u16, u16),
     pub endpoint: String,
 }
@@ -36,13 +37,20 @@ fn free_port() -> std::io::Result<u16> {
 impl LocalEtcd {
     /// Start one in `dir` and wait until it answers (up to 20 s).
     pub fn start(dir: &Path) -> std::io::Result<LocalEtcd> {
+        LocalEtcd::start_at(dir, "127.0.0.1")
+    }
+
+    /// The same, its client port on `ip` (an address of this host; network-namespace tests
+    /// give it one their namespaces route to).
+    pub fn start_at(dir: &Path, ip: &str) -> std::io::Result<LocalEtcd> {
         std::fs::create_dir_all(dir)?;
         let ports = (free_port()?, free_port()?);
         let mut etcd = LocalEtcd {
             child: None,
             dir: dir.to_path_buf(),
+            ip: ip.to_string(),
             ports,
-            endpoint: format!("127.0.0.1:{}", ports.0),
+            endpoint: format!("{ip}:{}", ports.0),
         };
         etcd.restart()?;
         Ok(etcd)
@@ -50,7 +58,7 @@ impl LocalEtcd {
 
     /// Start it (again, after `kill`) on the same ports and data; wait until it answers.
     pub fn restart(&mut self) -> std::io::Result<()> {
-        let client_url = format!("http://127.0.0.1:{}", self.ports.0);
+        let client_url = format!("http://{}:{}", self.ip, self.ports.0);
         let peer_url = format!("http://127.0.0.1:{}", self.ports.1);
         let log = std::fs::OpenOptions::new()
             .create(true)

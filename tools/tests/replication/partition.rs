@@ -121,7 +121,66 @@ impl Net {
         ip(&["-n", &self.ns("a"), "link", "set", &self.link("ab"), "down"]);
     }
 
+    fn heal(&self) {
+        ip(&["-n", &self.ns("a"), "link", "set", &self.link("ab"), "up"]);
+        ip(&["-n", &self.ns("b"), "link", "set", &self.link("ba"), "up"]);
+    }
+
+    /// An address for etcd in the test's namespace, 10.<subnet>.9.1 on `lo`, that both
+    /// namespaces route to over their links to the test.
+    fn etcd_ip(&self) -> String {
+        format!("10.{}.9.1", self.subnet)
+    }
+
+    fn route_to_etcd(&self) {
+        ip(&[
+            "addr",
+            "add",
+            &format!("{}/32", self.etcd_ip()),
+            "dev",
+            "lo",
+        ]);
+        for (side, i) in [("a", 1), ("b", 2)] {
+            self.etcd_route(side, &format!("10.{}.{i}.1", self.subnet));
+        }
+    }
+
+    fn etcd_route(&self, side: &str, via: &str) {
+        let target = format!("{}/32", self.etcd_ip());
+        ip(&[
+            "-n",
+            &self.ns(side),
+            "route",
+            "replace",
+            &target,
+            "via",
+            via,
+        ]);
+    }
+
+    /// Cut namespace `side` off from etcd (the test's clients still reach it).
+    fn cut_from_etcd(&self, side: &str) {
+        let target = format!("{}/32", self.etcd_ip());
+        ip(&[
+            "-n",
+            &self.ns(side),
+            "route",
+            "replace",
+            "blackhole",
+            &target,
+        ]);
+    }
+
     fn teardown(&self) {
+        let _ = Command::new("ip")
+            .args([
+                "addr",
+                "del",
+                &format!("{}/32", self.etcd_ip()),
+                "dev",
+                "lo",
+            ])
+            .output();
         for side in ["a", "b"] {
             let _ = Command::new("ip")
                 .args(["netns", "del", &self.ns(side)])
@@ -294,4 +353,165 @@ fn partition_with_degrade_the_primary_says_it_carries_on_alone() {
     });
     let line = a.log_line("replication_degraded").unwrap();
     assert!(line.contains("code=408"), "{line}");
+}
+
+/// Whether an etcd-run pair can be tested here (etcd on the PATH), or the test says why not.
+fn etcd_installed() -> bool {
+    if coordinator::local_etcd::installed() {
+        return true;
+    }
+    assert!(
+        std::env::var("SURGE_REQUIRE_ETCD").as_deref() != Ok("1"),
+        "etcd is not installed (apt-get install etcd-server) and SURGE_REQUIRE_ETCD=1"
+    );
+    eprintln!("skipped: no etcd on the PATH (apt-get install etcd-server)");
+    false
+}
+
+const LEASE_MS: u64 = 2000;
+const MARGIN_MS: u64 = 500;
+
+/// Failover through etcd across a partition: under load, the primary (a) is cut off from
+/// etcd and from its standby (b), both on `on_standby_loss = "degrade"`, so that on its own
+/// the primary would carry on alone. It acknowledges nothing after its lease deadline (at
+/// most `lease − margin` after the cut). With `durable` the standby is recorded in sync and
+/// takes over, only after that deadline; with `async` it is not, and nobody takes over. After
+/// healing, the old primary finds its lease gone and exits 75; started again (as its service
+/// manager would) it rejoins, and every acknowledged answer is on the final primary with the
+/// stock adding up (no oversell).
+fn etcd_partition(tag: &str, subnet: u8, ack: &str) {
+    let Some(net) = Net::new(tag, subnet) else {
+        return;
+    };
+    if !etcd_installed() {
+        return;
+    }
+    let dir = temp_dir(&format!("etcd-partition-{ack}"));
+    net.route_to_etcd();
+    let etcd =
+        coordinator::local_etcd::LocalEtcd::start_at(&dir.join("etcd"), &net.etcd_ip()).unwrap();
+    let sets = |name: &str, i: u8| {
+        let mut sets = pair_sets(
+            ack,
+            "degrade",
+            &[
+                "replication.failover=\"etcd\"",
+                &format!("replication.node=\"{name}\""),
+                &format!("coordinator.endpoints=[\"{}\"]", etcd.endpoint),
+                &format!("coordinator.lease_ms={LEASE_MS}"),
+                &format!("coordinator.margin_ms={MARGIN_MS}"),
+            ],
+        );
+        sets[0] = format!("replication.listen=10.{subnet}.3.{i}:0");
+        sets
+    };
+    let (sets_a, sets_b) = (sets("a", 1), sets("b", 2));
+    let serve = || vec!["serve".to_string()];
+    let (mut a, a_client, a_http) = net.start("a", &serve(), &dir.join("a"), &sets_a);
+    assert!(a.logged("elected"), "{:#?}", a.logs());
+    let (mut b, b_client, b_http) = net.start("b", &serve(), &dir.join("b"), &sets_b);
+    wait_for(Duration::from_secs(30), "streaming", || {
+        get(a_http, "/health").contains("\"standby\":\"streaming\"")
+    });
+    let client = etcd.client();
+    let sync = || {
+        client
+            .get("/surge/sync")
+            .ok()
+            .flatten()
+            .and_then(|kv| coordinator::LeaderRecord::decode(&kv.value))
+            .map(|r| r.node)
+    };
+    if ack == "durable" {
+        wait_for(Duration::from_secs(10), "b recorded in sync", || {
+            sync().as_deref() == Some("b")
+        });
+    }
+
+    let base = 9 << 30;
+    let acks = dir.join("acks.jsonl");
+    let mut config = load(
+        vec![a_client.to_string(), b_client.to_string()],
+        &acks,
+        base,
+    );
+    config.duration = Duration::from_secs(6);
+    let at_deadline = std::thread::scope(|scope| {
+        let loader = scope.spawn(|| open_loop::run(&config));
+        std::thread::sleep(Duration::from_secs(1));
+        net.cut();
+        net.cut_from_etcd("a");
+        let cut = std::time::Instant::now();
+        // a's last renewal went out before the cut: its deadline is at most lease − margin on.
+        let deadline = cut + Duration::from_millis(LEASE_MS - MARGIN_MS + 100);
+        std::thread::sleep(deadline - std::time::Instant::now());
+        let at_deadline = accepted_answers(a_http);
+        if ack == "durable" {
+            wait_for(Duration::from_secs(10), "b to take over", || {
+                get(b_http, "/health").contains("\"role\":\"primary\"")
+            });
+            let took = cut.elapsed();
+            assert!(
+                took >= Duration::from_millis(LEASE_MS - MARGIN_MS),
+                "b took over {took:?} after the cut, before a's deadline"
+            );
+            eprintln!("durable: b took over {took:?} after the cut");
+        } else {
+            std::thread::sleep(Duration::from_millis(LEASE_MS + 1500));
+            assert!(get(b_http, "/health").contains("\"role\":\"standby\""));
+            assert!(b.logged("campaign_withheld"), "{:#?}", b.logs());
+        }
+        assert_eq!(
+            accepted_answers(a_http),
+            at_deadline,
+            "the old primary acknowledged answers after its lease deadline"
+        );
+        net.heal();
+        net.etcd_route("a", &format!("10.{subnet}.1.1"));
+        let status = a.wait_exit(Duration::from_secs(10)).unwrap();
+        assert_eq!(status.code(), Some(75), "{:#?}", a.logs());
+        let _ = loader.join().unwrap();
+        at_deadline
+    });
+    drop(a);
+    let (a, a_client, _) = net.start("a", &serve(), &dir.join("a"), &sets_a);
+    let primary_client = if ack == "durable" {
+        assert!(a.logged("following_leader"), "{:#?}", a.logs());
+        b_client
+    } else {
+        // Only a held every acknowledged write: it leads again, and b rejoins it.
+        assert!(a.logged("elected"), "{:#?}", a.logs());
+        let status = b.wait_exit(Duration::from_secs(10)).unwrap();
+        assert_eq!(status.code(), Some(75), "{:#?}", b.logs());
+        drop(b);
+        b = net.start("b", &serve(), &dir.join("b"), &sets_b).0;
+        assert!(b.logged("following_leader"), "{:#?}", b.logs());
+        a_client
+    };
+    let acked = open_loop::read_ack_log(&acks).unwrap();
+    assert!(acked.len() > 500, "{} acknowledged", acked.len());
+    let verdict = tools::acked::verify(
+        primary_client,
+        ClientId(base + 9_997),
+        engine::SkuId(base + 1),
+        &acked,
+    )
+    .unwrap();
+    assert!(verdict.problems.is_empty(), "{:#?}", verdict.problems);
+    eprintln!(
+        "{ack}: {} answers acknowledged, none lost; {} acknowledged by a before its deadline",
+        acked.len(),
+        at_deadline
+    );
+    drop((a, b, etcd));
+}
+
+#[test]
+fn etcd_partition_durable_the_standby_takes_over_only_after_the_old_primary_stopped() {
+    etcd_partition("ed", 233, "durable");
+}
+
+#[test]
+fn etcd_partition_async_the_old_primary_stops_at_its_deadline_and_nobody_lacking_writes_leads() {
+    etcd_partition("ea", 234, "async");
 }
