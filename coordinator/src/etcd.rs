@@ -127,6 +127,37 @@ impl Etcd {
         }))
     }
 
+    /// Every key that starts with `prefix`, with its value, in key order.
+    pub fn get_prefix(&self, prefix: &str) -> Result<Vec<(String, Kv)>, EtcdError> {
+        let answer = self.call(
+            "/v3/kv/range",
+            json!({ "key": B64.encode(prefix), "range_end": B64.encode(prefix_end(prefix)) }),
+        )?;
+        let mut out = Vec::new();
+        for kv in answer["kvs"].as_array().into_iter().flatten() {
+            let decode = |field: &str| {
+                B64.decode(kv[field].as_str().unwrap_or(""))
+                    .map_err(|e| EtcdError::Refused(format!("{field} under {prefix}: {e}")))
+            };
+            out.push((
+                String::from_utf8_lossy(&decode("key")?).into_owned(),
+                Kv {
+                    value: decode("value")?,
+                    create_revision: int(&kv["create_revision"]).unwrap_or(0),
+                    mod_revision: int(&kv["mod_revision"]).unwrap_or(0),
+                    lease: int(&kv["lease"]).unwrap_or(0),
+                },
+            ));
+        }
+        Ok(out)
+    }
+
+    /// Seconds `lease` has left (`None`: gone).
+    pub fn time_to_live(&self, lease: i64) -> Result<Option<i64>, EtcdError> {
+        let answer = self.call("/v3/lease/timetolive", json!({ "ID": lease.to_string() }))?;
+        Ok(int(&answer["TTL"]).filter(|&ttl| ttl >= 0))
+    }
+
     /// Put `key` = `value`, attached to `lease` (0: none).
     pub fn put(&self, key: &str, value: &[u8], lease: i64) -> Result<(), EtcdError> {
         self.call("/v3/kv/put", put_body(key, value, lease))
@@ -189,6 +220,18 @@ impl Etcd {
         )?;
         Ok(answer["succeeded"].as_bool().unwrap_or(false))
     }
+}
+
+/// The first key after every key that starts with `prefix` (etcd's `range_end`).
+fn prefix_end(prefix: &str) -> Vec<u8> {
+    let mut end = prefix.as_bytes().to_vec();
+    while let Some(last) = end.pop() {
+        if last < 0xff {
+            end.push(last + 1);
+            return end;
+        }
+    }
+    vec![0] // every key
 }
 
 fn put_body(key: &str, value: &[u8], lease: i64) -> Value {

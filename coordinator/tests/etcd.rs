@@ -115,6 +115,17 @@ fn one_campaign_wins_and_the_key_goes_with_its_lease() {
             &[]
         )
         .unwrap());
+    assert!(client.time_to_live(b).unwrap().is_some_and(|ttl| ttl <= 2));
+    client.put("/t/nodes/x", b"1", 0).unwrap();
+    client.put("/t/nodes/y", b"2", 0).unwrap();
+    client.put("/t/nodesz", b"3", 0).unwrap();
+    let nodes: Vec<String> = client
+        .get_prefix("/t/nodes/")
+        .unwrap()
+        .into_iter()
+        .map(|(k, _)| k)
+        .collect();
+    assert_eq!(nodes, ["/t/nodes/x", "/t/nodes/y"]);
     client.revoke(c).unwrap();
     assert_eq!(client.keep_alive(c).unwrap(), None);
     drop(etcd);

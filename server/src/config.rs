@@ -138,6 +138,16 @@ pub enum AckMode {
     Durable,
 }
 
+impl AckMode {
+    pub fn name(self) -> &'static str {
+        match self {
+            AckMode::Async => "async",
+            AckMode::Received => "received",
+            AckMode::Durable => "durable",
+        }
+    }
+}
+
 impl ReplicationSection {
     pub fn ack_mode(&self) -> Result<AckMode> {
         Ok(match self.ack.as_str() {

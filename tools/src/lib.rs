@@ -20,3 +20,4 @@ pub mod replay_cmd;
 pub mod serve_cmd;
 pub mod serve_process;
 pub mod standby_cmd;
+pub mod status_cmd;

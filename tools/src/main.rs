@@ -4,7 +4,7 @@
 use clap::{Parser, Subcommand};
 use tools::{
     admin_cmd, ctl_cmd, demo, drill, flash_sale, journal_cmd, loadgen_cmd, node_args, replay_cmd,
-    serve_cmd, standby_cmd,
+    serve_cmd, standby_cmd, status_cmd,
 };
 
 #[derive(Parser)]
@@ -27,6 +27,8 @@ enum Commands {
     Serve(node_args::NodeArgs),
     /// A hot standby of a primary: journals and applies its stream, answers queries.
     Standby(standby_cmd::StandbyArgs),
+    /// A pair run through etcd as etcd and its nodes see it: leader, epoch, lease, nodes.
+    Status(status_cmd::Args),
     /// Make a standby the primary of a new epoch (POST /admin/promote).
     Promote(admin_cmd::AdminArgs),
     /// Make a primary stop taking writes (POST /admin/fence).
@@ -54,6 +56,7 @@ fn main() -> anyhow::Result<()> {
         Commands::Demo(args) => demo::run(args),
         Commands::Serve(args) => serve_cmd::run(args),
         Commands::Standby(args) => standby_cmd::run(args),
+        Commands::Status(args) => status_cmd::run(args),
         Commands::Promote(args) => admin_cmd::promote(args),
         Commands::Fence(args) => admin_cmd::fence(args),
         Commands::Drill(args) => drill::run(args),

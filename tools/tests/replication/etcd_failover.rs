@@ -50,6 +50,19 @@ fn node(dir: &Path, sets: &[String]) -> ServeProcess {
     ServeProcess::start(exe(), dir, &refs(sets)).unwrap()
 }
 
+fn surge_status(etcd: &LocalEtcd) -> serde_json::Value {
+    let out = std::process::Command::new(exe())
+        .args(["status", "--etcd", &etcd.endpoint, "--json"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
 fn wait_in_sync(primary: &ServeProcess, standby: &str) {
     wait_for(
         Duration::from_secs(10),
@@ -95,6 +108,29 @@ fn sigkill_of_the_primary_hands_over_through_etcd_and_the_old_one_rejoins() {
     add_sku(&a, 1, 5);
     let acknowledged = place_orders(&a, 2, 5, 500);
     assert_eq!(metric(&a, "surge_coordinator_leader"), 1);
+    // `surge status` sees the pair as etcd and the nodes do.
+    let status = surge_status(&etcd);
+    assert_eq!(status["leader"]["node"], "a", "{status}");
+    assert_eq!(status["leader"]["epoch"], 1, "{status}");
+    assert_eq!(status["in_sync"]["node"], "b", "{status}");
+    let roles: Vec<(String, String)> = status["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| {
+            (
+                n["node"].as_str().unwrap().into(),
+                n["health"]["role"].as_str().unwrap().into(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        roles,
+        [
+            ("a".into(), "primary".into()),
+            ("b".into(), "standby".into())
+        ]
+    );
     assert_eq!(metric(&b, "surge_coordinator_reachable"), 1);
 
     let killed = Instant::now();
