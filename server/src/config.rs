@@ -121,6 +121,8 @@ pub struct ReplicationSection {
     pub node: String,
     /// Recent commits kept in memory for a standby that reconnects.
     pub backlog_mib: u64,
+    /// Allow `listen` off loopback without encryption (a private link or a tunnel).
+    pub allow_plaintext: bool,
 }
 
 #[derive(Clone, Debug, Default, Deserialize)]
@@ -205,6 +207,7 @@ impl Default for ReplicationSection {
             secret: String::new(),
             node: "surge".into(),
             backlog_mib: 64,
+            allow_plaintext: false,
         }
     }
 }
@@ -446,7 +449,17 @@ impl ServerConfig {
         }
         let r = &self.replication;
         r.ack_mode()?;
-        r.listen_addr()?;
+        if let Some(addr) = r.listen_addr()? {
+            if !addr.ip().is_loopback() && !r.allow_plaintext {
+                return Err(ServerError::config(
+                    "replication.listen, replication.allow_plaintext",
+                    "a replication port off loopback carries every journaled command in the \
+                     clear (the handshake proves the secret but encrypts nothing, and TLS on \
+                     this port is not built yet): keep it on a private link or a tunnel \
+                     (WireGuard, SSH) and set replication.allow_plaintext = true to say so",
+                ));
+            }
+        }
         if !["halt", "degrade"].contains(&r.on_standby_loss.as_str()) {
             return Err(bad(
                 "replication.on_standby_loss",
@@ -720,6 +733,10 @@ mod tests {
             ("journal.commits_in_flight=0", "journal.commits_in_flight"),
             ("journal.commits_in_flight=5", "journal.commits_in_flight"),
             ("journal.io=\"fast\"", "journal.io"),
+            (
+                "replication.listen=\"10.0.0.1:7700\"",
+                "replication.allow_plaintext",
+            ),
         ];
         for &(set, key) in cases {
             let e = load("", &[set]).expect_err(set);

@@ -248,6 +248,7 @@ fn pair(
 ) {
     let mut sets = pair_sets("durable", on_loss, &[]);
     sets[0] = format!("replication.listen=10.{}.3.1:0", net.subnet);
+    sets.push("replication.allow_plaintext=true".into());
     let a = net.start("a", &["serve".into()], &dir.join("a"), &sets);
     let repl = format!("10.{}.3.1:{}", net.subnet, a.0.replication.unwrap().port());
     sets[0] = format!("replication.listen=10.{}.3.2:0", net.subnet);
@@ -403,6 +404,7 @@ fn etcd_partition(tag: &str, subnet: u8, ack: &str) {
             ],
         );
         sets[0] = format!("replication.listen=10.{subnet}.3.{i}:0");
+        sets.push("replication.allow_plaintext=true".into());
         sets
     };
     let (sets_a, sets_b) = (sets("a", 1), sets("b", 2));
