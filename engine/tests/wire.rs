@@ -380,7 +380,7 @@ fn protocol_md_examples_are_what_the_encoders_write() {
                 .collect()
         })
         .collect();
-    assert_eq!(examples.len(), 3, "HELLO, REQUESTS, ANSWERS");
+    assert_eq!(examples.len(), 4, "HELLO, WELCOME, REQUESTS, ANSWERS");
     let mut hello = Vec::new();
     wire::Hello {
         version: 1,
@@ -389,6 +389,18 @@ fn protocol_md_examples_are_what_the_encoders_write() {
     }
     .encode(&mut hello);
     assert_eq!(examples[0], hello);
+    // A new primary with the default limits, at its first epoch.
+    let mut welcome = Vec::new();
+    wire::Welcome {
+        version: 1,
+        role: wire::Role::Primary,
+        in_flight_max: 4096,
+        frame_len_max: wire::FRAME_LEN_MAX as u32,
+        requests_per_frame_max: wire::REQUESTS_PER_FRAME_MAX,
+        epoch: 1,
+    }
+    .encode(&mut welcome);
+    assert_eq!(examples[1], welcome);
     let mut requests = Vec::new();
     let mut frame = wire::RequestsFrameBuilder::begin(&mut requests);
     let order = Command::PlaceOrder {
@@ -401,7 +413,7 @@ fn protocol_md_examples_are_what_the_encoders_write() {
     };
     frame.push(RequestId(1), &Operation::Command(order), &mut requests);
     frame.finish(&mut requests);
-    assert_eq!(examples[1], requests);
+    assert_eq!(examples[2], requests);
     let mut answers = Vec::new();
     let mut frame = wire::CountedFrame::begin(&mut answers, frame_kind::ANSWERS);
     let placed = Outcome::OrderPlaced {
@@ -409,8 +421,46 @@ fn protocol_md_examples_are_what_the_encoders_write() {
         total: 3998,
         deadline_ns: 600_000_000_000,
     };
-    wire::encode_outcome(RequestId(1), 2, &placed, &mut answers);
+    // Record 1 is the configuration, 2 the UpsertSku of SKU 1000: the order is 3.
+    wire::encode_outcome(RequestId(1), 3, &placed, &mut answers);
     frame.added();
     frame.finish(&mut answers);
-    assert_eq!(examples[2], answers);
+    assert_eq!(examples[3], answers);
+}
+
+/// The checks docs/PROTOCOL.md orders: a zero length before anything else (200, even before a
+/// HELLO), a HELLO's length (under 16: 200; other than 16 and 24: 209), and a REQUESTS frame's
+/// count before its tiling (a count of 4097 is 208 even when the headers do not tile).
+#[test]
+fn framing_checks_come_in_the_documented_order() {
+    assert_eq!(
+        wire::split_frame(&[0, 0, 0, 0, 1]),
+        Err(Code::FrameTooShort)
+    );
+    let hello_body = |len: usize| {
+        let mut body = vec![0u8; len];
+        body[..4].copy_from_slice(&wire::HELLO_MAGIC.to_le_bytes());
+        body
+    };
+    assert_eq!(
+        wire::Hello::decode(&hello_body(10)),
+        Err(Code::FrameTooShort)
+    );
+    assert_eq!(
+        wire::Hello::decode(&hello_body(20)),
+        Err(Code::MalformedFrame)
+    );
+    assert!(wire::Hello::decode(&hello_body(24)).is_ok());
+    let mut body = 4097u32.to_le_bytes().to_vec();
+    body.extend_from_slice(&[0; 7]); // tiles nothing
+    assert_eq!(
+        wire::decode_requests(&body).err(),
+        Some(Code::BadRequestCount)
+    );
+    let mut body = 1u32.to_le_bytes().to_vec();
+    body.extend_from_slice(&[0; 7]);
+    assert_eq!(
+        wire::decode_requests(&body).err(),
+        Some(Code::MalformedFrame)
+    );
 }
