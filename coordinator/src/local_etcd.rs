@@ -30,6 +30,20 @@ pub fn installed() -> bool {
         .is_ok_and(|s| s.success())
 }
 
+/// For tests: whether etcd is on the PATH. Without it, says so on stderr and returns false, or
+/// panics where `SURGE_REQUIRE_ETCD=1` (CI), so that a missing install fails there.
+pub fn installed_or_required() -> bool {
+    if installed() {
+        return true;
+    }
+    assert!(
+        std::env::var("SURGE_REQUIRE_ETCD").as_deref() != Ok("1"),
+        "etcd is not installed (apt-get install etcd-server) and SURGE_REQUIRE_ETCD=1"
+    );
+    eprintln!("skipped: no etcd on the PATH (apt-get install etcd-server)");
+    false
+}
+
 fn free_port() -> std::io::Result<u16> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }

@@ -9,12 +9,7 @@ use coordinator::local_etcd::{self, LocalEtcd};
 use coordinator::{Kv, LeaderRecord};
 
 fn etcd_or_skip(name: &str) -> Option<(LocalEtcd, std::path::PathBuf)> {
-    if !local_etcd::installed() {
-        assert!(
-            std::env::var("SURGE_REQUIRE_ETCD").as_deref() != Ok("1"),
-            "etcd is not installed (apt-get install etcd-server) and SURGE_REQUIRE_ETCD=1"
-        );
-        eprintln!("skipped: no etcd on the PATH (apt-get install etcd-server)");
+    if !local_etcd::installed_or_required() {
         return None;
     }
     let dir = std::env::temp_dir().join(format!("surge-etcd-{name}-{}", std::process::id()));

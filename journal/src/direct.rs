@@ -168,7 +168,12 @@ impl DirectAppender {
         out[..head].copy_from_slice(&target.last_block[..head]);
         out[head..head + data.len()].copy_from_slice(data);
         out[head + data.len()..].fill(0);
-        let written = write_all_dsync(&target.file, start, self.buffer.bytes(padded));
+        let written = crate::storage::pwrite_all(
+            &target.file,
+            start,
+            self.buffer.bytes(padded),
+            libc::RWF_DSYNC,
+        );
         if let Err(e) = written {
             // What the block holds now is unknown.
             target.last_block_at = None;
@@ -204,25 +209,4 @@ fn target_for<'a>(
         });
     }
     Ok(target.as_mut().expect("opened above"))
-}
-
-/// Write all of `bytes` (whole blocks, aligned) at `offset` with `RWF_DSYNC`.
-fn write_all_dsync(file: &File, offset: u64, bytes: &[u8]) -> io::Result<()> {
-    let mut done = 0usize;
-    while done < bytes.len() {
-        let n = crate::storage::pwritev2_flags(
-            file,
-            offset + done as u64,
-            &bytes[done..],
-            libc::RWF_DSYNC,
-        )?;
-        if n == 0 {
-            return Err(io::Error::new(
-                io::ErrorKind::WriteZero,
-                "a direct write made no progress",
-            ));
-        }
-        done += n;
-    }
-    Ok(())
 }

@@ -292,6 +292,27 @@ pub(crate) fn pwritev2(file: &File, offset: u64, data: &[u8]) -> io::Result<usiz
     pwritev2_flags(file, offset, data, 0)
 }
 
+/// All of `data` at `offset`, in as many `pwritev2` calls (with `RWF_*` flags) as it takes.
+pub(crate) fn pwrite_all(
+    file: &File,
+    offset: u64,
+    data: &[u8],
+    flags: libc::c_int,
+) -> io::Result<()> {
+    let mut done = 0usize;
+    while done < data.len() {
+        let n = pwritev2_flags(file, offset + done as u64, &data[done..], flags)?;
+        if n == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::WriteZero,
+                "write made no progress",
+            ));
+        }
+        done += n;
+    }
+    Ok(())
+}
+
 /// One `pwritev2` call with `RWF_*` flags.
 pub(crate) fn pwritev2_flags(
     file: &File,

@@ -101,10 +101,7 @@ impl UringCommitter {
                 // Rare: finish them the plain way; the round's sync (if any) ran before or
                 // was cancelled, so sync again to make the whole durable.
                 for (from, to) in short {
-                    let mut at = from;
-                    while at < to {
-                        at += crate::storage::pwritev2(file, offset + at as u64, &data[at..to])?;
-                    }
+                    crate::storage::pwrite_all(file, offset + from as u64, &data[from..to], 0)?;
                 }
                 if last_round {
                     return file.sync_data();

@@ -20,12 +20,7 @@ use crate::harness::*;
 const LEASE_MS: u64 = 2000;
 
 fn etcd_or_skip(dir: &Path) -> Option<LocalEtcd> {
-    if !local_etcd::installed() {
-        assert!(
-            std::env::var("SURGE_REQUIRE_ETCD").as_deref() != Ok("1"),
-            "etcd is not installed (apt-get install etcd-server) and SURGE_REQUIRE_ETCD=1"
-        );
-        eprintln!("skipped: no etcd on the PATH (apt-get install etcd-server)");
+    if !local_etcd::installed_or_required() {
         return None;
     }
     Some(LocalEtcd::start(&dir.join("etcd")).unwrap())

@@ -145,30 +145,27 @@ impl Net {
         }
     }
 
+    /// Namespace `side` reaches etcd through the test's end of its link at `via`.
     fn etcd_route(&self, side: &str, via: &str) {
-        let target = format!("{}/32", self.etcd_ip());
-        ip(&[
-            "-n",
-            &self.ns(side),
-            "route",
-            "replace",
-            &target,
-            "via",
-            via,
-        ]);
+        self.set_etcd_route(side, &["via", via]);
     }
 
     /// Cut namespace `side` off from etcd (the test's clients still reach it).
     fn cut_from_etcd(&self, side: &str) {
+        self.set_etcd_route(side, &["blackhole"]);
+    }
+
+    fn set_etcd_route(&self, side: &str, how: &[&str]) {
         let target = format!("{}/32", self.etcd_ip());
-        ip(&[
-            "-n",
-            &self.ns(side),
-            "route",
-            "replace",
-            "blackhole",
-            &target,
-        ]);
+        let ns = self.ns(side);
+        let mut args = vec!["-n", &ns, "route", "replace"];
+        if how == ["blackhole"] {
+            args.extend(["blackhole", &target]);
+        } else {
+            args.push(&target);
+            args.extend(how);
+        }
+        ip(&args);
     }
 
     fn teardown(&self) {
@@ -316,15 +313,22 @@ fn partition_with_halt_the_old_primary_acknowledges_nothing_after_promotion() {
         accepted_after_promotion, 0,
         "the old primary acknowledged writes after the promotion"
     );
-    let acked = open_loop::read_ack_log(&acks).unwrap();
+    assert_acknowledged_on(b_client, base, &acks);
+}
+
+/// Every answer in the ack log at `acks` (a load run with ids from `base`) is on the node at
+/// `client`, once, with the stock adding up; how many there were.
+fn assert_acknowledged_on(client: SocketAddr, base: u64, acks: &std::path::Path) -> usize {
+    let acked = open_loop::read_ack_log(acks).unwrap();
     let verdict = tools::acked::verify(
-        b_client,
+        client,
         ClientId(base + 9_997),
         engine::SkuId(base + 1),
         &acked,
     )
     .unwrap();
     assert!(verdict.problems.is_empty(), "{:#?}", verdict.problems);
+    acked.len()
 }
 
 #[test]
@@ -356,19 +360,6 @@ fn partition_with_degrade_the_primary_says_it_carries_on_alone() {
     assert!(line.contains("code=408"), "{line}");
 }
 
-/// Whether an etcd-run pair can be tested here (etcd on the PATH), or the test says why not.
-fn etcd_installed() -> bool {
-    if coordinator::local_etcd::installed() {
-        return true;
-    }
-    assert!(
-        std::env::var("SURGE_REQUIRE_ETCD").as_deref() != Ok("1"),
-        "etcd is not installed (apt-get install etcd-server) and SURGE_REQUIRE_ETCD=1"
-    );
-    eprintln!("skipped: no etcd on the PATH (apt-get install etcd-server)");
-    false
-}
-
 const LEASE_MS: u64 = 2000;
 const MARGIN_MS: u64 = 500;
 
@@ -384,7 +375,7 @@ fn etcd_partition(tag: &str, subnet: u8, ack: &str) {
     let Some(net) = Net::new(tag, subnet) else {
         return;
     };
-    if !etcd_installed() {
+    if !coordinator::local_etcd::installed_or_required() {
         return;
     }
     let dir = temp_dir(&format!("etcd-partition-{ack}"));
@@ -490,20 +481,11 @@ fn etcd_partition(tag: &str, subnet: u8, ack: &str) {
         assert!(b.logged("following_leader"), "{:#?}", b.logs());
         a_client
     };
-    let acked = open_loop::read_ack_log(&acks).unwrap();
-    assert!(acked.len() > 500, "{} acknowledged", acked.len());
-    let verdict = tools::acked::verify(
-        primary_client,
-        ClientId(base + 9_997),
-        engine::SkuId(base + 1),
-        &acked,
-    )
-    .unwrap();
-    assert!(verdict.problems.is_empty(), "{:#?}", verdict.problems);
+    let acknowledged = assert_acknowledged_on(primary_client, base, &acks);
+    assert!(acknowledged > 500, "{acknowledged} acknowledged");
     eprintln!(
-        "{ack}: {} answers acknowledged, none lost; {} acknowledged by a before its deadline",
-        acked.len(),
-        at_deadline
+        "{ack}: {acknowledged} answers acknowledged, none lost; {at_deadline} acknowledged by a \
+         before its deadline"
     );
     drop((a, b, etcd));
 }
