@@ -427,6 +427,14 @@ pub fn gauge_value(out: &mut String, name: &str, help: &str, value: u64) {
     );
 }
 
+/// A gauge in a base unit that wants a fraction (seconds).
+pub fn gauge_float(out: &mut String, name: &str, help: &str, value: f64) {
+    let _ = writeln!(
+        out,
+        "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}"
+    );
+}
+
 fn counter(out: &mut String, name: &str, help: &str, value: &AtomicU64) {
     counter_value(out, name, help, value.load(Relaxed));
 }

@@ -10,7 +10,7 @@ use replicator::{Epochs, ReplicationCode};
 
 use crate::node::{repl_code, Node};
 use crate::ops::log::{self, Level};
-use crate::ops::metrics::{counter_value, gauge_value};
+use crate::ops::metrics::{counter_value, gauge_float, gauge_value};
 use crate::role::Role;
 use crate::shared::Shared;
 
@@ -147,15 +147,16 @@ pub fn render_metrics(node: &Node, durable: u64, applied: u64, out: &mut String)
             "1 while this node holds the leader key in etcd.",
             flag(node.lease.leading.load(SeqCst)),
         ),
-        (
-            "surge_coordinator_lease_deadline_left_ms",
-            "Primary: milliseconds until it stops acknowledging unless its lease is renewed.",
-            node.lease.left_ms(),
-        ),
     ];
     for (name, help, value) in gauges {
         gauge_value(out, name, help, value);
     }
+    gauge_float(
+        out,
+        "surge_coordinator_lease_deadline_left_seconds",
+        "Seconds until this node stops acknowledging unless its lease in etcd is renewed.",
+        node.lease.left_ms() as f64 / 1000.0,
+    );
     let counters = [
         (
             "surge_coordinator_unreachable_total",
