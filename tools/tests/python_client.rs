@@ -1,0 +1,57 @@
+//! The Python client (`clients/python`), installed with pip the way a shop backend would
+//! (into a scratch directory) and run against the `surge` binary this build made: its
+//! unittest suite must pass, none of it skipped. Needs python3 with pip, setuptools and wheel
+//! (`pip install wheel`): without them the test says so and passes, unless
+//! `SURGE_REQUIRE_PYTHON=1` (CI sets it, and installs them).
+
+use std::path::Path;
+use std::process::Command;
+
+#[test]
+fn the_python_client_installs_and_passes_its_tests_against_this_surge() {
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+    let tools = Command::new("python3")
+        .args(["-c", "import pip, setuptools, wheel"])
+        .output();
+    if !tools.is_ok_and(|o| o.status.success()) {
+        let why = "python3 with pip, setuptools and wheel (pip install wheel)";
+        assert!(
+            std::env::var("SURGE_REQUIRE_PYTHON").as_deref() != Ok("1"),
+            "SURGE_REQUIRE_PYTHON=1 but this needs {why}"
+        );
+        eprintln!("skipped: needs {why}");
+        return;
+    }
+    let site = std::env::temp_dir().join(format!("surge-python-site-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&site);
+    let install = Command::new("python3")
+        .args(["-m", "pip", "install", "--quiet", "--no-build-isolation", "--no-deps"])
+        .arg("--target")
+        .arg(&site)
+        .arg(repo.join("clients/python"))
+        .output()
+        .unwrap();
+    assert!(
+        install.status.success(),
+        "pip install ./clients/python: {}{}",
+        String::from_utf8_lossy(&install.stdout),
+        String::from_utf8_lossy(&install.stderr)
+    );
+    let run = Command::new("python3")
+        .args(["-m", "unittest", "discover", "-v", "-s"])
+        .arg(repo.join("clients/python/tests"))
+        .env("PYTHONPATH", &site)
+        .env("PYTHONDONTWRITEBYTECODE", "1")
+        .env("SURGE_BIN", env!("CARGO_BIN_EXE_surge"))
+        .output()
+        .unwrap();
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&run.stdout),
+        String::from_utf8_lossy(&run.stderr)
+    );
+    assert!(run.status.success(), "{said}");
+    assert!(!said.contains("skipped"), "{said}");
+    assert!(said.contains("Ran 7 tests"), "{said}");
+    let _ = std::fs::remove_dir_all(&site);
+}
