@@ -10,10 +10,14 @@ use std::process::Command;
 #[test]
 fn the_python_client_installs_and_passes_its_tests_against_this_surge() {
     let repo = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
-    let tools = Command::new("python3")
-        .args(["-c", "import pip, setuptools, wheel"])
-        .output();
-    if !tools.is_ok_and(|o| o.status.success()) {
+    let works = |args: &[&str]| {
+        Command::new("python3")
+            .args(args)
+            .output()
+            .is_ok_and(|o| o.status.success())
+    };
+    // (Not one `import pip, setuptools`: setuptools refuses to load after pip's distutils.)
+    if !works(&["-m", "pip", "--version"]) || !works(&["-c", "import setuptools, wheel"]) {
         let why = "python3 with pip, setuptools and wheel (pip install wheel)";
         assert!(
             std::env::var("SURGE_REQUIRE_PYTHON").as_deref() != Ok("1"),
@@ -25,7 +29,14 @@ fn the_python_client_installs_and_passes_its_tests_against_this_surge() {
     let site = std::env::temp_dir().join(format!("surge-python-site-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&site);
     let install = Command::new("python3")
-        .args(["-m", "pip", "install", "--quiet", "--no-build-isolation", "--no-deps"])
+        .args([
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--no-build-isolation",
+            "--no-deps",
+        ])
         .arg("--target")
         .arg(&site)
         .arg(repo.join("clients/python"))
