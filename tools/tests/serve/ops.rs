@@ -35,6 +35,7 @@ fn metrics_are_prometheus_text_and_health_says_serving() {
         assert!(metrics.contains(name), "/metrics lacks {name}:\n{metrics}");
     }
     assert_eq!(server.http_get("/nope").0, 404);
+    assert_dashboard_queries_exported(&metrics);
     if let Some(promtool) = promtool() {
         let file = dir.join("metrics.txt");
         std::fs::write(&file, &metrics).unwrap();
@@ -50,6 +51,51 @@ fn metrics_are_prometheus_text_and_health_says_serving() {
             String::from_utf8_lossy(&out.stderr)
         );
     }
+}
+
+/// Every metric deploy/grafana/surge.json queries is one `/metrics` exports (a histogram's
+/// `_bucket`, `_sum` and `_count` count as the histogram), so the dashboard never shows an
+/// empty panel for a name that does not exist.
+fn assert_dashboard_queries_exported(metrics: &str) {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/grafana/surge.json");
+    let dashboard: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let exported: std::collections::HashSet<&str> = metrics
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|l| l.split(' ').next())
+        .collect();
+    let mut queries: Vec<String> = Vec::new();
+    for panel in dashboard["panels"].as_array().unwrap() {
+        for target in panel["targets"].as_array().unwrap() {
+            queries.push(target["expr"].as_str().unwrap().to_string());
+        }
+    }
+    for variable in dashboard["templating"]["list"].as_array().unwrap() {
+        if let Some(q) = variable["query"].as_str() {
+            queries.push(q.to_string());
+        }
+    }
+    let mut checked = 0;
+    for query in &queries {
+        for (at, _) in query.match_indices("surge_") {
+            let name: String = query[at..]
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                .collect();
+            let base = ["_bucket", "_sum", "_count"]
+                .iter()
+                .find_map(|suffix| name.strip_suffix(suffix))
+                .filter(|base| exported.contains(base))
+                .unwrap_or(&name);
+            assert!(
+                exported.contains(base),
+                "deploy/grafana/surge.json queries {name}, which /metrics does not export: {query}"
+            );
+            checked += 1;
+        }
+    }
+    assert!(checked > 20, "only {checked} metric names in the dashboard");
 }
 
 /// promtool, if installed (`.ci/run` installs Debian's `prometheus`, and requires it there).
