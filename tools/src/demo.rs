@@ -1,10 +1,11 @@
-//! `surge demo`: surge doing its job, start to finish, with nothing to set up. A primary
-//! starts on loopback in a temporary data directory; the load generator loads a catalog and
-//! runs a short flash sale against it (one hot SKU, a crowd, waitlists, payments, expiries);
-//! the primary snapshots while it serves and retires closed orders; it is stopped and
-//! restarted from its newest snapshot and the journal after it; every answer the load
-//! generator was given is checked against the rebuilt state; a short report says what
-//! happened.
+//! `surge demo`: surge doing its job, start to finish, with nothing to set up. A primary and
+//! a hot standby start on loopback in a temporary directory; the load generator loads a
+//! catalog and runs a short flash sale against them (one hot SKU, a crowd, waitlists,
+//! payments, expiries); halfway through, the primary is killed (SIGKILL) and the standby
+//! promoted, and the load generator moves over by itself; the new primary snapshots while it
+//! serves and retires closed orders; it is stopped and restarted from its newest snapshot and
+//! the journal after it; every answer the load generator was given, before and after the
+//! failover, is checked against the rebuilt state; a short report says what happened.
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -40,6 +41,8 @@ const PAYMENT_WINDOW_MS: u64 = 2_000;
 /// A snapshot every this many records, so a short sale shows a few and the restart uses one.
 const SNAPSHOT_EVERY_RECORDS: u64 = 5_000;
 const STOP_TIMEOUT: Duration = Duration::from_secs(30);
+/// The admin token the demo's nodes take (loopback only).
+const TOKEN: &str = "demo";
 
 /// A directory removed on drop (unless kept).
 struct TempDir {
@@ -66,22 +69,45 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         keep: args.keep,
     };
     std::fs::create_dir_all(&dir.path)?;
-    let data = dir.path.join("data");
+    let (data_a, data_b) = (dir.path.join("a"), dir.path.join("b"));
     let acks = dir.path.join("acks.jsonl");
     let exe = std::env::current_exe().context("finding the surge binary")?;
     let payment_window = format!("engine.payment_window_ms={PAYMENT_WINDOW_MS}");
     let snapshot_every = format!("snapshot.every_records={SNAPSHOT_EVERY_RECORDS}");
-    let sets = [payment_window.as_str(), snapshot_every.as_str()];
+    let admin = format!("admin.token={TOKEN}");
+    let sets = [
+        payment_window.as_str(),
+        snapshot_every.as_str(),
+        "replication.listen=127.0.0.1:0",
+        "replication.secret=demo",
+        admin.as_str(),
+    ];
 
-    println!("surge demo: a flash sale against a real primary, then a restart from its journal\n");
-    let mut primary = ServeProcess::start(&exe, &data, &sets)?;
+    println!(
+        "surge demo: a flash sale against a primary and its hot standby, the primary killed \
+         halfway and the standby promoted, then a restart from the journal\n"
+    );
+    let mut primary = ServeProcess::start(&exe, &data_a, &sets)?;
     let serving = primary.log_line("serving").unwrap_or_default();
     println!(
         "  primary    {} (journal io={}, wait={}), data in {}",
         primary.addr,
         log_field(&serving, "io").unwrap_or_default(),
         log_field(&serving, "wait").unwrap_or_default(),
-        data.display()
+        data_a.display()
+    );
+    let standby = ServeProcess::start_standby(
+        &exe,
+        &data_b,
+        primary
+            .replication
+            .context("the primary's replication port")?,
+        &sets,
+    )?;
+    wait_streaming(&primary)?;
+    println!(
+        "  standby    {} streaming from the primary; an answer leaves only once both have synced it",
+        standby.addr
     );
 
     // Ids from the clock, as the load generator would pick; known here so the stock can be
@@ -90,7 +116,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let sku = SkuId(base + 1);
     let config = RunConfig {
         system: System::Surge,
-        servers: vec![primary.addr.to_string()],
+        servers: vec![primary.addr.to_string(), standby.addr.to_string()],
         workload: "flash-sale".into(),
         rate: Some(args.rate),
         spacing: Spacing::Poisson,
@@ -113,14 +139,33 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         PAYMENT_WINDOW_MS / 1000
     );
     let done = AtomicBool::new(false);
-    let (report, sold_out) = std::thread::scope(|scope| {
+    let (report, sold_out, promoted) = std::thread::scope(|scope| {
         let watcher =
-            scope.spawn(|| watch_sold_out(primary.addr, ClientId(base + 9_999), sku, &done));
-        let report = open_loop::run(&config);
+            scope.spawn(|| watch_sold_out(standby.addr, ClientId(base + 9_999), sku, &done));
+        let sale = scope.spawn(|| open_loop::run(&config));
+        // Halfway: the primary dies, the standby takes over.
+        std::thread::sleep(Duration::from_secs_f64(1.0 + args.duration / 2.0));
+        primary.signal(libc::SIGKILL);
+        let promoted =
+            crate::admin_client::post(&standby.http.to_string(), "/admin/promote", TOKEN);
+        let report = sale.join().expect("sale");
         done.store(true, Ordering::Relaxed);
-        (report, watcher.join().expect("watcher"))
+        (report, watcher.join().expect("watcher"), promoted)
     });
     let report = report?;
+    let (status, body) = promoted?;
+    ensure!(status == 200, "promoting the standby: {status} {body}");
+    let promotion: serde_json::Value = serde_json::from_str(&body)?;
+    let _ = primary.wait_exit(STOP_TIMEOUT);
+    drop(primary);
+    println!(
+        "  failover   primary killed (SIGKILL) halfway; standby promoted to epoch {} in {} µs; the \
+         load generator moved over {} time(s) and resent what was unanswered",
+        promotion["epoch"],
+        promotion["promote_us"],
+        report.measured.failovers
+    );
+    let primary = standby;
     let m = &report.measured;
     let stock = stock_of(primary.addr, ClientId(base + 9_998), sku)?;
     println!(
@@ -174,9 +219,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         metric("surge_snapshot_seq")
     );
 
+    let mut primary = primary;
     primary.terminate(STOP_TIMEOUT)?;
     let restarted_at = Instant::now();
-    let mut primary = ServeProcess::start(&exe, &data, &sets)?;
+    let mut primary = ServeProcess::start(&exe, &data_b, &sets)?;
     let restart = restarted_at.elapsed();
     let recovered = primary.log_line("recovered").unwrap_or_default();
     println!(
@@ -204,6 +250,18 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         verdict.problems.join("\n")
     );
     Ok(())
+}
+
+fn wait_streaming(primary: &ServeProcess) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
+        let health = crate::admin_client::get(&primary.http.to_string(), "/health");
+        if health.is_ok_and(|(_, body)| body.contains("\"standby\":\"streaming\"")) {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    anyhow::bail!("the standby did not start streaming")
 }
 
 /// Poll the hot SKU until it first has nothing available; the time since it was listed.

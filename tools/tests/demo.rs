@@ -1,5 +1,6 @@
-//! `surge demo`, as a newcomer runs it: no setup, a real primary, snapshots while serving, a
-//! restart from one, a verification.
+//! `surge demo`, as a newcomer runs it: no setup, a real primary and standby, a failover
+//! halfway through the sale, snapshots while serving, a restart from one, a verification of
+//! every acknowledged answer on the node that ends up primary.
 //! Shortened (a second of sale at a modest rate) so the test stays quick.
 
 use std::process::Command;
@@ -23,7 +24,9 @@ fn the_demo_sells_restarts_and_verifies() {
     assert!(output.status.success(), "{stdout}\n{stderr}");
     for line in [
         "primary",
+        "standby",
         "sale",
+        "failover",
         "achieved",
         "latency",
         "sold out",
@@ -37,6 +40,9 @@ fn the_demo_sells_restarts_and_verifies() {
         );
     }
     assert!(stdout.contains(" 0 problem(s)"), "{stdout}");
+    let failover = stdout.lines().find(|l| l.contains("  failover")).unwrap();
+    assert!(failover.contains("promoted to epoch 2"), "{failover}");
+    assert!(!failover.contains("moved over 0 time"), "{failover}");
     // It snapshotted while serving, and the restart started from a snapshot.
     let longevity = stdout.lines().find(|l| l.contains("  longevity")).unwrap();
     assert!(!longevity.contains(" 0 snapshots taken"), "{longevity}");
