@@ -326,9 +326,9 @@ impl Coordination {
     }
 
     fn run(&self, attached: &Mutex<Option<(Arc<Node>, Arc<Shared>)>>) {
-        // Renewals and the standby's look at the leader key: eight per TTL, so a key that
-        // expires is seen within an eighth of it.
-        let tick = self.ttl / 8;
+        // Renewals and the standby's look at the leader key: sixteen per TTL (cheap calls),
+        // so a key that expires is seen within a sixteenth of it.
+        let tick = self.ttl / 16;
         while !self.stopped.load(SeqCst) {
             // A server that stopped (a standby restarting after a failback cut) has no
             // duties until the next one is attached; the lease is kept all along.
