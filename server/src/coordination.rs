@@ -450,17 +450,25 @@ impl Coordination {
     }
 
     /// Keep `{prefix}/sync` naming the standby that holds every acknowledged write: a
-    /// standby streaming in a synchronous ack mode, else no one. Naming one comes first
-    /// (this node stops acknowledging alone before the standby may win); clearing comes
-    /// before acknowledging alone (a standby that lacks those writes may no longer win).
+    /// standby streaming in a synchronous ack mode; the last one named while `halt` keeps
+    /// this node from acknowledging alone; else no one. Naming one comes first (this node
+    /// stops acknowledging alone before the standby may win); clearing comes before
+    /// acknowledging alone (a standby that lacks those writes may no longer win).
     fn keep_sync_record(&self, node: &Node) {
         let standby = &node.standby;
-        let desired =
-            if node.policy.ack != AckMode::Async && standby.state.load(SeqCst) == STREAMING {
-                standby.name.lock().expect("standby name lock").clone()
-            } else {
-                String::new()
-            };
+        let policy = &node.policy;
+        let synchronous = policy.ack != AckMode::Async;
+        let streaming = standby.state.load(SeqCst) == STREAMING;
+        let may_ack_alone = policy.degrade || policy.alone_ok.load(SeqCst);
+        let desired = if synchronous && streaming {
+            standby.name.lock().expect("standby name lock").clone()
+        } else if synchronous && !may_ack_alone {
+            // `halt` without its standby acknowledges nothing: the standby named last still
+            // holds every acknowledged write, and may still take over.
+            return;
+        } else {
+            String::new()
+        };
         let mut written = self.sync_written.lock().expect("sync lock");
         if written.as_deref() == Some(desired.as_str()) {
             // Written already (by this loop, or by the campaign that won the term).

@@ -250,3 +250,35 @@ fn a_standby_behind_what_was_acknowledged_never_wins() {
     wait_streaming(&a);
     assert_converged(&a, &b);
 }
+
+/// `durable` with `halt`: the standby stops (SIGSTOP), so the primary refuses writes instead
+/// of acknowledging them alone, and the sync record keeps naming the standby. The primary
+/// dies; the standby comes back and may take over: it holds every acknowledged write.
+#[test]
+fn with_halt_a_standby_that_was_away_still_takes_over() {
+    let dir = temp_dir("etcd-halt-away");
+    let Some(etcd) = etcd_or_skip(&dir) else {
+        return;
+    };
+    let mut a = node(&dir.join("a"), &elected_sets(&etcd, "a", "durable"));
+    let b = node(&dir.join("b"), &elected_sets(&etcd, "b", "durable"));
+    wait_streaming(&a);
+    wait_in_sync(&a, "b");
+    add_sku(&a, 1, 5);
+    let acknowledged = place_orders(&a, 2, 5, 100);
+    b.signal(libc::SIGSTOP);
+    wait_for(Duration::from_secs(10), "the primary to halt", || {
+        metric(&a, "surge_replication_halted") == 1
+    });
+    assert_eq!(write_code(a.addr, 9, 1, 5), Code::StandbyUnavailable);
+    a.signal(libc::SIGKILL);
+    a.wait_exit(Duration::from_secs(10)).unwrap();
+    b.signal(libc::SIGCONT);
+    wait_role(&b, "primary", Duration::from_secs(10));
+    assert_eq!(health(&b)["epoch"], 2);
+    let applied = health(&b)["applied_seq"].as_u64().unwrap();
+    assert!(
+        applied >= acknowledged,
+        "{applied} < acknowledged {acknowledged}"
+    );
+}
