@@ -131,9 +131,10 @@ impl DirectAppender {
         }
     }
 
-    /// Write all of `data` at `offset` of `dir/name`, durably. `Ok(false)`: the write would
-    /// pass the file's end once padded to whole blocks, and was not made (the caller writes
-    /// it the buffered way).
+    /// Write all of `data` at `offset` of `dir/name`, durably. `Ok(false)`: not made here
+    /// (the caller writes it the buffered way): it is empty, larger than a commit (recovery
+    /// zeroing several commits' worth of a torn tail), or would pass the file's end once
+    /// padded to whole blocks.
     pub fn write_durably(
         &mut self,
         dir: &Path,
@@ -145,11 +146,9 @@ impl DirectAppender {
         let start = offset / block * block;
         let head = (offset - start) as usize;
         let padded = (head + data.len()).div_ceil(DIRECT_BLOCK) * DIRECT_BLOCK;
-        assert!(
-            padded <= self.buffer.capacity(),
-            "a commit of {} bytes is past the direct buffer",
-            data.len()
-        );
+        if data.is_empty() || padded > self.buffer.capacity() {
+            return Ok(false);
+        }
         let target = target_for(&mut self.target, dir, name)?;
         if start + padded as u64 > target.len {
             return Ok(false);

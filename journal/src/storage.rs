@@ -237,6 +237,9 @@ impl Storage for FileStorage {
             if direct.write_durably(&self.dir, name, offset, data)? {
                 return Ok(());
             }
+            // Written the buffered way below: the block kept for the next direct write may
+            // be one this write changes.
+            direct.forget(name);
         }
         let file = self.file(name)?;
         match &self.uring {

@@ -66,6 +66,23 @@ fn direct_commits_read_back_across_roll_overs_and_a_reopen() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
+/// Recovery zeroes up to four commits' worth past a torn tail in one write (16 MiB with
+/// 64 MiB segments): more than a direct commit holds. It is written the buffered way instead,
+/// and the next direct commit lands after it.
+#[test]
+fn a_write_larger_than_a_commit_goes_the_buffered_way() {
+    let dir = temp_dir("large");
+    let storage = FileStorage::open(&dir, IoMode::Direct).unwrap();
+    storage.create_zeroed("big", 32 << 20).unwrap();
+    let ones = vec![1u8; 16 << 20];
+    storage.write_all_and_sync("big", 4096, &ones).unwrap();
+    storage.write_all_and_sync("big", (16 << 20) + 4096, b"after").unwrap();
+    let bytes = storage.read("big").unwrap();
+    assert!(bytes[4096..(16 << 20) + 4096].iter().all(|&b| b == 1));
+    assert_eq!(&bytes[(16 << 20) + 4096..(16 << 20) + 4101], b"after");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
 /// ramfs has no direct I/O at all (tmpfs has had it since Linux 6.6). Mounting it needs
 /// root: without root the test says so and passes, unless `SURGE_REQUIRE_MOUNT=1`.
 #[test]
