@@ -79,12 +79,18 @@ impl Etcd {
                     }
                     Err(e) => failures.push(format!("{endpoint}: {e}")),
                 },
-                Ok((status, bytes)) => {
-                    // An answer: etcd is there and said no (a bad request, no leader).
+                Ok((status, bytes)) if status < 500 => {
+                    // A definite no (a bad request, a lease not found): the same anywhere.
                     let text = String::from_utf8_lossy(&bytes);
                     return Err(EtcdError::Refused(format!(
                         "{endpoint}{path}: {status} {text}"
                     )));
+                }
+                Ok((status, bytes)) => {
+                    // This member is in trouble (no leader, a learner, shutting down): another
+                    // may answer.
+                    let text = String::from_utf8_lossy(&bytes);
+                    failures.push(format!("{endpoint}: {status} {text}"));
                 }
                 Err(e) => failures.push(format!("{endpoint}: {e}")),
             }
@@ -202,6 +208,26 @@ impl Etcd {
                     epoch_unchanged,
                 ],
                 "success": puts,
+            }),
+        )?;
+        Ok(answer["succeeded"].as_bool().unwrap_or(false))
+    }
+
+    /// Put `key` = `value` (unleased) only while `guard_key` is attached to `guard_lease`
+    /// (a leader writing for its own term, never over a newer one's). True when it did.
+    pub fn put_while_held(
+        &self,
+        key: &str,
+        value: &[u8],
+        guard_key: &str,
+        guard_lease: i64,
+    ) -> Result<bool, EtcdError> {
+        let answer = self.call(
+            "/v3/kv/txn",
+            json!({
+                "compare": [{ "key": B64.encode(guard_key), "target": "LEASE",
+                              "lease": guard_lease.to_string(), "result": "EQUAL" }],
+                "success": [{ "request_put": put_body(key, value, 0) }],
             }),
         )?;
         Ok(answer["succeeded"].as_bool().unwrap_or(false))

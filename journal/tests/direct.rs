@@ -76,7 +76,9 @@ fn a_write_larger_than_a_commit_goes_the_buffered_way() {
     storage.create_zeroed("big", 32 << 20).unwrap();
     let ones = vec![1u8; 16 << 20];
     storage.write_all_and_sync("big", 4096, &ones).unwrap();
-    storage.write_all_and_sync("big", (16 << 20) + 4096, b"after").unwrap();
+    storage
+        .write_all_and_sync("big", (16 << 20) + 4096, b"after")
+        .unwrap();
     let bytes = storage.read("big").unwrap();
     assert!(bytes[4096..(16 << 20) + 4096].iter().all(|&b| b == 1));
     assert_eq!(&bytes[(16 << 20) + 4096..(16 << 20) + 4101], b"after");

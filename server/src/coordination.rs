@@ -91,6 +91,9 @@ pub struct Coordination {
     addresses: Mutex<Option<Addresses>>,
     /// What this primary last wrote to `{prefix}/sync` (the standby's name, or "").
     sync_written: Mutex<Option<String>>,
+    /// The durable sequence when the standby was first seen streaming: it is named in sync
+    /// once it has acked that far (everything acknowledged alone before is then on it).
+    sync_target: Mutex<Option<u64>>,
     /// Why the last campaign was withheld (logged once per reason).
     withheld: Mutex<Option<String>>,
     last_complaint: Mutex<Option<Instant>>,
@@ -129,6 +132,7 @@ impl Coordination {
             following: Mutex::new(None),
             addresses: Mutex::new(None),
             sync_written: Mutex::new(None),
+            sync_target: Mutex::new(None),
             withheld: Mutex::new(None),
             last_complaint: Mutex::new(None),
         };
@@ -229,6 +233,14 @@ impl Coordination {
                 String::from_utf8_lossy(&held.value)
             )));
         };
+        if leader.node == self.name && held.lease == self.lease_id() {
+            // Our own campaign won, its answer lost on the way (a timeout, then a retry that
+            // found the key taken): the term is ours.
+            *self.sync_written.lock().expect("sync lock") = Some(String::new());
+            return Ok(Some(Joined::Lead {
+                epoch: leader.epoch,
+            }));
+        }
         if leader.node == self.name {
             // This node's previous life still holds the key: wait for that lease to expire.
             return Ok(None);
@@ -396,7 +408,7 @@ impl Coordination {
         match node.role() {
             Role::Primary => {
                 node.lease.leading.store(true, SeqCst);
-                self.keep_sync_record(node);
+                self.keep_sync_record(node, shared);
                 // The key is ours while the lease lives; a newer leader means it is not.
                 match self.etcd.get(&self.keys.leader) {
                     Ok(Some(held)) => match LeaderRecord::decode(&held.value) {
@@ -414,38 +426,56 @@ impl Coordination {
     }
 
     fn watch_as_standby(&self, node: &Arc<Node>, shared: &Shared) {
-        match self.etcd.get(&self.keys.leader) {
+        let won = match self.etcd.get(&self.keys.leader) {
             Ok(None) => match self.campaign(node.epoch()) {
-                Ok(Some(epoch)) => {
-                    self.leading.store(true, SeqCst);
-                    log::line(
-                        Level::Warn,
-                        "elected",
-                        Some(repl_code(ReplicationCode::Elected)),
-                        &[("epoch", &epoch), ("node", &self.name)],
-                    );
-                    let asked = shared.clock.mono_ns();
-                    match Promotion::ask_for(node, asked, PROMOTE_TIMEOUT, Some(epoch)) {
-                        Ok(p) => log::info(
-                            "promoted_by_election",
-                            &[("epoch", &p.epoch), ("start_seq", &p.start_seq)],
-                        ),
-                        Err(e) => self.lost(Some(node), &format!("promotion failed: {e}")),
-                    }
+                Ok(won) => won,
+                Err(e) => {
+                    self.complain(&e);
+                    None
                 }
-                Ok(None) => {}
-                Err(e) => self.complain(&e),
             },
             Ok(Some(held)) => {
                 let leader = LeaderRecord::decode(&held.value);
-                let following = self.following.lock().expect("following lock").clone();
-                if leader.is_some() && leader != following {
-                    // A new term (another node, or the same one started again, perhaps on
-                    // other addresses) while this one followed the old: follow the new.
-                    self.lost(Some(node), &format!("{leader:?} leads now; rejoining it"));
+                match leader {
+                    // Our own campaign won, its answer lost on the way: the term is ours.
+                    Some(r) if r.node == self.name && held.lease == self.lease_id() => {
+                        Some(r.epoch)
+                    }
+                    leader => {
+                        let following = self.following.lock().expect("following lock").clone();
+                        if leader.is_some() && leader != following {
+                            // A new term (another node, or the same one started again,
+                            // perhaps on other addresses) while this one followed the old:
+                            // follow the new.
+                            self.lost(Some(node), &format!("{leader:?} leads now; rejoining it"));
+                        }
+                        None
+                    }
                 }
             }
-            Err(e) => self.complain(&e),
+            Err(e) => {
+                self.complain(&e);
+                None
+            }
+        };
+        let Some(epoch) = won else {
+            return;
+        };
+        self.leading.store(true, SeqCst);
+        *self.sync_written.lock().expect("sync lock") = Some(String::new());
+        log::line(
+            Level::Warn,
+            "elected",
+            Some(repl_code(ReplicationCode::Elected)),
+            &[("epoch", &epoch), ("node", &self.name)],
+        );
+        let asked = shared.clock.mono_ns();
+        match Promotion::ask_for(node, asked, PROMOTE_TIMEOUT, Some(epoch)) {
+            Ok(p) => log::info(
+                "promoted_by_election",
+                &[("epoch", &p.epoch), ("start_seq", &p.start_seq)],
+            ),
+            Err(e) => self.lost(Some(node), &format!("promotion failed: {e}")),
         }
     }
 
@@ -454,17 +484,32 @@ impl Coordination {
     /// this node from acknowledging alone; else no one. Naming one comes first (this node
     /// stops acknowledging alone before the standby may win); clearing comes before
     /// acknowledging alone (a standby that lacks those writes may no longer win).
-    fn keep_sync_record(&self, node: &Node) {
+    fn keep_sync_record(&self, node: &Arc<Node>, shared: &Shared) {
         let standby = &node.standby;
         let policy = &node.policy;
         let synchronous = policy.ack != AckMode::Async;
         let streaming = standby.state.load(SeqCst) == STREAMING;
         let may_ack_alone = policy.degrade || policy.alone_ok.load(SeqCst);
-        let desired = if synchronous && streaming {
+        let caught_up = {
+            // Streaming means the standby is past its catch-up, not that it has acked what
+            // this node acknowledged alone before: wait for its acks to pass that point.
+            let mut target = self.sync_target.lock().expect("sync target lock");
+            if !streaming {
+                *target = None;
+            }
+            let at = *target.get_or_insert_with(|| shared.metrics.durable_seq.load(SeqCst));
+            let acked = match policy.ack {
+                AckMode::Received => standby.received.load(SeqCst),
+                _ => standby.durable.load(SeqCst),
+            };
+            streaming && acked >= at
+        };
+        let desired = if synchronous && caught_up {
             standby.name.lock().expect("standby name lock").clone()
-        } else if synchronous && !may_ack_alone {
-            // `halt` without its standby acknowledges nothing: the standby named last still
-            // holds every acknowledged write, and may still take over.
+        } else if synchronous && (streaming || !may_ack_alone) {
+            // A standby still acking its way past what was acknowledged alone: not yet. Or
+            // `halt` without its standby, which acknowledges nothing: the standby named last
+            // still holds every acknowledged write, and may still take over.
             return;
         } else {
             String::new()
@@ -484,8 +529,15 @@ impl Coordination {
             node: desired.clone(),
             epoch: node.epoch(),
         };
-        match self.etcd.put(&self.keys.sync, &record.encode(), 0) {
-            Ok(()) => {
+        let put = self.etcd.put_while_held(
+            &self.keys.sync,
+            &record.encode(),
+            &self.keys.leader,
+            self.lease_id(),
+        );
+        match put {
+            Ok(false) => self.lost(Some(node), "the leader key is not under this node's lease"),
+            Ok(true) => {
                 log::info(
                     "sync_standby",
                     &[("standby", &desired), ("epoch", &record.epoch)],
@@ -500,6 +552,9 @@ impl Coordination {
 
     /// Stop this node from acknowledging anything more and exit for a restart.
     fn lost(&self, node: Option<&Arc<Node>>, why: &str) {
+        if self.stopped.load(SeqCst) {
+            return; // a clean stop revoked the lease: nothing was lost
+        }
         if let Some(node) = node {
             node.lease.enabled.store(true, SeqCst);
             node.lease.deadline_ns.store(0, SeqCst);

@@ -134,6 +134,14 @@ fn admin(
         );
     }
     match path {
+        // With failover through etcd, etcd decides: a promotion by hand would take an epoch
+        // etcd never handed out and fence a primary that still holds the lease.
+        "/admin/promote" if node.lease.enabled.load(std::sync::atomic::Ordering::SeqCst) => error(
+            "409 Conflict",
+            ReplicationCode::UnsafeFailover,
+            "replication.failover = \"etcd\": etcd decides who leads; stop the primary (its \
+             lease is revoked and this standby takes over) instead of promoting by hand",
+        ),
         "/admin/promote" => match Promotion::ask(node, shared.clock.mono_ns(), PROMOTE_TIMEOUT) {
             Ok(p) => (
                 "200 OK",

@@ -128,6 +128,12 @@ fn sigkill_of_the_primary_hands_over_through_etcd_and_the_old_one_rejoins() {
     );
     assert_eq!(metric(&b, "surge_coordinator_reachable"), 1);
 
+    // A promotion by hand is refused: etcd decides.
+    let (status, body) =
+        tools::admin_client::post(&b.http.to_string(), "/admin/promote", TOKEN).unwrap();
+    assert_eq!(status, 409, "{body}");
+    assert!(body.contains("etcd decides"), "{body}");
+
     let killed = Instant::now();
     a.signal(libc::SIGKILL);
     a.wait_exit(Duration::from_secs(10)).unwrap();
