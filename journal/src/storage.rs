@@ -44,18 +44,9 @@ pub trait Storage: Send + Sync {
     fn sync(&self, name: &str) -> io::Result<()>;
     /// Write all of `data` at `offset` (a short write continues where it stopped).
     fn write_all(&self, name: &str, offset: u64, data: &[u8]) -> io::Result<()> {
-        let mut done = 0;
-        while done < data.len() {
-            let n = self.write_at(name, offset + done as u64, &data[done..])?;
-            if n == 0 {
-                return Err(io::Error::new(
-                    io::ErrorKind::WriteZero,
-                    "write made no progress",
-                ));
-            }
-            done += n;
-        }
-        Ok(())
+        write_fully(data.len(), |done| {
+            self.write_at(name, offset + done as u64, &data[done..])
+        })
     }
     /// Group commit: write all of `data` at `offset`, then make it durable. Only `Ok` means
     /// durable.
@@ -302,9 +293,20 @@ pub(crate) fn pwrite_all(
     data: &[u8],
     flags: libc::c_int,
 ) -> io::Result<()> {
-    let mut done = 0usize;
-    while done < data.len() {
-        let n = pwritev2_flags(file, offset + done as u64, &data[done..], flags)?;
+    write_fully(data.len(), |done| {
+        pwritev2_flags(file, offset + done as u64, &data[done..], flags)
+    })
+}
+
+/// Call `write_some(done)`, which writes from byte `done` on and says how much it wrote, until
+/// all `len` bytes are written; a write that makes no progress is an error.
+fn write_fully(
+    len: usize,
+    mut write_some: impl FnMut(usize) -> io::Result<usize>,
+) -> io::Result<()> {
+    let mut done = 0;
+    while done < len {
+        let n = write_some(done)?;
         if n == 0 {
             return Err(io::Error::new(
                 io::ErrorKind::WriteZero,
