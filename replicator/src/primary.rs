@@ -164,10 +164,7 @@ fn serve(mut stream: Stream, peer: SocketAddr, session: &Arc<Session>) {
     let _ = stream.set_write_timeout(Some(session.settings.timeout.max(HANDSHAKE_TIMEOUT)));
     let mut buf = Vec::new();
     let mut scratch = Vec::new();
-    let hello = wire::receive_frame(&mut stream, &mut buf).and_then(|()| {
-        Message::decode(buf[0], &buf[1..])
-            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
-    });
+    let hello = wire::receive_at_most(&mut stream, &mut buf, wire::HANDSHAKE_FRAME_LEN_MAX);
     let (node, epoch, last_seq, hash) = match hello {
         Ok(Message::Hello {
             node,
@@ -596,7 +593,8 @@ fn authenticate(stream: &mut Stream, hello_body: &[u8], secret: &[u8]) -> Result
         proof: auth::primary_proof(secret, hello_body, &nonce),
     };
     wire::send(stream, &challenge, &mut Vec::new()).map_err(|e| format!("challenge: {e}"))?;
-    match wire::receive(stream, &mut Vec::new()) {
+    let proof = wire::receive_at_most(stream, &mut Vec::new(), wire::HANDSHAKE_FRAME_LEN_MAX);
+    match proof {
         Ok(Message::Proof { proof })
             if auth::standby_proof_ok(secret, hello_body, &nonce, &proof) =>
         {

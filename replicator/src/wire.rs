@@ -313,17 +313,39 @@ pub fn send(stream: &mut impl Write, message: &Message, scratch: &mut Vec<u8>) -
 
 /// Read one message. A malformed frame is `InvalidData` carrying the reason.
 pub fn receive(stream: &mut impl Read, buf: &mut Vec<u8>) -> io::Result<Message> {
-    receive_frame(stream, buf)?;
+    receive_at_most(stream, buf, FRAME_LEN_MAX)
+}
+
+/// `receive` with a smaller frame limit; the frame stays in `buf` (kind, then body).
+pub fn receive_at_most(
+    stream: &mut impl Read,
+    buf: &mut Vec<u8>,
+    len_max: usize,
+) -> io::Result<Message> {
+    receive_frame_at_most(stream, buf, len_max)?;
     Message::decode(buf[0], &buf[1..]).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
 }
 
 /// Read one frame without decoding it: its kind is `buf[0]`, its body `buf[1..]`. A length
 /// of 0 or over `FRAME_LEN_MAX` is `InvalidData`.
 pub fn receive_frame(stream: &mut impl Read, buf: &mut Vec<u8>) -> io::Result<()> {
+    receive_frame_at_most(stream, buf, FRAME_LEN_MAX)
+}
+
+/// A handshake frame (HELLO, PROOF) is at most this long: a peer not yet authenticated gets no
+/// 8 MiB buffer.
+pub const HANDSHAKE_FRAME_LEN_MAX: usize = 1024;
+
+/// `receive_frame` with a smaller limit.
+pub fn receive_frame_at_most(
+    stream: &mut impl Read,
+    buf: &mut Vec<u8>,
+    len_max: usize,
+) -> io::Result<()> {
     let mut len = [0u8; 4];
     stream.read_exact(&mut len)?;
     let len = u32::from_le_bytes(len) as usize;
-    if len == 0 || len > FRAME_LEN_MAX {
+    if len == 0 || len > len_max {
         return Err(io::Error::new(
             io::ErrorKind::InvalidData,
             format!("frame length {len}"),

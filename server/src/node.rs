@@ -150,7 +150,12 @@ impl Node {
             checkpoints: Arc::new(Recent::default()),
             follower: FollowerSide::default(),
             promotion: Promotion::default(),
-            lease: LeaseGate::default(),
+            lease: LeaseGate {
+                // With etcd, nothing is acknowledged as the primary until the coordinator has
+                // published the lease's deadline (it attaches right after the start).
+                enabled: AtomicBool::new(r.etcd_failover()),
+                ..LeaseGate::default()
+            },
             wake: Mutex::new(None),
         })
     }
