@@ -206,6 +206,16 @@ codes! {
     /// the server can no longer vouch for its state, so it stops at once (never sent to a
     /// client; a log line, then the process aborts and a restart recovers from the journal).
     SequenceMismatch = 220 => "SEQUENCE_MISMATCH",
+    /// A feed subscription asked to start before where this node's feed now begins (its
+    /// oldest events were retired, or it began at a snapshot): the FEED_BEGIN frame before
+    /// this ERROR says where it begins. Closes.
+    FeedTruncated = 221 => "FEED_TRUNCATED",
+    /// The feed port has `feed.max_subscribers` subscriptions: try another node (a standby
+    /// serves the same feed) or later. Closes.
+    FeedSubscribersFull = 222 => "FEED_SUBSCRIBERS_FULL",
+    /// This node keeps no feed (`feed.enabled = false`, or snapshots off), or its feed
+    /// writer stopped (see the log). Closes.
+    FeedUnavailable = 223 => "FEED_UNAVAILABLE",
 }
 
 #[cfg(test)]

@@ -10,6 +10,7 @@ pub mod codec;
 pub mod command;
 pub mod config;
 mod counted;
+pub mod feed;
 pub mod holdings;
 pub mod id_table;
 pub mod idempotency;

@@ -30,6 +30,55 @@ pub struct ServerConfig {
     pub admin: AdminSection,
     pub snapshot: SnapshotSection,
     pub coordinator: CoordinatorSection,
+    pub feed: FeedSection,
+}
+
+/// The feed (docs/FEED.md): a log of every event the commands caused, served to consumers
+/// on its own port. Off while `listen` is empty.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FeedSection {
+    /// Where consumers subscribe ("" = no feed: no log is kept either).
+    pub listen: String,
+    /// Where the feed log lives ("" = DATA_DIR/feed).
+    pub dir: String,
+    /// A feed file is closed and a new one begun past this size.
+    pub segment_mib: u64,
+    /// The oldest files are deleted while the log is larger than this: how far back a
+    /// consumer can resume.
+    pub max_mib: u64,
+    /// Subscriptions served at once (one thread and one buffer each).
+    pub max_subscribers: u32,
+    /// Bytes of events in one FEED frame at most (each subscriber's buffer).
+    pub batch_kib: u32,
+}
+
+impl Default for FeedSection {
+    fn default() -> Self {
+        FeedSection {
+            listen: String::new(),
+            dir: String::new(),
+            segment_mib: 64,
+            max_mib: 4096,
+            max_subscribers: 16,
+            batch_kib: 256,
+        }
+    }
+}
+
+impl FeedSection {
+    /// The feed port, if this node keeps a feed.
+    pub fn listen_addr(&self) -> Result<Option<SocketAddr>> {
+        if self.listen.is_empty() {
+            return Ok(None);
+        }
+        self.listen.parse().map(Some).map_err(|e| {
+            ServerError::config(
+                "feed.listen",
+                format!("{:?} is not an address (host:port): {e}", self.listen),
+            )
+        })
+    }
 }
 
 /// Failover through etcd (`replication.failover = "etcd"`): where etcd is and how long a
@@ -293,6 +342,7 @@ impl Default for ServerConfig {
             admin: AdminSection::default(),
             snapshot: SnapshotSection::default(),
             coordinator: CoordinatorSection::default(),
+            feed: FeedSection::default(),
         }
     }
 }
@@ -545,7 +595,49 @@ impl ServerConfig {
                 "must be at least 1",
             ));
         }
+        self.check_feed()
+    }
+
+    fn check_feed(&self) -> Result<()> {
+        let f = &self.feed;
+        if f.listen_addr()?.is_none() {
+            return Ok(());
+        }
+        if !self.snapshots_on() {
+            return Err(ServerError::config(
+                "feed.listen, snapshot.every_records, snapshot.every_secs",
+                "the feed is written by the snapshotter's engine: turn snapshots on (either \
+                 interval above 0) or leave feed.listen empty",
+            ));
+        }
+        if f.segment_mib == 0 || f.max_mib < 2 * f.segment_mib {
+            return Err(ServerError::config(
+                "feed.segment_mib, feed.max_mib",
+                "segment_mib must be at least 1 and max_mib at least twice segment_mib (the \
+                 file being written is never deleted)",
+            ));
+        }
+        if f.max_subscribers == 0 || f.max_subscribers > 1024 {
+            return Err(ServerError::config(
+                "feed.max_subscribers",
+                "must be from 1 to 1024 (one thread each)",
+            ));
+        }
+        if !(16..=768).contains(&f.batch_kib) {
+            return Err(ServerError::config(
+                "feed.batch_kib",
+                "must be from 16 to 768 (a FEED frame is at most 1 MiB)",
+            ));
+        }
         Ok(())
+    }
+
+    /// Where the feed log lives.
+    pub fn feed_dir(&self) -> PathBuf {
+        match self.feed.dir.as_str() {
+            "" => self.data_dir.join("feed"),
+            dir => PathBuf::from(dir),
+        }
     }
 
     pub fn engine_config(&self) -> EngineConfig {

@@ -245,7 +245,9 @@ impl<L: ClientListener> Gateway<L> {
     fn release_bound(&self) -> u64 {
         let durable = self.shared.metrics.durable_seq.load(SeqCst);
         let now_ns = self.shared.clock.mono_ns();
-        self.node.release_bound(now_ns).min(durable)
+        let bound = self.node.release_bound(now_ns).min(durable);
+        self.shared.metrics.release_bound_seq.store(bound, Relaxed);
+        bound
     }
 
     /// Move every answer the gate lets through into its connection's write buffer; how many.

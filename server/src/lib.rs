@@ -44,6 +44,7 @@ pub mod crash_point;
 pub mod data_dir;
 pub mod engine_stage;
 pub mod error;
+pub mod feed;
 pub mod follow;
 pub mod gate;
 pub mod gateway;

@@ -11,6 +11,7 @@ use journal::{snapshot, IoMode, JournalError};
 
 use crate::data_dir::DataDir;
 use crate::error::{Result, ServerError};
+use crate::feed::writer::FeedWriter;
 
 /// What `replay` rebuilt, and how.
 pub struct Replayed {
@@ -158,11 +159,13 @@ impl DataDir {
     }
 }
 
-/// Applies journal records to the engine being rebuilt (created by the config record).
+/// Applies journal records to the engine being rebuilt (created by the config record), and
+/// hands what each command did to the feed writer, if it has one.
 pub struct Applier {
     engine: Option<Engine>,
-    ahead: VecDeque<(TimestampNs, Request)>,
+    ahead: VecDeque<(u64, TimestampNs, Request)>,
     out: Output,
+    pub feed: Option<FeedWriter>,
 }
 
 impl Applier {
@@ -171,6 +174,7 @@ impl Applier {
             engine,
             ahead: VecDeque::with_capacity(REPLAY_LOOKAHEAD + 1),
             out: Output::default(),
+            feed: None,
         }
     }
 
@@ -199,7 +203,8 @@ impl Applier {
             )));
         }
         engine_or_default(&mut self.engine).prefetch(&request);
-        self.ahead.push_back((record.timestamp_ns, request));
+        self.ahead
+            .push_back((record.seq, record.timestamp_ns, request));
         if self.ahead.len() > REPLAY_LOOKAHEAD {
             self.apply_oldest();
         }
@@ -223,10 +228,14 @@ impl Applier {
     }
 
     fn apply_oldest(&mut self) {
-        let Some((now_ns, request)) = self.ahead.pop_front() else {
+        let Some((seq, now_ns, request)) = self.ahead.pop_front() else {
             return;
         };
-        engine_or_default(&mut self.engine).apply(now_ns, &request, &mut self.out);
+        let engine = engine_or_default(&mut self.engine);
+        engine.apply(now_ns, &request, &mut self.out);
+        if let Some(feed) = &mut self.feed {
+            feed.applied(seq, now_ns, &request, &self.out, engine);
+        }
     }
 
     /// Apply what is still ahead; the rebuilt engine.

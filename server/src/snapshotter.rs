@@ -26,6 +26,8 @@ use replicator::primary::DETACHED;
 
 use crate::data_dir::{write_engine_snapshot, DataDir};
 use crate::error::{Result, ServerError};
+use crate::feed::writer::{FeedLimits, FeedWriter};
+use crate::feed::FeedShared;
 use crate::node::Node;
 use crate::ops::log::{self, Level};
 use crate::replay::Applier;
@@ -65,6 +67,10 @@ pub struct Snapshotter {
     /// late, when there is no snapshot to start from).
     faulted: bool,
     priority: Priority,
+    /// Where the journal ended at the start (the feed log is cut back to it).
+    journal_end: u64,
+    /// The feed to keep, opened with the engine (`rebuild`).
+    feed: Option<(Arc<FeedShared>, FeedLimits)>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -85,6 +91,7 @@ impl Snapshotter {
         policy: Policy,
         shared: Arc<Shared>,
         node: Arc<Node>,
+        feed: Option<(Arc<FeedShared>, FeedLimits)>,
     ) -> Result<Snapshotter> {
         let snapshots: Arc<dyn Storage> = Arc::new(dir.snapshots()?);
         let newest = snapshot::snapshot_seqs(snapshots.as_ref())
@@ -93,6 +100,7 @@ impl Snapshotter {
             .copied()
             .unwrap_or(0);
         let now = shared.clock.mono_ns();
+        let journal_end = shared.metrics.durable_seq.load(SeqCst);
         Ok(Snapshotter {
             applier: Applier::new(None),
             tail: Tail::new(journal.clone(), newest + 1),
@@ -107,6 +115,8 @@ impl Snapshotter {
             node,
             faulted: false,
             priority: Priority::Normal,
+            journal_end,
+            feed,
         })
     }
 
@@ -131,6 +141,19 @@ impl Snapshotter {
             self.tail = Tail::new(self.journal.clone(), seq + 1);
             self.applied_seq = seq;
             self.last_snapshot_seq = seq;
+        }
+        if let Some((feed, limits)) = &self.feed {
+            let writer = FeedWriter::open(
+                &feed.dir,
+                *limits,
+                self.applied_seq,
+                self.journal_end,
+                feed.clone(),
+            )
+            .map_err(|e| {
+                ServerError::io(format!("opening the feed log in {}", feed.dir.display()), e)
+            })?;
+            self.applier.feed = Some(writer);
         }
         log::info(
             "snapshotter_ready",
@@ -229,6 +252,14 @@ impl Snapshotter {
         if let Some(e) = failed {
             return Err(e);
         }
+        if self.applier.feed.is_some() {
+            // The feed goes as far as what was read: nothing waits in the look-ahead.
+            self.applier.drain();
+            let written = self.applier.feed.as_mut().map(|feed| feed.processed(upto));
+            if let Some(Err(e)) = written {
+                self.feed_failed(&e);
+            }
+        }
         if !self.faulted {
             if let Some(engine) = self.applier.engine_mut() {
                 engine.fault_in();
@@ -267,11 +298,20 @@ impl Snapshotter {
     /// Write a snapshot of the engine at `applied_seq`, then drop old snapshots and retire
     /// the segments the oldest kept one covers.
     fn take(&mut self) -> Result<()> {
+        self.applier.drain();
+        // The feed log must reach every snapshot: a restart resumes the feed from it.
+        let applied_seq = self.applied_seq;
+        let synced = self.applier.feed.as_mut().map(|feed| {
+            feed.processed(applied_seq)?;
+            feed.sync()
+        });
+        if let Some(Err(e)) = synced {
+            self.feed_failed(&e);
+        }
         let metrics = &self.shared.metrics;
         let clock = &self.shared.clock;
         metrics.engine_gap_max_ns.store(0, SeqCst);
         let started_ns = clock.mono_ns();
-        self.applier.drain();
         let engine = self
             .applier
             .engine()
@@ -302,6 +342,25 @@ impl Snapshotter {
         self.last_snapshot_seq = seq;
         self.last_snapshot_ns = clock.mono_ns();
         Ok(())
+    }
+
+    /// The feed log could not be written: the feed stops (its consumers are told), the
+    /// snapshots go on.
+    fn feed_failed(&mut self, e: &std::io::Error) {
+        self.applier.feed = None;
+        self.shared.metrics.feed.enabled.store(0, Relaxed);
+        log::line(
+            Level::Error,
+            "feed_stopped",
+            None,
+            &[
+                ("error", e),
+                (
+                    "detail",
+                    &"the feed log could not be written; it stays as it is until a restart",
+                ),
+            ],
+        );
     }
 
     /// Keep the newest `keep` snapshots; retire the segments the oldest of them covers, but

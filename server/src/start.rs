@@ -20,6 +20,9 @@ use crate::cores::{pin, Cores, PIPELINE_THREADS};
 use crate::data_dir::{DataDir, DirLock};
 use crate::engine_stage::EngineStage;
 use crate::error::{Result, ServerError};
+use crate::feed::port::{FeedPort, PortLimits};
+use crate::feed::writer::FeedLimits;
+use crate::feed::FeedShared;
 use crate::follow::{FollowerThread, INTAKE_BATCHES};
 use crate::gate::Gate;
 use crate::gateway::{Gateway, Parts, WAKER};
@@ -68,6 +71,9 @@ pub struct Server {
     follower: Option<JoinHandle<()>>,
     snapshotter: Option<JoinHandle<()>>,
     faulter: Option<JoinHandle<()>>,
+    /// The feed port, if this node keeps a feed.
+    pub feed_addr: Option<SocketAddr>,
+    feed: Option<JoinHandle<()>>,
     _dir_lock: DirLock,
 }
 
@@ -264,6 +270,29 @@ impl Server {
             None => None,
         };
         let replication_addr = replication.as_ref().map(|r| r.addr);
+        let feed = match config.feed.listen_addr()? {
+            Some(addr) => {
+                let listener = std::net::TcpListener::bind(addr)
+                    .map_err(|e| ServerError::io(format!("binding the feed port {addr}"), e))?;
+                let feed = FeedShared::new(config.feed_dir(), shared.clone());
+                let port = FeedPort::start(
+                    listener,
+                    feed.clone(),
+                    PortLimits {
+                        max_subscribers: config.feed.max_subscribers as usize,
+                        batch_bytes: (config.feed.batch_kib as usize) << 10,
+                    },
+                )
+                .map_err(|e| ServerError::io("starting the feed port", e))?;
+                let limits = FeedLimits {
+                    segment_bytes: config.feed.segment_mib << 20,
+                    max_bytes: config.feed.max_mib << 20,
+                };
+                Some((feed, limits, port))
+            }
+            None => None,
+        };
+        let feed_addr = feed.as_ref().map(|(_, _, port)| port.addr);
         let snapshotter = match config.snapshots_on() {
             true => Some(
                 Snapshotter::new(
@@ -281,6 +310,8 @@ impl Server {
                     },
                     shared.clone(),
                     node.clone(),
+                    feed.as_ref()
+                        .map(|(feed, limits, _)| (feed.clone(), *limits)),
                 )?
                 .spawn()
                 .map_err(|e| ServerError::io("spawning the snapshotter", e))?,
@@ -330,9 +361,10 @@ impl Server {
         shared.metrics.serving.store(1, SeqCst);
         let replication_shown =
             replication_addr.map_or_else(|| "off".to_string(), |a| a.to_string());
+        let feed_shown = feed_addr.map_or_else(|| "off".to_string(), |a| a.to_string());
         let summary = format!(
             "role={} epoch={} listen={client_addr} http={http_addr} replication={replication_shown} \
-             next_seq={next_seq} io={io} wait={} cores={} pinned={}",
+             feed={feed_shown} next_seq={next_seq} io={io} wait={} cores={} pinned={}",
             node.role().name(),
             node.epoch(),
             strategy.name(),
@@ -347,6 +379,7 @@ impl Server {
                 ("listen", &client_addr),
                 ("http", &http_addr),
                 ("replication", &replication_shown),
+                ("feed", &feed_shown),
                 ("next_seq", &next_seq),
                 ("io", &io),
                 ("wait", &strategy.name()),
@@ -379,6 +412,8 @@ impl Server {
             follower,
             snapshotter,
             faulter,
+            feed_addr,
+            feed: feed.map(|(_, _, port)| port.thread),
             _dir_lock: dir_lock,
         })
     }
@@ -406,6 +441,9 @@ impl Server {
         }
         if let Some(faulter) = self.faulter {
             let _ = faulter.join();
+        }
+        if let Some(feed) = self.feed {
+            let _ = feed.join();
         }
         for stage in self.stages {
             stage.join().map_err(|_| ServerError::Panicked("stage"))?;

@@ -11,6 +11,8 @@ pub mod ctl_cmd;
 pub mod demo;
 pub mod drill;
 pub mod elected_node;
+pub mod feed_client;
+pub mod feed_cmd;
 pub mod flash_sale;
 pub mod journal_cmd;
 pub mod loadgen_cmd;

@@ -3,8 +3,8 @@
 
 use clap::{Parser, Subcommand};
 use tools::{
-    admin_cmd, ctl_cmd, demo, drill, flash_sale, journal_cmd, loadgen_cmd, node_args, replay_cmd,
-    serve_cmd, standby_cmd, status_cmd,
+    admin_cmd, ctl_cmd, demo, drill, feed_cmd, flash_sale, journal_cmd, loadgen_cmd, node_args,
+    replay_cmd, serve_cmd, standby_cmd, status_cmd,
 };
 
 #[derive(Parser)]
@@ -36,6 +36,8 @@ enum Commands {
     /// The DR drill: a pair under load, the primary stopped, the standby promoted, every
     /// acknowledged answer checked on the new primary, the old one rejoined.
     Drill(drill::Args),
+    /// The feed: every event after a sequence, one line each (`--json` for pipelines).
+    Feed(feed_cmd::Args),
     /// Talk to a running server: catalog, orders, stock, waitlists.
     Ctl(ctl_cmd::CtlArgs),
     /// Open-loop load against a server, with latency measured from intended send times.
@@ -62,6 +64,10 @@ fn main() -> anyhow::Result<()> {
         Commands::Drill(args) => drill::run(args),
         Commands::Ctl(args) => {
             let status = ctl_cmd::run(args)?;
+            std::process::exit(status)
+        }
+        Commands::Feed(args) => {
+            let status = feed_cmd::run(args)?;
             std::process::exit(status)
         }
         Commands::Loadgen(args) => {

@@ -20,6 +20,8 @@ pub struct ServeProcess {
     pub http: SocketAddr,
     /// Where a standby connects, if replication is on.
     pub replication: Option<SocketAddr>,
+    /// Where feed consumers subscribe, if the feed is on.
+    pub feed: Option<SocketAddr>,
     logs: Arc<Mutex<Vec<String>>>,
 }
 
@@ -132,6 +134,7 @@ impl ServeProcess {
             addr: field("listen")?,
             http: field("http")?,
             replication: field("replication").ok(),
+            feed: field("feed").ok(),
             child,
             logs,
         })

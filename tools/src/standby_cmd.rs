@@ -79,6 +79,9 @@ pub fn follow(
         if let Some(addr) = server.replication_addr {
             config.replication.listen = addr.to_string();
         }
+        if let Some(addr) = server.feed_addr {
+            config.feed.listen = addr.to_string();
+        }
         let node = supervise(server, stop)?;
         if stop.load(std::sync::atomic::Ordering::SeqCst) {
             return Ok(());

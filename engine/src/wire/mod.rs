@@ -8,6 +8,7 @@
 
 mod bytes;
 mod counted;
+pub mod feed;
 mod handshake;
 mod push;
 mod reply;
@@ -49,6 +50,12 @@ pub mod frame_kind {
     pub const PUSH: u8 = 5;
     /// Server → client: a framing or handshake error; the server closes the connection.
     pub const ERROR: u8 = 6;
+    /// Client → feed port, first frame: the sequence to start after, follow or not.
+    pub const SUBSCRIBE: u8 = 7;
+    /// Feed port → client, the reply to SUBSCRIBE: where the feed begins, its head.
+    pub const FEED_BEGIN: u8 = 8;
+    /// Feed port → client: events in sequence order (none: a heartbeat with the head).
+    pub const FEED: u8 = 9;
 }
 
 /// One complete frame found at the start of a buffer.

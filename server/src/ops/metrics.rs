@@ -128,6 +128,28 @@ pub struct Metrics {
     pub snapshot_write_ns: Histogram,
     pub snapshot_engine_pause_ns: Histogram,
     pub segments_retired: AtomicU64,
+    /// The highest sequence whose answers may leave (durable, and acked as the ack mode
+    /// asks): the feed sends nothing above it.
+    pub release_bound_seq: AtomicU64,
+    pub feed: FeedMetrics,
+}
+
+/// The feed's figures (`feed/`): its log, and the consumers reading it.
+#[derive(Default)]
+pub struct FeedMetrics {
+    pub enabled: AtomicU64,
+    /// Every sequence at or below this has its events in the feed log.
+    pub through_seq: AtomicU64,
+    /// The oldest `after` a consumer may subscribe with.
+    pub begins_after_seq: AtomicU64,
+    pub bytes: AtomicU64,
+    pub events: AtomicU64,
+    pub subscribers: AtomicU64,
+    pub subscribers_max: AtomicU64,
+    pub sent_events: AtomicU64,
+    pub refused: AtomicU64,
+    /// The lowest `through` among the subscribers (the slowest consumer's position).
+    pub slowest_through_seq: AtomicU64,
 }
 
 /// Engine limits as `/metrics` shows them: `surge_limit_used{limit=...}` and `_max`.
@@ -224,6 +246,8 @@ impl Default for Metrics {
             snapshot_write_ns: Histogram::new(SNAPSHOT_BOUNDS_NS),
             snapshot_engine_pause_ns: Histogram::new(LATENCY_BOUNDS_NS),
             segments_retired: AtomicU64::new(0),
+            release_bound_seq: AtomicU64::new(0),
+            feed: FeedMetrics::default(),
         }
     }
 }
@@ -412,7 +436,89 @@ impl Metrics {
             "Journal segments recycled, archived or deleted after a snapshot covered them.",
             &self.segments_retired,
         );
+        gauge(
+            &mut out,
+            "surge_release_bound_seq",
+            "Highest journal sequence whose answers may leave (durable, and acked as the ack mode asks).",
+            &self.release_bound_seq,
+        );
+        self.feed
+            .render(&mut out, self.release_bound_seq.load(Relaxed));
         out
+    }
+}
+
+impl FeedMetrics {
+    fn render(&self, out: &mut String, bound: u64) {
+        gauge(
+            out,
+            "surge_feed_enabled",
+            "1 when this node keeps a feed and serves it.",
+            &self.enabled,
+        );
+        gauge(
+            out,
+            "surge_feed_through_seq",
+            "Every journal sequence at or below this has its events in the feed log.",
+            &self.through_seq,
+        );
+        gauge(
+            out,
+            "surge_feed_begins_after_seq",
+            "The oldest sequence a consumer may start after (older events were retired).",
+            &self.begins_after_seq,
+        );
+        gauge(
+            out,
+            "surge_feed_bytes",
+            "Bytes of feed log on disk.",
+            &self.bytes,
+        );
+        counter(
+            out,
+            "surge_feed_events_total",
+            "Events written to the feed log.",
+            &self.events,
+        );
+        gauge(
+            out,
+            "surge_feed_subscribers",
+            "Consumers subscribed now.",
+            &self.subscribers,
+        );
+        gauge(
+            out,
+            "surge_feed_subscribers_max",
+            "Subscriptions the feed port takes at most (feed.max_subscribers).",
+            &self.subscribers_max,
+        );
+        counter(
+            out,
+            "surge_feed_sent_events_total",
+            "Events sent to consumers.",
+            &self.sent_events,
+        );
+        counter(
+            out,
+            "surge_feed_refused_total",
+            "Subscriptions refused (truncated, full, bad frame).",
+            &self.refused,
+        );
+        let slowest = self.slowest_through_seq.load(Relaxed);
+        let lag = match self.subscribers.load(Relaxed) {
+            0 => 0,
+            _ => self
+                .through_seq
+                .load(Relaxed)
+                .min(bound)
+                .saturating_sub(slowest),
+        };
+        gauge_value(
+            out,
+            "surge_feed_consumer_lag_seq",
+            "Sequences the slowest subscribed consumer is behind what the feed may send.",
+            lag,
+        );
     }
 }
 

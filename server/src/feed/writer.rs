@@ -1,0 +1,308 @@
+//! Writing the feed log. The snapshotter's engine applies every durable record anyway; the
+//! writer turns what each applied command did into feed events (`engine::feed::derive`),
+//! appends them, and publishes how far the log goes. It runs on the snapshotter's thread, so
+//! the serving pipeline does nothing for the feed.
+//!
+//! Recovery keeps one rule: the log on disk always reaches the newest snapshot (it is synced
+//! before each snapshot is written). At a start the snapshotter resumes from that snapshot,
+//! re-derives the same events for the sequences after it (the engine is deterministic) and
+//! the writer skips those already in the log. A log that does not reach the snapshot (a
+//! standby that restarted from its primary's snapshot, a deleted feed directory) begins again
+//! at the snapshot: consumers asking for older events are told where it now begins.
+
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+
+use engine::feed::{derive, FeedEvent};
+use engine::wire::feed::encode_feed_item;
+use engine::{Engine, Output, Request};
+
+use super::log::{self, LAST, MARK, RECORD_EVENTS_MAX, ROLL};
+use super::{FeedShared, Published};
+use crate::ops::log as oplog;
+
+/// Records are written once this many bytes are waiting.
+const PENDING_MAX: usize = 1 << 20;
+
+/// Sizes from `[feed]`.
+#[derive(Clone, Copy, Debug)]
+pub struct FeedLimits {
+    pub segment_bytes: u64,
+    pub max_bytes: u64,
+}
+
+pub struct FeedWriter {
+    dir: PathBuf,
+    file: File,
+    file_after: u64,
+    file_len: u64,
+    limits: FeedLimits,
+    /// Sequences at or below this are in the log already: not written again.
+    through: u64,
+    /// The sequence of the last record written (events, mark or roll).
+    last_record_seq: u64,
+    /// Records encoded and not yet written.
+    pending: Vec<u8>,
+    /// A write of `pending` made while applying failed: `processed` reports it.
+    failed: Option<io::Error>,
+    events: Vec<FeedEvent>,
+    items: Vec<u8>,
+    shared: Arc<FeedShared>,
+}
+
+impl FeedWriter {
+    /// Open the log in `dir` for a snapshotter that resumes after `resume_seq` (its newest
+    /// snapshot, 0 for none) over a journal that ends at `journal_end`.
+    pub fn open(
+        dir: &Path,
+        limits: FeedLimits,
+        resume_seq: u64,
+        journal_end: u64,
+        shared: Arc<FeedShared>,
+    ) -> io::Result<FeedWriter> {
+        std::fs::create_dir_all(dir)?;
+        let (file_after, through) = recover(dir, resume_seq, journal_end)?;
+        let path = dir.join(log::file_name(file_after));
+        let file = OpenOptions::new().read(true).write(true).open(&path)?;
+        let file_len = file.metadata()?.len();
+        let mut writer = FeedWriter {
+            dir: dir.to_path_buf(),
+            file,
+            file_after,
+            file_len,
+            limits,
+            through,
+            last_record_seq: through,
+            pending: Vec::new(),
+            failed: None,
+            events: Vec::new(),
+            items: Vec::new(),
+            shared,
+        };
+        writer.retire_old()?;
+        writer.publish();
+        Ok(writer)
+    }
+
+    /// `request` was just applied by `engine` with `output`, as sequence `seq` at `at_ns`.
+    pub fn applied(
+        &mut self,
+        seq: u64,
+        at_ns: u64,
+        request: &Request,
+        output: &Output,
+        engine: &Engine,
+    ) {
+        if seq <= self.through {
+            return;
+        }
+        self.events.clear();
+        derive(engine, request, output, &mut self.events);
+        if self.events.is_empty() {
+            return;
+        }
+        self.items.clear();
+        let mut count = 0u32;
+        for event in &self.events {
+            let before = self.items.len();
+            encode_feed_item(seq, at_ns, event, &mut self.items);
+            if self.items.len() > RECORD_EVENTS_MAX && count > 0 {
+                let part: Vec<u8> = self.items.drain(..before).collect();
+                log::encode_record(&mut self.pending, seq, 0, count, &part);
+                count = 0;
+            }
+            count += 1;
+        }
+        log::encode_record(&mut self.pending, seq, LAST, count, &self.items);
+        self.last_record_seq = seq;
+        if self.pending.len() >= PENDING_MAX && self.failed.is_none() {
+            // Written now, published at `processed`: a snapshotter that is far behind
+            // applies up to a chunk of records at a time, and memory stays this size.
+            self.failed = self.write_pending().err();
+        }
+        self.shared
+            .metrics()
+            .events
+            .fetch_add(self.events.len() as u64, Relaxed);
+    }
+
+    /// Every sequence up to `through` has been applied: write what they said and publish.
+    pub fn processed(&mut self, through: u64) -> io::Result<()> {
+        if let Some(e) = self.failed.take() {
+            return Err(e);
+        }
+        if through <= self.through && self.pending.is_empty() {
+            return Ok(());
+        }
+        self.write_pending()?;
+        self.through = self.through.max(through);
+        if self.file_len >= self.limits.segment_bytes {
+            self.roll()?;
+        }
+        self.publish();
+        Ok(())
+    }
+
+    fn write_pending(&mut self) -> io::Result<()> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        self.file.write_all_at(&self.pending, self.file_len)?;
+        self.file_len += self.pending.len() as u64;
+        self.shared
+            .metrics()
+            .bytes
+            .fetch_add(self.pending.len() as u64, Relaxed);
+        self.pending.clear();
+        Ok(())
+    }
+
+    /// Make the log durable as far as it goes, and say how far (before a snapshot that
+    /// covers it: recovery then finds the log reaching the snapshot).
+    pub fn sync(&mut self) -> io::Result<()> {
+        if self.through > self.last_record_seq {
+            let mut mark = Vec::new();
+            log::encode_record(&mut mark, self.through, MARK, 0, &[]);
+            self.pending.extend_from_slice(&mark);
+            self.processed(self.through)?;
+        }
+        self.file.sync_data()
+    }
+
+    /// End this file with a ROLL record naming the next, and start that one.
+    fn roll(&mut self) -> io::Result<()> {
+        let next = self.through;
+        let mut marker = Vec::new();
+        log::encode_record(&mut marker, next, ROLL, 0, &[]);
+        self.file.write_all_at(&marker, self.file_len)?;
+        self.file.sync_data()?;
+        let file = create_file(&self.dir, next)?;
+        self.shared
+            .metrics()
+            .bytes
+            .fetch_add(marker.len() as u64, Relaxed);
+        self.file = file;
+        self.file_after = next;
+        self.file_len = 0;
+        self.last_record_seq = next;
+        self.retire_old()
+    }
+
+    /// Delete the oldest files while the log is over `max_bytes` (the current file stays).
+    fn retire_old(&mut self) -> io::Result<()> {
+        let files = log::list(&self.dir)?;
+        let mut sizes = Vec::with_capacity(files.len());
+        for (_, path) in &files {
+            sizes.push(std::fs::metadata(path)?.len());
+        }
+        let mut total: u64 = sizes.iter().sum();
+        let mut first = 0;
+        while total > self.limits.max_bytes && first + 1 < files.len() {
+            std::fs::remove_file(&files[first].1)?;
+            total -= sizes[first];
+            first += 1;
+        }
+        if first > 0 {
+            log::sync_dir(&self.dir)?;
+            oplog::info(
+                "feed_retired",
+                &[("files", &first), ("begins_after", &files[first].0)],
+            );
+        }
+        self.shared.metrics().bytes.store(total, Relaxed);
+        self.shared
+            .metrics()
+            .begins_after_seq
+            .store(files[first].0, Relaxed);
+        Ok(())
+    }
+
+    fn publish(&self) {
+        self.shared.publish(Published {
+            through: self.through,
+            file_after: self.file_after,
+            file_len: self.file_len,
+            begins_after: self.shared.metrics().begins_after_seq.load(Relaxed),
+        });
+    }
+}
+
+fn create_file(dir: &Path, after: u64) -> io::Result<File> {
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(dir.join(log::file_name(after)))?;
+    log::sync_dir(dir)?;
+    Ok(file)
+}
+
+/// Bring the log in `dir` to a state the writer can append to: a torn tail cut, records past
+/// the journal's end cut (a failback cut the journal), a half-written sequence cut, and a
+/// log that does not reach `resume_seq` begun again there. Returns the file to append to
+/// and how far the log goes.
+fn recover(dir: &Path, resume_seq: u64, journal_end: u64) -> io::Result<(u64, u64)> {
+    let mut files = log::list(dir)?;
+    // Files that begin at or past the journal's end hold nothing the journal still has.
+    while files.len() > 1 && files.last().is_some_and(|(after, _)| *after >= journal_end) {
+        let (_, path) = files.pop().expect("checked");
+        std::fs::remove_file(path)?;
+    }
+    if let Some((after, path)) = files.last().cloned() {
+        let scanned = log::scan_file(&path)?;
+        // Keep whole sequences up to the journal's end; a ROLL at the end names a file
+        // that was not made (or was removed above): start it again.
+        let mut keep_len = 0;
+        let mut through = after;
+        let mut rolled_to = None;
+        for &(at, header) in &scanned.records {
+            if header.seq > journal_end {
+                break;
+            }
+            if header.flags & ROLL != 0 {
+                rolled_to = Some(header.seq);
+                keep_len = at + header.record_len() as u64;
+                through = header.seq;
+                break;
+            }
+            if header.flags & (LAST | MARK) != 0 {
+                keep_len = at + header.record_len() as u64;
+                through = header.seq;
+            }
+        }
+        let file = OpenOptions::new().write(true).open(&path)?;
+        file.set_len(keep_len)?;
+        file.sync_all()?;
+        let (file_after, through) = match rolled_to {
+            Some(next) => {
+                create_file(dir, next)?;
+                (next, next)
+            }
+            None => (after, through),
+        };
+        if through >= resume_seq && after <= journal_end {
+            return Ok((file_after, through));
+        }
+        oplog::info(
+            "feed_restarted",
+            &[
+                ("feed_through", &through),
+                ("begins_after", &resume_seq),
+                (
+                    "detail",
+                    &"the feed log does not reach the snapshot this node resumes from: it begins again there",
+                ),
+            ],
+        );
+    }
+    for (_, path) in log::list(dir)? {
+        std::fs::remove_file(path)?;
+    }
+    create_file(dir, resume_seq)?;
+    Ok((resume_seq, resume_seq))
+}
