@@ -807,6 +807,34 @@ mod tests {
             (cs.write_piece_kib, cs.write_pause_ms),
             (ds.write_piece_kib, ds.write_pause_ms)
         );
+        // The feed is on in the example (a port to name); its sizes are the defaults.
+        let (cf, df) = (&c.feed, &d.feed);
+        assert!(c.feed.listen_addr().unwrap().is_some());
+        assert_eq!(
+            (cf.segment_mib, cf.max_mib, cf.max_subscribers, cf.batch_kib),
+            (df.segment_mib, df.max_mib, df.max_subscribers, df.batch_kib)
+        );
+    }
+
+    #[test]
+    fn a_feed_needs_snapshots_and_sane_sizes() {
+        let on = "feed.listen=\"127.0.0.1:0\"";
+        assert!(load("", &[on]).is_ok());
+        for (set, key) in [
+            ("snapshot.every_records=0", "snapshot.every_records"),
+            ("feed.max_mib=1", "feed.max_mib"),
+            ("feed.batch_kib=4096", "feed.batch_kib"),
+            ("feed.max_subscribers=0", "feed.max_subscribers"),
+        ] {
+            let mut sets = vec![on, set];
+            if set.starts_with("snapshot") {
+                sets.push("snapshot.every_secs=0");
+            }
+            let e = load("", &sets).unwrap_err();
+            assert!(format!("{e:#}").contains(key), "{set}: {e:#}");
+        }
+        let e = load("", &["feed.listen=\"nowhere\""]).unwrap_err();
+        assert!(format!("{e:#}").contains("feed.listen"), "{e:#}");
     }
 
     #[test]

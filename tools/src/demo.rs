@@ -5,10 +5,14 @@
 //! promoted, and the load generator moves over by itself; the new primary snapshots while it
 //! serves and retires closed orders; it is stopped and restarted from its newest snapshot and
 //! the journal after it; every answer the load generator was given, before and after the
-//! failover, is checked against the rebuilt state; a short report says what happened.
+//! failover, is checked against the rebuilt state. A feed consumer follows the standby's feed
+//! into a file throughout, and every acknowledged order change must be in it. A short report
+//! says what happened.
 
-use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{ensure, Context};
@@ -19,7 +23,9 @@ use loadgen::open_loop::{self, RunConfig, Spacing, System};
 use loadgen::report::thousands;
 
 use crate::acked::{stock_of, verify};
+use crate::feed_client::Subscription;
 use crate::serve_process::{log_field, ServeProcess};
+use engine::feed::FeedEvent;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -80,6 +86,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         snapshot_every.as_str(),
         "replication.listen=127.0.0.1:0",
         "replication.secret=demo",
+        "feed.listen=\"127.0.0.1:0\"",
         admin.as_str(),
     ];
 
@@ -139,7 +146,11 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         PAYMENT_WINDOW_MS / 1000
     );
     let done = AtomicBool::new(false);
-    let (report, sold_out, promoted) = std::thread::scope(|scope| {
+    let feed_path = dir.path.join("feed.jsonl");
+    let feed_until = AtomicU64::new(u64::MAX);
+    let standby_feed = standby.feed.context("the standby's feed port")?;
+    let (report, sold_out, promoted, followed) = std::thread::scope(|scope| {
+        let follower = scope.spawn(|| follow_feed(standby_feed, &feed_path, &feed_until));
         let watcher =
             scope.spawn(|| watch_sold_out(standby.addr, ClientId(base + 9_999), sku, &done));
         let sale = scope.spawn(|| open_loop::run(&config));
@@ -150,8 +161,17 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             crate::admin_client::post(&standby.http.to_string(), "/admin/promote", TOKEN);
         let report = sale.join().expect("sale");
         done.store(true, Ordering::Relaxed);
-        (report, watcher.join().expect("watcher"), promoted)
+        // Closed orders retire a second after closing: the feed follows until then.
+        std::thread::sleep(Duration::from_millis(1_500));
+        let head = crate::admin_client::get(&standby.http.to_string(), "/metrics")
+            .ok()
+            .and_then(|(_, body)| crate::admin_client::metric(&body, "surge_release_bound_seq"))
+            .unwrap_or(0.0) as u64;
+        feed_until.store(head, Ordering::SeqCst);
+        let followed = follower.join().expect("feed follower");
+        (report, watcher.join().expect("watcher"), promoted, followed)
     });
+    let followed = followed?;
     let report = report?;
     let (status, body) = promoted?;
     ensure!(status == 200, "promoting the standby: {status} {body}");
@@ -205,8 +225,29 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         ),
     }
 
-    // Closed orders retire a second after closing; the snapshotter may still be writing one.
-    std::thread::sleep(Duration::from_millis(1_500));
+    let missing: Vec<_> = acked
+        .iter()
+        .filter(|a| a.order_id.is_some() && a.seq > 0)
+        .filter(|a| !followed.changes.contains(&(a.seq, a.order_id.unwrap_or(0))))
+        .collect();
+    println!(
+        "  feed       {} events followed from the standby, then the new primary it became \
+         ({} orders placed, {} paid, {} expired, {} retired), through seq {}, into {}; {} \
+         acknowledged order changes missing from it",
+        thousands(followed.events),
+        thousands(followed.count("order_placed") + followed.count("waitlist_order_created")),
+        thousands(followed.count("order_paid")),
+        thousands(followed.count("order_expired")),
+        thousands(followed.count("order_retired")),
+        followed.through,
+        feed_path.display(),
+        missing.len()
+    );
+    ensure!(
+        missing.is_empty(),
+        "acknowledged changes missing from the feed, first: {:?}",
+        missing.first()
+    );
     let metrics = crate::admin_client::get(&primary.http.to_string(), "/metrics")
         .map(|(_, body)| body)
         .unwrap_or_default();
@@ -250,6 +291,50 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         verdict.problems.join("\n")
     );
     Ok(())
+}
+
+/// What following the feed saw.
+struct Followed {
+    events: u64,
+    through: u64,
+    by_type: std::collections::HashMap<&'static str, u64>,
+    /// (seq, order) of every order event.
+    changes: std::collections::HashSet<(u64, u64)>,
+}
+
+impl Followed {
+    fn count(&self, event_type: &str) -> u64 {
+        self.by_type.get(event_type).copied().unwrap_or(0)
+    }
+}
+
+/// Follow the feed at `addr` into `path` (JSON lines) until it is through `until` (set once
+/// the sale is over).
+fn follow_feed(addr: SocketAddr, path: &Path, until: &AtomicU64) -> anyhow::Result<Followed> {
+    let mut out = std::io::BufWriter::new(std::fs::File::create(path)?);
+    let mut sub = Subscription::open(addr, 0, true)?;
+    let mut followed = Followed {
+        events: 0,
+        through: 0,
+        by_type: Default::default(),
+        changes: Default::default(),
+    };
+    while followed.through < until.load(Ordering::SeqCst) {
+        let Some(frame) = sub.next_frame()? else {
+            break;
+        };
+        for item in &frame.items {
+            writeln!(out, "{}", crate::feed_cmd::to_json(item))?;
+            *followed.by_type.entry(item.event.type_name()).or_default() += 1;
+            if let FeedEvent::Order { order, .. } = &item.event {
+                followed.changes.insert((item.seq, order.id.0));
+            }
+        }
+        followed.events += frame.items.len() as u64;
+        followed.through = frame.through;
+    }
+    out.flush()?;
+    Ok(followed)
 }
 
 fn wait_streaming(primary: &ServeProcess) -> anyhow::Result<()> {
