@@ -4,7 +4,7 @@
 use clap::{Parser, Subcommand};
 use tools::{
     admin_cmd, ctl_cmd, demo, drill, feed_cmd, flash_sale, journal_cmd, loadgen_cmd, node_args,
-    replay_cmd, serve_cmd, standby_cmd, status_cmd,
+    replay_cmd, serve_cmd, sink_cmd, standby_cmd, status_cmd,
 };
 
 #[derive(Parser)]
@@ -38,6 +38,9 @@ enum Commands {
     Drill(drill::Args),
     /// The feed: every event after a sequence, one line each (`--json` for pipelines).
     Feed(feed_cmd::Args),
+    /// Keep another system current from the feed: `surge sink postgres`.
+    #[command(subcommand)]
+    Sink(sink_cmd::SinkCommand),
     /// Talk to a running server: catalog, orders, stock, waitlists.
     Ctl(ctl_cmd::CtlArgs),
     /// Open-loop load against a server, with latency measured from intended send times.
@@ -68,6 +71,10 @@ fn main() -> anyhow::Result<()> {
         }
         Commands::Feed(args) => {
             let status = feed_cmd::run(args)?;
+            std::process::exit(status)
+        }
+        Commands::Sink(command) => {
+            let status = sink_cmd::run(command)?;
             std::process::exit(status)
         }
         Commands::Loadgen(args) => {

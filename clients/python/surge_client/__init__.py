@@ -8,7 +8,8 @@ the standard library only.
 
 from .client import Client, ConnectionClosed, Rejected, SurgeError, Unavailable
 from .codes import MOVE_ON, Code
+from .feed import Feed, FeedError
 from . import wire
 
-__all__ = ["Client", "Code", "ConnectionClosed", "MOVE_ON", "Rejected", "SurgeError",
-           "Unavailable", "wire"]
+__all__ = ["Client", "Code", "ConnectionClosed", "Feed", "FeedError", "MOVE_ON", "Rejected",
+           "SurgeError", "Unavailable", "wire"]

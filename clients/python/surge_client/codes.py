@@ -1,7 +1,7 @@
 """Every code surge answers with, as docs/ERRORS.md lists them (the Rust `engine::Code`).
 
 1-23 are outcomes, 50-64 pushed events, 100-127 the engine's rejections (nothing changed),
-200-220 the gateway's refusals and connection errors. ``tests/test_codes.py`` holds this
+200-220 the gateway's refusals and connection errors, 221-223 the feed port's. ``tests/test_codes.py`` holds this
 list to docs/ERRORS.md.
 """
 
@@ -81,6 +81,9 @@ class Code(IntEnum):
     FENCED = 218
     STANDBY_UNAVAILABLE = 219
     SEQUENCE_MISMATCH = 220
+    FEED_TRUNCATED = 221
+    FEED_SUBSCRIBERS_FULL = 222
+    FEED_UNAVAILABLE = 223
 
     @classmethod
     def of(cls, number: int) -> "Code | int":

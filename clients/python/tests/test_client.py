@@ -14,9 +14,10 @@ import unittest
 from pathlib import Path
 
 from surge_client import Client, Code, Rejected, wire
+from surge_client.feed import Feed
 
 SMALL = ["engine.orders_max=65536", "engine.holdings_max=131072", "engine.clients_max=64",
-         "engine.payment_window_ms=300"]
+         "engine.payment_window_ms=300", 'feed.listen="127.0.0.1:0"']
 
 
 class Server:
@@ -48,6 +49,7 @@ class Server:
             raise RuntimeError("surge did not start:\n" + "".join(self.lines))
         line = next(l for l in self.lines if "event=serving" in l)
         self.address = re.search(r"listen=(\S+)", line).group(1)
+        self.feed = re.search(r"feed=(\S+)", line).group(1)
 
     def stop(self):
         self.proc.kill()
@@ -158,6 +160,50 @@ class socketserver_that_refuses:
 
     def __exit__(self, *exc):
         pass
+
+
+class FeedTest(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.server = Server()
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.server.stop()
+
+    def read(self, after: int, follow: bool = False) -> tuple[list, int]:
+        events, through = [], after
+        with Feed(self.server.feed, after=after, follow=follow) as feed:
+            for frame in feed:
+                self.assertTrue(all(through < e.seq <= frame.through for e in frame.events))
+                events += frame.events
+                through = frame.through
+        return events, through
+
+    def test_the_feed_tells_every_change_once_and_resumes_after_through(self):
+        with Client(self.server.address, 71) as c:
+            c.upsert_sku(3000, price=500, stock=10)
+            placed = c.place_order(user=5, lines=[(3000, 2)])
+            c.confirm_payment(placed.order, placed.total, payment_ref=99)
+            other = c.place_order(user=6, lines=[(3000, 1)])
+            c.cancel_order(other.order)
+        deadline = time.monotonic() + 10
+        while True:
+            events, through = self.read(0)
+            types = [e.type for e in events]
+            if "order_cancelled" in types or time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
+        self.assertEqual(types[:5], ["sku_upserted", "order_placed", "order_paid",
+                                     "order_placed", "order_cancelled"])
+        paid = events[2].value
+        self.assertEqual((paid["order_id"], paid["state"], paid["total"], paid["payment_ref"]),
+                         (placed.order, "paid", 1000, 99))
+        self.assertEqual(paid["lines"], [{"sku": 3000, "qty": 2}])
+        # Resuming after the payment's sequence gives the rest, and nothing before it.
+        rest, _ = self.read(events[2].seq)
+        self.assertEqual([e.type for e in rest][:2], ["order_placed", "order_cancelled"])
+        self.assertTrue(all(e.seq > events[2].seq for e in rest))
 
 
 class CodesTest(unittest.TestCase):

@@ -1,7 +1,7 @@
 //! The feed over real processes: resuming at every boundary (segment roll, snapshot,
 //! retirement, restart, failover to a standby) with no gap and no duplicate, the feed against
 //! `surge replay --export`, retention telling a consumer where the feed begins, and a stalled
-//! consumer costing the server no memory.
+//! consumer costing the server no memory, and `surge sink postgres` through crashes.
 
 #[path = "../replication/harness.rs"]
 #[allow(dead_code)]
@@ -11,6 +11,8 @@ mod scratch;
 
 mod boundaries;
 mod consumers;
+mod local_postgres;
+mod sink;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
