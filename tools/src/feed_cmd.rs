@@ -33,6 +33,10 @@ pub struct Args {
     /// Stop after this many events.
     #[arg(long)]
     limit: Option<u64>,
+    /// Print no events, only the closing `through=` line with the count (a consumer that
+    /// costs its machine nothing but the reading, for benchmarks).
+    #[arg(long, conflicts_with = "json")]
+    count: bool,
 }
 
 pub fn run(args: Args) -> anyhow::Result<i32> {
@@ -65,16 +69,23 @@ pub fn run(args: Args) -> anyhow::Result<i32> {
     // whole sequence, so resuming after its `through=` repeats nothing and skips nothing.
     let mut ending_at: Option<u64> = None;
     while let Some(frame) = subscription.next_frame()? {
+        if args.count && args.limit.is_none() {
+            printed += frame.items.len() as u64;
+            through = frame.through;
+            continue;
+        }
         for item in &frame.items {
             if ending_at.is_some_and(|seq| item.seq > seq) {
                 return finish(&mut out, ending_at, printed);
             }
-            let line = match args.json {
-                true => to_json(item).to_string(),
-                false => to_text(item),
-            };
-            if writeln!(out, "{line}").is_err() {
-                return Ok(0); // the pipe closed: the reader has what it wanted
+            if !args.count {
+                let line = match args.json {
+                    true => to_json(item).to_string(),
+                    false => to_text(item),
+                };
+                if writeln!(out, "{line}").is_err() {
+                    return Ok(0); // the pipe closed: the reader has what it wanted
+                }
             }
             printed += 1;
             if args.limit.is_some_and(|limit| printed >= limit) {
