@@ -3,8 +3,9 @@
 //! nobody has to ask back. Derived after `Engine::apply` from the request, its output and
 //! the engine's state then, so the same journal gives the same feed on every node.
 //!
-//! Refused commands change nothing and say nothing here; neither do Ticks and statement
-//! batches by themselves (their expiries, retirements and discrepancies do).
+//! Refused commands change nothing and say nothing here; neither do retried request ids
+//! (their original outcome is repeated), nor Ticks and statement batches by themselves (their
+//! expiries, retirements and discrepancies do).
 
 use crate::code::Code;
 use crate::command::{Command, OrderLine, Request, SaleWindow};
@@ -172,7 +173,13 @@ pub fn derive(engine: &Engine, request: &Request, output: &Output, out: &mut Vec
             sku: SkuImage::of(s),
         })
     };
-    let own = match output.outcome {
+    // A retried request id repeats its original outcome and changes nothing: the feed told
+    // of it when it happened (only what advancing the clock did is new).
+    let outcome = match output.repeated {
+        true => Outcome::Ticked { now_ns: 0 },
+        false => output.outcome,
+    };
+    let own = match outcome {
         Outcome::OrderPlaced { order: id, .. } => order(Code::OrderPlaced, id),
         Outcome::PaymentConfirmed { order: id } => order(Code::PaymentConfirmed, id),
         Outcome::PaymentFailed { order: id } => order(Code::PaymentFailed, id),

@@ -173,6 +173,9 @@ impl DiscrepancyKind {
 pub struct Output {
     pub outcome: Outcome,
     pub events: Vec<Event>,
+    /// The outcome is the original one, repeated for a retried request id: the command
+    /// changed nothing this time (the feed says nothing of it).
+    pub repeated: bool,
 }
 
 /// Events an output holds room for from the start, and keeps room for after a burst (a
@@ -185,6 +188,7 @@ impl Default for Output {
         Output {
             outcome: Outcome::Ticked { now_ns: 0 },
             events: Vec::with_capacity(OUTPUT_EVENTS_KEPT),
+            repeated: false,
         }
     }
 }

@@ -189,6 +189,7 @@ impl Engine {
         out.events.clear();
         out.events.shrink_to(crate::outcome::OUTPUT_EVENTS_KEPT);
         self.advance_clock(now_ns, &mut out.events);
+        out.repeated = false;
         out.outcome = if matches!(request.command, Command::Tick) {
             Outcome::Ticked {
                 now_ns: self.clock_ns,
@@ -199,6 +200,7 @@ impl Engine {
                 Seen::Retry(original) => {
                     self.idempotency
                         .touch(request.client, self.commands_applied);
+                    out.repeated = true;
                     original
                 }
                 Seen::TooOld => {

@@ -96,6 +96,15 @@ fn each_command_says_what_changed_in_full() {
     assert_eq!((order.client, order.request), (ClientId(3), RequestId(2)));
     let id = order.id;
 
+    // A retry of the placing request (same client, same request id): its original answer,
+    // and nothing new in the feed.
+    sim.next_request -= 1;
+    assert!(
+        sim.feed(place(41, 2, false)).is_empty(),
+        "a retry is not a new order"
+    );
+    assert!(sim.out.repeated);
+
     // Refused: nothing.
     assert!(sim.feed(place(42, 1, false)).is_empty(), "out of stock");
 

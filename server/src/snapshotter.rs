@@ -152,8 +152,12 @@ impl Snapshotter {
             )
             .map_err(|e| {
                 ServerError::io(format!("opening the feed log in {}", feed.dir.display()), e)
-            })?;
-            self.applier.feed = Some(writer);
+            });
+            match writer {
+                Ok(writer) => self.applier.feed = Some(writer),
+                // No feed, but the snapshots (and so the journal's retention) go on.
+                Err(e) => self.feed_failed(&e),
+            }
         }
         log::info(
             "snapshotter_ready",
@@ -346,7 +350,7 @@ impl Snapshotter {
 
     /// The feed log could not be written: the feed stops (its consumers are told), the
     /// snapshots go on.
-    fn feed_failed(&mut self, e: &std::io::Error) {
+    fn feed_failed(&mut self, e: &dyn std::fmt::Display) {
         self.applier.feed = None;
         self.shared.metrics.feed.enabled.store(0, Relaxed);
         log::line(
@@ -354,10 +358,10 @@ impl Snapshotter {
             "feed_stopped",
             None,
             &[
-                ("error", e),
+                ("error", &e.to_string()),
                 (
                     "detail",
-                    &"the feed log could not be written; it stays as it is until a restart",
+                    &"the feed log could not be written; consumers are told (223), and it stays as it is until a restart",
                 ),
             ],
         );

@@ -225,15 +225,24 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         ),
     }
 
+    // Each acknowledged change is in the feed once. A resent request's answer carries the
+    // resend's sequence, where the feed (rightly) says nothing: the change is matched by its
+    // order and kind, at or before that sequence.
     let missing: Vec<_> = acked
         .iter()
-        .filter(|a| a.order_id.is_some() && a.seq > 0)
-        .filter(|a| !followed.changes.contains(&(a.seq, a.order_id.unwrap_or(0))))
+        .filter_map(|a| Some((a, fed_as(&a.kind)?, a.order_id?)))
+        .filter(|(a, code, order)| {
+            followed
+                .told
+                .get(&(*code, *order))
+                .is_none_or(|&at| at > a.seq)
+        })
+        .map(|(a, ..)| a)
         .collect();
     println!(
         "  feed       {} events followed from the standby, then the new primary it became \
          ({} orders placed, {} paid, {} expired, {} retired), through seq {}, into {}; {} \
-         acknowledged order changes missing from it",
+         acknowledged order changes missing from it, {} told twice",
         thousands(followed.events),
         thousands(followed.count("order_placed") + followed.count("waitlist_order_created")),
         thousands(followed.count("order_paid")),
@@ -241,7 +250,13 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         thousands(followed.count("order_retired")),
         followed.through,
         feed_path.display(),
-        missing.len()
+        missing.len(),
+        followed.told_twice
+    );
+    ensure!(
+        followed.told_twice == 0,
+        "{} order changes came twice in the feed",
+        followed.told_twice
     );
     ensure!(
         missing.is_empty(),
@@ -298,14 +313,28 @@ struct Followed {
     events: u64,
     through: u64,
     by_type: std::collections::HashMap<&'static str, u64>,
-    /// (seq, order) of every order event.
-    changes: std::collections::HashSet<(u64, u64)>,
+    /// The sequence of every order event, by (event, order); and how many came a second time.
+    told: std::collections::HashMap<(engine::Code, u64), u64>,
+    told_twice: u64,
 }
 
 impl Followed {
     fn count(&self, event_type: &str) -> u64 {
         self.by_type.get(event_type).copied().unwrap_or(0)
     }
+}
+
+/// The feed event an acknowledged answer of this kind (the ack log's name) must have made.
+fn fed_as(kind: &str) -> Option<engine::Code> {
+    use engine::Code;
+    Some(match kind {
+        "place_order" => Code::OrderPlaced,
+        "confirm_payment" => Code::PaymentConfirmed,
+        "fail_payment" => Code::PaymentFailed,
+        "cancel_order" => Code::OrderCancelled,
+        "waitlist_order" => Code::WaitlistOrderCreated,
+        _ => return None,
+    })
 }
 
 /// Follow the feed at `addr` into `path` (JSON lines) until it is through `until` (set once
@@ -317,7 +346,8 @@ fn follow_feed(addr: SocketAddr, path: &Path, until: &AtomicU64) -> anyhow::Resu
         events: 0,
         through: 0,
         by_type: Default::default(),
-        changes: Default::default(),
+        told: Default::default(),
+        told_twice: 0,
     };
     while followed.through < until.load(Ordering::SeqCst) {
         let Some(frame) = sub.next_frame()? else {
@@ -326,8 +356,16 @@ fn follow_feed(addr: SocketAddr, path: &Path, until: &AtomicU64) -> anyhow::Resu
         for item in &frame.items {
             writeln!(out, "{}", crate::feed_cmd::to_json(item))?;
             *followed.by_type.entry(item.event.type_name()).or_default() += 1;
-            if let FeedEvent::Order { order, .. } = &item.event {
-                followed.changes.insert((item.seq, order.id.0));
+            if let FeedEvent::Order { code, order } = &item.event {
+                // Each change once: the load generator's resends after the failover repeat
+                // their original answers and must not repeat their events.
+                if followed
+                    .told
+                    .insert((*code, order.id.0), item.seq)
+                    .is_some()
+                {
+                    followed.told_twice += 1;
+                }
             }
         }
         followed.events += frame.items.len() as u64;

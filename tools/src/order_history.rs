@@ -39,10 +39,18 @@ impl Batch {
         self.nth += 1;
         match &item.event {
             FeedEvent::Order { code, order } => {
-                let from_waitlist = *code == Code::WaitlistOrderCreated
-                    || self.orders.get(&order.id.0).is_some_and(|o| o.2);
+                let mut order = order.clone();
+                let held = self.orders.get(&order.id.0);
+                let from_waitlist =
+                    *code == Code::WaitlistOrderCreated || held.is_some_and(|o| o.2);
+                // An order that retired within the command that closed it comes from its
+                // retired record (no deadline, first line only): keep what the batch has.
+                if let Some((_, before, _)) = held.filter(|_| order.deadline_ns == 0) {
+                    order.deadline_ns = before.deadline_ns;
+                    order.lines = before.lines.clone();
+                }
                 self.orders
-                    .insert(order.id.0, (item.seq, order.clone(), from_waitlist));
+                    .insert(order.id.0, (item.seq, order, from_waitlist));
             }
             FeedEvent::OrderRetired(r) => {
                 self.retired.insert(r.id.0, (item.seq, r.state.name()));
@@ -164,13 +172,13 @@ impl Batch {
              closed_ns = EXCLUDED.closed_ns, seq = EXCLUDED.seq",
             &columns,
         )?;
-        let lines: Vec<(u64, i32, u64, i32)> = o
+        let lines: Vec<(u64, i32, u64, u32)> = o
             .iter()
             .flat_map(|x| {
                 x.1.lines
                     .iter()
                     .enumerate()
-                    .map(|(i, l)| (x.1.id.0, i as i32, l.sku.0, l.qty as i32))
+                    .map(|(i, l)| (x.1.id.0, i as i32, l.sku.0, l.qty))
             })
             .collect();
         tx.execute(
@@ -181,7 +189,7 @@ impl Batch {
                 &big(lines.iter().map(|l| l.0))?,
                 &lines.iter().map(|l| l.1).collect::<Vec<_>>(),
                 &big(lines.iter().map(|l| l.2))?,
-                &lines.iter().map(|l| l.3).collect::<Vec<_>>(),
+                &small(lines.iter().map(|l| l.3))?,
             ],
         )?;
         Ok(())
@@ -193,7 +201,7 @@ impl Batch {
         }
         let s: Vec<_> = self.skus.values().collect();
         let col = |f: fn(&SkuImage) -> u64| big(s.iter().map(|x| f(&x.1)));
-        let limits: Vec<i32> = s.iter().map(|x| x.1.per_user_limit as i32).collect();
+        let limits = small(s.iter().map(|x| x.1.per_user_limit))?;
         let listed: Vec<bool> = s.iter().map(|x| x.1.listed).collect();
         tx.execute(
             "INSERT INTO surge_skus (sku, price, per_user_limit, listed, stocked, available, \
@@ -235,4 +243,11 @@ fn int(v: u64) -> anyhow::Result<i64> {
 
 fn big(values: impl Iterator<Item = u64>) -> anyhow::Result<Vec<i64>> {
     values.map(int).collect()
+}
+
+/// u32 fields into PostgreSQL's `integer`.
+fn small(values: impl Iterator<Item = u32>) -> anyhow::Result<Vec<i32>> {
+    values
+        .map(|v| i32::try_from(v).with_context(|| format!("{v} does not fit a PostgreSQL integer")))
+        .collect()
 }

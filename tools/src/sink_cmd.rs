@@ -10,6 +10,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 
+use engine::feed::FeedItem;
+
 use crate::feed_client::{FeedRefused, Subscription};
 use crate::order_history::{self, Batch};
 
@@ -53,13 +55,17 @@ pub fn run(command: SinkCommand) -> anyhow::Result<i32> {
         signal_hook::flag::register(signal, stop.clone())?;
     }
     let mut server = 0;
+    // Nodes in a row whose feed no longer reaches back to the database's position.
+    let mut truncated = 0;
     while !stop.load(Ordering::SeqCst) {
         match sink_once(&args, args.server[server], &stop) {
             Ok(Done::CaughtUp) => return Ok(0),
             Ok(Done::Stopped) => break,
             Err(e) => {
                 if let Some(refused) = e.downcast_ref::<FeedRefused>() {
-                    if refused.begins_after.is_some() {
+                    truncated += refused.begins_after.is_some() as usize;
+                    // Another node's feed may reach back further: ask each before giving up.
+                    if refused.begins_after.is_some() && truncated >= args.server.len() {
                         eprintln!(
                             "surge sink: {refused}\nhint: the database is behind what the feed \
                              still holds; rebuild it from `surge replay --export`, or point the \
@@ -67,6 +73,11 @@ pub fn run(command: SinkCommand) -> anyhow::Result<i32> {
                         );
                         return Ok(EXIT_TRUNCATED);
                     }
+                }
+                if e.downcast_ref::<FeedRefused>()
+                    .is_none_or(|r| r.begins_after.is_none())
+                {
+                    truncated = 0;
                 }
                 eprintln!("surge sink: {e:#}; retrying");
                 server = (server + 1) % args.server.len();
@@ -100,6 +111,9 @@ fn sink_once(args: &PostgresArgs, feed: SocketAddr, stop: &AtomicBool) -> anyhow
     );
     let mut position = after;
     let mut batch = Batch::default();
+    // Events of a sequence whose last events have not come yet (a frame's `through` stops
+    // short of it): a transaction takes whole sequences only.
+    let mut waiting: Vec<FeedItem> = Vec::new();
     let mut started = Instant::now();
     let (mut applied, mut rows, since) = (0u64, 0u64, Instant::now());
     loop {
@@ -108,13 +122,20 @@ fn sink_once(args: &PostgresArgs, feed: SocketAddr, stop: &AtomicBool) -> anyhow
         }
         let ended = match sub.next_frame()? {
             Some(frame) => {
-                for item in &frame.items {
-                    batch.add(item);
+                waiting.extend(frame.items);
+                let whole = waiting.partition_point(|i| i.seq <= frame.through);
+                for item in waiting.drain(..whole) {
+                    batch.add(&item);
                 }
                 batch.through = frame.through;
                 false
             }
-            None if args.until_caught_up => true,
+            // The subscription ends at the head it began with; anything short of that is a
+            // lost connection.
+            None if args.until_caught_up && batch.through.max(position) >= sub.begin.head => true,
+            None if args.until_caught_up => {
+                anyhow::bail!("the feed port at {feed} closed before the head it named")
+            }
             None => anyhow::bail!("the feed port at {feed} ended the subscription"),
         };
         let due = batch.events >= args.batch_events

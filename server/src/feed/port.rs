@@ -52,6 +52,8 @@ struct Positions {
 
 impl Positions {
     const FREE: u64 = u64::MAX;
+    /// Taken by a consumer that has not subscribed yet: no position to count.
+    const CONNECTING: u64 = u64::MAX - 1;
 
     fn take(&self, at: u64) -> Option<usize> {
         for (i, slot) in self.slots.iter().enumerate() {
@@ -75,6 +77,7 @@ impl Positions {
         self.slots
             .iter()
             .map(|s| s.load(Relaxed))
+            .filter(|&at| at < Self::CONNECTING)
             .min()
             .unwrap_or(Self::FREE)
     }
@@ -110,9 +113,11 @@ fn accept_loop(
     limits: PortLimits,
     positions: Arc<Positions>,
 ) {
-    let mut consumers: Vec<JoinHandle<()>> = Vec::new();
+    // Each consumer's thread, and its socket: at a stop the socket is shut down, so a thread
+    // blocked sending to a stalled consumer ends now, not at the send timeout.
+    let mut consumers: Vec<(JoinHandle<()>, Option<TcpStream>)> = Vec::new();
     while !feed.shared.stop.load(SeqCst) {
-        consumers.retain(|c| !c.is_finished());
+        consumers.retain(|(c, _)| !c.is_finished());
         let (stream, peer) = match listener.accept() {
             Ok(accepted) => accepted,
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
@@ -130,10 +135,11 @@ fn accept_loop(
         // The kernel's buffer for a consumer is bounded too: two frames, not the autotuned
         // megabytes a stalled consumer would otherwise pin.
         limit_send_buffer(&stream, 2 * limits.batch_bytes);
-        let Some(slot) = positions.take(0) else {
+        let Some(slot) = positions.take(Positions::CONNECTING) else {
             refuse(stream, &feed, Code::FeedSubscribersFull, "the feed port has feed.max_subscribers subscriptions; a standby serves the same feed");
             continue;
         };
+        let socket = stream.try_clone().ok();
         let (feed, positions) = (feed.clone(), positions.clone());
         let spawned = std::thread::Builder::new()
             .name("surge-feed-consumer".into())
@@ -150,11 +156,14 @@ fn accept_loop(
                 }
             });
         match spawned {
-            Ok(handle) => consumers.push(handle),
+            Ok(handle) => consumers.push((handle, socket)),
             Err(e) => oplog::line(Level::Warn, "feed_spawn_failed", None, &[("error", &e)]),
         }
     }
-    for consumer in consumers {
+    for (consumer, socket) in consumers {
+        if let Some(socket) = socket {
+            let _ = socket.shutdown(std::net::Shutdown::Both);
+        }
         let _ = consumer.join();
     }
 }
@@ -205,14 +214,15 @@ fn serve(
         .set_write_timeout(Some(SEND_TIMEOUT))
         .map_err(|e| e.to_string())?;
     // At a start the log opens once the snapshotter has its engine: wait for it a while.
-    let Some(published) = feed.wait_open(OPEN_WAIT) else {
+    let open = feed.wait_open(OPEN_WAIT);
+    let Some(published) = open.filter(|_| feed.metrics().enabled.load(Relaxed) == 1) else {
         refuse(
             stream,
             feed,
             Code::FeedUnavailable,
-            "the feed log is not open yet (the node is starting)",
+            "the feed log is not open (the node is starting, or its feed writer stopped)",
         );
-        return Err("not open yet".into());
+        return Err("the feed log is not open".into());
     };
     let head = feed.sendable(&published);
     let mut out = Vec::with_capacity(limits.batch_bytes + 64);
@@ -244,6 +254,12 @@ fn serve(
     loop {
         if feed.shared.stop.load(SeqCst) {
             return Ok(());
+        }
+        if feed.metrics().enabled.load(Relaxed) == 0 {
+            let why = "the feed writer stopped (feed_stopped in the node's log): this node's \
+                       feed goes no further until a restart; another node serves the same feed";
+            refuse(stream, feed, Code::FeedUnavailable, why);
+            return Err(why.into());
         }
         let published = feed.published().expect("published before");
         let sendable = feed.sendable(&published);

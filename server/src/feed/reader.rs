@@ -99,14 +99,15 @@ impl FeedReader {
         let mut count = 0u32;
         let start_len = out.len();
         loop {
-            let limit = if self.file_after == published.file_after {
-                published.file_len
-            } else {
-                u64::MAX // a rolled file: whole, and ended by its ROLL record
+            let limit = match self.file_after.cmp(&published.file_after) {
+                std::cmp::Ordering::Equal => published.file_len,
+                // A rolled file: whole, and ended by its ROLL record.
+                std::cmp::Ordering::Less => u64::MAX,
+                // Made by a roll not yet published: nothing in it may be read yet.
+                std::cmp::Ordering::Greater => 0,
             };
             let Some(header) = self.header_at(limit)? else {
-                if self.file_after != published.file_after && self.file_after < published.file_after
-                {
+                if self.file_after < published.file_after {
                     // A rolled file with no ROLL record read yet cannot end here.
                     return Err(ReadError::Io(format!(
                         "feed file {} ends without a ROLL record",

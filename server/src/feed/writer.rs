@@ -168,6 +168,7 @@ impl FeedWriter {
             let mut mark = Vec::new();
             log::encode_record(&mut mark, self.through, MARK, 0, &[]);
             self.pending.extend_from_slice(&mark);
+            self.last_record_seq = self.through;
             self.processed(self.through)?;
         }
         self.file.sync_data()
@@ -252,6 +253,7 @@ fn recover(dir: &Path, resume_seq: u64, journal_end: u64) -> io::Result<(u64, u6
     while files.len() > 1 && files.last().is_some_and(|(after, _)| *after >= journal_end) {
         let (_, path) = files.pop().expect("checked");
         std::fs::remove_file(path)?;
+        log::sync_dir(dir)?;
     }
     if let Some((after, path)) = files.last().cloned() {
         let scanned = log::scan_file(&path)?;
