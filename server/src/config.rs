@@ -179,6 +179,10 @@ pub struct ReplicationSection {
 pub struct AdminSection {
     /// Admin calls (`POST /admin/promote`) must carry it; empty disables them.
     pub token: String,
+    /// PEM certificate chain and private key: the HTTP port speaks HTTPS only. Both or
+    /// neither.
+    pub tls_cert: String,
+    pub tls_key: String,
 }
 
 /// What the release gate waits for from the standby.
@@ -595,7 +599,25 @@ impl ServerConfig {
                 "must be at least 1",
             ));
         }
+        if self.admin.tls_cert.is_empty() != self.admin.tls_key.is_empty() {
+            return Err(ServerError::config(
+                "admin.tls_cert, admin.tls_key",
+                "set both (a PEM certificate chain and its private key) or neither",
+            ));
+        }
         self.check_feed()
+    }
+
+    /// The HTTP port's TLS, if configured (the files are read and checked here).
+    pub fn http_tls(&self) -> Result<Option<std::sync::Arc<rustls::ServerConfig>>> {
+        if self.admin.tls_cert.is_empty() {
+            return Ok(None);
+        }
+        crate::ops::tls::server_config(
+            std::path::Path::new(&self.admin.tls_cert),
+            std::path::Path::new(&self.admin.tls_key),
+        )
+        .map(Some)
     }
 
     fn check_feed(&self) -> Result<()> {
@@ -833,6 +855,8 @@ mod tests {
             let e = load("", &sets).unwrap_err();
             assert!(format!("{e:#}").contains(key), "{set}: {e:#}");
         }
+        let e = load("", &["admin.tls_cert=\"/etc/surge/cert.pem\""]).unwrap_err();
+        assert!(format!("{e:#}").contains("admin.tls_key"), "{e:#}");
         let e = load("", &["feed.listen=\"nowhere\""]).unwrap_err();
         assert!(format!("{e:#}").contains("feed.listen"), "{e:#}");
     }

@@ -185,6 +185,7 @@ impl Server {
             .local_addr()
             .map_err(|e| ServerError::io("the listener's address", e))?;
         let listener = mio::net::TcpListener::from_std(std_listener);
+        let http_tls = config.http_tls()?;
         let http_listener = std::net::TcpListener::bind(config.http)
             .map_err(|e| ServerError::io(format!("serving HTTP on {}", config.http), e))?;
         let http_addr = http_listener
@@ -356,6 +357,7 @@ impl Server {
             shared.clone(),
             node.clone(),
             config.admin.token.clone(),
+            http_tls,
         )
         .map_err(|e| ServerError::io("starting the HTTP thread", e))?;
         shared.metrics.serving.store(1, SeqCst);

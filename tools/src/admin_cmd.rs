@@ -12,6 +12,10 @@ pub struct AdminArgs {
     /// The admin token (`admin.token` in the node's config); or SURGE_ADMIN_TOKEN.
     #[arg(long, env = "SURGE_ADMIN_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
+    /// The CA (PEM) that signed the node's `admin.tls_cert`: the call goes over HTTPS,
+    /// the certificate checked against it; or SURGE_ADMIN_CA.
+    #[arg(long)]
+    pub ca: Option<std::path::PathBuf>,
 }
 
 pub fn promote(args: AdminArgs) -> anyhow::Result<()> {
@@ -23,6 +27,9 @@ pub fn fence(args: AdminArgs) -> anyhow::Result<()> {
 }
 
 fn call(args: &AdminArgs, path: &str) -> anyhow::Result<()> {
+    if let Some(ca) = &args.ca {
+        admin_client::trust_ca(ca)?;
+    }
     let token = args.token.as_deref().unwrap_or("");
     let (status, body) = admin_client::post(&args.http, path, token)?;
     print!("{body}");

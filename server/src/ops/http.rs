@@ -2,7 +2,8 @@
 //! with a small JSON body while serving, 503 otherwise), and the admin calls, which need
 //! `Authorization: Bearer <admin.token>`: `POST /admin/promote` (this standby becomes the
 //! primary of a new epoch) and `POST /admin/fence` (this primary stops taking writes). One
-//! short request per connection, on a thread of its own, never in the pipeline's way.
+//! short request per connection, on a thread of its own, never in the pipeline's way. With
+//! `admin.tls_cert` and `admin.tls_key` it is HTTPS only (`tls.rs`).
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -32,6 +33,7 @@ pub fn spawn(
     shared: Arc<Shared>,
     node: Arc<Node>,
     token: String,
+    tls: Option<Arc<rustls::ServerConfig>>,
 ) -> std::io::Result<std::thread::JoinHandle<()>> {
     listener.set_nonblocking(true)?;
     std::thread::Builder::new()
@@ -42,7 +44,7 @@ pub fn spawn(
             }
             match listener.accept() {
                 Ok((stream, _)) => {
-                    let _ = handle(stream, &shared, &node, &token);
+                    let _ = serve(stream, tls.as_ref(), &shared, &node, &token);
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
                     wait_readable(&listener, ACCEPT_POLL)
@@ -52,10 +54,34 @@ pub fn spawn(
         })
 }
 
-fn handle(mut stream: TcpStream, shared: &Shared, node: &Node, token: &str) -> std::io::Result<()> {
+/// One connection: plain HTTP, or HTTPS when the port has a certificate (a client that does
+/// not speak TLS fails the handshake and is closed).
+fn serve(
+    stream: TcpStream,
+    tls: Option<&Arc<rustls::ServerConfig>>,
+    shared: &Shared,
+    node: &Node,
+    token: &str,
+) -> std::io::Result<()> {
     stream.set_nonblocking(false)?;
     stream.set_read_timeout(Some(IO_TIMEOUT))?;
     stream.set_write_timeout(Some(IO_TIMEOUT))?;
+    let Some(config) = tls else {
+        return handle(stream, shared, node, token);
+    };
+    let session = rustls::ServerConnection::new(config.clone()).map_err(std::io::Error::other)?;
+    let mut secure = rustls::StreamOwned::new(session, stream);
+    handle(&mut secure, shared, node, token)?;
+    secure.conn.send_close_notify();
+    secure.flush()
+}
+
+fn handle(
+    mut stream: impl Read + Write,
+    shared: &Shared,
+    node: &Node,
+    token: &str,
+) -> std::io::Result<()> {
     let mut head = Vec::with_capacity(512);
     let mut buf = [0u8; 1024];
     while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < REQUEST_HEAD_MAX {

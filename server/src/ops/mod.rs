@@ -1,6 +1,6 @@
 //! Operating the node: the HTTP port (`/metrics`, `/health`, admin calls), the metrics and
 //! their Prometheus rendering, structured logs with codes, what the replicator reports into
-//! them, and supervision under systemd (ready, watchdog, drain on a signal).
+//! them, TLS for the HTTP port, and supervision under systemd (ready, watchdog, drain on a signal).
 
 pub mod health;
 pub mod http;
@@ -8,3 +8,4 @@ pub mod log;
 pub mod metrics;
 pub mod replication;
 pub mod supervise;
+pub mod tls;
