@@ -47,10 +47,13 @@ pub enum ReplicationCode {
     LeadershipLost,
     /// Failover through etcd: this node won the leader key and became the primary.
     Elected,
+    /// One side of the replication link speaks TLS and the other does not, or the TLS
+    /// handshake failed (a certificate not signed by `replication.tls_ca`).
+    TlsRequired,
 }
 
 impl ReplicationCode {
-    pub const ALL: [ReplicationCode; 21] = [
+    pub const ALL: [ReplicationCode; 22] = [
         ReplicationCode::BadSecret,
         ReplicationCode::StaleEpoch,
         ReplicationCode::Diverged,
@@ -72,6 +75,7 @@ impl ReplicationCode {
         ReplicationCode::CoordinatorUnreachable,
         ReplicationCode::LeadershipLost,
         ReplicationCode::Elected,
+        ReplicationCode::TlsRequired,
     ];
 
     pub fn number(self) -> u16 {
@@ -110,6 +114,7 @@ impl ReplicationCode {
             ReplicationCode::CoordinatorUnreachable => "COORDINATOR_UNREACHABLE",
             ReplicationCode::LeadershipLost => "LEADERSHIP_LOST",
             ReplicationCode::Elected => "ELECTED",
+            ReplicationCode::TlsRequired => "TLS_REQUIRED",
         }
     }
 }

@@ -15,6 +15,7 @@ pub mod epoch;
 pub mod follower;
 pub mod net;
 pub mod primary;
+pub mod tls;
 pub mod wire;
 
 use std::time::Duration;

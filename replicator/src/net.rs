@@ -61,13 +61,15 @@ impl TcpAcceptor {
     }
 }
 
-impl Listener for TcpAcceptor {
-    fn accept(&self) -> io::Result<Option<(Stream, SocketAddr)>> {
+impl TcpAcceptor {
+    /// The next waiting connection as a blocking TCP stream with Nagle off, if there is one
+    /// (`()` keeps the shape of `accept`'s answer for the TLS acceptor that wraps it).
+    pub fn accept_tcp(&self) -> io::Result<Option<((), SocketAddr, TcpStream)>> {
         match self.0.accept() {
             Ok((stream, peer)) => {
                 stream.set_nonblocking(false)?;
                 let _ = stream.set_nodelay(true);
-                Ok(Some((Box::new(stream), peer)))
+                Ok(Some(((), peer, stream)))
             }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(None),
             Err(e) => Err(e),
@@ -75,13 +77,27 @@ impl Listener for TcpAcceptor {
     }
 }
 
+impl Listener for TcpAcceptor {
+    fn accept(&self) -> io::Result<Option<(Stream, SocketAddr)>> {
+        Ok(self
+            .accept_tcp()?
+            .map(|((), peer, stream)| (Box::new(stream) as Stream, peer)))
+    }
+}
+
 /// Dials TCP, with Nagle off.
 pub struct TcpDialer;
 
-impl Dialer for TcpDialer {
-    fn dial(&self, addr: SocketAddr, timeout: Duration) -> io::Result<Stream> {
+impl TcpDialer {
+    pub fn connect(addr: SocketAddr, timeout: Duration) -> io::Result<TcpStream> {
         let stream = TcpStream::connect_timeout(&addr, timeout)?;
         let _ = stream.set_nodelay(true);
-        Ok(Box::new(stream))
+        Ok(stream)
+    }
+}
+
+impl Dialer for TcpDialer {
+    fn dial(&self, addr: SocketAddr, timeout: Duration) -> io::Result<Stream> {
+        Ok(Box::new(TcpDialer::connect(addr, timeout)?))
     }
 }

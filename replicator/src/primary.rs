@@ -148,7 +148,20 @@ fn accept_loop(listener: Box<dyn Listener>, session: Arc<Session>) {
                     .name("surge-repl-send".into())
                     .spawn(move || serve(stream, peer, &session));
             }
-            Ok(None) | Err(_) => std::thread::sleep(ACCEPT_POLL),
+            Ok(None) => std::thread::sleep(ACCEPT_POLL),
+            Err(e) => {
+                // A plaintext standby at a TLS port, a failed TLS handshake: say so.
+                let code = (e.kind() == std::io::ErrorKind::InvalidData
+                    || e.to_string().contains("TLS"))
+                .then_some(ReplicationCode::TlsRequired);
+                session.hooks.log(
+                    Level::Warn,
+                    "replication_accept_failed",
+                    code,
+                    &format!("error={:?}", e.to_string()),
+                );
+                std::thread::sleep(ACCEPT_POLL);
+            }
         }
     }
     if let Some(s) = session.current.lock().expect("session lock").take() {

@@ -172,6 +172,16 @@ pub struct ReplicationSection {
     pub backlog_mib: u64,
     /// Allow `listen` off loopback without encryption (a private link or a tunnel).
     pub allow_plaintext: bool,
+    /// TLS on the replication link: this node's PEM certificate chain and key (served as a
+    /// primary, shown as a standby) and the CA that signed the other node's. All three or
+    /// none; both nodes alike.
+    pub tls_cert: String,
+    pub tls_key: String,
+    pub tls_ca: String,
+    /// A primary takes only standbys with a certificate `tls_ca` signed.
+    pub tls_client_auth: bool,
+    /// The name a standby checks the primary's certificate for ("" = its IP address).
+    pub tls_server_name: String,
 }
 
 #[derive(Clone, Debug, Default, Deserialize)]
@@ -233,6 +243,43 @@ impl ReplicationSection {
         }
     }
 
+    /// TLS for the replication link, if configured (the files are read and checked here).
+    pub fn tls(&self) -> Result<Option<replicator::tls::TlsSettings>> {
+        let set = [&self.tls_cert, &self.tls_key, &self.tls_ca]
+            .iter()
+            .filter(|s| !s.is_empty())
+            .count();
+        let keys = "replication.tls_cert, replication.tls_key, replication.tls_ca";
+        match set {
+            0 => return Ok(None),
+            3 => {}
+            _ => {
+                return Err(ServerError::config(
+                    keys,
+                    "set all three (this node's certificate and key, and the CA that signed \
+                     the other node's) or none",
+                ))
+            }
+        }
+        replicator::tls::TlsSettings::from_files(
+            std::path::Path::new(&self.tls_cert),
+            std::path::Path::new(&self.tls_key),
+            std::path::Path::new(&self.tls_ca),
+            self.tls_client_auth,
+            (!self.tls_server_name.is_empty()).then(|| self.tls_server_name.clone()),
+        )
+        .map(Some)
+        .map_err(|why| ServerError::config(keys, why))
+    }
+
+    /// How a standby reaches its primary: TLS when configured, else plain TCP.
+    pub fn dialer(&self) -> Result<std::sync::Arc<dyn replicator::net::Dialer>> {
+        Ok(match self.tls()? {
+            Some(tls) => std::sync::Arc::new(replicator::tls::TlsDialer(tls)),
+            None => std::sync::Arc::new(replicator::net::TcpDialer),
+        })
+    }
+
     /// The replication port, if this node has one.
     pub fn listen_addr(&self) -> Result<Option<SocketAddr>> {
         if self.listen.is_empty() {
@@ -261,6 +308,11 @@ impl Default for ReplicationSection {
             node: "surge".into(),
             backlog_mib: 64,
             allow_plaintext: false,
+            tls_cert: String::new(),
+            tls_key: String::new(),
+            tls_ca: String::new(),
+            tls_client_auth: false,
+            tls_server_name: String::new(),
         }
     }
 }
@@ -504,16 +556,19 @@ impl ServerConfig {
         let r = &self.replication;
         r.ack_mode()?;
         if let Some(addr) = r.listen_addr()? {
-            if !addr.ip().is_loopback() && !r.allow_plaintext {
+            let encrypted = !r.tls_cert.is_empty();
+            if !addr.ip().is_loopback() && !r.allow_plaintext && !encrypted {
                 return Err(ServerError::config(
                     "replication.listen, replication.allow_plaintext",
                     "a replication port off loopback carries every journaled command in the \
-                     clear (the handshake proves the secret but encrypts nothing, and TLS on \
-                     this port is not built yet): keep it on a private link or a tunnel \
-                     (WireGuard, SSH) and set replication.allow_plaintext = true to say so",
+                     clear (the handshake proves the secret but encrypts nothing): set \
+                     replication.tls_cert, tls_key and tls_ca, or keep it on a private link or \
+                     a tunnel (WireGuard, SSH) and set replication.allow_plaintext = true to \
+                     say so",
                 ));
             }
         }
+        r.tls()?;
         if !["halt", "degrade"].contains(&r.on_standby_loss.as_str()) {
             return Err(bad(
                 "replication.on_standby_loss",
@@ -855,6 +910,8 @@ mod tests {
             let e = load("", &sets).unwrap_err();
             assert!(format!("{e:#}").contains(key), "{set}: {e:#}");
         }
+        let e = load("", &["replication.tls_cert=\"/etc/surge/cert.pem\""]).unwrap_err();
+        assert!(format!("{e:#}").contains("replication.tls_ca"), "{e:#}");
         let e = load("", &["admin.tls_cert=\"/etc/surge/cert.pem\""]).unwrap_err();
         assert!(format!("{e:#}").contains("admin.tls_key"), "{e:#}");
         let e = load("", &["feed.listen=\"nowhere\""]).unwrap_err();

@@ -15,7 +15,6 @@ use engine::codec::{self, kind};
 use engine::{Request, TimestampNs};
 use replicator::checkpoints::{Comparer, Divergence};
 use replicator::follower::{self, AckSignal, Ended, Follower, Hello, Link, Progress, Sink};
-use replicator::net::TcpDialer;
 use replicator::ReplicationCode;
 
 use crate::node::{repl_code, Node};
@@ -98,6 +97,8 @@ const AUTO_PROMOTE_TIMEOUT: Duration = Duration::from_secs(5);
 pub struct FollowerThread {
     pub primary: SocketAddr,
     pub settings: replicator::Settings,
+    /// TCP, or TLS (`replication.tls_*`).
+    pub dialer: Arc<dyn replicator::net::Dialer>,
     pub name: String,
     pub auto_failover: bool,
     /// The engine configuration record's payload, to compare with the primary's.
@@ -185,8 +186,12 @@ impl FollowerThread {
                 last_seq,
                 hash: node.checkpoints.hash_at(last_seq).unwrap_or(0),
             };
-            let ended = match follower::handshake(&TcpDialer, self.primary, &self.settings, &hello)
-            {
+            let ended = match follower::handshake(
+                self.dialer.as_ref(),
+                self.primary,
+                &self.settings,
+                &hello,
+            ) {
                 Ok((stream, accepted)) => {
                     if accepted.config != self.config {
                         log::line(

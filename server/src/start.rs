@@ -13,6 +13,10 @@ use engine::ring::{RingBuilder, WaitStrategy};
 use engine::{Engine, EngineConfig};
 use journal::{IoMode, Storage};
 use replicator::net::TcpAcceptor;
+use replicator::tls::TlsAcceptor;
+
+/// How long a standby has for the TLS handshake at the replication port.
+const HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 use replicator::{Backlog, Epochs};
 
 use crate::config::{self, ServerConfig};
@@ -247,9 +251,13 @@ impl Server {
                 let addr = bound
                     .local_addr()
                     .map_err(|e| ServerError::io("the replication listener's address", e))?;
+                let listener: Box<dyn replicator::net::Listener> = match config.replication.tls()? {
+                    Some(tls) => Box::new(TlsAcceptor::new(bound, tls, HANDSHAKE_TIMEOUT)),
+                    None => Box::new(bound),
+                };
                 let primary = replicator::primary::Primary::start(
                     addr,
-                    Box::new(bound),
+                    listener,
                     config.replication.settings(),
                     replicator::primary::Sources {
                         backlog: backlog.clone(),
@@ -326,6 +334,7 @@ impl Server {
                     settings: config.replication.settings(),
                     name: config.replication.node.clone(),
                     auto_failover: config.replication.auto_failover(),
+                    dialer: config.replication.dialer()?,
                     config: config_record,
                     node: node.clone(),
                     shared: shared.clone(),

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use replicator::follower::{self, Ended, Hello};
-use replicator::net::{Stream, TcpDialer};
+use replicator::net::Stream;
 use replicator::wire::{self, Message};
 use replicator::Epochs;
 use replicator::ReplicationCode;
@@ -112,6 +112,7 @@ fn bootstrap(
     stop: &std::sync::atomic::AtomicBool,
 ) -> anyhow::Result<Option<engine::EngineConfig>> {
     let settings = config.replication.settings();
+    let dialer = config.replication.dialer()?;
     let hello = Hello {
         node: config.replication.node.clone(),
         epochs: Epochs {
@@ -123,7 +124,7 @@ fn bootstrap(
     };
     let mut said = false;
     while !stop.load(std::sync::atomic::Ordering::SeqCst) {
-        match follower::handshake(&TcpDialer, primary, &settings, &hello) {
+        match follower::handshake(dialer.as_ref(), primary, &settings, &hello) {
             Ok((mut stream, accepted)) => {
                 let engine = engine::codec::decode_config(&accepted.config)
                     .context("the primary's engine configuration")?;

@@ -12,3 +12,4 @@ mod partition;
 mod promotion_crash;
 #[path = "../common/scratch.rs"]
 mod scratch;
+mod tls;

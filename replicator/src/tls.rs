@@ -1,0 +1,398 @@
+//! TLS on the replication port (rustls): a `Conn` both threads of a session can use at once,
+//! a listener that makes every accepted connection TLS (and answers a plaintext standby with
+//! a clear refusal before closing), and a dialer for the standby side.
+//!
+//! One rustls connection is shared by the handles of a session. Encrypting and decrypting
+//! happen under its lock; the socket is never read or written under it, so a sender blocked
+//! on a full socket never stops the other thread from reading. Bytes leave in the order they
+//! were encrypted: a second lock (`send`) is taken before the connection's and held until the
+//! bytes are on the socket.
+
+use std::io::{self, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+
+use crate::code::ReplicationCode;
+use crate::net::{Conn, Dialer, Listener, Stream, TcpAcceptor, TcpDialer};
+use crate::wire::{self, Message};
+
+/// Bytes read from the socket at a time.
+const READ_CHUNK: usize = 32 << 10;
+/// The first byte of a TLS handshake record.
+const TLS_HANDSHAKE: u8 = 0x16;
+
+/// TLS settings for replication: this node's certificate and key (it serves them as a
+/// primary, and shows them as a standby when the primary asks), and the CA that signed the
+/// other node's.
+#[derive(Clone)]
+pub struct TlsSettings {
+    pub server: Arc<rustls::ServerConfig>,
+    pub client: Arc<rustls::ClientConfig>,
+    /// The name the standby checks the primary's certificate for; `None`: its address.
+    pub server_name: Option<String>,
+}
+
+impl TlsSettings {
+    /// From PEM files. With `require_client_cert` the primary takes only standbys whose
+    /// certificate `ca` signed.
+    pub fn from_files(
+        cert: &std::path::Path,
+        key: &std::path::Path,
+        ca: &std::path::Path,
+        require_client_cert: bool,
+        server_name: Option<String>,
+    ) -> Result<TlsSettings, String> {
+        let chain = CertificateDer::pem_file_iter(cert)
+            .and_then(|c| c.collect::<Result<Vec<_>, _>>())
+            .map_err(|e| format!("{}: not a PEM certificate chain: {e}", cert.display()))?;
+        let private = |path: &std::path::Path| {
+            PrivateKeyDer::from_pem_file(path)
+                .map_err(|e| format!("{}: not a PEM private key: {e}", path.display()))
+        };
+        let mut roots = rustls::RootCertStore::empty();
+        for c in CertificateDer::pem_file_iter(ca)
+            .map_err(|e| format!("{}: not a PEM file: {e}", ca.display()))?
+        {
+            let c = c.map_err(|e| format!("{}: {e}", ca.display()))?;
+            roots
+                .add(c)
+                .map_err(|e| format!("{}: not a CA certificate: {e}", ca.display()))?;
+        }
+        let roots = Arc::new(roots);
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let server = rustls::ServerConfig::builder_with_provider(provider.clone())
+            .with_safe_default_protocol_versions()
+            .map_err(|e| e.to_string())?;
+        let server = match require_client_cert {
+            true => {
+                let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+                    roots.clone(),
+                    provider.clone(),
+                )
+                .build()
+                .map_err(|e| e.to_string())?;
+                server.with_client_cert_verifier(verifier)
+            }
+            false => server.with_no_client_auth(),
+        }
+        .with_single_cert(chain.clone(), private(key)?)
+        .map_err(|e| format!("the certificate and the key do not go together: {e}"))?;
+        let client = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| e.to_string())?
+            .with_root_certificates(roots)
+            .with_client_auth_cert(chain, private(key)?)
+            .map_err(|e| format!("the certificate and the key do not go together: {e}"))?;
+        Ok(TlsSettings {
+            server: Arc::new(server),
+            client: Arc::new(client),
+            server_name,
+        })
+    }
+}
+
+struct Shared {
+    tls: Mutex<rustls::Connection>,
+    /// Held from encrypting to the bytes being on the socket.
+    send: Mutex<()>,
+}
+
+/// One handle on a TLS session.
+pub struct TlsConn {
+    tcp: TcpStream,
+    shared: Arc<Shared>,
+    /// Bytes read from the socket that the session has not taken yet.
+    raw: Vec<u8>,
+    raw_at: usize,
+}
+
+impl TlsConn {
+    /// Complete the handshake on `tcp` (within its timeouts).
+    fn establish(mut tcp: TcpStream, mut tls: rustls::Connection) -> io::Result<TlsConn> {
+        while tls.is_handshaking() {
+            tls.complete_io(&mut tcp)?;
+        }
+        Ok(TlsConn {
+            tcp,
+            shared: Arc::new(Shared {
+                tls: Mutex::new(tls),
+                send: Mutex::new(()),
+            }),
+            raw: Vec::new(),
+            raw_at: 0,
+        })
+    }
+
+    /// Send whatever the session has to say (under `send`, taken by the caller).
+    fn flush_tls(&self) -> io::Result<()> {
+        let mut out = Vec::new();
+        {
+            let mut tls = self.shared.tls.lock().expect("tls lock");
+            while tls.wants_write() {
+                tls.write_tls(&mut out)?;
+            }
+        }
+        (&self.tcp).write_all(&out)
+    }
+}
+
+impl Read for TlsConn {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        loop {
+            let must_send = {
+                let mut tls = self.shared.tls.lock().expect("tls lock");
+                match tls.reader().read(buf) {
+                    Ok(n) => return Ok(n),
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                    Err(e) => return Err(e),
+                }
+                if self.raw_at == self.raw.len() {
+                    None
+                } else {
+                    let taken = tls.read_tls(&mut &self.raw[self.raw_at..])?;
+                    self.raw_at += taken;
+                    tls.process_new_packets().map_err(|e| {
+                        // An alert after the handshake: most often the other side refused
+                        // this node's certificate.
+                        io::Error::other(format!(
+                            "{} ({}): {e}",
+                            ReplicationCode::TlsRequired.name(),
+                            ReplicationCode::TlsRequired.number()
+                        ))
+                    })?;
+                    Some(tls.wants_write())
+                }
+            };
+            match must_send {
+                // Fed the session: what it decrypted is read at the top.
+                Some(true) => {
+                    let _send = self.shared.send.lock().expect("send lock");
+                    self.flush_tls()?;
+                    continue;
+                }
+                Some(false) => continue,
+                None => {}
+            }
+            self.raw.resize(READ_CHUNK, 0);
+            let n = (&self.tcp).read(&mut self.raw)?;
+            self.raw.truncate(n);
+            self.raw_at = 0;
+            if n == 0 {
+                return Ok(0);
+            }
+        }
+    }
+}
+
+impl Write for TlsConn {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let _send = self.shared.send.lock().expect("send lock");
+        let n = self
+            .shared
+            .tls
+            .lock()
+            .expect("tls lock")
+            .writer()
+            .write(buf)?;
+        self.flush_tls()?;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        let _send = self.shared.send.lock().expect("send lock");
+        self.flush_tls()
+    }
+}
+
+impl Conn for TlsConn {
+    fn clone_conn(&self) -> io::Result<Stream> {
+        Ok(Box::new(TlsConn {
+            tcp: self.tcp.try_clone()?,
+            shared: self.shared.clone(),
+            raw: Vec::new(),
+            raw_at: 0,
+        }))
+    }
+
+    fn shutdown(&self) {
+        let _ = self.tcp.shutdown(Shutdown::Both);
+    }
+
+    fn set_read_timeout(&self, timeout: Option<Duration>) -> io::Result<()> {
+        self.tcp.set_read_timeout(timeout)
+    }
+
+    fn set_write_timeout(&self, timeout: Option<Duration>) -> io::Result<()> {
+        self.tcp.set_write_timeout(timeout)
+    }
+}
+
+/// Accepts TLS connections only. A peer whose first bytes are not a TLS handshake (a standby
+/// without TLS) gets a replication REFUSED with `TlsRequired` in plaintext, then is closed.
+pub struct TlsAcceptor {
+    tcp: TcpAcceptor,
+    tls: TlsSettings,
+    /// How long a connecting standby has for the TLS handshake.
+    handshake_timeout: Duration,
+}
+
+impl TlsAcceptor {
+    pub fn new(tcp: TcpAcceptor, tls: TlsSettings, handshake_timeout: Duration) -> TlsAcceptor {
+        TlsAcceptor {
+            tcp,
+            tls,
+            handshake_timeout,
+        }
+    }
+}
+
+impl Listener for TlsAcceptor {
+    fn accept(&self) -> io::Result<Option<(Stream, SocketAddr)>> {
+        let Some(((), peer, tcp)) = self.tcp.accept_tcp()? else {
+            return Ok(None);
+        };
+        tcp.set_read_timeout(Some(self.handshake_timeout))?;
+        tcp.set_write_timeout(Some(self.handshake_timeout))?;
+        let mut first = [0u8; 1];
+        let peeked = tcp.peek(&mut first)?;
+        if peeked == 1 && first[0] != TLS_HANDSHAKE {
+            refuse_plaintext(tcp);
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!(
+                    "{} ({}): {peer} spoke plaintext to a TLS replication port",
+                    ReplicationCode::TlsRequired.name(),
+                    ReplicationCode::TlsRequired.number()
+                ),
+            ));
+        }
+        let session =
+            rustls::ServerConnection::new(self.tls.server.clone()).map_err(io::Error::other)?;
+        let conn = TlsConn::establish(tcp, rustls::Connection::Server(session)).map_err(|e| {
+            io::Error::new(
+                e.kind(),
+                format!("TLS handshake with {peer} failed: {e} (its certificate, or its CA?)"),
+            )
+        })?;
+        Ok(Some((Box::new(conn), peer)))
+    }
+}
+
+/// Tell a plaintext standby, in its own protocol, why it is refused.
+fn refuse_plaintext(mut tcp: TcpStream) {
+    let refusal = Message::refuse(
+        ReplicationCode::TlsRequired,
+        "this primary's replication port speaks TLS only: set replication.tls_cert, tls_key \
+         and tls_ca on the standby too",
+    );
+    let _ = wire::send(&mut tcp, &refusal, &mut Vec::new());
+    let _ = tcp.shutdown(Shutdown::Both);
+}
+
+/// Dials the primary and completes a TLS handshake, checking its certificate.
+pub struct TlsDialer(pub TlsSettings);
+
+impl Dialer for TlsDialer {
+    fn dial(&self, addr: SocketAddr, timeout: Duration) -> io::Result<Stream> {
+        let tcp = TcpDialer::connect(addr, timeout)?;
+        tcp.set_read_timeout(Some(timeout))?;
+        tcp.set_write_timeout(Some(timeout))?;
+        let name = match &self.0.server_name {
+            Some(name) => ServerName::try_from(name.clone()),
+            None => Ok(ServerName::from(addr.ip())),
+        }
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
+        let session =
+            rustls::ClientConnection::new(self.0.client.clone(), name).map_err(io::Error::other)?;
+        let conn = TlsConn::establish(tcp, rustls::Connection::Client(session)).map_err(|e| {
+            io::Error::new(
+                e.kind(),
+                format!(
+                    "{} ({}): TLS handshake with the primary at {addr} failed: {e} (is TLS on \
+                     at the primary, and did this CA sign its certificate?)",
+                    ReplicationCode::TlsRequired.name(),
+                    ReplicationCode::TlsRequired.number()
+                ),
+            )
+        })?;
+        Ok(Box::new(conn))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::TcpListener;
+
+    fn settings(dir: &std::path::Path) -> TlsSettings {
+        let ca_key = rcgen::KeyPair::generate().unwrap();
+        let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        let ca = ca_params.self_signed(&ca_key).unwrap();
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = rcgen::CertificateParams::new(vec!["127.0.0.1".to_string()])
+            .unwrap()
+            .signed_by(&key, &ca, &ca_key)
+            .unwrap();
+        std::fs::write(dir.join("ca.pem"), ca.pem()).unwrap();
+        std::fs::write(dir.join("cert.pem"), cert.pem()).unwrap();
+        std::fs::write(dir.join("key.pem"), key.serialize_pem()).unwrap();
+        TlsSettings::from_files(
+            &dir.join("cert.pem"),
+            &dir.join("key.pem"),
+            &dir.join("ca.pem"),
+            true,
+            None,
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn both_threads_of_a_session_use_one_tls_connection() {
+        let dir = std::env::temp_dir().join(format!("surge-tls-unit-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let tls = settings(&dir);
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let acceptor = TlsAcceptor::new(
+            TcpAcceptor::new(listener).unwrap(),
+            tls.clone(),
+            Duration::from_secs(5),
+        );
+        let client = std::thread::spawn({
+            let tls = tls.clone();
+            move || {
+                let mut conn = TlsDialer(tls).dial(addr, Duration::from_secs(5)).unwrap();
+                let mut reader = conn.clone_conn().unwrap();
+                // One thread sends a megabyte while the other reads the echo back.
+                let sender = std::thread::spawn(move || {
+                    for i in 0..1024u32 {
+                        conn.write_all(&[i as u8; 1024]).unwrap();
+                    }
+                    conn
+                });
+                let mut got = vec![0u8; 1024 * 1024];
+                reader.read_exact(&mut got).unwrap();
+                let _ = sender.join().unwrap();
+                got
+            }
+        });
+        let (mut server, _) = loop {
+            if let Some(accepted) = acceptor.accept().unwrap() {
+                break accepted;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        };
+        let mut buf = vec![0u8; 1024 * 1024];
+        server.read_exact(&mut buf).unwrap();
+        server.write_all(&buf).unwrap();
+        let got = client.join().unwrap();
+        assert_eq!(got, buf);
+        assert!(got.chunks(1024).enumerate().all(|(i, c)| c[0] == i as u8));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}

@@ -1,0 +1,137 @@
+//! TLS on the replication link (`replication.tls_*`): a pair streams and converges over it
+//! with client certificates required; a standby without TLS, or with a certificate another CA
+//! signed, is refused with 421 `TLS_REQUIRED` on both sides and never streams.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::harness::{self, temp_dir};
+
+struct Pki {
+    ca: String,
+    cert: String,
+    key: String,
+}
+
+/// A CA and a certificate for 127.0.0.1 it signed, written into `dir`.
+fn pki(dir: &Path, name: &str) -> Pki {
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = rcgen::CertificateParams::new(vec!["127.0.0.1".to_string()])
+        .unwrap()
+        .signed_by(&key, &ca, &ca_key)
+        .unwrap();
+    let write = |file: &str, text: String| {
+        let path = dir.join(format!("{name}-{file}"));
+        std::fs::write(&path, text).unwrap();
+        path.display().to_string()
+    };
+    Pki {
+        ca: write("ca.pem", ca.pem()),
+        cert: write("cert.pem", cert.pem()),
+        key: write("key.pem", key.serialize_pem()),
+    }
+}
+
+fn tls_sets(pki: &Pki) -> Vec<String> {
+    vec![
+        format!("replication.tls_cert={:?}", pki.cert),
+        format!("replication.tls_key={:?}", pki.key),
+        format!("replication.tls_ca={:?}", pki.ca),
+        "replication.tls_client_auth=true".into(),
+    ]
+}
+
+/// A standby run for up to `within`: its log, once a line has `want` (or time ran out).
+fn standby_log(dir: &Path, primary: std::net::SocketAddr, sets: &[String], want: &str) -> String {
+    let mut c = Command::new(harness::exe());
+    c.args(["standby", "--primary", &primary.to_string()])
+        .args([
+            "--listen",
+            "127.0.0.1:0",
+            "--http",
+            "127.0.0.1:0",
+            "--data-dir",
+        ])
+        .arg(dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    for set in tools::serve_process::SMALL_ENGINE
+        .iter()
+        .copied()
+        .chain(sets.iter().map(String::as_str))
+    {
+        c.args(["--set", set]);
+    }
+    let mut child = c.spawn().unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let mut log = String::new();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < deadline && !log.contains(want) {
+        if let Ok(line) = rx.recv_timeout(Duration::from_millis(200)) {
+            log.push_str(&line);
+            log.push('\n');
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    log
+}
+
+#[test]
+fn a_pair_streams_over_tls_and_a_standby_without_it_is_refused_with_a_code() {
+    let (p, s) = (temp_dir("tls-primary"), temp_dir("tls-standby"));
+    let pair = pki(&p, "pair");
+    let mut sets = harness::pair_sets("durable", "degrade", &[]);
+    sets.extend(tls_sets(&pair));
+    let first = harness::primary(&p, &sets);
+    let second = harness::standby(&s, &first, &sets);
+    harness::wait_streaming(&first);
+    harness::add_sku(&first, 1, 5);
+    harness::place_orders(&first, 2, 5, 2_000);
+    harness::assert_converged(&first, &second);
+    drop(second);
+
+    // A standby without TLS: the primary answers it in plaintext with 421, and says so.
+    let plain = harness::pair_sets("durable", "degrade", &[]);
+    let said = standby_log(
+        &temp_dir("tls-plain"),
+        first.replication.unwrap(),
+        &plain,
+        "421",
+    );
+    assert!(said.contains("TLS_REQUIRED"), "{said}");
+    harness::wait_for(Duration::from_secs(10), "the primary's log line", || {
+        first
+            .logs()
+            .iter()
+            .any(|l| l.contains("event=replication_accept_failed") && l.contains("code=421"))
+    });
+
+    // A standby whose certificate another CA signed: the handshake fails, nothing streams.
+    let stranger = pki(&p, "stranger");
+    let mut other = harness::pair_sets("durable", "degrade", &[]);
+    other.extend(tls_sets(&Pki {
+        ca: pair.ca.clone(),
+        ..stranger
+    }));
+    let said = standby_log(
+        &temp_dir("tls-stranger"),
+        first.replication.unwrap(),
+        &other,
+        "421",
+    );
+    assert!(said.contains("421"), "{said}");
+    assert_ne!(harness::health(&first)["standby"], "streaming");
+}
