@@ -150,14 +150,10 @@ fn accept_loop(listener: Box<dyn Listener>, session: Arc<Session>) {
             }
             Ok(None) => std::thread::sleep(ACCEPT_POLL),
             Err(e) => {
-                // A plaintext standby at a TLS port, a failed TLS handshake: say so.
-                let code = (e.kind() == std::io::ErrorKind::InvalidData
-                    || e.to_string().contains("TLS"))
-                .then_some(ReplicationCode::TlsRequired);
                 session.hooks.log(
                     Level::Warn,
                     "replication_accept_failed",
-                    code,
+                    None,
                     &format!("error={:?}", e.to_string()),
                 );
                 std::thread::sleep(ACCEPT_POLL);
@@ -197,10 +193,16 @@ fn serve(mut stream: Stream, peer: SocketAddr, session: &Arc<Session>) {
             return;
         }
         Err(e) => {
+            // With TLS the handshake happens at this first read: a plaintext standby, or a
+            // certificate the CA did not sign, fails here.
+            let tls = e.to_string().contains(ReplicationCode::TlsRequired.name());
             hooks.log(
                 Level::Warn,
                 "replication_handshake_failed",
-                Some(ReplicationCode::BadFrame),
+                Some(match tls {
+                    true => ReplicationCode::TlsRequired,
+                    false => ReplicationCode::BadFrame,
+                }),
                 &format!("peer={peer} error=\"{e}\""),
             );
             return;

@@ -10,6 +10,7 @@
 
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -49,6 +50,17 @@ impl TlsSettings {
         let chain = CertificateDer::pem_file_iter(cert)
             .and_then(|c| c.collect::<Result<Vec<_>, _>>())
             .map_err(|e| format!("{}: not a PEM certificate chain: {e}", cert.display()))?;
+        if chain.is_empty() {
+            return Err(format!("{}: no certificate in it", cert.display()));
+        }
+        let server_name = match server_name {
+            Some(name) => Some(
+                ServerName::try_from(name.clone())
+                    .map(|_| name)
+                    .map_err(|e| format!("tls_server_name: {e}"))?,
+            ),
+            None => None,
+        };
         let private = |path: &std::path::Path| {
             PrivateKeyDer::from_pem_file(path)
                 .map_err(|e| format!("{}: not a PEM private key: {e}", path.display()))
@@ -61,6 +73,9 @@ impl TlsSettings {
             roots
                 .add(c)
                 .map_err(|e| format!("{}: not a CA certificate: {e}", ca.display()))?;
+        }
+        if roots.is_empty() {
+            return Err(format!("{}: no CA certificate in it", ca.display()));
         }
         let roots = Arc::new(roots);
         let provider = Arc::new(rustls::crypto::ring::default_provider());
@@ -99,36 +114,90 @@ struct Shared {
     tls: Mutex<rustls::Connection>,
     /// Held from encrypting to the bytes being on the socket.
     send: Mutex<()>,
+    /// Ciphertext read from the socket and not yet taken by the session; held by a reader
+    /// across its socket read (only readers take it), so no handle's bytes are lost or
+    /// reordered, whichever handle reads next.
+    recv: Mutex<Received>,
+    /// A write to the socket failed part-way: the stream has a hole, nothing more may go.
+    broken: AtomicBool,
+}
+
+#[derive(Default)]
+struct Received {
+    bytes: Vec<u8>,
+    at: usize,
+    /// Where the socket is read into; swapped in only when a read succeeds (a read that
+    /// times out leaves everything as it was).
+    spare: Vec<u8>,
 }
 
 /// One handle on a TLS session.
 pub struct TlsConn {
     tcp: TcpStream,
     shared: Arc<Shared>,
-    /// Bytes read from the socket that the session has not taken yet.
-    raw: Vec<u8>,
-    raw_at: usize,
+}
+
+fn tls_error(e: impl std::fmt::Display) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::InvalidData,
+        format!(
+            "{} ({}): {e}",
+            ReplicationCode::TlsRequired.name(),
+            ReplicationCode::TlsRequired.number()
+        ),
+    )
 }
 
 impl TlsConn {
     /// Complete the handshake on `tcp` (within its timeouts).
-    fn establish(mut tcp: TcpStream, mut tls: rustls::Connection) -> io::Result<TlsConn> {
+    fn establish(
+        mut tcp: TcpStream,
+        mut tls: rustls::Connection,
+        within: Duration,
+    ) -> io::Result<TlsConn> {
+        // One deadline for the whole handshake: a peer sending a byte at a time gets no more.
+        let deadline = std::time::Instant::now() + within;
+        let (read_timeout, write_timeout) = (tcp.read_timeout()?, tcp.write_timeout()?);
         while tls.is_handshaking() {
-            tls.complete_io(&mut tcp)?;
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            if left.is_zero() {
+                return Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    format!("the TLS handshake took longer than {within:?}"),
+                ));
+            }
+            tcp.set_read_timeout(Some(left))?;
+            tcp.set_write_timeout(Some(left))?;
+            if let Err(e) = tls.complete_io(&mut tcp) {
+                // Say why to the other side (a queued alert), then fail.
+                while tls.wants_write() && tls.write_tls(&mut tcp).is_ok() {}
+                return Err(match e.kind() {
+                    io::ErrorKind::InvalidData => tls_error(e),
+                    _ => e,
+                });
+            }
         }
+        tcp.set_read_timeout(read_timeout)?;
+        tcp.set_write_timeout(write_timeout)?;
         Ok(TlsConn {
             tcp,
             shared: Arc::new(Shared {
                 tls: Mutex::new(tls),
                 send: Mutex::new(()),
+                recv: Mutex::new(Received::default()),
+                broken: AtomicBool::new(false),
             }),
-            raw: Vec::new(),
-            raw_at: 0,
         })
     }
 
     /// Send whatever the session has to say (under `send`, taken by the caller).
     fn flush_tls(&self) -> io::Result<()> {
+        if self.shared.broken.load(SeqCst) {
+            return Err(io::Error::new(
+                io::ErrorKind::BrokenPipe,
+                "an earlier write to this TLS session failed part-way",
+            ));
+        }
         let mut out = Vec::new();
         {
             let mut tls = self.shared.tls.lock().expect("tls lock");
@@ -136,39 +205,42 @@ impl TlsConn {
                 tls.write_tls(&mut out)?;
             }
         }
-        (&self.tcp).write_all(&out)
+        (&self.tcp).write_all(&out).inspect_err(|_| {
+            self.shared.broken.store(true, SeqCst);
+        })
     }
 }
 
 impl Read for TlsConn {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let mut recv = self.shared.recv.lock().expect("recv lock");
         loop {
-            let must_send = {
+            let fed = {
                 let mut tls = self.shared.tls.lock().expect("tls lock");
                 match tls.reader().read(buf) {
                     Ok(n) => return Ok(n),
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
                     Err(e) => return Err(e),
                 }
-                if self.raw_at == self.raw.len() {
+                if recv.at == recv.bytes.len() {
                     None
                 } else {
-                    let taken = tls.read_tls(&mut &self.raw[self.raw_at..])?;
-                    self.raw_at += taken;
-                    tls.process_new_packets().map_err(|e| {
-                        // An alert after the handshake: most often the other side refused
-                        // this node's certificate.
-                        io::Error::other(format!(
-                            "{} ({}): {e}",
-                            ReplicationCode::TlsRequired.name(),
-                            ReplicationCode::TlsRequired.number()
-                        ))
-                    })?;
-                    Some(tls.wants_write())
+                    let Received { bytes, at, .. } = &mut *recv;
+                    *at += tls.read_tls(&mut &bytes[*at..])?;
+                    match tls.process_new_packets() {
+                        Ok(_) => Some(tls.wants_write()),
+                        Err(e) => {
+                            drop(tls);
+                            // The alert rustls queued tells the other side why.
+                            let _send = self.shared.send.lock().expect("send lock");
+                            let _ = self.flush_tls();
+                            return Err(tls_error(e));
+                        }
+                    }
                 }
             };
-            match must_send {
-                // Fed the session: what it decrypted is read at the top.
+            match fed {
+                // What the session decrypted is read at the top.
                 Some(true) => {
                     let _send = self.shared.send.lock().expect("send lock");
                     self.flush_tls()?;
@@ -177,13 +249,15 @@ impl Read for TlsConn {
                 Some(false) => continue,
                 None => {}
             }
-            self.raw.resize(READ_CHUNK, 0);
-            let n = (&self.tcp).read(&mut self.raw)?;
-            self.raw.truncate(n);
-            self.raw_at = 0;
+            let Received { bytes, at, spare } = &mut *recv;
+            spare.resize(READ_CHUNK, 0);
+            let n = (&self.tcp).read(spare)?;
             if n == 0 {
                 return Ok(0);
             }
+            spare.truncate(n);
+            std::mem::swap(bytes, spare);
+            *at = 0;
         }
     }
 }
@@ -191,6 +265,9 @@ impl Read for TlsConn {
 impl Write for TlsConn {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         let _send = self.shared.send.lock().expect("send lock");
+        if self.shared.broken.load(SeqCst) {
+            return self.flush_tls().map(|()| 0);
+        }
         let n = self
             .shared
             .tls
@@ -213,8 +290,6 @@ impl Conn for TlsConn {
         Ok(Box::new(TlsConn {
             tcp: self.tcp.try_clone()?,
             shared: self.shared.clone(),
-            raw: Vec::new(),
-            raw_at: 0,
         }))
     }
 
@@ -231,12 +306,14 @@ impl Conn for TlsConn {
     }
 }
 
-/// Accepts TLS connections only. A peer whose first bytes are not a TLS handshake (a standby
-/// without TLS) gets a replication REFUSED with `TlsRequired` in plaintext, then is closed.
+/// Accepts TLS connections only. The handshake happens on the connection's own thread, at
+/// its first read or write (`LazyTls`), so a slow or silent peer never holds up the accept
+/// loop. A peer whose first bytes are not a TLS handshake (a standby without TLS) gets a
+/// replication REFUSED with `TlsRequired` in plaintext, then is closed.
 pub struct TlsAcceptor {
     tcp: TcpAcceptor,
     tls: TlsSettings,
-    /// How long a connecting standby has for the TLS handshake.
+    /// How long a connecting standby has for the whole TLS handshake.
     handshake_timeout: Duration,
 }
 
@@ -255,30 +332,113 @@ impl Listener for TlsAcceptor {
         let Some(((), peer, tcp)) = self.tcp.accept_tcp()? else {
             return Ok(None);
         };
-        tcp.set_read_timeout(Some(self.handshake_timeout))?;
-        tcp.set_write_timeout(Some(self.handshake_timeout))?;
-        let mut first = [0u8; 1];
-        let peeked = tcp.peek(&mut first)?;
-        if peeked == 1 && first[0] != TLS_HANDSHAKE {
-            refuse_plaintext(tcp);
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidData,
-                format!(
-                    "{} ({}): {peer} spoke plaintext to a TLS replication port",
-                    ReplicationCode::TlsRequired.name(),
-                    ReplicationCode::TlsRequired.number()
-                ),
-            ));
+        let lazy = LazyTls {
+            state: Lazy::Pending {
+                tcp,
+                config: self.tls.server.clone(),
+                within: self.handshake_timeout,
+                peer,
+            },
+        };
+        Ok(Some((Box::new(lazy), peer)))
+    }
+}
+
+/// An accepted connection whose TLS handshake has not happened yet.
+struct LazyTls {
+    state: Lazy,
+}
+
+enum Lazy {
+    Pending {
+        tcp: TcpStream,
+        config: Arc<rustls::ServerConfig>,
+        within: Duration,
+        peer: SocketAddr,
+    },
+    Ready(TlsConn),
+    Failed(TcpStream),
+}
+
+impl LazyTls {
+    fn ready(&mut self) -> io::Result<&mut TlsConn> {
+        if let Lazy::Pending { tcp, .. } = &self.state {
+            let failed = Lazy::Failed(tcp.try_clone()?);
+            let Lazy::Pending {
+                tcp,
+                config,
+                within,
+                peer,
+            } = std::mem::replace(&mut self.state, failed)
+            else {
+                unreachable!("checked")
+            };
+            let mut first = [0u8; 1];
+            if tcp.peek(&mut first)? == 1 && first[0] != TLS_HANDSHAKE {
+                refuse_plaintext(tcp);
+                return Err(tls_error(format!(
+                    "{peer} spoke plaintext to a TLS replication port"
+                )));
+            }
+            let session = rustls::ServerConnection::new(config).map_err(io::Error::other)?;
+            let conn = TlsConn::establish(tcp, rustls::Connection::Server(session), within)
+                .map_err(|e| io::Error::new(e.kind(), format!("TLS handshake with {peer}: {e}")))?;
+            self.state = Lazy::Ready(conn);
         }
-        let session =
-            rustls::ServerConnection::new(self.tls.server.clone()).map_err(io::Error::other)?;
-        let conn = TlsConn::establish(tcp, rustls::Connection::Server(session)).map_err(|e| {
-            io::Error::new(
-                e.kind(),
-                format!("TLS handshake with {peer} failed: {e} (its certificate, or its CA?)"),
-            )
-        })?;
-        Ok(Some((Box::new(conn), peer)))
+        match &mut self.state {
+            Lazy::Ready(conn) => Ok(conn),
+            _ => Err(io::Error::new(
+                io::ErrorKind::NotConnected,
+                "the TLS handshake failed",
+            )),
+        }
+    }
+
+    fn tcp(&self) -> &TcpStream {
+        match &self.state {
+            Lazy::Pending { tcp, .. } | Lazy::Failed(tcp) => tcp,
+            Lazy::Ready(conn) => &conn.tcp,
+        }
+    }
+}
+
+impl Read for LazyTls {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.ready()?.read(buf)
+    }
+}
+
+impl Write for LazyTls {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.ready()?.write(buf)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.ready()?.flush()
+    }
+}
+
+impl Conn for LazyTls {
+    fn clone_conn(&self) -> io::Result<Stream> {
+        match &self.state {
+            Lazy::Ready(conn) => conn.clone_conn(),
+            _ => Err(io::Error::new(
+                io::ErrorKind::NotConnected,
+                "no TLS session to share before the handshake",
+            )),
+        }
+    }
+
+    fn shutdown(&self) {
+        let _ = self.tcp().shutdown(Shutdown::Both);
+    }
+
+    fn set_read_timeout(&self, timeout: Option<Duration>) -> io::Result<()> {
+        self.tcp().set_read_timeout(timeout)
+    }
+
+    fn set_write_timeout(&self, timeout: Option<Duration>) -> io::Result<()> {
+        self.tcp().set_write_timeout(timeout)
     }
 }
 
@@ -290,7 +450,12 @@ fn refuse_plaintext(mut tcp: TcpStream) {
          and tls_ca on the standby too",
     );
     let _ = wire::send(&mut tcp, &refusal, &mut Vec::new());
-    let _ = tcp.shutdown(Shutdown::Both);
+    // Close our side and drain theirs briefly: closing with their HELLO unread would reset
+    // the connection and could drop the refusal before it is read.
+    let _ = tcp.shutdown(Shutdown::Write);
+    let _ = tcp.set_read_timeout(Some(Duration::from_millis(200)));
+    let mut sink = [0u8; 1024];
+    while matches!(tcp.read(&mut sink), Ok(n) if n > 0) {}
 }
 
 /// Dials the primary and completes a TLS handshake, checking its certificate.
@@ -308,17 +473,16 @@ impl Dialer for TlsDialer {
         .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
         let session =
             rustls::ClientConnection::new(self.0.client.clone(), name).map_err(io::Error::other)?;
-        let conn = TlsConn::establish(tcp, rustls::Connection::Client(session)).map_err(|e| {
-            io::Error::new(
-                e.kind(),
-                format!(
-                    "{} ({}): TLS handshake with the primary at {addr} failed: {e} (is TLS on \
-                     at the primary, and did this CA sign its certificate?)",
-                    ReplicationCode::TlsRequired.name(),
-                    ReplicationCode::TlsRequired.number()
-                ),
-            )
-        })?;
+        let conn =
+            TlsConn::establish(tcp, rustls::Connection::Client(session), timeout).map_err(|e| {
+                io::Error::new(
+                    e.kind(),
+                    format!(
+                        "TLS handshake with the primary at {addr} failed: {e} (is TLS on at the \
+                     primary, and did this CA sign its certificate?)"
+                    ),
+                )
+            })?;
         Ok(Box::new(conn))
     }
 }
@@ -377,8 +541,8 @@ mod tests {
                 });
                 let mut got = vec![0u8; 1024 * 1024];
                 reader.read_exact(&mut got).unwrap();
-                let _ = sender.join().unwrap();
-                got
+                let conn = sender.join().unwrap();
+                (got, conn)
             }
         });
         let (mut server, _) = loop {
@@ -390,8 +554,33 @@ mod tests {
         let mut buf = vec![0u8; 1024 * 1024];
         server.read_exact(&mut buf).unwrap();
         server.write_all(&buf).unwrap();
-        let got = client.join().unwrap();
+        let (got, conn) = client.join().unwrap();
+        let peer = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(150));
+            conn
+        });
         assert_eq!(got, buf);
+        // An idle link: reads time out (the follower reads with its heartbeat as timeout)
+        // and the session goes on unharmed.
+        server
+            .set_read_timeout(Some(Duration::from_millis(30)))
+            .unwrap();
+        let mut one = [0u8; 1];
+        for _ in 0..3 {
+            let e = server.read(&mut one).unwrap_err();
+            assert!(matches!(
+                e.kind(),
+                io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+            ));
+        }
+        let mut tail = peer.join().unwrap();
+        tail.write_all(b"after the silence").unwrap();
+        let mut after = [0u8; 17];
+        server
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+        server.read_exact(&mut after).unwrap();
+        assert_eq!(&after, b"after the silence");
         assert!(got.chunks(1024).enumerate().all(|(i, c)| c[0] == i as u8));
         let _ = std::fs::remove_dir_all(&dir);
     }

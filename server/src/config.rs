@@ -251,6 +251,13 @@ impl ReplicationSection {
             .count();
         let keys = "replication.tls_cert, replication.tls_key, replication.tls_ca";
         match set {
+            0 if self.tls_client_auth || !self.tls_server_name.is_empty() => {
+                return Err(ServerError::config(
+                    "replication.tls_client_auth, replication.tls_server_name",
+                    "these say how TLS is checked, but TLS is off: set replication.tls_cert, \
+                     tls_key and tls_ca too, or leave them out",
+                ))
+            }
             0 => return Ok(None),
             3 => {}
             _ => {
