@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Check the deployment files with the real tools: the systemd units (every
-# deploy/systemd/*.service: surge.service, the primary, and surge-standby.service, the hot
-# standby) with `systemd-analyze verify` (pointed at a built surge binary, since verify
+# deploy/systemd/*.service: surge.service, the primary; surge-standby.service, the hot
+# standby; surge-sink.service, the order-history sink) with `systemd-analyze verify` (pointed at a built surge binary, since verify
 # checks that ExecStart exists) and the Prometheus alert rules with `promtool check rules`
 # and their unit test (`promtool test rules`: the limit alert fires past 80%).
 # Any warning fails. Usage: deploy/verify.sh [path/to/surge]
