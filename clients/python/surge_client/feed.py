@@ -15,7 +15,7 @@ from __future__ import annotations
 import socket
 import struct
 from dataclasses import dataclass
-from typing import Iterator
+from typing import Iterator, Sequence
 
 from . import wire
 from .codes import Code
@@ -121,10 +121,23 @@ def decode_feed(body: bytes) -> FeedFrame:
 
 class Feed:
     """One subscription to a node's feed port: iterate over its FEED frames. With
-    ``follow=False`` it ends at the node's head of the moment it began."""
+    ``follow=False`` it ends at the node's head of the moment it began. `address` may be a
+    list (a standby's feed port first): the first node that answers and still holds the
+    events after `after` serves the subscription; every node serves the same feed."""
 
-    def __init__(self, address: str, after: int = 0, follow: bool = True,
+    def __init__(self, address: "str | Sequence[str]", after: int = 0, follow: bool = True,
                  timeout: float | None = 30.0):
+        addresses = [address] if isinstance(address, str) else list(address)
+        last: Exception | None = None
+        for one in addresses:
+            try:
+                self._subscribe(one, after, follow, timeout)
+                return
+            except (OSError, FeedError, EOFError) as e:
+                last = e
+        raise last if last else FeedError(0, "no address given")
+
+    def _subscribe(self, address: str, after: int, follow: bool, timeout: float | None):
         host, port = address.rsplit(":", 1)
         self.sock = socket.create_connection((host, int(port)), timeout=10)
         self.sock.settimeout(timeout)
@@ -138,6 +151,7 @@ class Feed:
         if after < self.begins_after:
             kind, body = self._frame()
             code, message = wire.decode_error(body) if kind == wire.ERROR else (0, "no ERROR")
+            self.sock.close()
             raise FeedError(code, message, self.begins_after)
 
     def _frame(self) -> tuple[int, bytes]:
