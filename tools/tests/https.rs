@@ -3,6 +3,8 @@
 //! unknown CA refused; a key that does not match its certificate refused at start, by name.
 //! Its own test binary: the admin client's CA is chosen once per process.
 
+#[path = "common/pki.rs"]
+mod pki;
 #[path = "common/scratch.rs"]
 mod scratch;
 
@@ -15,44 +17,11 @@ use tools::serve_process::ServeProcess;
 
 const SURGE: &str = env!("CARGO_BIN_EXE_surge");
 
-struct Pem {
-    ca: String,
-    cert: String,
-    key: String,
-}
-
-/// A CA, and a certificate for 127.0.0.1 it signed.
-fn pki() -> Pem {
-    let ca_key = rcgen::KeyPair::generate().unwrap();
-    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    let ca = ca_params.self_signed(&ca_key).unwrap();
-    let key = rcgen::KeyPair::generate().unwrap();
-    let cert = rcgen::CertificateParams::new(vec!["127.0.0.1".to_string()])
-        .unwrap()
-        .signed_by(&key, &ca, &ca_key)
-        .unwrap();
-    Pem {
-        ca: ca.pem(),
-        cert: cert.pem(),
-        key: key.serialize_pem(),
-    }
-}
-
-fn write(dir: &Path, name: &str, text: &str) -> String {
-    let path = dir.join(name);
-    std::fs::write(&path, text).unwrap();
-    path.display().to_string()
-}
-
 #[test]
 fn the_http_port_speaks_https_only_with_a_certificate() {
     let dir = scratch::ScratchDir::new("https", "port");
-    let pem = pki();
-    let cert = write(&dir, "cert.pem", &pem.cert);
-    let key = write(&dir, "key.pem", &pem.key);
-    let ca = write(&dir, "ca.pem", &pem.ca);
-    let other_ca = write(&dir, "other-ca.pem", &pki().ca);
+    let pki::Pki { ca, cert, key } = pki::pki(&dir, "node");
+    let other_ca = pki::pki(&dir, "other").ca;
     let sets = [
         format!("admin.tls_cert={cert:?}"),
         format!("admin.tls_key={key:?}"),
@@ -105,8 +74,8 @@ fn the_http_port_speaks_https_only_with_a_certificate() {
 #[test]
 fn a_key_that_is_not_the_certificates_is_refused_by_name() {
     let dir = scratch::ScratchDir::new("https", "mismatch");
-    let cert = write(&dir, "cert.pem", &pki().cert);
-    let key = write(&dir, "key.pem", &pki().key);
+    let cert = pki::pki(&dir, "one").cert;
+    let key = pki::pki(&dir, "two").key;
     let out = Command::new(SURGE)
         .args([
             "serve",

@@ -9,6 +9,8 @@ mod handshake;
 mod harness;
 mod journals;
 mod partition;
+#[path = "../common/pki.rs"]
+mod pki;
 mod promotion_crash;
 #[path = "../common/scratch.rs"]
 mod scratch;

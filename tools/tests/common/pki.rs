@@ -1,0 +1,35 @@
+//! Certificates for the TLS tests: a CA, and a certificate for 127.0.0.1 it signed, made
+//! with rcgen and written as PEM files.
+
+use std::path::Path;
+
+/// PEM file paths.
+pub struct Pki {
+    pub ca: String,
+    pub cert: String,
+    pub key: String,
+}
+
+/// A new CA and a certificate for 127.0.0.1 it signed, written into `dir` as
+/// `{name}-ca.pem`, `{name}-cert.pem` and `{name}-key.pem`.
+pub fn pki(dir: &Path, name: &str) -> Pki {
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = rcgen::CertificateParams::new(vec!["127.0.0.1".to_string()])
+        .unwrap()
+        .signed_by(&key, &ca, &ca_key)
+        .unwrap();
+    let write = |file: &str, text: String| {
+        let path = dir.join(format!("{name}-{file}"));
+        std::fs::write(&path, text).unwrap();
+        path.display().to_string()
+    };
+    Pki {
+        ca: write("ca.pem", ca.pem()),
+        cert: write("cert.pem", cert.pem()),
+        key: write("key.pem", key.serialize_pem()),
+    }
+}
