@@ -195,7 +195,7 @@ fn serve(mut stream: Stream, peer: SocketAddr, session: &Arc<Session>) {
         Err(e) => {
             // With TLS the handshake happens at this first read: a plaintext standby, or a
             // certificate the CA did not sign, fails here.
-            let tls = e.to_string().contains(ReplicationCode::TlsRequired.name());
+            let tls = crate::tls::is_tls_failure(&e);
             hooks.log(
                 Level::Warn,
                 "replication_handshake_failed",

@@ -10,6 +10,7 @@
 
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -41,18 +42,13 @@ impl TlsSettings {
     /// From PEM files. With `require_client_cert` the primary takes only standbys whose
     /// certificate `ca` signed.
     pub fn from_files(
-        cert: &std::path::Path,
-        key: &std::path::Path,
-        ca: &std::path::Path,
+        cert: &Path,
+        key: &Path,
+        ca: &Path,
         require_client_cert: bool,
         server_name: Option<String>,
     ) -> Result<TlsSettings, String> {
-        let chain = CertificateDer::pem_file_iter(cert)
-            .and_then(|c| c.collect::<Result<Vec<_>, _>>())
-            .map_err(|e| format!("{}: not a PEM certificate chain: {e}", cert.display()))?;
-        if chain.is_empty() {
-            return Err(format!("{}: no certificate in it", cert.display()));
-        }
+        let chain = pem_chain(cert)?;
         let server_name = match server_name {
             Some(name) => Some(
                 ServerName::try_from(name.clone())
@@ -61,23 +57,7 @@ impl TlsSettings {
             ),
             None => None,
         };
-        let private = |path: &std::path::Path| {
-            PrivateKeyDer::from_pem_file(path)
-                .map_err(|e| format!("{}: not a PEM private key: {e}", path.display()))
-        };
-        let mut roots = rustls::RootCertStore::empty();
-        for c in CertificateDer::pem_file_iter(ca)
-            .map_err(|e| format!("{}: not a PEM file: {e}", ca.display()))?
-        {
-            let c = c.map_err(|e| format!("{}: {e}", ca.display()))?;
-            roots
-                .add(c)
-                .map_err(|e| format!("{}: not a CA certificate: {e}", ca.display()))?;
-        }
-        if roots.is_empty() {
-            return Err(format!("{}: no CA certificate in it", ca.display()));
-        }
-        let roots = Arc::new(roots);
+        let roots = Arc::new(pem_roots(ca)?);
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let server = rustls::ServerConfig::builder_with_provider(provider.clone())
             .with_safe_default_protocol_versions()
@@ -94,13 +74,13 @@ impl TlsSettings {
             }
             false => server.with_no_client_auth(),
         }
-        .with_single_cert(chain.clone(), private(key)?)
+        .with_single_cert(chain.clone(), pem_key(key)?)
         .map_err(|e| format!("the certificate and the key do not go together: {e}"))?;
         let client = rustls::ClientConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
             .map_err(|e| e.to_string())?
             .with_root_certificates(roots)
-            .with_client_auth_cert(chain, private(key)?)
+            .with_client_auth_cert(chain, pem_key(key)?)
             .map_err(|e| format!("the certificate and the key do not go together: {e}"))?;
         Ok(TlsSettings {
             server: Arc::new(server),
@@ -108,6 +88,40 @@ impl TlsSettings {
             server_name,
         })
     }
+}
+
+/// A PEM certificate chain (at least one certificate).
+pub fn pem_chain(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
+    let chain = CertificateDer::pem_file_iter(path)
+        .and_then(|c| c.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| format!("{}: not a PEM certificate chain: {e}", path.display()))?;
+    if chain.is_empty() {
+        return Err(format!("{}: no certificate in it", path.display()));
+    }
+    Ok(chain)
+}
+
+/// A PEM private key.
+pub fn pem_key(path: &Path) -> Result<PrivateKeyDer<'static>, String> {
+    PrivateKeyDer::from_pem_file(path)
+        .map_err(|e| format!("{}: not a PEM private key: {e}", path.display()))
+}
+
+/// The CA certificates of a PEM file (at least one), as trust roots.
+pub fn pem_roots(path: &Path) -> Result<rustls::RootCertStore, String> {
+    let mut roots = rustls::RootCertStore::empty();
+    for c in CertificateDer::pem_file_iter(path)
+        .map_err(|e| format!("{}: not a PEM file: {e}", path.display()))?
+    {
+        let c = c.map_err(|e| format!("{}: {e}", path.display()))?;
+        roots
+            .add(c)
+            .map_err(|e| format!("{}: not a CA certificate: {e}", path.display()))?;
+    }
+    if roots.is_empty() {
+        return Err(format!("{}: no CA certificate in it", path.display()));
+    }
+    Ok(roots)
 }
 
 struct Shared {
@@ -137,15 +151,37 @@ pub struct TlsConn {
     shared: Arc<Shared>,
 }
 
+/// A failed TLS link: a handshake refused, a plaintext peer, an alert. What 421
+/// `TLS_REQUIRED` reports; `is_tls_failure` finds it inside an `io::Error`.
+#[derive(Debug)]
+pub struct TlsFailure(pub String);
+
+impl std::fmt::Display for TlsFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let code = ReplicationCode::TlsRequired;
+        write!(f, "{} ({}): {}", code.name(), code.number(), self.0)
+    }
+}
+
+impl std::error::Error for TlsFailure {}
+
+pub fn is_tls_failure(e: &io::Error) -> bool {
+    e.get_ref().is_some_and(|inner| inner.is::<TlsFailure>())
+}
+
 fn tls_error(e: impl std::fmt::Display) -> io::Error {
-    io::Error::new(
-        io::ErrorKind::InvalidData,
-        format!(
-            "{} ({}): {e}",
-            ReplicationCode::TlsRequired.name(),
-            ReplicationCode::TlsRequired.number()
-        ),
-    )
+    io::Error::new(io::ErrorKind::InvalidData, TlsFailure(e.to_string()))
+}
+
+/// `e` with `context` before it, keeping it a `TlsFailure` if it was one.
+fn in_context(e: io::Error, context: &str) -> io::Error {
+    match e
+        .get_ref()
+        .and_then(|inner| inner.downcast_ref::<TlsFailure>())
+    {
+        Some(failure) => tls_error(format!("{context}: {}", failure.0)),
+        None => io::Error::new(e.kind(), format!("{context}: {e}")),
+    }
 }
 
 impl TlsConn {
@@ -382,7 +418,7 @@ impl LazyTls {
             }
             let session = rustls::ServerConnection::new(config).map_err(io::Error::other)?;
             let conn = TlsConn::establish(tcp, rustls::Connection::Server(session), within)
-                .map_err(|e| io::Error::new(e.kind(), format!("TLS handshake with {peer}: {e}")))?;
+                .map_err(|e| in_context(e, &format!("TLS handshake with {peer}")))?;
             self.state = Lazy::Ready(conn);
         }
         match &mut self.state {
@@ -475,11 +511,11 @@ impl Dialer for TlsDialer {
             rustls::ClientConnection::new(self.0.client.clone(), name).map_err(io::Error::other)?;
         let conn =
             TlsConn::establish(tcp, rustls::Connection::Client(session), timeout).map_err(|e| {
-                io::Error::new(
-                    e.kind(),
-                    format!(
-                        "TLS handshake with the primary at {addr} failed: {e} (is TLS on at the \
-                     primary, and did this CA sign its certificate?)"
+                in_context(
+                    e,
+                    &format!(
+                        "TLS handshake with the primary at {addr} (is TLS on at the primary, \
+                         and did this CA sign its certificate?)"
                     ),
                 )
             })?;

@@ -11,8 +11,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use anyhow::Context;
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, ServerName};
+use rustls::pki_types::ServerName;
 
 /// The TLS client config, once a CA is named (`None`: plain HTTP).
 static TLS: OnceLock<Option<Arc<rustls::ClientConfig>>> = OnceLock::new();
@@ -26,14 +25,7 @@ pub fn trust_ca(ca: &Path) -> anyhow::Result<()> {
 }
 
 fn client_config(ca: &Path) -> anyhow::Result<Arc<rustls::ClientConfig>> {
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in CertificateDer::pem_file_iter(ca)
-        .with_context(|| format!("reading the CA file {}", ca.display()))?
-    {
-        roots
-            .add(cert.with_context(|| format!("a certificate in {}", ca.display()))?)
-            .with_context(|| format!("a CA certificate in {}", ca.display()))?;
-    }
+    let roots = replicator::tls::pem_roots(ca).map_err(anyhow::Error::msg)?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let config = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()?

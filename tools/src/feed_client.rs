@@ -71,18 +71,7 @@ impl Subscription {
     /// Keep the kernel's receive buffer for this subscription to about `bytes` (a consumer
     /// that wants to stay close to the feed's head, or a test of one that falls behind).
     pub fn limit_receive_buffer(&self, bytes: usize) {
-        use std::os::fd::AsRawFd;
-        let bytes = bytes.min(i32::MAX as usize) as libc::c_int;
-        // SAFETY: setsockopt on our own socket, with a c_int option value.
-        unsafe {
-            libc::setsockopt(
-                self.stream.as_raw_fd(),
-                libc::SOL_SOCKET,
-                libc::SO_RCVBUF,
-                (&bytes as *const libc::c_int).cast(),
-                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-            );
-        }
+        server::feed::port::limit_socket_buffer(&self.stream, libc::SO_RCVBUF, bytes);
     }
 
     /// Give up on a frame that does not come within `timeout` (None: wait for ever).

@@ -57,7 +57,9 @@ class Server:
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
-class ClientTest(unittest.TestCase):
+class ServerTest(unittest.TestCase):
+    """A test class with a `surge serve` of its own."""
+
     @classmethod
     def setUpClass(cls):
         cls.server = Server()
@@ -65,6 +67,9 @@ class ClientTest(unittest.TestCase):
     @classmethod
     def tearDownClass(cls):
         cls.server.stop()
+
+
+class ClientTest(ServerTest):
 
     def client(self, client_id: int, **kw) -> Client:
         c = Client(self.server.address, client_id, **kw)
@@ -162,15 +167,7 @@ class socketserver_that_refuses:
         pass
 
 
-class FeedTest(unittest.TestCase):
-    @classmethod
-    def setUpClass(cls):
-        cls.server = Server()
-
-    @classmethod
-    def tearDownClass(cls):
-        cls.server.stop()
-
+class FeedTest(ServerTest):
     def read(self, after: int, follow: bool = False) -> tuple[list, int]:
         events, through = [], after
         with Feed(self.server.feed, after=after, follow=follow) as feed:

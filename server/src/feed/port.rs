@@ -6,8 +6,8 @@
 
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::AtomicU64;
 use std::sync::atomic::Ordering::{Relaxed, SeqCst};
-use std::sync::atomic::{AtomicU64, AtomicUsize};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -47,7 +47,6 @@ pub struct FeedPort {
 /// The subscribers' positions, for the slowest-consumer gauge.
 struct Positions {
     slots: Vec<AtomicU64>,
-    used: AtomicUsize,
 }
 
 impl Positions {
@@ -61,7 +60,6 @@ impl Positions {
                 .compare_exchange(Self::FREE, at, SeqCst, SeqCst)
                 .is_ok()
             {
-                self.used.fetch_add(1, SeqCst);
                 return Some(i);
             }
         }
@@ -70,7 +68,6 @@ impl Positions {
 
     fn release(&self, i: usize) {
         self.slots[i].store(Self::FREE, SeqCst);
-        self.used.fetch_sub(1, SeqCst);
     }
 
     fn slowest(&self) -> u64 {
@@ -98,7 +95,6 @@ impl FeedPort {
             slots: (0..limits.max_subscribers)
                 .map(|_| AtomicU64::new(Positions::FREE))
                 .collect(),
-            used: AtomicUsize::new(0),
         });
         let thread = std::thread::Builder::new()
             .name("surge-feed".into())
@@ -134,7 +130,7 @@ fn accept_loop(
         let _ = stream.set_nodelay(true);
         // The kernel's buffer for a consumer is bounded too: two frames, not the autotuned
         // megabytes a stalled consumer would otherwise pin.
-        limit_send_buffer(&stream, 2 * limits.batch_bytes);
+        limit_socket_buffer(&stream, libc::SO_SNDBUF, 2 * limits.batch_bytes);
         let Some(slot) = positions.take(Positions::CONNECTING) else {
             refuse(stream, &feed, Code::FeedSubscribersFull, "the feed port has feed.max_subscribers subscriptions; a standby serves the same feed");
             continue;
@@ -168,15 +164,16 @@ fn accept_loop(
     }
 }
 
-fn limit_send_buffer(stream: &TcpStream, bytes: usize) {
+/// Cap one of a socket's kernel buffers (`libc::SO_SNDBUF` or `SO_RCVBUF`) at about `bytes`.
+pub fn limit_socket_buffer(stream: &TcpStream, option: libc::c_int, bytes: usize) {
     use std::os::fd::AsRawFd;
     let bytes = bytes.min(i32::MAX as usize) as libc::c_int;
-    // SAFETY: setsockopt on a socket this thread owns, with a c_int option value.
+    // SAFETY: setsockopt on a socket the caller owns, with a c_int option value.
     unsafe {
         libc::setsockopt(
             stream.as_raw_fd(),
             libc::SOL_SOCKET,
-            libc::SO_SNDBUF,
+            option,
             (&bytes as *const libc::c_int).cast(),
             std::mem::size_of::<libc::c_int>() as libc::socklen_t,
         );

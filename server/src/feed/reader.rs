@@ -167,7 +167,7 @@ impl FeedReader {
         if available < RECORD_HEADER_LEN as u64 {
             return Ok(None);
         }
-        let head = self.bytes_at(self.pos, RECORD_HEADER_LEN)?.to_vec();
+        let head = self.bytes_at(self.pos, RECORD_HEADER_LEN)?;
         let len = u32::from_le_bytes(head[..4].try_into().expect("4")) as usize + 8;
         if (len as u64) > available || len < RECORD_HEADER_LEN {
             return Ok(None);
