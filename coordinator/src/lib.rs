@@ -10,16 +10,19 @@
 //! - `local_etcd.rs`: a throwaway etcd on loopback for tests and drills.
 //! - `lease.rs`: the lease deadline (when a primary must stop acknowledging) and the leader
 //!   record.
+//! - `candidacy.rs`: which standby may campaign (the sync record, standbys' positions).
 //!
 //! Why not the `etcd-client` crate: it builds its gRPC code with `protoc` at compile time,
 //! which a fresh machine does not have (the README's one command would fail), and brings a
 //! tokio runtime into a process whose threads are pinned stages; surge needs five unary calls,
 //! which etcd serves as JSON over HTTP (`/v3/...`, the gateway etcd documents and ships).
 
+pub mod candidacy;
 pub mod etcd;
 pub mod http;
 pub mod lease;
 pub mod local_etcd;
 
+pub use candidacy::{may_campaign, Candidate, PositionRecord, SyncRecord};
 pub use etcd::{Etcd, EtcdError, Kv};
 pub use lease::{Deadline, LeaderRecord, NodeRecord};

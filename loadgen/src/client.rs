@@ -13,6 +13,9 @@
 use std::collections::VecDeque;
 use std::io::{self, Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
+
+use crate::client_conn::ClientConn;
+pub use crate::client_conn::ClientTls;
 use std::time::{Duration, Instant};
 
 use engine::wire::{self, frame_kind, ErrorFrame, Hello, Operation, RequestsFrameBuilder};
@@ -150,7 +153,7 @@ pub fn decode_items(
 }
 
 pub struct Client {
-    stream: TcpStream,
+    stream: ClientConn,
     client: ClientId,
     welcome: Welcome,
     /// Requests encoded and not yet written (one open frame at most).
@@ -185,14 +188,25 @@ impl Client {
         timeout: Duration,
         epoch: u64,
     ) -> Result<Client> {
+        Client::connect_with(addr, client, timeout, epoch, None)
+    }
+
+    /// The same, over TLS when `tls` is given (a server with `gateway.tls_cert`).
+    pub fn connect_with(
+        addr: impl ToSocketAddrs,
+        client: ClientId,
+        timeout: Duration,
+        epoch: u64,
+        tls: Option<&ClientTls>,
+    ) -> Result<Client> {
         let addr = addr
             .to_socket_addrs()?
             .next()
             .ok_or_else(|| ClientError::Protocol("no address".into()))?;
-        let stream = TcpStream::connect_timeout(&addr, timeout)?;
-        stream.set_nodelay(true)?;
+        let tcp = TcpStream::connect_timeout(&addr, timeout)?;
+        tcp.set_nodelay(true)?;
         let mut this = Client {
-            stream,
+            stream: ClientConn::new(tcp, tls)?,
             client,
             welcome: Welcome {
                 version: 0,
@@ -234,16 +248,18 @@ impl Client {
     /// not taken.
     pub fn into_handover(mut self) -> Result<Handover> {
         self.flush()?;
+        let ClientConn::Plain(stream) = self.stream else {
+            return Err(ClientError::Protocol(
+                "the load generator's loop speaks plain TCP, not TLS".into(),
+            ));
+        };
         if !self.incoming.is_empty() {
             return Err(ClientError::Protocol(
                 "decoded answers not taken when handing over the stream".into(),
             ));
         }
         let unread = self.read_buf.split_off(self.read_start);
-        Ok(Handover {
-            stream: self.stream,
-            unread,
-        })
+        Ok(Handover { stream, unread })
     }
 
     pub fn client_id(&self) -> ClientId {
@@ -300,6 +316,7 @@ impl Client {
         if !self.out.is_empty() {
             self.stream.set_write_timeout(Some(self.timeout))?;
             self.stream.write_all(&self.out)?;
+            self.stream.flush()?;
             self.out.clear();
         }
         Ok(())
@@ -309,6 +326,7 @@ impl Client {
     pub fn send_raw(&mut self, bytes: &[u8]) -> Result<()> {
         self.flush()?;
         self.stream.write_all(bytes)?;
+        self.stream.flush()?;
         Ok(())
     }
 

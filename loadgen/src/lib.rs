@@ -5,6 +5,7 @@
 //! reports what it measured (`report`, `plot`).
 
 pub mod client;
+pub mod client_conn;
 pub mod failover;
 pub mod measured;
 pub mod open_loop;

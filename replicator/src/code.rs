@@ -26,8 +26,9 @@ pub enum ReplicationCode {
     BadFrame,
     /// The primary could not be reached (the standby keeps trying).
     PrimaryUnreachable,
-    /// A standby is already attached; a second one is refused.
-    StandbyAlreadyAttached,
+    /// Every standby slot (`replication.max_standbys`) holds an attached standby: one more
+    /// is refused.
+    StandbysFull,
     /// The records the standby needs are no longer in the primary's journal files.
     CatchUpUnavailable,
     /// The configuration allows acknowledging on both sides of a partition.
@@ -65,7 +66,7 @@ impl ReplicationCode {
         ReplicationCode::Degraded,
         ReplicationCode::BadFrame,
         ReplicationCode::PrimaryUnreachable,
-        ReplicationCode::StandbyAlreadyAttached,
+        ReplicationCode::StandbysFull,
         ReplicationCode::CatchUpUnavailable,
         ReplicationCode::UnsafeFailover,
         ReplicationCode::AdminTokenRequired,
@@ -104,7 +105,7 @@ impl ReplicationCode {
             ReplicationCode::Degraded => "REPLICATION_DEGRADED",
             ReplicationCode::BadFrame => "BAD_REPLICATION_FRAME",
             ReplicationCode::PrimaryUnreachable => "PRIMARY_UNREACHABLE",
-            ReplicationCode::StandbyAlreadyAttached => "STANDBY_ALREADY_ATTACHED",
+            ReplicationCode::StandbysFull => "STANDBYS_FULL",
             ReplicationCode::CatchUpUnavailable => "CATCH_UP_UNAVAILABLE",
             ReplicationCode::UnsafeFailover => "UNSAFE_FAILOVER",
             ReplicationCode::AdminTokenRequired => "ADMIN_TOKEN_REQUIRED",

@@ -15,6 +15,7 @@ pub mod epoch;
 pub mod follower;
 pub mod net;
 pub mod primary;
+pub mod standbys;
 pub mod tls;
 pub mod wire;
 
@@ -23,6 +24,7 @@ use std::time::Duration;
 pub use backlog::Backlog;
 pub use code::ReplicationCode;
 pub use epoch::Epochs;
+pub use standbys::{AckMode, Standbys};
 
 #[derive(Clone, Debug)]
 pub struct Settings {

@@ -1,12 +1,13 @@
 //! The primary's side: a listener for the standby, the handshake, then a sender (catch-up
 //! from the journal files, then each group commit from the backlog as the journaler hands it
-//! over, checkpoints, heartbeats) and an ack reader (acks, fences, silence). One standby is
-//! attached at a time; a new one that passes the handshake replaces the old session.
+//! over, checkpoints, heartbeats) and an ack reader (acks, fences, silence), per standby.
+//! Each standby holds a slot of the table (`standbys.rs`) by its name: one that comes back
+//! replaces its own old session; one more than the slots is refused (`STANDBYS_FULL`).
 
 use std::io;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering::SeqCst};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
+use std::sync::Arc;
 use std::time::Duration;
 
 use journal::Storage;
@@ -19,6 +20,7 @@ use crate::clock::Clock;
 use crate::code::ReplicationCode;
 use crate::epoch::Epochs;
 use crate::net::{Listener, Stream};
+use crate::standbys::{StandbyStatus, Standbys, STREAMING};
 use crate::wire::{self, Message, NO_TRUNCATION};
 use crate::{Hooks, Level, Settings};
 
@@ -27,40 +29,6 @@ const CATCH_UP_CHUNK: usize = 4 << 20;
 /// How long a connecting standby has to say hello.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 const ACCEPT_POLL: Duration = Duration::from_millis(20);
-
-/// Where the attached standby is, as the release gate and `/metrics` see it.
-#[derive(Default)]
-pub struct StandbyStatus {
-    /// `DETACHED`, `CATCHING_UP` or `STREAMING`.
-    pub state: AtomicU8,
-    /// Highest sequence the standby holds in memory (it has handed it to its pipeline).
-    pub received: AtomicU64,
-    /// Highest sequence synced to the standby's journal.
-    pub durable: AtomicU64,
-    pub applied: AtomicU64,
-    /// Highest sequence sent.
-    pub sent: AtomicU64,
-    /// Sessions begun (each handshake that passed).
-    pub sessions: AtomicU64,
-    /// Standbys lost (connection closed or silent past the timeout).
-    pub losses: AtomicU64,
-    /// The attached standby's `replication.node` (the last one attached).
-    pub name: Mutex<String>,
-}
-
-pub const DETACHED: u8 = 0;
-pub const CATCHING_UP: u8 = 1;
-pub const STREAMING: u8 = 2;
-
-impl StandbyStatus {
-    pub fn state_name(&self) -> &'static str {
-        match self.state.load(SeqCst) {
-            CATCHING_UP => "catching_up",
-            STREAMING => "streaming",
-            _ => "detached",
-        }
-    }
-}
 
 /// What the sender reads from the server.
 pub struct Sources {
@@ -78,7 +46,7 @@ pub struct Sources {
 /// The primary side of replication, running.
 pub struct Primary {
     pub addr: SocketAddr,
-    pub status: Arc<StandbyStatus>,
+    pub standbys: Arc<Standbys>,
     stop: Arc<AtomicBool>,
     listener: Option<std::thread::JoinHandle<()>>,
 }
@@ -90,7 +58,7 @@ impl Primary {
         settings: Settings,
         sources: Sources,
         hooks: Arc<dyn Hooks>,
-        status: Arc<StandbyStatus>,
+        standbys: Arc<Standbys>,
         clock: Arc<dyn Clock>,
     ) -> io::Result<Primary> {
         let stop = Arc::new(AtomicBool::new(false));
@@ -98,10 +66,8 @@ impl Primary {
             settings,
             sources,
             hooks,
-            status: status.clone(),
+            standbys: standbys.clone(),
             stop: stop.clone(),
-            current: Mutex::new(None),
-            generation: AtomicU64::new(0),
             clock,
         });
         let handle = std::thread::Builder::new()
@@ -109,7 +75,7 @@ impl Primary {
             .spawn(move || accept_loop(listener, shared))?;
         Ok(Primary {
             addr,
-            status,
+            standbys,
             stop,
             listener: Some(handle),
         })
@@ -129,12 +95,8 @@ struct Session {
     settings: Settings,
     sources: Sources,
     hooks: Arc<dyn Hooks>,
-    status: Arc<StandbyStatus>,
+    standbys: Arc<Standbys>,
     stop: Arc<AtomicBool>,
-    /// The attached standby's stream (shut down to end its session).
-    current: Mutex<Option<Stream>>,
-    /// Bumped per session, so an old session's end does not detach a newer one.
-    generation: AtomicU64,
     /// Heartbeat intervals and the heartbeat's wall time.
     clock: Arc<dyn Clock>,
 }
@@ -160,9 +122,7 @@ fn accept_loop(listener: Box<dyn Listener>, session: Arc<Session>) {
             }
         }
     }
-    if let Some(s) = session.current.lock().expect("session lock").take() {
-        s.shutdown();
-    }
+    session.standbys.shut_down_all();
     session.sources.backlog.poke();
 }
 
@@ -208,6 +168,16 @@ fn serve(mut stream: Stream, peer: SocketAddr, session: &Arc<Session>) {
             return;
         }
     };
+    if !crate::standbys::valid_node_name(&node) {
+        refuse(
+            &mut stream,
+            ReplicationCode::BadFrame,
+            format!("the standby's name {node:?} is not 1 to 64 of A-Z a-z 0-9 . _ -"),
+            hooks,
+            peer,
+        );
+        return;
+    }
     if let Err(why) = authenticate(&mut stream, &buf[1..], &session.settings.secret) {
         refuse(&mut stream, ReplicationCode::BadSecret, why, hooks, peer);
         return;
@@ -322,30 +292,29 @@ fn serve(mut stream: Stream, peer: SocketAddr, session: &Arc<Session>) {
         );
         return;
     }
-    // Replace any earlier session: its standby is gone or this is the same one, back.
-    let generation = session.generation.fetch_add(1, SeqCst) + 1;
-    if let Some(old) = session
-        .current
-        .lock()
-        .expect("session lock")
-        .replace(stream.clone_conn().expect("clone"))
-    {
-        old.shutdown();
-    }
-    let status = &session.status;
-    status.received.store(last_seq, SeqCst);
-    status.durable.store(last_seq, SeqCst);
-    status.applied.store(last_seq, SeqCst);
-    status.sent.store(last_seq, SeqCst);
-    status.state.store(CATCHING_UP, SeqCst);
-    status.sessions.fetch_add(1, SeqCst);
-    *status.name.lock().expect("standby name lock") = node.clone();
+    // A standby that comes back replaces its own earlier session.
+    let Some(claim) = session
+        .standbys
+        .claim(&node, stream.clone_conn().expect("clone"), last_seq)
+    else {
+        let slots = session.standbys.slots().len();
+        refuse(
+            &mut stream,
+            ReplicationCode::StandbysFull,
+            format!("all {slots} standby slots hold attached standbys (replication.max_standbys on the primary)"),
+            hooks,
+            peer,
+        );
+        return;
+    };
+    let status = &session.standbys.slots()[claim.slot];
     hooks.log(
         Level::Info,
         "standby_attached",
         None,
         &format!(
-            "node={node} peer={peer} from_seq={} primary_last_seq={primary_last}",
+            "node={node} peer={peer} ack={} from_seq={} primary_last_seq={primary_last}",
+            status.mode().name(),
             last_seq + 1
         ),
     );
@@ -357,18 +326,18 @@ fn serve(mut stream: Stream, peer: SocketAddr, session: &Arc<Session>) {
         let (session, lost) = (session.clone(), lost.clone());
         std::thread::Builder::new()
             .name("surge-repl-acks".into())
-            .spawn(move || read_acks(stream, &session, &lost))
+            .spawn(move || {
+                let status = &session.standbys.slots()[claim.slot];
+                read_acks(stream, &session, status, &lost)
+            })
     };
-    let why = send_loop(&mut stream, last_seq, session, &lost);
+    let why = send_loop(&mut stream, last_seq, session, status, &lost);
     lost.store(true, SeqCst);
     stream.shutdown();
     if let Ok(reader) = reader {
         let _ = reader.join();
     }
-    if session.generation.load(SeqCst) == generation {
-        status.state.store(DETACHED, SeqCst);
-        status.losses.fetch_add(1, SeqCst);
-        session.current.lock().expect("session lock").take();
+    if session.standbys.release(claim) {
         hooks.log(
             Level::Warn,
             "standby_lost",
@@ -399,11 +368,16 @@ fn refuse(
 }
 
 /// Send what the standby lacks, then each commit as it comes; heartbeats when idle.
-fn send_loop(stream: &mut Stream, mut pos: u64, session: &Session, lost: &AtomicBool) -> String {
+fn send_loop(
+    stream: &mut Stream,
+    mut pos: u64,
+    session: &Session,
+    status: &StandbyStatus,
+    lost: &AtomicBool,
+) -> String {
     let Session {
         sources,
         settings,
-        status,
         hooks,
         stop,
         clock,
@@ -444,7 +418,7 @@ fn send_loop(stream: &mut Stream, mut pos: u64, session: &Session, lost: &Atomic
                         Level::Info,
                         "standby_streaming",
                         None,
-                        &format!("from_seq={}", pos),
+                        &format!("node={} from_seq={pos}", status.name()),
                     );
                     hooks.acked();
                 }
@@ -562,10 +536,9 @@ fn send_snapshot(
 }
 
 /// Acks (and fences) from the standby; silence past the timeout is a loss.
-fn read_acks(mut stream: Stream, session: &Session, lost: &AtomicBool) {
+fn read_acks(mut stream: Stream, session: &Session, status: &StandbyStatus, lost: &AtomicBool) {
     let _ = stream.set_read_timeout(Some(session.settings.timeout));
     let mut buf = Vec::new();
-    let status = &session.status;
     while !lost.load(SeqCst) {
         match wire::receive(&mut stream, &mut buf) {
             Ok(Message::Ack {

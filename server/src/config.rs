@@ -152,8 +152,18 @@ impl Default for SnapshotSection {
 pub struct ReplicationSection {
     /// Where this node takes a standby's connection when it is the primary ("" = never).
     pub listen: String,
-    /// "async", "received" or "durable": what the release gate waits for from the standby.
+    /// "async", "received" or "durable": what the release gate waits for from a standby
+    /// (each one not named in `standby_ack`).
     pub ack: String,
+    /// Standbys with a mode of their own, by `replication.node`: e.g. `dr = "async"` for a
+    /// second-site standby that must never hold a write back.
+    pub standby_ack: std::collections::BTreeMap<String, String>,
+    /// How many standbys in a synchronous mode must ack a write before its answer leaves
+    /// ("durable on k of N"); fewer attached is a standby loss (`on_standby_loss`).
+    pub sync_standbys: usize,
+    /// Standbys a primary streams to at most (slots allocated at start; one more is
+    /// refused with STANDBYS_FULL).
+    pub max_standbys: usize,
     /// "halt" (answer no write without a standby) or "degrade" (fall back to async, loudly).
     pub on_standby_loss: String,
     /// "manual" (an operator promotes), "etcd" (the leader key in etcd decides, see
@@ -195,32 +205,41 @@ pub struct AdminSection {
     pub tls_key: String,
 }
 
-/// What the release gate waits for from the standby.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum AckMode {
-    Async,
-    Received,
-    Durable,
-}
-
-impl AckMode {
-    pub fn name(self) -> &'static str {
-        match self {
-            AckMode::Async => "async",
-            AckMode::Received => "received",
-            AckMode::Durable => "durable",
-        }
-    }
-}
+/// What the release gate waits for from a standby (replication's own type).
+pub use replicator::AckMode;
 
 impl ReplicationSection {
     pub fn ack_mode(&self) -> Result<AckMode> {
-        Ok(match self.ack.as_str() {
-            "async" => AckMode::Async,
-            "received" => AckMode::Received,
-            "durable" => AckMode::Durable,
-            other => return Err(bad("replication.ack", other, "async, received or durable")),
-        })
+        AckMode::parse(&self.ack)
+            .ok_or_else(|| bad("replication.ack", &self.ack, "async, received or durable"))
+    }
+
+    /// The standbys named in `standby_ack`, with their modes.
+    pub fn standby_modes(&self) -> Result<Vec<(String, AckMode)>> {
+        self.standby_ack
+            .iter()
+            .map(|(name, mode)| {
+                AckMode::parse(mode)
+                    .map(|m| (name.clone(), m))
+                    .ok_or_else(|| {
+                        bad(
+                            &format!("replication.standby_ack.{name}"),
+                            mode,
+                            "async, received or durable",
+                        )
+                    })
+            })
+            .collect()
+    }
+
+    /// The table of standbys a primary streams to, allocated now.
+    pub fn standbys(&self) -> Result<replicator::Standbys> {
+        Ok(replicator::Standbys::new(
+            self.max_standbys,
+            self.ack_mode()?,
+            self.standby_modes()?,
+            self.etcd_failover(),
+        ))
     }
 
     pub fn degrade(&self) -> bool {
@@ -307,6 +326,9 @@ impl Default for ReplicationSection {
         ReplicationSection {
             listen: String::new(),
             ack: "durable".into(),
+            standby_ack: Default::default(),
+            sync_standbys: 1,
+            max_standbys: 4,
             on_standby_loss: "halt".into(),
             failover: "manual".into(),
             heartbeat_ms: 50,
@@ -377,6 +399,10 @@ pub struct GatewaySection {
     pub tick_ms: u64,
     /// On SIGTERM, how long to wait for answers to drain to clients.
     pub drain_timeout_ms: u64,
+    /// PEM certificate chain and private key: the client port speaks TLS only (clients
+    /// connect with TLS, docs/PROTOCOL.md). Both or neither.
+    pub tls_cert: String,
+    pub tls_key: String,
 }
 
 /// Which core each stage is pinned to. "auto" pins when there are cores for every stage
@@ -457,6 +483,8 @@ impl Default for GatewaySection {
             frame_timeout_ms: 10_000,
             tick_ms: 100,
             drain_timeout_ms: 5_000,
+            tls_cert: String::new(),
+            tls_key: String::new(),
         }
     }
 }
@@ -562,6 +590,27 @@ impl ServerConfig {
         }
         let r = &self.replication;
         r.ack_mode()?;
+        for (key, name) in std::iter::once(("replication.node", &r.node))
+            .chain(r.standby_ack.keys().map(|n| ("replication.standby_ack", n)))
+        {
+            if !replicator::standbys::valid_node_name(name) {
+                return Err(bad(key, name, "1 to 64 of A-Z a-z 0-9 . _ -"));
+            }
+        }
+        r.standby_modes()?;
+        if !(1..=replicator::standbys::MAX_SLOTS).contains(&r.max_standbys) {
+            return Err(bad(
+                "replication.max_standbys",
+                &r.max_standbys.to_string(),
+                &format!("1 to {}", replicator::standbys::MAX_SLOTS),
+            ));
+        }
+        if r.sync_standbys == 0 || r.sync_standbys > r.max_standbys {
+            return Err(ServerError::config(
+                "replication.sync_standbys, replication.max_standbys",
+                "sync_standbys (how many standbys must ack a write) must be at least 1 and at                  most max_standbys; for no synchronous standby at all set ack = \"async\"",
+            ));
+        }
         if let Some(addr) = r.listen_addr()? {
             let encrypted = !r.tls_cert.is_empty();
             if !addr.ip().is_loopback() && !r.allow_plaintext && !encrypted {
@@ -661,13 +710,39 @@ impl ServerConfig {
                 "must be at least 1",
             ));
         }
-        if self.admin.tls_cert.is_empty() != self.admin.tls_key.is_empty() {
-            return Err(ServerError::config(
+        for (keys, cert, key) in [
+            (
                 "admin.tls_cert, admin.tls_key",
-                "set both (a PEM certificate chain and its private key) or neither",
-            ));
+                &self.admin.tls_cert,
+                &self.admin.tls_key,
+            ),
+            (
+                "gateway.tls_cert, gateway.tls_key",
+                &self.gateway.tls_cert,
+                &self.gateway.tls_key,
+            ),
+        ] {
+            if cert.is_empty() != key.is_empty() {
+                return Err(ServerError::config(
+                    keys,
+                    "set both (a PEM certificate chain and its private key) or neither",
+                ));
+            }
         }
         self.check_feed()
+    }
+
+    /// The client port's TLS, if configured (the files are read and checked here).
+    pub fn client_tls(&self) -> Result<Option<std::sync::Arc<rustls::ServerConfig>>> {
+        if self.gateway.tls_cert.is_empty() {
+            return Ok(None);
+        }
+        crate::ops::tls::server_config(
+            std::path::Path::new(&self.gateway.tls_cert),
+            std::path::Path::new(&self.gateway.tls_key),
+            "gateway.tls_cert, gateway.tls_key",
+        )
+        .map(Some)
     }
 
     /// The HTTP port's TLS, if configured (the files are read and checked here).
@@ -678,6 +753,7 @@ impl ServerConfig {
         crate::ops::tls::server_config(
             std::path::Path::new(&self.admin.tls_cert),
             std::path::Path::new(&self.admin.tls_key),
+            "admin.tls_cert, admin.tls_key",
         )
         .map(Some)
     }

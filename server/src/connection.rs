@@ -113,9 +113,10 @@ impl<S: ClientStream> Connection<S> {
         Ok(n)
     }
 
-    /// Bytes encoded and not yet written to the socket.
+    /// Bytes encoded and not yet written to the socket (some may wait inside the stream:
+    /// TLS records sealed and not yet sent).
     pub fn unsent(&self) -> usize {
-        self.write_buf.len() - self.written
+        self.write_buf.len() - self.written + self.stream.buffered()
     }
 
     /// Append to the open ANSWERS frame (opening one if needed) with `encode`.
@@ -171,6 +172,9 @@ impl<S: ClientStream> Connection<S> {
         if self.write_buf.capacity() > WRITE_BUFFER_KEEP {
             self.write_buf.shrink_to(WRITE_BUFFER_KEEP);
         }
-        Ok(())
+        match self.stream.flush() {
+            Err(e) if e.kind() != io::ErrorKind::WouldBlock => Err(e),
+            _ => Ok(()),
+        }
     }
 }

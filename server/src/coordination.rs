@@ -16,9 +16,13 @@
 //!   sequenced, as any promotion). A standby whose primary changed under it exits to rejoin
 //!   the new one.
 //!
+//! Which standbys may win is `coordinator::candidacy`'s rule: the primary keeps
+//! `{prefix}/sync` naming the standbys whose acks count (`keep_sync_record`), and once the
+//! key is gone each of them publishes how far it got (`{prefix}/position/{name}`).
+//!
 //! etcd unreachable: nothing is promoted (no one can take the key), and a primary past its
-//! deadline acknowledges only what its standby received (docs/REPLICATION.md has the timing
-//! argument).
+//! deadline acknowledges only what its one standby in sync received, or nothing with
+//! several (docs/REPLICATION.md has the timing argument).
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
@@ -27,11 +31,13 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use coordinator::lease::next_epoch;
-use coordinator::{Etcd, EtcdError, LeaderRecord, NodeRecord};
-use replicator::primary::STREAMING;
+use coordinator::{
+    may_campaign, Candidate, Etcd, EtcdError, LeaderRecord, NodeRecord, PositionRecord, SyncRecord,
+};
+use replicator::standbys::{DETACHED, STREAMING};
 use replicator::ReplicationCode;
 
-use crate::config::{AckMode, ServerConfig};
+use crate::config::ServerConfig;
 use crate::error::{Result, ServerError};
 use crate::node::{repl_code, Node};
 use crate::ops::log::{self, Level};
@@ -62,9 +68,11 @@ struct Keys {
     leader: String,
     /// The last epoch handed out and the node it went to: `node=<name> epoch=<n>`.
     epoch: String,
-    /// The standby that holds every acknowledged write of the epoch, if one does:
-    /// `node=<name or empty> epoch=<n>`, written by that epoch's primary.
+    /// The standbys whose acks count in the epoch (`SyncRecord`), written by that epoch's
+    /// primary.
     sync: String,
+    /// `{prefix}/position/`: how far each standby in sync got, once the leader key is gone.
+    positions: String,
     nodes: String,
 }
 
@@ -89,11 +97,14 @@ pub struct Coordination {
     following: Mutex<Option<LeaderRecord>>,
     /// Where this node is reached (client, HTTP, replication), once it runs.
     addresses: Mutex<Option<Addresses>>,
-    /// What this primary last wrote to `{prefix}/sync` (the standby's name, or "").
-    sync_written: Mutex<Option<String>>,
-    /// The durable sequence when the standby was first seen streaming: it is named in sync
-    /// once it has acked that far (everything acknowledged alone before is then on it).
+    /// The members this primary last wrote to `{prefix}/sync` (empty: none in sync).
+    sync_written: Mutex<Option<Vec<String>>>,
+    /// With no standby in sync: the durable sequence when enough were first seen streaming.
+    /// They are named once `needed` of them acked that far (everything acknowledged alone
+    /// before is then on them).
     sync_target: Mutex<Option<u64>>,
+    /// `replication.sync_standbys`, written into the sync record.
+    needed: usize,
     /// Why the last campaign was withheld (logged once per reason).
     withheld: Mutex<Option<String>>,
     last_complaint: Mutex<Option<Instant>>,
@@ -119,6 +130,7 @@ impl Coordination {
                 leader: format!("{prefix}/leader"),
                 epoch: format!("{prefix}/epoch"),
                 sync: format!("{prefix}/sync"),
+                positions: format!("{prefix}/position/"),
                 nodes: format!("{prefix}/nodes/"),
             },
             ttl,
@@ -133,6 +145,7 @@ impl Coordination {
             addresses: Mutex::new(None),
             sync_written: Mutex::new(None),
             sync_target: Mutex::new(None),
+            needed: config.replication.sync_standbys,
             withheld: Mutex::new(None),
             last_complaint: Mutex::new(None),
         };
@@ -185,9 +198,15 @@ impl Coordination {
 
     /// Decide this node's role: lead (won a campaign) or follow the node that leads. Waits
     /// while etcd is unreachable or the leader has not registered its addresses yet.
-    pub fn join(&self, local_epoch: u64, stop: &AtomicBool) -> Result<Option<Joined>> {
+    /// `local_seq`: how far this node's journal goes, read only if a campaign needs it.
+    pub fn join(
+        &self,
+        local_epoch: u64,
+        local_seq: &dyn Fn() -> Option<u64>,
+        stop: &AtomicBool,
+    ) -> Result<Option<Joined>> {
         while !stop.load(SeqCst) {
-            match self.try_join(local_epoch) {
+            match self.try_join(local_epoch, local_seq) {
                 Ok(Some(joined)) => {
                     match &joined {
                         Joined::Lead { epoch } => {
@@ -220,10 +239,14 @@ impl Coordination {
         Ok(None)
     }
 
-    fn try_join(&self, local_epoch: u64) -> std::result::Result<Option<Joined>, EtcdError> {
+    fn try_join(
+        &self,
+        local_epoch: u64,
+        local_seq: &dyn Fn() -> Option<u64>,
+    ) -> std::result::Result<Option<Joined>, EtcdError> {
         let Some(held) = self.etcd.get(&self.keys.leader)? else {
             return Ok(self
-                .campaign(local_epoch)?
+                .campaign(local_epoch, local_seq)?
                 .map(|epoch| Joined::Lead { epoch }));
         };
         let Some(leader) = LeaderRecord::decode(&held.value) else {
@@ -236,7 +259,7 @@ impl Coordination {
         if leader.node == self.name && held.lease == self.lease_id() {
             // Our own campaign won, its answer lost on the way (a timeout, then a retry that
             // found the key taken): the term is ours.
-            *self.sync_written.lock().expect("sync lock") = Some(String::new());
+            *self.sync_written.lock().expect("sync lock") = Some(Vec::new());
             return Ok(Some(Joined::Lead {
                 epoch: leader.epoch,
             }));
@@ -264,15 +287,50 @@ impl Coordination {
     }
 
     /// Try to take the leader key: the epoch won, or `None` if another node was first or
-    /// this node may not win (it might lack acknowledged writes).
-    fn campaign(&self, local_epoch: u64) -> std::result::Result<Option<u64>, EtcdError> {
+    /// this node may not win (it might lack acknowledged writes). `own_seq`: how far this
+    /// node got, published for the other standbys in sync to compare (read only when the
+    /// rule needs it: a member of several, fewer than all of them acking).
+    fn campaign(
+        &self,
+        local_epoch: u64,
+        own_seq: &dyn Fn() -> Option<u64>,
+    ) -> std::result::Result<Option<u64>, EtcdError> {
         let counter = self.etcd.get(&self.keys.epoch)?;
         let last_term = counter
             .as_ref()
             .and_then(|kv| LeaderRecord::decode(&kv.value));
         let sync = self.etcd.get(&self.keys.sync)?;
-        let in_sync = sync.as_ref().and_then(|kv| LeaderRecord::decode(&kv.value));
-        if let Some(why) = withheld(&self.name, last_term.as_ref(), in_sync.as_ref()) {
+        let in_sync = sync.as_ref().and_then(|kv| SyncRecord::decode(&kv.value));
+        let mut positions = Vec::new();
+        let mut own = None;
+        if let (Some(term), Some(in_sync)) = (&last_term, &in_sync) {
+            let compares = in_sync.epoch == term.epoch
+                && in_sync.members.contains(&self.name)
+                && in_sync.needed < in_sync.members.len();
+            if let Some(seq) = compares.then(own_seq).flatten() {
+                own = Some(seq);
+                let mine = PositionRecord {
+                    epoch: term.epoch,
+                    seq,
+                };
+                let key = format!("{}{}", self.keys.positions, self.name);
+                self.etcd.put(&key, &mine.encode(), self.lease_id())?;
+                for (key, kv) in self.etcd.get_prefix(&self.keys.positions)? {
+                    if let Some(p) = PositionRecord::decode(&kv.value) {
+                        positions
+                            .push((key.trim_start_matches(&self.keys.positions).to_string(), p));
+                    }
+                }
+            }
+        }
+        let asked = may_campaign(&Candidate {
+            name: &self.name,
+            last_leader: last_term.as_ref().map(|t| (t.node.as_str(), t.epoch)),
+            sync: in_sync.as_ref(),
+            own_seq: own,
+            positions: &positions,
+        });
+        if let Err(why) = asked {
             let mut said = self.withheld.lock().expect("withheld lock");
             if said.as_deref() != Some(why.as_str()) {
                 log::line(Level::Warn, "campaign_withheld", None, &[("why", &why)]);
@@ -286,9 +344,10 @@ impl Coordination {
             epoch,
         };
         // A new term starts with no standby in sync: the new primary may serve alone.
-        let no_sync = LeaderRecord {
-            node: String::new(),
+        let no_sync = SyncRecord {
             epoch,
+            needed: self.needed,
+            members: Vec::new(),
         };
         let won = self.etcd.campaign(
             &self.keys.leader,
@@ -300,7 +359,7 @@ impl Coordination {
             &[(&self.keys.sync, &no_sync.encode())],
         )?;
         if won {
-            *self.sync_written.lock().expect("sync lock") = Some(String::new());
+            *self.sync_written.lock().expect("sync lock") = Some(Vec::new());
         }
         Ok(won.then_some(epoch))
     }
@@ -427,7 +486,9 @@ impl Coordination {
 
     fn watch_as_standby(&self, node: &Arc<Node>, shared: &Shared) {
         let won = match self.etcd.get(&self.keys.leader) {
-            Ok(None) => match self.campaign(node.epoch()) {
+            Ok(None) => match self.campaign(node.epoch(), &|| {
+                Some(node.follower.received_seq.load(SeqCst))
+            }) {
                 Ok(won) => won,
                 Err(e) => {
                     self.complain(&e);
@@ -462,7 +523,7 @@ impl Coordination {
             return;
         };
         self.leading.store(true, SeqCst);
-        *self.sync_written.lock().expect("sync lock") = Some(String::new());
+        *self.sync_written.lock().expect("sync lock") = Some(Vec::new());
         log::line(
             Level::Warn,
             "elected",
@@ -479,55 +540,110 @@ impl Coordination {
         }
     }
 
-    /// Keep `{prefix}/sync` naming the standby that holds every acknowledged write: a
-    /// standby streaming in a synchronous ack mode; the last one named while `halt` keeps
-    /// this node from acknowledging alone; else no one. Naming one comes first (this node
-    /// stops acknowledging alone before the standby may win); clearing comes before
-    /// acknowledging alone (a standby that lacks those writes may no longer win).
+    /// Keep `{prefix}/sync` naming the standbys whose acks count, so that every
+    /// acknowledged write is on `needed` of those named (`coordinator::candidacy`):
+    ///
+    /// - a standby in a synchronous mode that attaches is named at once while others are
+    ///   named (what was acknowledged is on `needed` of them already); with none named (this
+    ///   node acknowledged alone), only once `needed` of them acked past what it did alone;
+    /// - its acks count only after it is named;
+    /// - a named standby that is gone stops counting, and is un-named once the others hold
+    ///   everything released; with fewer left than `needed`, `degrade` clears the record
+    ///   (then, and only then, this node acknowledges alone) and `halt` keeps it.
     fn keep_sync_record(&self, node: &Arc<Node>, shared: &Shared) {
-        let standby = &node.standby;
+        let table = &node.standbys;
         let policy = &node.policy;
-        let synchronous = policy.ack != AckMode::Async;
-        let streaming = standby.state.load(SeqCst) == STREAMING;
+        let k = policy.needed;
         let may_ack_alone = policy.degrade || policy.alone_ok.load(SeqCst);
-        let caught_up = {
-            // Streaming means the standby is past its catch-up, not that it has acked what
-            // this node acknowledged alone before: wait for its acks to pass that point.
+        let written = self.sync_written.lock().expect("sync lock").clone();
+        let mut members = written.clone().unwrap_or_default();
+        let slot_of = |name: &str| table.slots().iter().position(|s| s.name() == name);
+        let synchronous_attached: Vec<(usize, String)> = table
+            .slots()
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| s.mode().synchronous() && s.state.load(SeqCst) != DETACHED)
+            .map(|(i, s)| (i, s.name()))
+            .collect();
+        if !policy.synchronous {
+            members.clear();
+        } else if members.is_empty() {
             let mut target = self.sync_target.lock().expect("sync target lock");
-            if !streaming {
+            let streaming: Vec<&(usize, String)> = synchronous_attached
+                .iter()
+                .filter(|(i, _)| table.slots()[*i].state.load(SeqCst) == STREAMING)
+                .collect();
+            if streaming.len() < k {
                 *target = None;
+            } else {
+                // Streaming means past the catch-up, not past what this node acknowledged
+                // alone: wait for their acks to pass that point.
+                let at = *target.get_or_insert_with(|| shared.metrics.durable_seq.load(SeqCst));
+                let caught_up: Vec<String> = streaming
+                    .iter()
+                    .filter(|(i, _)| table.slots()[*i].acked() >= at)
+                    .map(|(_, name)| name.clone())
+                    .collect();
+                if caught_up.len() >= k {
+                    members = caught_up;
+                }
             }
-            let at = *target.get_or_insert_with(|| shared.metrics.durable_seq.load(SeqCst));
-            let acked = match policy.ack {
-                AckMode::Received => standby.received.load(SeqCst),
-                _ => standby.durable.load(SeqCst),
-            };
-            streaming && acked >= at
-        };
-        let desired = if synchronous && caught_up {
-            standby.name.lock().expect("standby name lock").clone()
-        } else if synchronous && (streaming || !may_ack_alone) {
-            // A standby still acking its way past what was acknowledged alone: not yet. Or
-            // `halt` without its standby, which acknowledges nothing: the standby named last
-            // still holds every acknowledged write, and may still take over.
-            return;
         } else {
-            String::new()
-        };
-        let mut written = self.sync_written.lock().expect("sync lock");
-        if written.as_deref() == Some(desired.as_str()) {
-            // Written already (by this loop, or by the campaign that won the term).
-            if desired.is_empty() && !node.lease.sync_cleared.swap(true, SeqCst) {
-                node.nudge();
+            for (_, name) in &synchronous_attached {
+                if !members.contains(name) {
+                    members.push(name.clone());
+                }
             }
+            let released = shared.metrics.release_bound_seq.load(SeqCst);
+            let gone: Vec<String> = members
+                .iter()
+                .filter(|m| !synchronous_attached.iter().any(|(_, name)| name == *m))
+                .cloned()
+                .collect();
+            for m in gone {
+                let slot = slot_of(&m);
+                let others_hold_all = members.len() > k
+                    && table.acked_by_without(k, slot.unwrap_or(usize::MAX)) >= released;
+                if others_hold_all {
+                    if let Some(i) = slot {
+                        table.slots()[i].counted.store(false, SeqCst);
+                    }
+                    members.retain(|name| name != &m);
+                } else if members.len() - 1 < k && may_ack_alone && node.standby_state() == DETACHED
+                {
+                    members.clear();
+                    break;
+                }
+            }
+        }
+        if members.is_empty() {
+            for slot in table.slots() {
+                slot.counted.store(false, SeqCst);
+            }
+        }
+        if written.as_ref() != Some(&members) && !self.write_sync_record(node, &members) {
             return;
         }
-        if !desired.is_empty() {
+        // Named: now their acks count (a member that attached again counts again).
+        for (i, name) in &synchronous_attached {
+            if members.contains(name) {
+                table.slots()[*i].counted.store(true, SeqCst);
+            }
+        }
+        if members.is_empty() && !node.lease.sync_cleared.swap(true, SeqCst) {
+            node.nudge();
+        }
+    }
+
+    /// Write `{prefix}/sync` while this node holds the leader key; whether it was written.
+    fn write_sync_record(&self, node: &Arc<Node>, members: &[String]) -> bool {
+        if !members.is_empty() {
             node.lease.sync_cleared.store(false, SeqCst);
         }
-        let record = LeaderRecord {
-            node: desired.clone(),
+        let record = SyncRecord {
             epoch: node.epoch(),
+            needed: self.needed,
+            members: members.to_vec(),
         };
         let put = self.etcd.put_while_held(
             &self.keys.sync,
@@ -536,17 +652,28 @@ impl Coordination {
             self.lease_id(),
         );
         match put {
-            Ok(false) => self.lost(Some(node), "the leader key is not under this node's lease"),
+            Ok(false) => {
+                self.lost(Some(node), "the leader key is not under this node's lease");
+                false
+            }
             Ok(true) => {
                 log::info(
-                    "sync_standby",
-                    &[("standby", &desired), ("epoch", &record.epoch)],
+                    "sync_standbys",
+                    &[
+                        ("standbys", &members.join(",")),
+                        ("needed", &self.needed),
+                        ("epoch", &record.epoch),
+                    ],
                 );
-                node.lease.sync_cleared.store(desired.is_empty(), SeqCst);
+                node.lease.sync_cleared.store(members.is_empty(), SeqCst);
                 node.nudge();
-                *written = Some(desired);
+                *self.sync_written.lock().expect("sync lock") = Some(members.to_vec());
+                true
             }
-            Err(e) => self.complain(&e),
+            Err(e) => {
+                self.complain(&e);
+                false
+            }
         }
     }
 
@@ -595,67 +722,10 @@ impl Coordination {
     }
 }
 
-/// Why `name` may not campaign, if it may not: it might lack acknowledged writes. It may
-/// when no term was ever held, when it led the last term itself (a primary holds everything
-/// it acknowledged), or when the last term's primary named it the standby in sync.
-fn withheld(
-    name: &str,
-    last_term: Option<&LeaderRecord>,
-    in_sync: Option<&LeaderRecord>,
-) -> Option<String> {
-    // No term yet: anyone.
-    let term = last_term?;
-    if term.node == name {
-        return None;
-    }
-    match in_sync {
-        Some(sync) if sync.epoch == term.epoch && sync.node == name => None,
-        Some(sync) if sync.epoch == term.epoch && !sync.node.is_empty() => Some(format!(
-            "{} is the standby in sync for epoch {}, not this node",
-            sync.node, term.epoch
-        )),
-        _ => Some(format!(
-            "no standby is in sync for epoch {} (its primary {} acknowledged alone, or the \
-             ack mode is async): only {} holds every acknowledged write",
-            term.epoch, term.node, term.node
-        )),
-    }
-}
-
 /// The deadline on the server's monotonic clock, a millisecond early for the conversion.
 fn publish_deadline(node: &Node, shared: &Shared, deadline: Instant) {
     let left = deadline.saturating_duration_since(Instant::now());
     let at_ns = (shared.clock.mono_ns() + left.as_nanos() as u64).saturating_sub(1_000_000);
     node.lease.deadline_ns.store(at_ns, SeqCst);
     node.nudge();
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn term(node: &str, epoch: u64) -> LeaderRecord {
-        LeaderRecord {
-            node: node.into(),
-            epoch,
-        }
-    }
-
-    #[test]
-    fn only_a_node_that_holds_every_acknowledged_write_campaigns() {
-        // The first term: anyone.
-        assert_eq!(withheld("b", None, None), None);
-        // The last leader itself.
-        assert_eq!(withheld("a", Some(&term("a", 3)), Some(&term("", 3))), None);
-        // The standby its primary named in sync for that epoch.
-        assert_eq!(
-            withheld("b", Some(&term("a", 3)), Some(&term("b", 3))),
-            None
-        );
-        // Not: the primary acknowledged alone, named another, or the record is of an old term.
-        assert!(withheld("b", Some(&term("a", 3)), Some(&term("", 3))).is_some());
-        assert!(withheld("b", Some(&term("a", 3)), Some(&term("c", 3))).is_some());
-        assert!(withheld("b", Some(&term("a", 3)), Some(&term("b", 2))).is_some());
-        assert!(withheld("b", Some(&term("a", 3)), None).is_some());
-    }
 }

@@ -46,6 +46,15 @@ impl DataDir {
             .map_err(|e| ServerError::io(format!("opening {}", self.journal_dir().display()), e))
     }
 
+    /// The last sequence in the journal, read through (0 for none): how far a node that is
+    /// not running got (`coordination.rs` compares it with the other standbys').
+    pub fn journal_last_seq(&self) -> Result<u64> {
+        let journal = self.journal(IoMode::Pwritev2)?;
+        let report = journal::scan(&journal, |_, _| {})
+            .map_err(|e| ServerError::journal("reading the journal for its last sequence", e))?;
+        Ok(report.last_seq.unwrap_or(0))
+    }
+
     pub fn snapshots(&self) -> Result<FileStorage> {
         FileStorage::open(&self.snapshot_dir(), IoMode::Pwritev2)
             .map_err(|e| ServerError::io(format!("opening {}", self.snapshot_dir().display()), e))

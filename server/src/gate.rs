@@ -2,14 +2,13 @@
 //! answer for sequence N leaves only when N is applied (the gate follows the engine stage),
 //! durable here (the gate follows the journal stage, which passes a slot once written, and
 //! its bound is at most the durable sequence, published as syncs return), and, in the
-//! synchronous replication modes, at or below the replication bound (what the standby
-//! acked). `replication_bound` is that rule as a pure function; `Gate::release` hands every
+//! synchronous replication modes, at or below the replication bound (what `sync_standbys`
+//! of the standbys acked). `replication_bound` is that rule as a pure function; `Gate::release` hands every
 //! slot it lets through, in order, to the caller (connections encode and send).
 
 use engine::ring::Consumer;
-use replicator::primary::{CATCHING_UP, DETACHED, STREAMING};
+use replicator::standbys::{CATCHING_UP, DETACHED, STREAMING};
 
-use crate::config::AckMode;
 use crate::role::Role;
 use crate::slot::Slot;
 
@@ -20,20 +19,23 @@ pub const GATE_BATCH_MAX: usize = 4096;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct BoundInputs {
     pub role: Role,
-    pub ack: AckMode,
+    /// A standby in a synchronous ack mode may hold writes back.
+    pub synchronous: bool,
     /// `on_standby_loss = "degrade"`.
     pub degrade: bool,
     /// A newly promoted node may serve alone until a standby streams from it.
     pub alone_ok: bool,
-    /// The attached standby's state (`DETACHED`, `CATCHING_UP`, `STREAMING`).
+    /// The standbys that count, as one state (`Standbys::state_for`): `STREAMING` when
+    /// enough stream, `CATCHING_UP` when enough are attached, else `DETACHED`.
     pub standby: u8,
-    /// What the standby acked, as the ack mode counts it.
+    /// The highest sequence enough of them acked, each as its ack mode counts.
     pub acked: u64,
     /// With failover through etcd: this node's lease may have run out (its deadline passed).
     /// Past it, an answer leaves only for a sequence the standby has received while it
     /// still follows this node: a standby that campaigns has stopped following first.
     pub lease_lapsed: bool,
-    /// What a streaming standby has received (0 when none streams).
+    /// What a following standby has received that may leave past the deadline (0: none;
+    /// `Node::witnessed`).
     pub witnessed: u64,
     /// This node may acknowledge alone (`degrade`, or freshly promoted): without etcd always;
     /// with etcd only once etcd records that no standby is in sync (`{prefix}/sync` empty),
@@ -54,10 +56,10 @@ pub fn replication_bound(i: BoundInputs) -> u64 {
     }
 }
 
-/// A primary's bound from its ack mode and standby alone.
+/// A primary's bound from its ack modes and standbys alone.
 fn primary_bound(i: BoundInputs) -> u64 {
     let alone = i.standby == DETACHED && (i.degrade || i.alone_ok) && i.alone_cleared;
-    if i.ack == AckMode::Async || alone {
+    if !i.synchronous || alone {
         u64::MAX
     } else {
         i.acked
@@ -129,13 +131,13 @@ impl Gate {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use AckMode::*;
+    use replicator::AckMode::{self, *};
     use Role::*;
 
     fn bound(role: Role, ack: AckMode, degrade: bool, alone_ok: bool, standby: u8) -> u64 {
         replication_bound(BoundInputs {
             role,
-            ack,
+            synchronous: ack != Async,
             degrade,
             alone_ok,
             standby,
@@ -182,7 +184,7 @@ mod tests {
         let lapsed = |ack, standby, witnessed| {
             replication_bound(BoundInputs {
                 role: Primary,
-                ack,
+                synchronous: ack != Async,
                 degrade: true,
                 alone_ok: false,
                 standby,
@@ -202,7 +204,7 @@ mod tests {
         // A standby is not held by a lease it does not have.
         let standby = replication_bound(BoundInputs {
             role: Standby,
-            ack: Durable,
+            synchronous: true,
             degrade: false,
             alone_ok: false,
             standby: DETACHED,
@@ -219,7 +221,7 @@ mod tests {
         let alone = |alone_cleared| {
             replication_bound(BoundInputs {
                 role: Primary,
-                ack: Durable,
+                synchronous: true,
                 degrade: true,
                 alone_ok: false,
                 standby: DETACHED,

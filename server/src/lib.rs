@@ -53,6 +53,7 @@ pub mod journal_io;
 pub mod journal_stage;
 pub mod journaler;
 pub mod net;
+pub mod net_tls;
 pub mod node;
 pub mod ops;
 pub mod promotion;

@@ -16,6 +16,12 @@ pub trait ClientListener: mio::event::Source + Send + 'static {
 pub trait ClientStream: io::Read + io::Write + mio::event::Source + Send + 'static {
     /// Send small answers at once (no Nagle delay).
     fn set_nodelay(&self, on: bool) -> io::Result<()>;
+
+    /// Bytes (or, where the stream cannot count them, 1 for "some") the stream itself holds
+    /// that the socket has not taken yet: `flush` sends them on the next writable event.
+    fn buffered(&self) -> usize {
+        0
+    }
 }
 
 impl ClientListener for mio::net::TcpListener {

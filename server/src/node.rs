@@ -1,6 +1,6 @@
-//! This node in a replicated pair: its role (`role.rs`), its epochs (the synced `epoch`
-//! file), its ack policy (what the release gate waits for from the standby, and what losing
-//! the standby means), the standby it streams to (primary side), the follower's state
+//! This node in a replicated group: its role (`role.rs`), its epochs (the synced `epoch`
+//! file), its ack policy (what the release gate waits for from the standbys, and what losing
+//! them means), the standbys it streams to (primary side), the follower's state
 //! (standby side, `follow.rs`), and the promotion hand-shake (`promotion.rs`). Every thread
 //! reads it; each part says who writes it.
 
@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 
 use engine::Code;
 use replicator::checkpoints::Recent;
-use replicator::primary::{StandbyStatus, DETACHED, STREAMING};
+use replicator::standbys::{Standbys, DETACHED, STREAMING};
 use replicator::{Epochs, ReplicationCode};
 
 use crate::config::{AckMode, ReplicationSection};
@@ -61,11 +61,16 @@ impl EpochStore {
     }
 }
 
-/// What the release gate waits for from the standby, and what losing it means.
+/// What the release gate waits for from the standbys, and what losing them means.
 pub struct AckPolicy {
     /// Replication is configured (a primary with a port, or any standby).
     pub replicated: bool,
+    /// The mode of a standby not named in `replication.standby_ack`.
     pub ack: AckMode,
+    /// A standby in a synchronous mode may hold writes back (`ack`, or a named standby's).
+    pub synchronous: bool,
+    /// How many of them must ack a write (`replication.sync_standbys`).
+    pub needed: usize,
     /// `on_standby_loss = "degrade"`.
     pub degrade: bool,
     /// A promoted node may serve alone until a standby streams from it again.
@@ -76,8 +81,8 @@ pub struct Node {
     pub role: RoleCell,
     pub epochs: EpochStore,
     pub policy: AckPolicy,
-    /// The attached standby, as the primary side tracks it (written by the replicator).
-    pub standby: Arc<StandbyStatus>,
+    /// The standbys, as the primary side tracks them (written by the replicator).
+    pub standbys: Arc<Standbys>,
     /// Rolling-hash checkpoints of this node's engine (written by the engine stage).
     pub checkpoints: Arc<Recent>,
     /// The standby side: link, received sequence, comparison, intake, truncation.
@@ -133,6 +138,7 @@ impl Node {
         r: &ReplicationSection,
         replicated: bool,
     ) -> Result<Node> {
+        let standbys = r.standbys()?;
         Ok(Node {
             role: RoleCell::new(role),
             epochs: EpochStore::new(dir, epochs),
@@ -143,10 +149,12 @@ impl Node {
                 } else {
                     AckMode::Async
                 },
+                synchronous: replicated && standbys.any_synchronous(),
+                needed: r.sync_standbys,
                 degrade: r.degrade(),
                 alone_ok: AtomicBool::new(false),
             },
-            standby: Arc::new(StandbyStatus::default()),
+            standbys: Arc::new(standbys),
             checkpoints: Arc::new(Recent::default()),
             follower: FollowerSide::default(),
             promotion: Promotion::default(),
@@ -187,20 +195,30 @@ impl Node {
         }
     }
 
-    fn standby_detached(&self) -> bool {
-        self.standby.state.load(SeqCst) == DETACHED
+    /// The replication as one state: whether `needed` counting standbys stream, are
+    /// attached, or not; with no synchronous standby, the furthest standby's state.
+    pub fn standby_state(&self) -> u8 {
+        match self.policy.synchronous {
+            true => self.standbys.state_for(self.policy.needed),
+            false => self.standbys.best_state(),
+        }
     }
 
-    /// Synchronous replication, no standby, and `halt`: no write can be acknowledged.
+    fn standby_detached(&self) -> bool {
+        self.standby_state() == DETACHED
+    }
+
+    /// Synchronous replication, fewer standbys than it needs, and `halt`: no write can be
+    /// acknowledged.
     fn halted(&self) -> bool {
         let p = &self.policy;
-        p.ack != AckMode::Async && !p.degrade && !p.alone_ok.load(SeqCst) && self.standby_detached()
+        p.synchronous && !p.degrade && !p.alone_ok.load(SeqCst) && self.standby_detached()
     }
 
-    /// Whether synchronous replication is running without its standby.
+    /// Whether synchronous replication is running without the standbys it needs.
     pub fn degraded(&self) -> bool {
         let p = &self.policy;
-        p.ack != AckMode::Async
+        p.synchronous
             && self.role() == Role::Primary
             && self.standby_detached()
             && (p.degrade || p.alone_ok.load(SeqCst))
@@ -211,7 +229,7 @@ impl Node {
     pub fn release_bound(&self, now_ns: u64) -> u64 {
         let p = &self.policy;
         let role = self.role();
-        let standby = self.standby.state.load(SeqCst);
+        let standby = self.standby_state();
         // A plain load first: this runs on every release pass; the swap only once.
         if role == Role::Primary
             && standby == STREAMING
@@ -225,26 +243,34 @@ impl Node {
         }
         replication_bound(BoundInputs {
             role,
-            ack: p.ack,
+            synchronous: p.synchronous,
             degrade: p.degrade,
             alone_ok: p.alone_ok.load(SeqCst),
             standby,
             acked: self.acked(),
             lease_lapsed: self.lease.lapsed(now_ns),
-            witnessed: if standby == STREAMING {
-                self.standby.received.load(SeqCst)
-            } else {
-                0
-            },
+            witnessed: self.witnessed(),
             alone_cleared: !self.lease.enabled.load(SeqCst) || self.lease.sync_cleared.load(SeqCst),
         })
     }
 
-    /// What the standby acked, as the ack mode counts it (`durable` for `async`).
-    fn acked(&self) -> u64 {
-        match self.policy.ack {
-            AckMode::Received => self.standby.received.load(SeqCst),
-            _ => self.standby.durable.load(SeqCst),
+    /// The highest sequence the standbys that count acked, `needed` of them, each in its
+    /// own mode.
+    pub fn acked(&self) -> u64 {
+        self.standbys.acked_by(self.policy.needed)
+    }
+
+    /// Past the lease deadline, what may still leave: with one standby in sync, what it
+    /// received while it still follows this node (it stops following before it campaigns,
+    /// and it holds everything it received when it promotes). With several, nothing: the
+    /// one that wins compares positions published once the leader key is gone, and a
+    /// standby that received more after publishing must not have its writes acknowledged
+    /// (coordinator::candidacy).
+    fn witnessed(&self) -> u64 {
+        let (attached, _) = self.standbys.counting();
+        match attached {
+            1 => self.standbys.received_by(1),
+            _ => 0,
         }
     }
 
@@ -280,9 +306,21 @@ impl Node {
             .map(|_| ())
     }
 
-    /// The standby was lost: say what that means for writes.
+    /// A standby was lost: say what that means for writes.
     pub fn standby_lost(&self) {
-        if self.policy.ack == AckMode::Async || self.role() != Role::Primary {
+        if !self.policy.synchronous || self.role() != Role::Primary {
+            return;
+        }
+        if !self.standby_detached() {
+            let (attached, _) = self.standbys.counting();
+            log::info(
+                "replication_synchronous",
+                &[
+                    ("standbys_attached", &attached),
+                    ("needed", &self.policy.needed),
+                    ("detail", &"enough standbys remain: writes go on"),
+                ],
+            );
             return;
         }
         if self.degraded() {
@@ -290,7 +328,7 @@ impl Node {
                 Level::Error,
                 "replication_degraded",
                 Some(repl_code(ReplicationCode::Degraded)),
-                &[("detail", &"no standby: writes are acknowledged on this node alone (RPO > 0) until one streams again")],
+                &[("detail", &"fewer standbys than replication.sync_standbys: writes are acknowledged on this node alone (RPO > 0) until enough stream again")],
             );
         } else {
             log::line(
@@ -299,7 +337,7 @@ impl Node {
                 Some(repl_code(ReplicationCode::StandbyLost)),
                 &[(
                     "detail",
-                    &"no standby and on_standby_loss = halt: writes are refused until one attaches",
+                    &"fewer standbys than replication.sync_standbys and on_standby_loss = halt: writes are refused until enough attach",
                 )],
             );
         }
@@ -317,7 +355,7 @@ impl Node {
         }
     }
 
-    /// How far behind: on a primary, its durable sequence past the standby's; on a standby,
+    /// How far behind: on a primary, its durable sequence past what the standbys acked; on a standby,
     /// the primary's last sequence past what this node applied.
     pub fn lag_seq(&self, durable: u64, applied: u64) -> u64 {
         if self.role().follows() {
@@ -328,10 +366,10 @@ impl Node {
                 .load(SeqCst)
                 .saturating_sub(applied);
         }
-        if self.standby_detached() {
-            return 0;
-        }
-        durable.saturating_sub(self.standby.durable.load(SeqCst))
+        let synced = self
+            .standbys
+            .attached_kth(self.policy.needed, |s| s.durable.load(SeqCst));
+        synced.map_or(0, |synced| durable.saturating_sub(synced))
     }
 }
 

@@ -22,7 +22,6 @@ use std::time::Duration;
 
 use journal::retention::Retention;
 use journal::{snapshot, Storage, Tail};
-use replicator::primary::DETACHED;
 
 use crate::data_dir::{write_engine_snapshot, DataDir};
 use crate::error::{Result, ServerError};
@@ -384,11 +383,9 @@ impl Snapshotter {
                 .sync_dir()
                 .map_err(|e| ServerError::io("syncing the snapshot directory", e))?;
         }
-        let standby = &self.node.standby;
-        let attached = standby.state.load(SeqCst) != DETACHED;
         let Some(covered) = retirable_through(
             &seqs[drop_count..],
-            attached.then(|| standby.durable.load(SeqCst)),
+            self.node.standbys.slowest_attached_durable(),
         ) else {
             return Ok(0);
         };

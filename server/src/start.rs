@@ -33,6 +33,7 @@ use crate::gateway::{Gateway, Parts, WAKER};
 use crate::journal_io::JournalIo;
 use crate::journal_stage::JournalStage;
 use crate::journaler::Journaler;
+use crate::net_tls::TlsListener;
 use crate::node::{repl_code, Node};
 use crate::ops::log;
 use crate::ops::replication::PrimaryHooks;
@@ -205,19 +206,31 @@ impl Server {
             config.tick_interval(),
             (role == Role::Standby).then_some(intake_rx),
         );
-        let gateway = Gateway::new(
-            Parts {
-                poll,
-                listener,
-                sequencer,
-                gate,
-                shared: shared.clone(),
-                wake: wake.clone(),
-                node: node.clone(),
-            },
-            config.gateway.clone(),
-            strategy,
-        )?;
+        macro_rules! parts {
+            ($listener:expr) => {
+                Parts {
+                    poll,
+                    listener: $listener,
+                    sequencer,
+                    gate,
+                    shared: shared.clone(),
+                    wake: wake.clone(),
+                    node: node.clone(),
+                }
+            };
+        }
+        // One gateway type per kind of client port: plain TCP, or TLS over it.
+        let gateway: Box<dyn FnOnce() -> Result<()> + Send> = match config.client_tls()? {
+            None => {
+                let gateway = Gateway::new(parts!(listener), config.gateway.clone(), strategy)?;
+                Box::new(move || gateway.run())
+            }
+            Some(tls) => {
+                let listener = TlsListener::new(listener, tls);
+                let gateway = Gateway::new(parts!(listener), config.gateway.clone(), strategy)?;
+                Box::new(move || gateway.run())
+            }
+        };
         let journal = JournalStage::new(
             journal_consumer,
             journaler,
@@ -242,7 +255,7 @@ impl Server {
             spawn_pipeline("surge-journaler", cores.journaler, move || journal.run())?,
             spawn_pipeline("surge-engine", cores.engine, move || engine.run())?,
         ];
-        let gateway = spawn_pipeline("surge-gateway", cores.gateway, move || gateway.run())?;
+        let gateway = spawn_pipeline("surge-gateway", cores.gateway, gateway)?;
         let replication = match replication_listen {
             Some(addr) => {
                 let bound = std::net::TcpListener::bind(addr)
@@ -270,7 +283,7 @@ impl Server {
                         node: node.clone(),
                         shared: shared.clone(),
                     }),
-                    node.standby.clone(),
+                    node.standbys.clone(),
                     clock.clone(),
                 )
                 .map_err(|e| ServerError::io("starting the replication listener", e))?;
@@ -347,9 +360,7 @@ impl Server {
             ),
             Start::Primary | Start::Elected { .. } => None,
         };
-        if config.replication.auto_failover()
-            && (node.policy.ack == config::AckMode::Async || node.policy.degrade)
-        {
+        if config.replication.auto_failover() && (!node.policy.synchronous || node.policy.degrade) {
             log::line(
                 log::Level::Warn,
                 "unsafe_failover",
@@ -388,6 +399,7 @@ impl Server {
                 ("role", &node.role().name()),
                 ("epoch", &node.epoch()),
                 ("listen", &client_addr),
+                ("client_tls", &!config.gateway.tls_cert.is_empty()),
                 ("http", &http_addr),
                 ("replication", &replication_shown),
                 ("feed", &feed_shown),

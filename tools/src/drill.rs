@@ -366,8 +366,8 @@ fn wait_in_sync(etcd: &coordinator::local_etcd::LocalEtcd, standby: &str) -> any
             .get("/surge/sync")
             .ok()
             .flatten()
-            .and_then(|kv| coordinator::LeaderRecord::decode(&kv.value));
-        if recorded.is_some_and(|r| r.node == standby) {
+            .and_then(|kv| coordinator::SyncRecord::decode(&kv.value));
+        if recorded.is_some_and(|r| r.members.iter().any(|m| m == standby)) {
             return Ok(());
         }
         std::thread::sleep(Duration::from_millis(10));

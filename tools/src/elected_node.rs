@@ -23,7 +23,22 @@ pub fn run(config: ServerConfig, stop: &Arc<AtomicBool>) -> anyhow::Result<()> {
     let attached: Attached = Arc::new(Mutex::new(None));
     coordination.spawn(attached.clone())?;
     let local_epoch = Epochs::load(&config.data_dir)?.map_or(0, |e| e.epoch);
-    let Some(joined) = coordination.join(local_epoch, stop)? else {
+    // Read only when a campaign must compare it with other standbys' positions.
+    let data_dir = server::data_dir::DataDir::new(&config.data_dir);
+    let local_seq = || match data_dir.journal_last_seq() {
+        Ok(seq) => Some(seq),
+        Err(e) => {
+            let detail = "this node does not campaign until it can compare how far it got";
+            server::ops::log::line(
+                server::ops::log::Level::Warn,
+                "journal_position_unknown",
+                None,
+                &[("error", &e), ("detail", &detail)],
+            );
+            None
+        }
+    };
+    let Some(joined) = coordination.join(local_epoch, &local_seq, stop)? else {
         coordination.step_down();
         return Ok(());
     };

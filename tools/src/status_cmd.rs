@@ -1,11 +1,13 @@
-//! `surge status`: a pair run through etcd (`failover = "etcd"`) as the coordinator and the
+//! `surge status`: a group run through etcd (`failover = "etcd"`) as the coordinator and the
 //! nodes see it. From etcd: the leader and its epoch, how long its lease has left, the last
-//! term, the standby in sync, and the nodes registered under `{prefix}/nodes/`; from each
-//! node's `/health`: its role, epoch, ack mode, sequences, lag and standby state.
+//! term, the standbys in sync (and how many must ack), their published positions, and the
+//! nodes registered under `{prefix}/nodes/`; from each node's `/health`: its role, epoch,
+//! ack mode, sequences, lag and standby state, and on the primary each standby's mode, state,
+//! lag and durable sequence.
 
 use std::time::Duration;
 
-use coordinator::{Etcd, LeaderRecord, NodeRecord};
+use coordinator::{Etcd, LeaderRecord, NodeRecord, PositionRecord, SyncRecord};
 use serde_json::{json, Value};
 
 use crate::admin_client;
@@ -54,10 +56,23 @@ pub fn collect(args: &Args) -> anyhow::Result<Value> {
         Value::Null,
         |(r, _)| json!({ "node": r.node, "epoch": r.epoch }),
     );
-    let in_sync = record(&etcd, &format!("{prefix}/sync"))?.map_or(
-        Value::Null,
-        |(r, _)| json!({ "node": r.node, "epoch": r.epoch }),
-    );
+    let in_sync = etcd
+        .get(&format!("{prefix}/sync"))?
+        .and_then(|kv| SyncRecord::decode(&kv.value))
+        .map_or(
+            Value::Null,
+            |r| json!({ "members": r.members, "needed": r.needed, "epoch": r.epoch }),
+        );
+    let positions_prefix = format!("{prefix}/position/");
+    let positions: Vec<Value> = etcd
+        .get_prefix(&positions_prefix)?
+        .into_iter()
+        .filter_map(|(key, kv)| {
+            let p = PositionRecord::decode(&kv.value)?;
+            let name = key.trim_start_matches(&positions_prefix);
+            Some(json!({ "node": name, "epoch": p.epoch, "seq": p.seq }))
+        })
+        .collect();
     let nodes_prefix = format!("{prefix}/nodes/");
     let mut nodes = Vec::new();
     for (key, kv) in etcd.get_prefix(&nodes_prefix)? {
@@ -82,6 +97,7 @@ pub fn collect(args: &Args) -> anyhow::Result<Value> {
         "leader": leader,
         "last_term": term,
         "in_sync": in_sync,
+        "positions": positions,
         "nodes": nodes,
     }))
 }
@@ -97,15 +113,29 @@ fn text(s: &Value) -> String {
             l["lease_left_s"]
         )),
     }
-    let in_sync = s["in_sync"]["node"].as_str().unwrap_or("");
-    out.push_str(&format!(
-        "in sync   {}\n",
-        if in_sync.is_empty() {
-            "none (only the leader holds every acknowledged write)"
-        } else {
-            in_sync
-        }
-    ));
+    let members: Vec<&str> = s["in_sync"]["members"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .collect();
+    if members.is_empty() {
+        out.push_str("in sync   none (only the leader holds every acknowledged write)\n");
+    } else {
+        out.push_str(&format!(
+            "in sync   {} (each write acked by {} of them)\n",
+            members.join(", "),
+            s["in_sync"]["needed"]
+        ));
+    }
+    for p in s["positions"].as_array().into_iter().flatten() {
+        out.push_str(&format!(
+            "position  {} reached {} in epoch {}\n",
+            p["node"].as_str().unwrap_or("?"),
+            p["seq"],
+            p["epoch"]
+        ));
+    }
     out.push_str("nodes\n");
     for n in s["nodes"].as_array().into_iter().flatten() {
         let h = &n["health"];
@@ -129,6 +159,21 @@ fn text(s: &Value) -> String {
             h["standby"].as_str().unwrap_or("?"),
             n["client"].as_str().unwrap_or("?")
         ));
+        for sb in h["standbys"].as_array().into_iter().flatten() {
+            out.push_str(&format!(
+                "    → {:<10} ack {:<8} {:<11} durable {}  lag {}{}\n",
+                sb["node"].as_str().unwrap_or("?"),
+                sb["ack"].as_str().unwrap_or("?"),
+                sb["state"].as_str().unwrap_or("?"),
+                sb["durable_seq"],
+                sb["lag_seq"],
+                if sb["counted"] == true {
+                    "  (counts)"
+                } else {
+                    ""
+                }
+            ));
+        }
     }
     out
 }

@@ -4,6 +4,11 @@
 //! (`pip install wheel`): without them the test says so and passes, unless
 //! `SURGE_REQUIRE_PYTHON=1` (CI sets it, and installs them).
 
+#[path = "common/pki.rs"]
+mod pki;
+#[path = "common/scratch.rs"]
+mod scratch;
+
 use std::path::Path;
 use std::process::Command;
 
@@ -48,12 +53,18 @@ fn the_python_client_installs_and_passes_its_tests_against_this_surge() {
         String::from_utf8_lossy(&install.stdout),
         String::from_utf8_lossy(&install.stderr)
     );
+    // Certificates for the TLS test (the client port over TLS).
+    let certs = scratch::ScratchDir::new("python", "pki");
+    let pki::Pki { ca, cert, key } = pki::pki(&certs, "node");
     let run = Command::new("python3")
         .args(["-m", "unittest", "discover", "-v", "-s"])
         .arg(repo.join("clients/python/tests"))
         .env("PYTHONPATH", &site)
         .env("PYTHONDONTWRITEBYTECODE", "1")
         .env("SURGE_BIN", env!("CARGO_BIN_EXE_surge"))
+        .env("SURGE_TEST_CA", ca)
+        .env("SURGE_TEST_CERT", cert)
+        .env("SURGE_TEST_KEY", key)
         .output()
         .unwrap();
     let said = format!(
@@ -63,6 +74,6 @@ fn the_python_client_installs_and_passes_its_tests_against_this_surge() {
     );
     assert!(run.status.success(), "{said}");
     assert!(!said.contains("skipped"), "{said}");
-    assert!(said.contains("Ran 8 tests"), "{said}");
+    assert!(said.contains("Ran 9 tests"), "{said}");
     let _ = std::fs::remove_dir_all(&site);
 }

@@ -5,6 +5,7 @@ client (and as the Rust client in loadgen/src/client.rs does)."""
 from __future__ import annotations
 
 import socket
+import ssl
 import struct
 import time
 from collections import deque
@@ -48,13 +49,18 @@ class Client:
     server's idempotency answers a retry with the original outcome)."""
 
     def __init__(self, addresses: str | Sequence[str], client_id: int, timeout: float = 5.0,
-                 retry_for: float = 10.0, first_request_id: int | None = None):
+                 retry_for: float = 10.0, first_request_id: int | None = None,
+                 tls: ssl.SSLContext | None = None):
+        """`tls`: for a server whose client port speaks TLS (`gateway.tls_cert`), e.g.
+        ``ssl.create_default_context(cafile="/etc/surge/ca.pem")``; the certificate is checked
+        for each address's host."""
         if client_id == 0:
             raise ValueError("client id 0 is the sequencer's own")
         self.addresses = [addresses] if isinstance(addresses, str) else list(addresses)
         self.client_id = client_id
         self.timeout = timeout
         self.retry_for = retry_for
+        self.tls = tls
         # Upwards across restarts of this process too: microseconds since the epoch.
         self._next_id = first_request_id or time.time_ns() // 1000
         self._at = 0
@@ -79,6 +85,8 @@ class Client:
             try:
                 sock = socket.create_connection((host, int(port)), timeout=self.timeout)
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                if self.tls is not None:
+                    sock = self.tls.wrap_socket(sock, server_hostname=host)
                 sock.sendall(wire.hello(self.client_id, self.epoch))
                 self._sock, self._buf = sock, bytearray()
                 kind, body = self._read_frame()

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import ssl
 import subprocess
 import tempfile
 import threading
@@ -23,14 +24,14 @@ SMALL = ["engine.orders_max=65536", "engine.holdings_max=131072", "engine.client
 class Server:
     """`surge serve` on ephemeral ports; its address from the `serving` log line."""
 
-    def __init__(self):
+    def __init__(self, extra: tuple[str, ...] = ()):
         binary = os.environ.get("SURGE_BIN")
         if not binary:
             raise unittest.SkipTest("SURGE_BIN is not set (the surge binary to test against)")
         self.dir = tempfile.mkdtemp(prefix="surge-python-")
         args = [binary, "serve", "--data-dir", self.dir, "--listen", "127.0.0.1:0",
                 "--http", "127.0.0.1:0"]
-        for s in SMALL:
+        for s in SMALL + list(extra):
             args += ["--set", s]
         self.proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                      stderr=subprocess.PIPE, text=True)
@@ -150,6 +151,28 @@ class ClientTest(ServerTest):
             c.query_stock(7000)  # reading answers takes the pushes in too
         expired = next(e for e in c.pushes if e.code == Code.ORDER_EXPIRED)
         self.assertEqual(expired.value["order"], placed.order)
+
+
+class TlsTest(unittest.TestCase):
+    """The client port over TLS, with the PEM files named by SURGE_TEST_CA, SURGE_TEST_CERT
+    (for 127.0.0.1) and SURGE_TEST_KEY (the Rust test that runs this suite makes them)."""
+
+    def test_orders_over_tls_and_a_plain_client_gets_nothing(self):
+        ca, cert, key = (os.environ.get(f"SURGE_TEST_{v}") for v in ("CA", "CERT", "KEY"))
+        if not (ca and cert and key):
+            raise unittest.SkipTest("SURGE_TEST_CA, SURGE_TEST_CERT and SURGE_TEST_KEY are not set")
+        server = Server((f'gateway.tls_cert="{cert}"', f'gateway.tls_key="{key}"'))
+        self.addCleanup(server.stop)
+        context = ssl.create_default_context(cafile=ca)
+        with Client(server.address, client_id=9, tls=context) as c:
+            c.upsert_sku(9000, price=2, stock=50)
+            requests = [(wire.PLACE_ORDER, wire.place_order(u, [(9000, 1)])) for u in range(80)]
+            codes = [a.code for a in c.call_many(requests)]
+            self.assertEqual(codes.count(Code.ORDER_PLACED), 50)
+        plain = Client(server.address, client_id=10, timeout=1.0)
+        with self.assertRaises(Exception):
+            plain.connect()
+        plain.close()
 
 
 class socketserver_that_refuses:

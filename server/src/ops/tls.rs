@@ -1,15 +1,16 @@
-//! TLS for the HTTP port (`admin.tls_cert`, `admin.tls_key`): the certificate chain and key
-//! read from PEM files at start, a rustls server config built once. With it the port speaks
-//! HTTPS only, so the admin token and `/metrics` never cross the network in the clear.
+//! The server side of TLS for the HTTP port (`admin.tls_cert`, `admin.tls_key`) and the
+//! client port (`gateway.tls_cert`, `gateway.tls_key`): the certificate chain and key read
+//! from PEM files at start, a rustls server config built once. With it the port speaks TLS
+//! only, so admin tokens, `/metrics` and orders never cross the network in the clear.
 
 use std::path::Path;
 use std::sync::Arc;
 
 use crate::error::{Result, ServerError};
 
-/// The server side of TLS for the HTTP port, from PEM files.
-pub fn server_config(cert: &Path, key: &Path) -> Result<Arc<rustls::ServerConfig>> {
-    let bad = |why: String| ServerError::config("admin.tls_cert, admin.tls_key", why);
+/// A server config from PEM files; `keys` names the config keys in errors.
+pub fn server_config(cert: &Path, key: &Path, keys: &str) -> Result<Arc<rustls::ServerConfig>> {
+    let bad = |why: String| ServerError::config(keys, why);
     let chain = replicator::tls::pem_chain(cert).map_err(bad)?;
     let key = replicator::tls::pem_key(key).map_err(bad)?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());

@@ -16,12 +16,22 @@ pub fn pki(dir: &Path, name: &str) -> Pki {
     let ca_key = rcgen::KeyPair::generate().unwrap();
     let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
     ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    ca_params.key_usages = vec![
+        rcgen::KeyUsagePurpose::KeyCertSign,
+        rcgen::KeyUsagePurpose::CrlSign,
+    ];
+    // Names of their own: OpenSSL (the Python client) takes a certificate whose issuer is
+    // its own subject for a self-signed one.
+    ca_params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, format!("surge test CA {name}"));
     let ca = ca_params.self_signed(&ca_key).unwrap();
     let key = rcgen::KeyPair::generate().unwrap();
-    let cert = rcgen::CertificateParams::new(vec!["127.0.0.1".to_string()])
-        .unwrap()
-        .signed_by(&key, &ca, &ca_key)
-        .unwrap();
+    let mut params = rcgen::CertificateParams::new(vec!["127.0.0.1".to_string()]).unwrap();
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "127.0.0.1");
+    let cert = params.signed_by(&key, &ca, &ca_key).unwrap();
     let write = |file: &str, text: String| {
         let path = dir.join(format!("{name}-{file}"));
         std::fs::write(&path, text).unwrap();

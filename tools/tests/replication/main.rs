@@ -1,9 +1,11 @@
-//! A primary and a hot standby as two real processes: catch-up, SIGKILL and promotion under
-//! load, failback, epochs and fencing, and a network partition between two namespaces.
+//! A primary and hot standbys as real processes: catch-up, SIGKILL and promotion under
+//! load, failback, epochs and fencing, several standbys ("k of N", a DR standby), and a
+//! network partition between two namespaces.
 
 mod catch_up;
 mod epochs;
 mod etcd_failover;
+mod etcd_standbys;
 mod failover;
 mod handshake;
 mod harness;
@@ -14,4 +16,5 @@ mod pki;
 mod promotion_crash;
 #[path = "../common/scratch.rs"]
 mod scratch;
+mod standbys;
 mod tls;

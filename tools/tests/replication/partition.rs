@@ -419,8 +419,8 @@ fn etcd_partition(tag: &str, subnet: u8, ack: &str) {
             .get("/surge/sync")
             .ok()
             .flatten()
-            .and_then(|kv| coordinator::LeaderRecord::decode(&kv.value))
-            .map(|r| r.node)
+            .and_then(|kv| coordinator::SyncRecord::decode(&kv.value))
+            .map(|r| r.members.join(","))
     };
     if ack == "durable" {
         wait_for(Duration::from_secs(10), "b recorded in sync", || {
