@@ -61,8 +61,10 @@ fn the_feed_resumes_at_rolls_snapshots_retirements_and_restarts_exactly_once() {
     // Once every order has closed and retired, the feed's last word on each order is the
     // state `surge replay --export` finds.
     harness::wait_for(Duration::from_secs(30), "the sale to settle", || {
+        wait_feed_caught_up(&node);
         let (_, a) = read_all(feed_addr(&node), 0);
         std::thread::sleep(Duration::from_millis(1_200));
+        wait_feed_caught_up(&node);
         let (more, _) = read_all(feed_addr(&node), a);
         more.is_empty()
     });

@@ -143,7 +143,8 @@ pub fn exported_states(dir: &Path) -> HashMap<u64, String> {
     states
 }
 
-/// Open-loop flash-sale load (waitlists, payments, failures, cancellations) for `secs`.
+/// Open-loop flash-sale load (waitlists, payments, failures, cancellations) for `secs`, then
+/// until the feed has caught up with it.
 pub fn load(node: &ServeProcess, rate: u32, secs: u32, seed: u32) {
     let out = Command::new(harness::exe())
         .args(["loadgen", "--server", &node.addr.to_string()])
@@ -153,6 +154,20 @@ pub fn load(node: &ServeProcess, rate: u32, secs: u32, seed: u32) {
         .output()
         .unwrap();
     assert!(out.status.success(), "{out:?}");
+    wait_feed_caught_up(node);
+}
+
+/// Wait until the node's feed holds every sequence up to its release bound as it was when
+/// asked. The feed is written by the snapshotter at nice 19, which a busy machine (CI runs
+/// the suites side by side) can starve for seconds: a test reads the feed only once it has
+/// caught up, never after a fixed sleep.
+pub fn wait_feed_caught_up(node: &ServeProcess) {
+    let bound = harness::metric(node, "surge_release_bound_seq");
+    harness::wait_for(
+        std::time::Duration::from_secs(120),
+        "the feed to catch up with the release bound",
+        || harness::metric(node, "surge_feed_through_seq") >= bound,
+    );
 }
 
 pub fn feed_addr(node: &ServeProcess) -> SocketAddr {
