@@ -3,15 +3,20 @@
 //! answered last, then the others in order; an endpoint that cannot be reached or answers
 //! garbage is skipped. `Unreachable` means no endpoint answered: the caller cannot tell a
 //! down cluster from a partition, and must act as if its lease could be running out.
+//! With credentials (`access.rs`) every call carries a token, bought on the first call and
+//! again whenever etcd answers 401 (expired, or issued by another member), then the call is
+//! tried once more.
 
-use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::Mutex;
 use std::time::Duration;
 
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine as _;
 use serde_json::{json, Value};
 
-use crate::http::post_json;
+use crate::access::EtcdAccess;
+use crate::http::{post_json, Post};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum EtcdError {
@@ -45,18 +50,39 @@ pub struct Kv {
 pub struct Etcd {
     endpoints: Vec<String>,
     timeout: Duration,
+    access: EtcdAccess,
     /// The endpoint that answered last.
     preferred: AtomicUsize,
+    /// The auth token in use (with credentials), bought on demand.
+    token: Mutex<Option<String>>,
+    /// Tokens bought so far.
+    authentications: AtomicU64,
+}
+
+/// How one pass over the endpoints ended, short of an answer.
+enum Failure {
+    Etcd(EtcdError),
+    /// 401: the token is not (or no longer) valid where the call landed.
+    TokenRejected(String),
 }
 
 impl Etcd {
     /// `endpoints` as `host:port`; `timeout` bounds each attempt (connect, write, read).
+    /// Plain HTTP, no authentication.
     pub fn new(endpoints: Vec<String>, timeout: Duration) -> Etcd {
+        Etcd::with_access(endpoints, timeout, EtcdAccess::default())
+    }
+
+    /// The same, over TLS and as a user where `access` says so.
+    pub fn with_access(endpoints: Vec<String>, timeout: Duration, access: EtcdAccess) -> Etcd {
         assert!(!endpoints.is_empty(), "etcd needs at least one endpoint");
         Etcd {
             endpoints,
             timeout,
+            access,
             preferred: AtomicUsize::new(0),
+            token: Mutex::new(None),
+            authentications: AtomicU64::new(0),
         }
     }
 
@@ -64,14 +90,69 @@ impl Etcd {
         &self.endpoints
     }
 
-    fn call(&self, path: &str, body: Value) -> Result<Value, EtcdError> {
+    pub fn access(&self) -> &EtcdAccess {
+        &self.access
+    }
+
+    /// Auth tokens bought so far (one at the first call, one more each time one expired).
+    pub fn authentications(&self) -> u64 {
+        self.authentications.load(Relaxed)
+    }
+
+    pub(crate) fn call(&self, path: &str, body: Value) -> Result<Value, EtcdError> {
         let body = body.to_string();
+        if self.access.credentials.is_none() {
+            return self.pass(path, &body, None).map_err(Failure::into_error);
+        }
+        let token = self.token()?;
+        match self.pass(path, &body, Some(&token)) {
+            Err(Failure::TokenRejected(_)) => {
+                self.forget_token(&token);
+                let token = self.token()?;
+                self.pass(path, &body, Some(&token))
+                    .map_err(Failure::into_error)
+            }
+            other => other.map_err(Failure::into_error),
+        }
+    }
+
+    /// The token in use, bought first if there is none.
+    fn token(&self) -> Result<String, EtcdError> {
+        let credentials = self.access.credentials.as_ref().expect("credentials");
+        let mut token = self.token.lock().expect("token lock");
+        if let Some(token) = token.as_ref() {
+            return Ok(token.clone());
+        }
+        let body = json!({ "name": credentials.user, "password": credentials.password });
+        let answer = self
+            .pass("/v3/auth/authenticate", &body.to_string(), None)
+            .map_err(Failure::into_error)?;
+        let bought = answer["token"]
+            .as_str()
+            .filter(|t| !t.is_empty())
+            .ok_or_else(|| EtcdError::Refused(format!("no token in {answer}")))?
+            .to_string();
+        self.authentications.fetch_add(1, Relaxed);
+        *token = Some(bought.clone());
+        Ok(bought)
+    }
+
+    fn forget_token(&self, rejected: &str) {
+        let mut token = self.token.lock().expect("token lock");
+        if token.as_deref() == Some(rejected) {
+            *token = None;
+        }
+    }
+
+    /// Try the endpoint that answered last, then the others in order.
+    fn pass(&self, path: &str, body: &str, token: Option<&str>) -> Result<Value, Failure> {
+        let post = Post { path, body, token };
         let first = self.preferred.load(Relaxed);
         let mut failures = Vec::new();
         for i in 0..self.endpoints.len() {
             let at = (first + i) % self.endpoints.len();
             let endpoint = &self.endpoints[at];
-            match post_json(endpoint, path, &body, self.timeout) {
+            match post_json(endpoint, self.access.tls.as_ref(), &post, self.timeout) {
                 Ok((200, bytes)) => match serde_json::from_slice::<Value>(&bytes) {
                     Ok(value) => {
                         self.preferred.store(at, Relaxed);
@@ -79,12 +160,18 @@ impl Etcd {
                     }
                     Err(e) => failures.push(format!("{endpoint}: {e}")),
                 },
+                Ok((401, bytes)) if token.is_some() => {
+                    let text = String::from_utf8_lossy(&bytes);
+                    return Err(Failure::TokenRejected(format!(
+                        "{endpoint}{path}: 401 {text}"
+                    )));
+                }
                 Ok((status, bytes)) if status < 500 => {
                     // A definite no (a bad request, a lease not found): the same anywhere.
                     let text = String::from_utf8_lossy(&bytes);
-                    return Err(EtcdError::Refused(format!(
+                    return Err(Failure::Etcd(EtcdError::Refused(format!(
                         "{endpoint}{path}: {status} {text}"
-                    )));
+                    ))));
                 }
                 Ok((status, bytes)) => {
                     // This member is in trouble (no leader, a learner, shutting down): another
@@ -95,7 +182,7 @@ impl Etcd {
                 Err(e) => failures.push(format!("{endpoint}: {e}")),
             }
         }
-        Err(EtcdError::Unreachable(failures.join("; ")))
+        Err(Failure::Etcd(EtcdError::Unreachable(failures.join("; "))))
     }
 
     /// A new lease of `ttl_secs`; its id.
@@ -248,8 +335,17 @@ impl Etcd {
     }
 }
 
+impl Failure {
+    fn into_error(self) -> EtcdError {
+        match self {
+            Failure::Etcd(e) => e,
+            Failure::TokenRejected(why) => EtcdError::Refused(why),
+        }
+    }
+}
+
 /// The first key after every key that starts with `prefix` (etcd's `range_end`).
-fn prefix_end(prefix: &str) -> Vec<u8> {
+pub(crate) fn prefix_end(prefix: &str) -> Vec<u8> {
     let mut end = prefix.as_bytes().to_vec();
     while let Some(last) = end.pop() {
         if last < 0xff {

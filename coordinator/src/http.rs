@@ -1,33 +1,84 @@
 //! One blocking HTTP/1.1 POST with a JSON body, `Connection: close`, a deadline on connect,
-//! write and read, and the response body de-chunked: all etcd's gateway needs.
+//! write and read, over TLS where configured, with an `Authorization` token where given, and
+//! the response body de-chunked: all etcd's gateway needs.
 
 use std::io::{self, Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
+use std::sync::Arc;
 use std::time::Duration;
+
+use rustls::pki_types::ServerName;
+
+/// One request: where it goes and what it carries.
+pub struct Post<'a> {
+    pub path: &'a str,
+    pub body: &'a str,
+    /// etcd's auth token, sent as `Authorization` (the gateway's name for it).
+    pub token: Option<&'a str>,
+}
 
 /// Status code and body.
 pub fn post_json(
     endpoint: &str,
-    path: &str,
-    body: &str,
+    tls: Option<&Arc<rustls::ClientConfig>>,
+    post: &Post<'_>,
     timeout: Duration,
 ) -> io::Result<(u16, Vec<u8>)> {
     let addr = endpoint.to_socket_addrs()?.next().ok_or_else(|| {
         io::Error::new(io::ErrorKind::NotFound, format!("{endpoint}: no address"))
     })?;
-    let mut stream = TcpStream::connect_timeout(&addr, timeout)?;
+    let stream = TcpStream::connect_timeout(&addr, timeout)?;
     stream.set_read_timeout(Some(timeout))?;
     stream.set_write_timeout(Some(timeout))?;
     stream.set_nodelay(true)?;
+    let authorization = post
+        .token
+        .map(|t| format!("Authorization: {t}\r\n"))
+        .unwrap_or_default();
     let request = format!(
-        "POST {path} HTTP/1.1\r\nHost: {endpoint}\r\nContent-Type: application/json\r\n\
-         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
+        "POST {} HTTP/1.1\r\nHost: {endpoint}\r\nContent-Type: application/json\r\n\
+         {authorization}Content-Length: {}\r\nConnection: close\r\n\r\n{}",
+        post.path,
+        post.body.len(),
+        post.body
     );
-    stream.write_all(request.as_bytes())?;
-    let mut response = Vec::new();
-    stream.read_to_end(&mut response)?;
+    let response = match tls {
+        None => exchange(stream, request.as_bytes())?,
+        Some(config) => {
+            let name = ServerName::try_from(host_of(endpoint).to_string()).map_err(|e| {
+                io::Error::new(io::ErrorKind::InvalidInput, format!("{endpoint}: {e}"))
+            })?;
+            let session = rustls::ClientConnection::new(config.clone(), name)
+                .map_err(|e| io::Error::other(format!("{endpoint}: TLS: {e}")))?;
+            exchange(
+                rustls::StreamOwned::new(session, stream),
+                request.as_bytes(),
+            )?
+        }
+    };
     parse_response(&response)
+}
+
+/// Write the request, read until the server closes. A TLS peer that closes without its
+/// close_notify after a whole response is taken as done: the response is checked whole by
+/// its parsing, and nothing follows `Connection: close`.
+fn exchange(mut stream: impl Read + Write, request: &[u8]) -> io::Result<Vec<u8>> {
+    stream.write_all(request)?;
+    stream.flush()?;
+    let mut response = Vec::new();
+    match stream.read_to_end(&mut response) {
+        Ok(_) => Ok(response),
+        Err(e) if e.kind() == io::ErrorKind::UnexpectedEof && !response.is_empty() => Ok(response),
+        Err(e) => Err(e),
+    }
+}
+
+/// The host of `host:port` (`[v6]:port` without its brackets), for the certificate check.
+fn host_of(endpoint: &str) -> &str {
+    if let Some(rest) = endpoint.strip_prefix('[') {
+        return rest.split(']').next().unwrap_or(rest);
+    }
+    endpoint.rsplit_once(':').map_or(endpoint, |(host, _)| host)
 }
 
 fn bad(why: impl Into<String>) -> io::Error {
@@ -36,6 +87,12 @@ fn bad(why: impl Into<String>) -> io::Error {
 
 /// Split a whole response into its status and body.
 fn parse_response(response: &[u8]) -> io::Result<(u16, Vec<u8>)> {
+    if response.is_empty() {
+        // What etcd does with plain HTTP on a TLS-only port.
+        return Err(bad(
+            "closed without answering (if etcd serves TLS, give its CA: coordinator.tls_ca)",
+        ));
+    }
     let head_end = response
         .windows(4)
         .position(|w| w == b"\r\n\r\n")
@@ -98,5 +155,13 @@ mod tests {
             (200, b"{\"a\":1}".to_vec())
         );
         assert!(parse_response(b"HTTP/1.1 200 OK\r\n").is_err());
+    }
+
+    #[test]
+    fn hosts_for_the_certificate_check() {
+        assert_eq!(host_of("10.0.0.5:2379"), "10.0.0.5");
+        assert_eq!(host_of("etcd-a.example:2379"), "etcd-a.example");
+        assert_eq!(host_of("[::1]:2379"), "::1");
+        assert_eq!(host_of("etcd"), "etcd");
     }
 }

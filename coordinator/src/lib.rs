@@ -4,7 +4,8 @@
 //! (compare-and-swap in the same transaction that takes the key), so the epoch is the fencing
 //! token etcd hands out.
 //!
-//! - `http.rs`: a blocking HTTP/1.1 POST, enough for etcd's gateway.
+//! - `http.rs`: a blocking HTTP/1.1 POST (TLS where configured), enough for etcd's gateway.
+//! - `access.rs`: TLS and a user's credentials for a secured etcd.
 //! - `etcd.rs`: the calls surge needs (lease grant, keep-alive, revoke; range; put;
 //!   the campaign transaction) over etcd's v3 JSON gateway.
 //! - `local_etcd.rs`: a throwaway etcd on loopback for tests and drills.
@@ -17,12 +18,14 @@
 //! tokio runtime into a process whose threads are pinned stages; surge needs five unary calls,
 //! which etcd serves as JSON over HTTP (`/v3/...`, the gateway etcd documents and ships).
 
+pub mod access;
 pub mod candidacy;
 pub mod etcd;
 pub mod http;
 pub mod lease;
 pub mod local_etcd;
 
+pub use access::{Credentials, EtcdAccess};
 pub use candidacy::{may_campaign, Candidate, PositionRecord, SyncRecord};
 pub use etcd::{Etcd, EtcdError, Kv};
 pub use lease::{Deadline, LeaderRecord, NodeRecord};

@@ -6,18 +6,41 @@
 //! the same leader resumes with its leases' expiry times long past, and revokes them.)
 
 use std::net::TcpListener;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::Etcd;
+use base64::engine::general_purpose::STANDARD as B64;
+use base64::Engine as _;
+use serde_json::json;
+
+use crate::{Credentials, Etcd, EtcdAccess, EtcdError};
 
 pub struct LocalEtcd {
     child: Option<Child>,
-    dir: std::path::PathBuf,
+    dir: PathBuf,
     ip: String,
     ports: (u16, u16),
+    secured: Option<Secured>,
+    /// What `client()` uses: TLS when secured, credentials once auth is on.
+    access: EtcdAccess,
     pub endpoint: String,
+}
+
+/// An etcd that serves TLS only on its client port.
+#[derive(Clone)]
+pub struct Secured {
+    /// PEM files: the CA etcd trusts for client certificates, its own certificate and key.
+    pub ca: PathBuf,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    /// Refuse clients without a certificate `ca` signed (`--client-cert-auth`).
+    pub client_certs: bool,
+    /// `--auth-token-ttl`: how long a token lives, in seconds.
+    pub token_ttl_secs: u64,
+    /// How `client()` reaches it.
+    pub client_tls: Arc<rustls::ClientConfig>,
 }
 
 /// Whether an `etcd` binary is on the PATH.
@@ -57,6 +80,15 @@ impl LocalEtcd {
     /// The same, its client port on `ip` (an address of this host; network-namespace tests
     /// give it one their namespaces route to).
     pub fn start_at(dir: &Path, ip: &str) -> std::io::Result<LocalEtcd> {
+        LocalEtcd::launch(dir, ip, None)
+    }
+
+    /// One on loopback that speaks TLS only on its client port.
+    pub fn start_secured(dir: &Path, secured: Secured) -> std::io::Result<LocalEtcd> {
+        LocalEtcd::launch(dir, "127.0.0.1", Some(secured))
+    }
+
+    fn launch(dir: &Path, ip: &str, secured: Option<Secured>) -> std::io::Result<LocalEtcd> {
         std::fs::create_dir_all(dir)?;
         let ports = (free_port()?, free_port()?);
         let mut etcd = LocalEtcd {
@@ -64,6 +96,11 @@ impl LocalEtcd {
             dir: dir.to_path_buf(),
             ip: ip.to_string(),
             ports,
+            access: EtcdAccess {
+                tls: secured.as_ref().map(|s| s.client_tls.clone()),
+                credentials: None,
+            },
+            secured,
             endpoint: format!("{ip}:{}", ports.0),
         };
         etcd.restart()?;
@@ -72,14 +109,31 @@ impl LocalEtcd {
 
     /// Start it (again, after `kill`) on the same ports and data; wait until it answers.
     pub fn restart(&mut self) -> std::io::Result<()> {
-        let client_url = format!("http://{}:{}", self.ip, self.ports.0);
+        let scheme = if self.secured.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        let client_url = format!("{scheme}://{}:{}", self.ip, self.ports.0);
         let peer_url = format!("http://127.0.0.1:{}", self.ports.1);
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(self.dir.join("etcd.log"))?;
+        let mut command = Command::new("etcd");
+        if let Some(s) = &self.secured {
+            command
+                .arg("--trusted-ca-file")
+                .arg(&s.ca)
+                .arg("--cert-file")
+                .arg(&s.cert)
+                .arg("--key-file")
+                .arg(&s.key)
+                .arg(format!("--client-cert-auth={}", s.client_certs))
+                .arg(format!("--auth-token-ttl={}", s.token_ttl_secs));
+        }
         self.child = Some(
-            Command::new("etcd")
+            command
                 .args(["--name", "surge-test"])
                 .arg("--data-dir")
                 .arg(self.dir.join("data"))
@@ -94,7 +148,8 @@ impl LocalEtcd {
         );
         let client = self.client();
         let started = Instant::now();
-        while client.get("/surge-probe").is_err() {
+        // Any answer will do: with auth on, the probe may be refused.
+        while let Err(EtcdError::Unreachable(_)) = client.get("/surge-probe") {
             if started.elapsed() > Duration::from_secs(20) {
                 return Err(std::io::Error::other(format!(
                     "etcd did not answer on {} (log: {})",
@@ -116,7 +171,49 @@ impl LocalEtcd {
     }
 
     pub fn client(&self) -> Etcd {
-        Etcd::new(vec![self.endpoint.clone()], Duration::from_millis(500))
+        Etcd::with_access(
+            vec![self.endpoint.clone()],
+            Duration::from_millis(500),
+            self.access.clone(),
+        )
+    }
+
+    /// Turn on etcd's authentication: `root` (every right; etcd needs it before auth can be
+    /// enabled) and `user` (read and write under `prefix` only), both with `password`.
+    /// `client()` authenticates as `user` from now on.
+    pub fn enable_auth(
+        &mut self,
+        prefix: &str,
+        user: &str,
+        password: &str,
+    ) -> Result<(), EtcdError> {
+        let etcd = self.client();
+        let role = format!("{user}-role");
+        etcd.call(
+            "/v3/auth/user/add",
+            json!({ "name": "root", "password": password }),
+        )?;
+        etcd.call(
+            "/v3/auth/user/grant",
+            json!({ "user": "root", "role": "root" }),
+        )?;
+        etcd.call("/v3/auth/role/add", json!({ "name": role }))?;
+        etcd.call(
+            "/v3/auth/role/grant",
+            json!({ "name": role, "perm": { "permType": "READWRITE", "key": B64.encode(prefix),
+                     "range_end": B64.encode(crate::etcd::prefix_end(prefix)) } }),
+        )?;
+        etcd.call(
+            "/v3/auth/user/add",
+            json!({ "name": user, "password": password }),
+        )?;
+        etcd.call("/v3/auth/user/grant", json!({ "user": user, "role": role }))?;
+        etcd.call("/v3/auth/enable", json!({}))?;
+        self.access.credentials = Some(Credentials {
+            user: user.to_string(),
+            password: password.to_string(),
+        });
+        Ok(())
     }
 }
 

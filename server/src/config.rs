@@ -96,6 +96,16 @@ pub struct CoordinatorSection {
     pub margin_ms: u64,
     /// Keys live under it: `{prefix}/leader`, `{prefix}/epoch`, `{prefix}/nodes/{node}`.
     pub prefix: String,
+    /// PEM file of the CA that signed etcd's certificates: set, every endpoint is reached over
+    /// TLS ("": plain HTTP).
+    pub tls_ca: String,
+    /// This node's client certificate and key (PEM), for an etcd run with
+    /// `--client-cert-auth` ("": none).
+    pub tls_cert: String,
+    pub tls_key: String,
+    /// etcd's authentication: the user, and a file holding its password (one line).
+    pub username: String,
+    pub password_file: String,
 }
 
 impl Default for CoordinatorSection {
@@ -105,6 +115,11 @@ impl Default for CoordinatorSection {
             lease_ms: 2000,
             margin_ms: 500,
             prefix: "/surge".into(),
+            tls_ca: String::new(),
+            tls_cert: String::new(),
+            tls_key: String::new(),
+            username: String::new(),
+            password_file: String::new(),
         }
     }
 }
@@ -647,6 +662,25 @@ impl ServerConfig {
                     "failover = \"etcd\" needs etcd's client addresses, e.g. [\"10.0.0.5:2379\"]",
                 ));
             }
+            if let Some(e) = c.endpoints.iter().find(|e| e.contains("://")) {
+                return Err(ServerError::config(
+                    "coordinator.endpoints",
+                    format!("{e:?}: host:port without a scheme (TLS is set by coordinator.tls_ca)"),
+                ));
+            }
+            if !c.tls_cert.is_empty() && !c.tls_key.is_empty() && c.tls_ca.is_empty() {
+                return Err(ServerError::config(
+                    "coordinator.tls_ca",
+                    "a client certificate is for etcd over TLS: set tls_ca to the CA that \
+                     signed etcd's certificate",
+                ));
+            }
+            if c.username.is_empty() != c.password_file.is_empty() {
+                return Err(ServerError::config(
+                    "coordinator.username, coordinator.password_file",
+                    "etcd's authentication needs both the user and the file with its password",
+                ));
+            }
             if c.lease_ms < 2000 || !c.lease_ms.is_multiple_of(1000) {
                 return Err(ServerError::config(
                     "coordinator.lease_ms",
@@ -721,6 +755,11 @@ impl ServerConfig {
                 &self.gateway.tls_cert,
                 &self.gateway.tls_key,
             ),
+            (
+                "coordinator.tls_cert, coordinator.tls_key",
+                &self.coordinator.tls_cert,
+                &self.coordinator.tls_key,
+            ),
         ] {
             if cert.is_empty() != key.is_empty() {
                 return Err(ServerError::config(
@@ -743,6 +782,51 @@ impl ServerConfig {
             "gateway.tls_cert, gateway.tls_key",
         )
         .map(Some)
+    }
+
+    /// How to reach etcd (`[coordinator]`): TLS and credentials where configured, the files
+    /// read and checked here.
+    pub fn etcd_access(&self) -> Result<coordinator::EtcdAccess> {
+        let c = &self.coordinator;
+        let tls = match c.tls_ca.is_empty() {
+            true => None,
+            false => Some(crate::ops::tls::client_config(
+                std::path::Path::new(&c.tls_ca),
+                (!c.tls_cert.is_empty()).then(|| {
+                    (
+                        std::path::Path::new(&c.tls_cert),
+                        std::path::Path::new(&c.tls_key),
+                    )
+                }),
+                "coordinator.tls_ca, coordinator.tls_cert, coordinator.tls_key",
+            )?),
+        };
+        let credentials = match c.username.is_empty() {
+            true => None,
+            false => {
+                let text = std::fs::read_to_string(&c.password_file).map_err(|e| {
+                    ServerError::config(
+                        "coordinator.password_file",
+                        format!("{}: {e}", c.password_file),
+                    )
+                })?;
+                let password = text.trim_end_matches(['\r', '\n']).to_string();
+                if password.is_empty() {
+                    return Err(ServerError::config(
+                        "coordinator.password_file",
+                        format!(
+                            "{}: empty; it holds the password of {:?}",
+                            c.password_file, c.username
+                        ),
+                    ));
+                }
+                Some(coordinator::Credentials {
+                    user: c.username.clone(),
+                    password,
+                })
+            }
+        };
+        Ok(coordinator::EtcdAccess { tls, credentials })
     }
 
     /// The HTTP port's TLS, if configured (the files are read and checked here).
@@ -974,6 +1058,62 @@ mod tests {
             (cf.segment_mib, cf.max_mib, cf.max_subscribers, cf.batch_kib),
             (df.segment_mib, df.max_mib, df.max_subscribers, df.batch_kib)
         );
+    }
+
+    #[test]
+    fn a_secured_etcd_needs_whole_settings() {
+        let etcd = [
+            "replication.failover=\"etcd\"",
+            "replication.listen=\"127.0.0.1:7700\"",
+            "replication.node=\"a\"",
+            "coordinator.endpoints=[\"127.0.0.1:2379\"]",
+        ];
+        let with = |extra: &[&str]| {
+            let mut sets = etcd.to_vec();
+            sets.extend_from_slice(extra);
+            load("", &sets)
+        };
+        assert!(with(&[]).is_ok());
+        for (extra, key) in [
+            (
+                &["coordinator.endpoints=[\"https://127.0.0.1:2379\"]"][..],
+                "coordinator.endpoints",
+            ),
+            (
+                &["coordinator.tls_cert=\"c.pem\""][..],
+                "coordinator.tls_key",
+            ),
+            (
+                &[
+                    "coordinator.tls_cert=\"c.pem\"",
+                    "coordinator.tls_key=\"k.pem\"",
+                ][..],
+                "coordinator.tls_ca",
+            ),
+            (
+                &["coordinator.username=\"surge\""][..],
+                "coordinator.password_file",
+            ),
+            (
+                &["coordinator.password_file=\"pw\""][..],
+                "coordinator.username",
+            ),
+        ] {
+            let e = with(extra).unwrap_err();
+            assert!(format!("{e:#}").contains(key), "{extra:?}: {e:#}");
+        }
+        // Files are read when the access is built: a missing one is named.
+        let c = with(&[
+            "coordinator.username=\"surge\"",
+            "coordinator.password_file=\"/nonexistent/pw\"",
+        ])
+        .unwrap();
+        let e = c.etcd_access().err().expect("no password file");
+        assert!(format!("{e:#}").contains("/nonexistent/pw"), "{e:#}");
+        let c = with(&["coordinator.tls_ca=\"/nonexistent/ca.pem\""]).unwrap();
+        let e = c.etcd_access().err().expect("no CA file");
+        assert!(format!("{e:#}").contains("coordinator.tls_ca"), "{e:#}");
+        assert!(ServerConfig::default().etcd_access().unwrap().tls.is_none());
     }
 
     #[test]

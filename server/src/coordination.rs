@@ -124,7 +124,11 @@ impl Coordination {
         let prefix = c.prefix.trim_end_matches('/');
         let this = Coordination {
             // Each call gets a fraction of the lease: a slow etcd must not eat the margin.
-            etcd: Etcd::new(c.endpoints.clone(), (ttl / 4).min(Duration::from_secs(1))),
+            etcd: Etcd::with_access(
+                c.endpoints.clone(),
+                (ttl / 4).min(Duration::from_secs(1)),
+                config.etcd_access()?,
+            ),
             name: config.replication.node.clone(),
             keys: Keys {
                 leader: format!("{prefix}/leader"),
@@ -164,6 +168,7 @@ impl Coordination {
                         "coordinator_connected",
                         &[
                             ("endpoints", &this.etcd.endpoints().join(",")),
+                            ("access", &this.etcd.access().describe()),
                             ("lease_ms", &ttl.as_millis()),
                         ],
                     );
@@ -424,6 +429,9 @@ impl Coordination {
         let reachable = |yes: bool| {
             if let Some((node, _)) = running {
                 node.lease.reachable.store(yes, SeqCst);
+                node.lease
+                    .authentications_total
+                    .store(self.etcd.authentications(), SeqCst);
                 if !yes {
                     node.lease.unreachable_total.fetch_add(1, SeqCst);
                 }

@@ -109,6 +109,9 @@ pub struct LeaseGate {
     pub sync_cleared: AtomicBool,
     /// Calls no etcd endpoint answered.
     pub unreachable_total: AtomicU64,
+    /// Auth tokens bought from etcd (`coordinator.username`): one at the start, one more for
+    /// each that expired or was refused.
+    pub authentications_total: AtomicU64,
     /// The clock `deadline_ns` is on (the server's).
     pub clock: std::sync::OnceLock<Arc<dyn replicator::clock::Clock>>,
 }

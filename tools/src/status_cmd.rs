@@ -3,8 +3,10 @@
 //! term, the standbys in sync (and how many must ack), their published positions, and the
 //! nodes registered under `{prefix}/nodes/`; from each node's `/health`: its role, epoch,
 //! ack mode, sequences, lag and standby state, and on the primary each standby's mode, state,
-//! lag and durable sequence.
+//! lag and durable sequence. etcd's addresses, prefix, TLS and credentials come from the
+//! flags or from a node's config (`--config`, its `[coordinator]`).
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use coordinator::{Etcd, LeaderRecord, NodeRecord, PositionRecord, SyncRecord};
@@ -14,12 +16,20 @@ use crate::admin_client;
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// etcd's client addresses (`coordinator.endpoints`), comma-separated.
-    #[arg(long, required = true, value_delimiter = ',')]
+    /// etcd's client addresses (`coordinator.endpoints`), comma-separated; default: those
+    /// of `--config`.
+    #[arg(long, value_delimiter = ',')]
     pub etcd: Vec<String>,
-    /// `coordinator.prefix`.
-    #[arg(long, default_value = "/surge")]
-    pub prefix: String,
+    /// `coordinator.prefix`; default: that of `--config`, else /surge.
+    #[arg(long)]
+    pub prefix: Option<String>,
+    /// A node's TOML config: etcd's endpoints, prefix, TLS files and credentials are taken
+    /// from its `[coordinator]` (a secured etcd needs them).
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Override a key of that config: `--set coordinator.username="ops"` (repeatable).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub overrides: Vec<String>,
     /// Print one JSON object instead of the text.
     #[arg(long)]
     pub json: bool,
@@ -43,8 +53,22 @@ fn record(etcd: &Etcd, key: &str) -> anyhow::Result<Option<(LeaderRecord, i64)>>
 
 /// Everything `surge status` shows, as JSON.
 pub fn collect(args: &Args) -> anyhow::Result<Value> {
-    let etcd = Etcd::new(args.etcd.clone(), Duration::from_secs(2));
-    let prefix = args.prefix.trim_end_matches('/');
+    let config = server::ServerConfig::load(args.config.as_deref(), &args.overrides)?;
+    let endpoints = match args.etcd.is_empty() {
+        true => config.coordinator.endpoints.clone(),
+        false => args.etcd.clone(),
+    };
+    anyhow::ensure!(
+        !endpoints.is_empty(),
+        "where is etcd? --etcd HOST:PORT, or --config with coordinator.endpoints"
+    );
+    let etcd = Etcd::with_access(
+        endpoints.clone(),
+        Duration::from_secs(2),
+        config.etcd_access()?,
+    );
+    let prefix = args.prefix.as_ref().unwrap_or(&config.coordinator.prefix);
+    let prefix = prefix.trim_end_matches('/');
     let leader = match record(&etcd, &format!("{prefix}/leader"))? {
         Some((r, lease)) => {
             let left = etcd.time_to_live(lease)?;
@@ -93,7 +117,7 @@ pub fn collect(args: &Args) -> anyhow::Result<Value> {
         }));
     }
     Ok(json!({
-        "etcd": args.etcd,
+        "etcd": endpoints,
         "leader": leader,
         "last_term": term,
         "in_sync": in_sync,

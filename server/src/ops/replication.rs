@@ -179,6 +179,11 @@ pub fn render_metrics(node: &Node, durable: u64, applied: u64, out: &mut String)
             node.lease.unreachable_total.load(SeqCst),
         ),
         (
+            "surge_coordinator_authentications_total",
+            "Auth tokens bought from etcd (coordinator.username); a steady rise means tokens expire.",
+            node.lease.authentications_total.load(SeqCst),
+        ),
+        (
             "surge_replication_checkpoints_matched_total",
             "Standby: rolling-hash checkpoints compared and equal.",
             follower.comparer.compared(),

@@ -2,6 +2,7 @@
 //! client port (`gateway.tls_cert`, `gateway.tls_key`): the certificate chain and key read
 //! from PEM files at start, a rustls server config built once. With it the port speaks TLS
 //! only, so admin tokens, `/metrics` and orders never cross the network in the clear.
+//! And the client side for etcd (`coordinator.tls_ca`, `tls_cert`, `tls_key`).
 
 use std::path::Path;
 use std::sync::Arc;
@@ -24,5 +25,34 @@ pub fn server_config(cert: &Path, key: &Path, keys: &str) -> Result<Arc<rustls::
                 "the certificate and the key do not go together: {e}"
             ))
         })?;
+    Ok(Arc::new(config))
+}
+
+/// A client config trusting the CAs in `ca`, showing `identity` (certificate chain, key) to
+/// servers that ask; `keys` names the config keys in errors.
+pub fn client_config(
+    ca: &Path,
+    identity: Option<(&Path, &Path)>,
+    keys: &str,
+) -> Result<Arc<rustls::ClientConfig>> {
+    let bad = |why: String| ServerError::config(keys, why);
+    let roots = replicator::tls::pem_roots(ca).map_err(bad)?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| bad(e.to_string()))?
+        .with_root_certificates(roots);
+    let config = match identity {
+        None => config.with_no_client_auth(),
+        Some((cert, key)) => {
+            let chain = replicator::tls::pem_chain(cert).map_err(bad)?;
+            let key = replicator::tls::pem_key(key).map_err(bad)?;
+            config.with_client_auth_cert(chain, key).map_err(|e| {
+                bad(format!(
+                    "the certificate and the key do not go together: {e}"
+                ))
+            })?
+        }
+    };
     Ok(Arc::new(config))
 }

@@ -13,6 +13,13 @@ pub struct Pki {
 /// A new CA and a certificate for 127.0.0.1 it signed, written into `dir` as
 /// `{name}-ca.pem`, `{name}-cert.pem` and `{name}-key.pem`.
 pub fn pki(dir: &Path, name: &str) -> Pki {
+    pki_with_client(dir, name).0
+}
+
+/// The same, and a client certificate and key the CA signed with no CommonName, written as
+/// `{name}-client-cert.pem` and `{name}-client-key.pem`: etcd's gateway refuses a client
+/// certificate that has one when it asks clients for certificates.
+pub fn pki_with_client(dir: &Path, name: &str) -> (Pki, (String, String)) {
     let ca_key = rcgen::KeyPair::generate().unwrap();
     let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
     ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
@@ -32,14 +39,23 @@ pub fn pki(dir: &Path, name: &str) -> Pki {
         .distinguished_name
         .push(rcgen::DnType::CommonName, "127.0.0.1");
     let cert = params.signed_by(&key, &ca, &ca_key).unwrap();
+    let client_key = rcgen::KeyPair::generate().unwrap();
+    let mut client_params = rcgen::CertificateParams::new(vec!["surge".to_string()]).unwrap();
+    client_params.distinguished_name = rcgen::DistinguishedName::new();
+    let client = client_params.signed_by(&client_key, &ca, &ca_key).unwrap();
     let write = |file: &str, text: String| {
         let path = dir.join(format!("{name}-{file}"));
         std::fs::write(&path, text).unwrap();
         path.display().to_string()
     };
-    Pki {
+    let pki = Pki {
         ca: write("ca.pem", ca.pem()),
         cert: write("cert.pem", cert.pem()),
         key: write("key.pem", key.serialize_pem()),
-    }
+    };
+    let client = (
+        write("client-cert.pem", client.pem()),
+        write("client-key.pem", client_key.serialize_pem()),
+    );
+    (pki, client)
 }

@@ -5,6 +5,7 @@
 mod catch_up;
 mod epochs;
 mod etcd_failover;
+mod etcd_security;
 mod etcd_standbys;
 mod failover;
 mod handshake;
