@@ -123,6 +123,13 @@ impl FeedWriter {
             // Written now, published at `processed`: a snapshotter that is far behind
             // applies up to a chunk of records at a time, and memory stays this size.
             self.failed = self.write_pending().err();
+            // The file rolls inside such a chunk too (every sequence up to `seq` is applied),
+            // so that no file grows far past `segment_bytes`: one file past `max_bytes` would
+            // leave retention nothing to keep but the new, empty one.
+            if self.failed.is_none() && self.file_len >= self.limits.segment_bytes {
+                self.through = seq;
+                self.failed = self.roll().err();
+            }
         }
         self.shared
             .metrics()
@@ -193,7 +200,9 @@ impl FeedWriter {
         self.retire_old()
     }
 
-    /// Delete the oldest files while the log is over `max_bytes` (the current file stays).
+    /// Delete the oldest files while the log is over `max_bytes`. The current file and the
+    /// one before it stay: just after a roll the current one is empty, and a consumer can
+    /// always resume at least a whole file back.
     fn retire_old(&mut self) -> io::Result<()> {
         let files = log::list(&self.dir)?;
         let mut sizes = Vec::with_capacity(files.len());
@@ -202,7 +211,7 @@ impl FeedWriter {
         }
         let mut total: u64 = sizes.iter().sum();
         let mut first = 0;
-        while total > self.limits.max_bytes && first + 1 < files.len() {
+        while total > self.limits.max_bytes && first + 2 < files.len() {
             std::fs::remove_file(&files[first].1)?;
             total -= sizes[first];
             first += 1;
@@ -307,4 +316,98 @@ fn recover(dir: &Path, resume_seq: u64, journal_end: u64) -> io::Result<(u64, u6
     }
     create_file(dir, resume_seq)?;
     Ok((resume_seq, resume_seq))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::shared::Shared;
+    use engine::{ClientId, Command, EngineConfig, OrderLine, RequestId, SkuId, SkuSpec, UserId};
+
+    /// A snapshotter far behind hands the writer one long chunk: the log still rolls at
+    /// about the segment size inside it, every file but the last ends with a ROLL naming the
+    /// next, and every sequence's events are there once, in order.
+    #[test]
+    fn a_long_chunk_rolls_at_the_segment_size() {
+        let dir = std::env::temp_dir().join(format!("surge-feed-chunk-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let clock = Arc::new(replicator::clock::ManualClock::new(1));
+        let shared = Arc::new(Shared::new(clock));
+        let segment_bytes = 256 << 10;
+        let limits = FeedLimits {
+            segment_bytes,
+            max_bytes: 1 << 30,
+        };
+        let feed = FeedShared::new(dir.clone(), shared);
+        let mut writer = FeedWriter::open(&dir, limits, 0, 1, feed).unwrap();
+        let mut engine = Engine::new(EngineConfig {
+            orders_max: 1 << 17,
+            holdings_max: 1 << 17,
+            orders_retired_max: 1 << 16,
+            waitlist_entries_max: 1 << 16,
+            ..EngineConfig::default()
+        });
+        let mut out = Output::default();
+        let request = |n: u64, command| Request {
+            client: ClientId(1),
+            request: RequestId(n),
+            command,
+        };
+        let sku = SkuSpec {
+            sku: SkuId(1),
+            price: 100,
+            stock: 1 << 20,
+            per_user_limit: 0,
+            sale_window: None,
+        };
+        let orders = 40_000u64;
+        for seq in 2..orders + 3 {
+            let command = match seq {
+                2 => Command::UpsertSku(sku.clone()),
+                _ => Command::PlaceOrder {
+                    user: UserId(seq),
+                    lines: vec![OrderLine {
+                        sku: SkuId(1),
+                        qty: 1,
+                    }],
+                    join_waitlist: false,
+                },
+            };
+            let request = request(seq, command);
+            engine.apply(seq * 1000, &request, &mut out);
+            writer.applied(seq, seq * 1000, &request, &out, &engine);
+        }
+        writer.processed(orders + 2).unwrap();
+
+        let files = log::list(&dir).unwrap();
+        assert!(files.len() > 4, "only {} files", files.len());
+        let mut last_seq = 0;
+        let mut sequences = 0;
+        for (i, (after, path)) in files.iter().enumerate() {
+            let len = std::fs::metadata(path).unwrap().len();
+            let bound = segment_bytes + (PENDING_MAX + RECORD_EVENTS_MAX) as u64;
+            assert!(len <= bound, "{} is {len} bytes", path.display());
+            let records = log::scan_file(path).unwrap().records;
+            for (_, header) in &records {
+                assert!(
+                    header.seq > *after,
+                    "{} holds seq {}",
+                    path.display(),
+                    header.seq
+                );
+                if header.flags & ROLL != 0 {
+                    assert_eq!(Some(&header.seq), files.get(i + 1).map(|(a, _)| a));
+                } else if header.flags & LAST != 0 {
+                    assert!(header.seq > last_seq, "seq {} after {last_seq}", header.seq);
+                    last_seq = header.seq;
+                    sequences += 1;
+                }
+            }
+            let ends_rolled = records.last().is_some_and(|(_, h)| h.flags & ROLL != 0);
+            assert_eq!(ends_rolled, i + 1 < files.len(), "{}", path.display());
+        }
+        assert_eq!(sequences, orders + 1, "each sequence's events once");
+        assert_eq!(last_seq, orders + 2);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }

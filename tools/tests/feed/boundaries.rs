@@ -60,14 +60,7 @@ fn the_feed_resumes_at_rolls_snapshots_retirements_and_restarts_exactly_once() {
 
     // Once every order has closed and retired, the feed's last word on each order is the
     // state `surge replay --export` finds.
-    harness::wait_for(Duration::from_secs(30), "the sale to settle", || {
-        wait_feed_caught_up(&node);
-        let (_, a) = read_all(feed_addr(&node), 0);
-        std::thread::sleep(Duration::from_millis(1_200));
-        wait_feed_caught_up(&node);
-        let (more, _) = read_all(feed_addr(&node), a);
-        more.is_empty()
-    });
+    wait_settled(&node);
     let (settled, _) = read_all(feed_addr(&node), 0);
     let mut node = node;
     node.terminate(Duration::from_secs(30)).unwrap();
@@ -98,6 +91,7 @@ fn a_consumer_moves_to_the_standby_and_misses_nothing() {
     harness::add_sku(&first, 8, 1);
     harness::place_orders(&first, 9, 1, 5_000);
     harness::assert_converged(&first, &second);
+    wait_feed_caught_up(&first);
 
     // Both nodes serve the same feed.
     let (on_primary, head) = read_all(feed_addr(&first), 0);
@@ -116,6 +110,7 @@ fn a_consumer_moves_to_the_standby_and_misses_nothing() {
     harness::promote(&second);
     harness::add_sku(&second, 10, 2);
     harness::place_orders(&second, 11, 2, 2_000);
+    wait_feed_caught_up(&second);
     let (rest, _) = read_all(feed_addr(&second), half);
     let (whole, _) = read_all(feed_addr(&second), 0);
     let mut joined = had;

@@ -170,6 +170,23 @@ pub fn wait_feed_caught_up(node: &ServeProcess) {
     );
 }
 
+/// Wait until the sale has settled: every order closed and retired, so nothing more will
+/// happen to any of them (the feed caught up, then no new event for 1.2 s, and caught up
+/// again).
+pub fn wait_settled(node: &ServeProcess) {
+    harness::wait_for(
+        std::time::Duration::from_secs(60),
+        "the sale to settle",
+        || {
+            wait_feed_caught_up(node);
+            let (_, a) = read_all(feed_addr(node), 0);
+            std::thread::sleep(std::time::Duration::from_millis(1_200));
+            wait_feed_caught_up(node);
+            read_all(feed_addr(node), a).0.is_empty()
+        },
+    );
+}
+
 pub fn feed_addr(node: &ServeProcess) -> SocketAddr {
     node.feed.expect("the node serves a feed")
 }

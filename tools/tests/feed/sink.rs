@@ -82,11 +82,7 @@ fn the_sink_survives_crashes_of_itself_postgres_and_surge_and_matches_the_export
     }
 
     // Every order closed and retired: nothing more will happen to any of them.
-    harness::wait_for(Duration::from_secs(30), "the sale to settle", || {
-        let (_, a) = read_all(feed_addr(&node), 0);
-        std::thread::sleep(Duration::from_millis(1_200));
-        read_all(feed_addr(&node), a).0.is_empty()
-    });
+    wait_settled(&node);
     let (all, head) = read_all(feed_addr(&node), 0);
     let out = sink(feed, &pg.dsn(), true).wait_with_output().unwrap();
     assert!(out.status.success(), "{out:?}");
