@@ -6,6 +6,7 @@
 # snapshot.every_secs=0 to see what the snapshotters cost). RTT_MS=N puts the replication link
 # behind target/release/delay-proxy, N/2 ms each way (this VM's kernel has no tc netem).
 set -euo pipefail
+. "$(dirname "$0")/saturate.sh"
 secs=${1:-5}; conns=${2:-4}; pipeline=${3:-256}
 root=$(cd "$(dirname "$0")/../.." && pwd)
 surge="$root/target/release/surge"
@@ -41,19 +42,6 @@ for mode in none async received durable; do
     standby_log="$work/s.log"
     for _ in $(seq 100); do curl -s 127.0.0.1:7811/health | grep -q '"standby":"streaming"' && break; sleep 0.1; done
   fi
-  # Measure a settled pair: each node faults its tables in (2.7 GB) in the background after it
-  # starts serving, and a run that overlaps that measures the faulting.
-  for log in "$work/p.log" ${standby_log:+"$standby_log"}; do
-    for _ in $(seq 300); do grep -q "event=memory_faulted_in" "$log" && break; sleep 0.1; done
-  done
-  sleep 0.3
-  "$surge" loadgen --server 127.0.0.1:7611 --rate max --duration "$secs" --warmup 1 \
-    --connections "$conns" --pipeline "$pipeline" --quiet --json "$work/$mode.json" >/dev/null
-  python3 - "$work/$mode.json" "$mode" <<'PY'
-import json, sys
-d = json.load(open(sys.argv[1]))
-lat = d.get("latency_us") or d.get("overall") or {}
-print(f"{sys.argv[2]:<10} {d['achieved_rate']:>14,.0f} {lat.get('p50',0)/1000:>10.2f} {lat.get('p99',0)/1000:>10.2f}")
-PY
+  saturate "$mode" 10 "$work/p.log" ${standby_log:+"$standby_log"}
   kill $(jobs -p) 2>/dev/null || true; wait 2>/dev/null || true
 done

@@ -9,6 +9,7 @@
 # Usage: bench/replication/standbys.sh [seconds] [connections] [pipeline]
 # SURGE_SET="key=value …" adds --set options to every node.
 set -euo pipefail
+. "$(dirname "$0")/saturate.sh"
 secs=${1:-5}; conns=${2:-4}; pipeline=${3:-256}
 root=$(cd "$(dirname "$0")/../.." && pwd)
 surge="$root/target/release/surge"
@@ -49,18 +50,6 @@ for setup in none one-durable 1-of-2-durable 2-of-2-durable durable+async-dr; do
     n=$(curl -s 127.0.0.1:7811/health | grep -o '"state":"streaming"' | wc -l || true)
     [ "$n" -ge "$want" ] && break; sleep 0.1
   done
-  # Measure settled nodes: each faults its tables in after it starts serving.
-  for log in "${logs[@]}"; do
-    for _ in $(seq 300); do grep -q "event=memory_faulted_in" "$log" && break; sleep 0.1; done
-  done
-  sleep 0.3
-  "$surge" loadgen --server 127.0.0.1:7611 --rate max --duration "$secs" --warmup 1 \
-    --connections "$conns" --pipeline "$pipeline" --quiet --json "$work/$setup.json" >/dev/null
-  python3 - "$work/$setup.json" "$setup" <<'PY'
-import json, sys
-d = json.load(open(sys.argv[1]))
-lat = d.get("latency_us") or d.get("overall") or {}
-print(f"{sys.argv[2]:<18} {d['achieved_rate']:>14,.0f} {lat.get('p50',0)/1000:>10.2f} {lat.get('p99',0)/1000:>10.2f}")
-PY
+  saturate "$setup" 18 "${logs[@]}"
   kill $(jobs -p) 2>/dev/null || true; wait 2>/dev/null || true
 done
