@@ -1,6 +1,7 @@
 //! The flags every command that runs a node takes (`surge serve`, `surge standby`): the
 //! config file, `--set` overrides, and the three addresses, loaded into a `ServerConfig` in
-//! that order (file, then `--set`, then the dedicated flags).
+//! that order (file, then `--set`, then the dedicated flags). `ConfigArgs` is the first two
+//! alone, for commands that read a node's config without running it (`surge status`).
 
 use std::path::PathBuf;
 
@@ -17,6 +18,13 @@ pub struct NodeArgs {
     /// /metrics and /health address. Overrides `http`.
     #[arg(long)]
     pub http: Option<String>,
+    #[command(flatten)]
+    pub source: ConfigArgs,
+}
+
+/// A config file and `--set` overrides on top of it.
+#[derive(clap::Args)]
+pub struct ConfigArgs {
     /// TOML configuration file (deploy/surge.toml shows every key).
     #[arg(long)]
     pub config: Option<PathBuf>,
@@ -25,10 +33,19 @@ pub struct NodeArgs {
     pub overrides: Vec<String>,
 }
 
+impl ConfigArgs {
+    /// The file, then `--set`, then `more` (more overrides).
+    pub fn load(&self, more: &[String]) -> anyhow::Result<ServerConfig> {
+        let mut overrides = self.overrides.clone();
+        overrides.extend_from_slice(more);
+        Ok(ServerConfig::load(self.config.as_deref(), &overrides)?)
+    }
+}
+
 impl NodeArgs {
     /// The file, then `--set`, then the dedicated flags.
     pub fn config(&self) -> anyhow::Result<ServerConfig> {
-        let mut overrides = self.overrides.clone();
+        let mut overrides = Vec::new();
         if let Some(dir) = &self.data_dir {
             overrides.push(format!("data_dir={:?}", dir.display().to_string()));
         }
@@ -38,6 +55,6 @@ impl NodeArgs {
         if let Some(http) = &self.http {
             overrides.push(format!("http={http:?}"));
         }
-        Ok(ServerConfig::load(self.config.as_deref(), &overrides)?)
+        self.source.load(&overrides)
     }
 }

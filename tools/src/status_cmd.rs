@@ -6,13 +6,13 @@
 //! lag and durable sequence. etcd's addresses, prefix, TLS and credentials come from the
 //! flags or from a node's config (`--config`, its `[coordinator]`).
 
-use std::path::PathBuf;
 use std::time::Duration;
 
 use coordinator::{Etcd, LeaderRecord, NodeRecord, PositionRecord, SyncRecord};
 use serde_json::{json, Value};
 
 use crate::admin_client;
+use crate::node_args::ConfigArgs;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -23,13 +23,10 @@ pub struct Args {
     /// `coordinator.prefix`; default: that of `--config`, else /surge.
     #[arg(long)]
     pub prefix: Option<String>,
-    /// A node's TOML config: etcd's endpoints, prefix, TLS files and credentials are taken
-    /// from its `[coordinator]` (a secured etcd needs them).
-    #[arg(long)]
-    pub config: Option<PathBuf>,
-    /// Override a key of that config: `--set coordinator.username="ops"` (repeatable).
-    #[arg(long = "set", value_name = "KEY=VALUE")]
-    pub overrides: Vec<String>,
+    /// A node's config (`--config FILE`, `--set KEY=VALUE`): etcd's endpoints, prefix, TLS
+    /// files and credentials are taken from its `[coordinator]` (a secured etcd needs them).
+    #[command(flatten)]
+    pub node_config: ConfigArgs,
     /// Print one JSON object instead of the text.
     #[arg(long)]
     pub json: bool,
@@ -53,7 +50,7 @@ fn record(etcd: &Etcd, key: &str) -> anyhow::Result<Option<(LeaderRecord, i64)>>
 
 /// Everything `surge status` shows, as JSON.
 pub fn collect(args: &Args) -> anyhow::Result<Value> {
-    let config = server::ServerConfig::load(args.config.as_deref(), &args.overrides)?;
+    let config = args.node_config.load(&[])?;
     let endpoints = match args.etcd.is_empty() {
         true => config.coordinator.endpoints.clone(),
         false => args.etcd.clone(),
