@@ -7,10 +7,7 @@
 # behind target/release/delay-proxy, N/2 ms each way (this VM's kernel has no tc netem).
 set -euo pipefail
 . "$(dirname "$0")/saturate.sh"
-secs=${1:-5}; conns=${2:-4}; pipeline=${3:-256}
-root=$(cd "$(dirname "$0")/../.." && pwd)
-surge="$root/target/release/surge"
-[ -x "$surge" ] || cargo build --release -q -p tools --manifest-path "$root/Cargo.toml"
+bench_args "$@"
 rtt_ms=${RTT_MS:-0}
 proxy="$root/target/release/delay-proxy"
 if [ "$rtt_ms" -gt 0 ] && [ ! -x "$proxy" ]; then

@@ -1,5 +1,14 @@
-# Shared by ack-modes.sh and standbys.sh (sourced, not run): measure settled nodes at
-# saturation and print one row.
+# Shared by ack-modes.sh and standbys.sh (sourced, not run): their arguments, and measuring
+# settled nodes at saturation, one row each.
+#
+# bench_args [SECONDS] [CONNECTIONS] [PIPELINE]: sets $secs, $conns, $pipeline (defaults 5,
+# 4, 256), $root and $surge (the release binary, built when missing).
+bench_args() {
+  secs=${1:-5}; conns=${2:-4}; pipeline=${3:-256}
+  root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+  surge="$root/target/release/surge"
+  [ -x "$surge" ] || cargo build --release -q -p tools --manifest-path "$root/Cargo.toml"
+}
 #
 # saturate NAME WIDTH LOG...: wait until every node whose stderr is in LOG... has faulted its
 # tables in (each does so in the background after it starts serving, and a run that overlaps

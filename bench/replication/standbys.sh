@@ -10,10 +10,7 @@
 # SURGE_SET="key=value …" adds --set options to every node.
 set -euo pipefail
 . "$(dirname "$0")/saturate.sh"
-secs=${1:-5}; conns=${2:-4}; pipeline=${3:-256}
-root=$(cd "$(dirname "$0")/../.." && pwd)
-surge="$root/target/release/surge"
-[ -x "$surge" ] || cargo build --release -q -p tools --manifest-path "$root/Cargo.toml"
+bench_args "$@"
 work=$(mktemp -d /tmp/surge-standbys.XXXX)
 trap 'kill $(jobs -p) 2>/dev/null || true; wait 2>/dev/null || true; [ -n "${KEEP:-}" ] || rm -rf "$work"' EXIT
 common=(--set replication.secret=bench --set replication.on_standby_loss=halt
