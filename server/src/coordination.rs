@@ -188,12 +188,29 @@ impl Coordination {
         let mut last = self.last_complaint.lock().expect("complaint lock");
         if last.is_none_or(|at| at.elapsed() >= COMPLAIN_EVERY) {
             *last = Some(Instant::now());
-            log::line(
-                Level::Warn,
-                "coordinator_unreachable",
-                Some(repl_code(ReplicationCode::CoordinatorUnreachable)),
-                &[("error", e)],
-            );
+            let code = Some(repl_code(ReplicationCode::CoordinatorUnreachable));
+            match e {
+                EtcdError::Unreachable(_) => log::line(
+                    Level::Warn,
+                    "coordinator_unreachable",
+                    code,
+                    &[("error", e)],
+                ),
+                // etcd answered, and said no: a setting, not the network.
+                EtcdError::Refused(_) => log::line(
+                    Level::Warn,
+                    "coordinator_refused",
+                    code,
+                    &[
+                        ("error", e),
+                        (
+                            "hint",
+                            &"check coordinator.username and password_file, the user's \
+                              read-write permission on coordinator.prefix, and tls_ca/tls_cert",
+                        ),
+                    ],
+                ),
+            }
         }
     }
 
