@@ -120,48 +120,6 @@ fn a_secured_etcd_answers_only_tls_with_a_certificate_and_the_password() {
     assert_eq!(etcd_ok.authentications(), 2);
 }
 
-/// Run `surge serve` on `dir` with `sets` until it logs a line containing `wanted` (within
-/// 20 s), and never `serving` before it; that line. The process is killed after.
-fn first_log_line(dir: &Path, sets: &[String], wanted: &str) -> String {
-    use std::io::BufRead;
-    let mut command = std::process::Command::new(exe());
-    command
-        .args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--http",
-            "127.0.0.1:0",
-            "--data-dir",
-        ])
-        .arg(dir)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped());
-    for set in sets {
-        command.args(["--set", set]);
-    }
-    let mut child = command.spawn().unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    let wanted = wanted.to_string();
-    std::thread::spawn(move || {
-        for line in std::io::BufReader::new(stderr)
-            .lines()
-            .map_while(Result::ok)
-        {
-            if line.contains(&wanted) || line.contains("event=serving") {
-                let _ = tx.send(line);
-            }
-        }
-    });
-    let line = rx.recv_timeout(Duration::from_secs(20));
-    let _ = child.kill();
-    let _ = child.wait();
-    let line = line.expect("the line never came");
-    assert!(!line.contains("event=serving"), "it served: {line}");
-    line
-}
-
 #[test]
 fn surge_serve_leads_through_a_secured_etcd() {
     let dir = temp_dir("etcd-secured-serve");
@@ -212,7 +170,17 @@ fn surge_serve_leads_through_a_secured_etcd() {
         "coordinator.password_file={:?}",
         wrong_file.display().to_string()
     ));
-    let refused = first_log_line(&dir.join("c"), &wrong, "event=coordinator_refused");
+    let log = log_until(
+        &["serve"],
+        &dir.join("c"),
+        &wrong,
+        "event=coordinator_refused",
+    );
+    assert!(!log.contains("event=serving"), "{log}");
+    let refused = log
+        .lines()
+        .find(|l| l.contains("event=coordinator_refused"))
+        .unwrap_or_else(|| panic!("not refused: {log}"));
     assert!(
         refused.contains("code=418") && refused.contains("authentication failed"),
         "{refused}"

@@ -159,3 +159,48 @@ pub fn write_code(addr: std::net::SocketAddr, client: u64, epoch: u64, sku: u64)
         Err(e) => panic!("write to {addr}: {e}"),
     }
 }
+
+/// `surge <command…>` on `dir` with loopback ports and `sets`, run until its log has `want`
+/// (20 s at most), then killed: its log so far. For nodes that are meant not to start.
+pub fn log_until(command: &[&str], dir: &Path, sets: &[String], want: &str) -> String {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+    let mut c = Command::new(exe());
+    c.args(command)
+        .args([
+            "--listen",
+            "127.0.0.1:0",
+            "--http",
+            "127.0.0.1:0",
+            "--data-dir",
+        ])
+        .arg(dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    for set in tools::serve_process::SMALL_ENGINE
+        .iter()
+        .copied()
+        .chain(sets.iter().map(String::as_str))
+    {
+        c.args(["--set", set]);
+    }
+    let mut child = c.spawn().unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let mut log = String::new();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < deadline && !log.contains(want) {
+        if let Ok(line) = rx.recv_timeout(Duration::from_millis(200)) {
+            log.push_str(&line);
+            log.push('\n');
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    log
+}

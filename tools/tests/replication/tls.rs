@@ -2,10 +2,8 @@
 //! with client certificates required; a standby without TLS, or with a certificate another CA
 //! signed, is refused with 421 `TLS_REQUIRED` on both sides and never streams.
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::harness::{self, temp_dir};
 use crate::pki::{pki, Pki};
@@ -19,46 +17,14 @@ fn tls_sets(pki: &Pki) -> Vec<String> {
     ]
 }
 
-/// A standby run for up to `within`: its log, once a line has `want` (or time ran out).
+/// A standby run until its log has `want` (20 s at most): its log.
 fn standby_log(dir: &Path, primary: std::net::SocketAddr, sets: &[String], want: &str) -> String {
-    let mut c = Command::new(harness::exe());
-    c.args(["standby", "--primary", &primary.to_string()])
-        .args([
-            "--listen",
-            "127.0.0.1:0",
-            "--http",
-            "127.0.0.1:0",
-            "--data-dir",
-        ])
-        .arg(dir)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
-    for set in tools::serve_process::SMALL_ENGINE
-        .iter()
-        .copied()
-        .chain(sets.iter().map(String::as_str))
-    {
-        c.args(["--set", set]);
-    }
-    let mut child = c.spawn().unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
-    let mut log = String::new();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while Instant::now() < deadline && !log.contains(want) {
-        if let Ok(line) = rx.recv_timeout(Duration::from_millis(200)) {
-            log.push_str(&line);
-            log.push('\n');
-        }
-    }
-    let _ = child.kill();
-    let _ = child.wait();
-    log
+    harness::log_until(
+        &["standby", "--primary", &primary.to_string()],
+        dir,
+        sets,
+        want,
+    )
 }
 
 #[test]
