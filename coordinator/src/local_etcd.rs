@@ -23,8 +23,8 @@ pub struct LocalEtcd {
     ip: String,
     ports: (u16, u16),
     secured: Option<Secured>,
-    /// What `client()` uses: TLS when secured, credentials once auth is on.
-    access: EtcdAccess,
+    /// What `client()` authenticates with, once auth is on.
+    credentials: Option<Credentials>,
     pub endpoint: String,
 }
 
@@ -96,11 +96,8 @@ impl LocalEtcd {
             dir: dir.to_path_buf(),
             ip: ip.to_string(),
             ports,
-            access: EtcdAccess {
-                tls: secured.as_ref().map(|s| s.client_tls.clone()),
-                credentials: None,
-            },
             secured,
+            credentials: None,
             endpoint: format!("{ip}:{}", ports.0),
         };
         etcd.restart()?;
@@ -174,7 +171,10 @@ impl LocalEtcd {
         Etcd::with_access(
             vec![self.endpoint.clone()],
             Duration::from_millis(500),
-            self.access.clone(),
+            EtcdAccess {
+                tls: self.secured.as_ref().map(|s| s.client_tls.clone()),
+                credentials: self.credentials.clone(),
+            },
         )
     }
 
@@ -209,7 +209,7 @@ impl LocalEtcd {
         )?;
         etcd.call("/v3/auth/user/grant", json!({ "user": user, "role": role }))?;
         etcd.call("/v3/auth/enable", json!({}))?;
-        self.access.credentials = Some(Credentials {
+        self.credentials = Some(Credentials {
             user: user.to_string(),
             password: password.to_string(),
         });

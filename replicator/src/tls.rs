@@ -76,18 +76,33 @@ impl TlsSettings {
         }
         .with_single_cert(chain.clone(), pem_key(key)?)
         .map_err(|e| format!("the certificate and the key do not go together: {e}"))?;
-        let client = rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .map_err(|e| e.to_string())?
-            .with_root_certificates(roots)
-            .with_client_auth_cert(chain, pem_key(key)?)
-            .map_err(|e| format!("the certificate and the key do not go together: {e}"))?;
+        let client = client_config(roots, Some((chain, pem_key(key)?)))?;
         Ok(TlsSettings {
             server: Arc::new(server),
-            client: Arc::new(client),
+            client,
             server_name,
         })
     }
+}
+
+/// A client config trusting `roots`, showing `identity` (a certificate chain and its key) to
+/// servers that ask for one: the standby's side of replication, and surge's side of etcd.
+pub fn client_config(
+    roots: Arc<rustls::RootCertStore>,
+    identity: Option<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>)>,
+) -> Result<Arc<rustls::ClientConfig>, String> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_root_certificates(roots);
+    let config = match identity {
+        None => config.with_no_client_auth(),
+        Some((chain, key)) => config
+            .with_client_auth_cert(chain, key)
+            .map_err(|e| format!("the certificate and the key do not go together: {e}"))?,
+    };
+    Ok(Arc::new(config))
 }
 
 /// A PEM certificate chain (at least one certificate).

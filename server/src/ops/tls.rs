@@ -28,8 +28,8 @@ pub fn server_config(cert: &Path, key: &Path, keys: &str) -> Result<Arc<rustls::
     Ok(Arc::new(config))
 }
 
-/// A client config trusting the CAs in `ca`, showing `identity` (certificate chain, key) to
-/// servers that ask; `keys` names the config keys in errors.
+/// A client config trusting the CAs in `ca`, showing `identity` (certificate chain, key
+/// files) to servers that ask; `keys` names the config keys in errors.
 pub fn client_config(
     ca: &Path,
     identity: Option<(&Path, &Path)>,
@@ -37,22 +37,12 @@ pub fn client_config(
 ) -> Result<Arc<rustls::ClientConfig>> {
     let bad = |why: String| ServerError::config(keys, why);
     let roots = replicator::tls::pem_roots(ca).map_err(bad)?;
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| bad(e.to_string()))?
-        .with_root_certificates(roots);
-    let config = match identity {
-        None => config.with_no_client_auth(),
-        Some((cert, key)) => {
-            let chain = replicator::tls::pem_chain(cert).map_err(bad)?;
-            let key = replicator::tls::pem_key(key).map_err(bad)?;
-            config.with_client_auth_cert(chain, key).map_err(|e| {
-                bad(format!(
-                    "the certificate and the key do not go together: {e}"
-                ))
-            })?
-        }
+    let identity = match identity {
+        None => None,
+        Some((cert, key)) => Some((
+            replicator::tls::pem_chain(cert).map_err(bad)?,
+            replicator::tls::pem_key(key).map_err(bad)?,
+        )),
     };
-    Ok(Arc::new(config))
+    replicator::tls::client_config(Arc::new(roots), identity).map_err(bad)
 }
