@@ -129,6 +129,11 @@ impl FeedWriter {
             if self.failed.is_none() && self.file_len >= self.limits.segment_bytes {
                 self.through = seq;
                 self.failed = self.roll().err();
+                // Published now: `processed` at the end of the chunk finds nothing new when
+                // the chunk ends at `seq`, and would leave readers at the old file.
+                if self.failed.is_none() {
+                    self.publish();
+                }
             }
         }
         self.shared
@@ -339,7 +344,7 @@ mod tests {
             max_bytes: 1 << 30,
         };
         let feed = FeedShared::new(dir.clone(), shared);
-        let mut writer = FeedWriter::open(&dir, limits, 0, 1, feed).unwrap();
+        let mut writer = FeedWriter::open(&dir, limits, 0, 1, feed.clone()).unwrap();
         let mut engine = Engine::new(EngineConfig {
             orders_max: 1 << 17,
             holdings_max: 1 << 17,
@@ -377,6 +382,11 @@ mod tests {
             engine.apply(seq * 1000, &request, &mut out);
             writer.applied(seq, seq * 1000, &request, &out, &engine);
         }
+        // Each roll inside the chunk was published: readers move on to the new file even if
+        // the chunk's end brings nothing more.
+        let newest = log::list(&dir).unwrap().last().unwrap().0;
+        let published = feed.published().unwrap();
+        assert_eq!((published.file_after, published.through), (newest, newest));
         writer.processed(orders + 2).unwrap();
 
         let files = log::list(&dir).unwrap();
