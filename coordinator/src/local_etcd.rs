@@ -167,6 +167,17 @@ impl LocalEtcd {
         }
     }
 
+    /// Send `signal` to the etcd process (SIGSTOP and SIGCONT stall it: the same leader
+    /// resumes, and revokes the leases whose expiry passed meanwhile).
+    pub fn signal(&self, signal: i32) {
+        if let Some(child) = &self.child {
+            // SAFETY: kill(2) on our own child's pid.
+            unsafe {
+                libc::kill(child.id() as i32, signal);
+            }
+        }
+    }
+
     pub fn client(&self) -> Etcd {
         Etcd::with_access(
             vec![self.endpoint.clone()],

@@ -51,10 +51,13 @@ pub enum ReplicationCode {
     /// One side of the replication link speaks TLS and the other does not, or the TLS
     /// handshake failed (a certificate not signed by `replication.tls_ca`).
     TlsRequired,
+    /// The other side went away in the middle of the handshake (closed, or silent): no
+    /// refusal, nothing to fix in the settings.
+    HandshakeAbandoned,
 }
 
 impl ReplicationCode {
-    pub const ALL: [ReplicationCode; 22] = [
+    pub const ALL: [ReplicationCode; 23] = [
         ReplicationCode::BadSecret,
         ReplicationCode::StaleEpoch,
         ReplicationCode::Diverged,
@@ -77,6 +80,7 @@ impl ReplicationCode {
         ReplicationCode::LeadershipLost,
         ReplicationCode::Elected,
         ReplicationCode::TlsRequired,
+        ReplicationCode::HandshakeAbandoned,
     ];
 
     pub fn number(self) -> u16 {
@@ -116,6 +120,7 @@ impl ReplicationCode {
             ReplicationCode::LeadershipLost => "LEADERSHIP_LOST",
             ReplicationCode::Elected => "ELECTED",
             ReplicationCode::TlsRequired => "TLS_REQUIRED",
+            ReplicationCode::HandshakeAbandoned => "HANDSHAKE_ABANDONED",
         }
     }
 }

@@ -207,10 +207,32 @@ impl Epochs {
         }
     }
 
-    /// A standby follows a primary: take its epoch and history.
-    pub fn adopt(&mut self, epoch: u64, history: &[(u64, u64)]) {
-        self.epoch = self.epoch.max(epoch);
+    /// A standby follows a primary of `epoch` with `history`: take them. Refused (`Err`:
+    /// why) when that would move this node back: a primary below the epoch this node knows
+    /// (it may have led that epoch itself), or a history that does not continue this node's
+    /// (the history only ever grows, except by `cut_after`).
+    pub fn adopt(&mut self, epoch: u64, history: &[(u64, u64)]) -> Result<(), String> {
+        if epoch < self.epoch {
+            return Err(format!(
+                "the primary is at epoch {epoch}, below this node's {}",
+                self.epoch
+            ));
+        }
+        if !history.starts_with(&self.history) {
+            return Err(format!(
+                "the primary's history {history:?} does not continue this node's {:?}",
+                self.history
+            ));
+        }
+        self.epoch = epoch;
         self.history = history.to_vec();
+        Ok(())
+    }
+
+    /// The journal was cut after `seq` (failback): epochs that began after it hold nothing
+    /// here any more.
+    pub fn cut_after(&mut self, seq: u64) {
+        self.history.retain(|&(_, start)| start <= seq);
     }
 
     /// On the primary: where a standby that is at `standby_epoch` with records up to
@@ -383,6 +405,27 @@ mod tests {
         assert!(!dir.join(LEGACY_FILE_NAME).exists());
         assert_eq!(Epochs::load(&dir).unwrap(), Some(e));
         fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_node_adopts_only_a_history_that_continues_its_own_at_an_epoch_not_below_its_own() {
+        let mut standby = Epochs::first();
+        assert_eq!(standby.adopt(2, &[(1, 1), (2, 50)]), Ok(()));
+        assert_eq!(standby.history, vec![(1, 1), (2, 50)]);
+        // It led epoch 3 meanwhile: the old primary of epoch 2 is never followed again.
+        let mut led = standby.clone();
+        led.promote_to(3, 90);
+        let before = led.clone();
+        assert!(led.adopt(2, &[(1, 1), (2, 50)]).is_err());
+        assert!(led.adopt(3, &[(1, 1), (2, 50)]).is_err(), "drops epoch 3");
+        assert_eq!(led, before, "a refusal changes nothing");
+        assert_eq!(led.adopt(4, &[(1, 1), (2, 50), (3, 90), (4, 200)]), Ok(()));
+        // A cut journal drops the epochs that began after the cut; then it can follow.
+        let mut cut = before.clone();
+        cut.cut_after(89);
+        assert_eq!(cut.history, vec![(1, 1), (2, 50)]);
+        assert_eq!(cut.epoch, 3);
+        assert_eq!(cut.adopt(4, &[(1, 1), (2, 50), (4, 70)]), Ok(()));
     }
 
     #[test]

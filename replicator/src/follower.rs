@@ -259,6 +259,14 @@ pub fn handshake(
     }
 }
 
+/// Tell a primary this node will not follow it (it is at `epoch`, newer than the primary's,
+/// or it promoted) and close: best effort.
+pub fn refuse_primary(stream: &mut Stream, epoch: u64) {
+    let _ = stream.set_write_timeout(Some(Duration::from_millis(100)));
+    let _ = wire::send(stream, &Message::Fence { epoch }, &mut Vec::new());
+    stream.shutdown();
+}
+
 /// The refusal for an address that answered the HELLO, but not as a primary's replication
 /// port does: what it looked like, and what to set instead.
 fn not_a_replication_port(primary: SocketAddr, detail: &str) -> Ended {
@@ -472,7 +480,14 @@ fn ack_loop(
     let heartbeat_ns = settings.heartbeat.as_nanos() as u64;
     let mut last_sent_ns = clock.mono_ns();
     while !done.load(SeqCst) {
-        let now = (progress.received(), progress.durable(), progress.applied());
+        // Never ack past what this session received: the journal may hold records of this
+        // node's own (it promoted meanwhile), which the primary does not have.
+        let received = progress.received();
+        let now = (
+            received,
+            progress.durable().min(received),
+            progress.applied().min(received),
+        );
         if now != last || clock.mono_ns().saturating_sub(last_sent_ns) >= heartbeat_ns {
             let ack = Message::Ack {
                 received: now.0,

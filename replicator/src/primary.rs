@@ -178,9 +178,21 @@ fn serve(mut stream: Stream, peer: SocketAddr, session: &Arc<Session>) {
         );
         return;
     }
-    if let Err(why) = authenticate(&mut stream, &buf[1..], &session.settings.secret) {
-        refuse(&mut stream, ReplicationCode::BadSecret, why, hooks, peer);
-        return;
+    match authenticate(&mut stream, &buf[1..], &session.settings.secret) {
+        Ok(()) => {}
+        Err(AuthFailure::Refused(why)) => {
+            refuse(&mut stream, ReplicationCode::BadSecret, why, hooks, peer);
+            return;
+        }
+        Err(AuthFailure::Abandoned(why)) => {
+            hooks.log(
+                Level::Info,
+                "replication_handshake_abandoned",
+                Some(ReplicationCode::HandshakeAbandoned),
+                &format!("peer={peer} node={node} why=\"{why}\""),
+            );
+            return;
+        }
     }
     let epochs: Epochs = hooks.epochs();
     if epoch > epochs.epoch {
@@ -407,21 +419,15 @@ fn send_loop(
                         last_seq: chunk.last_seq,
                         bytes: bytes.to_vec(),
                     };
+                    // Before the send: an ack can come back before the send returns.
+                    status.sent.fetch_max(chunk.last_seq, SeqCst);
                     result = wire::send(stream, &message, &mut scratch);
                     if result.is_err() {
                         break;
                     }
                     pos = chunk.last_seq;
                 }
-                if status.state.swap(STREAMING, SeqCst) != STREAMING {
-                    hooks.log(
-                        Level::Info,
-                        "standby_streaming",
-                        None,
-                        &format!("node={} from_seq={pos}", status.name()),
-                    );
-                    hooks.acked();
-                }
+                mark_streaming(status, pos, hooks);
                 result.map(|()| true)
             }
             After::Gone { oldest } => {
@@ -438,6 +444,7 @@ fn send_loop(
                                 bytes: read.bytes,
                             };
                             pos = read.last_seq;
+                            status.sent.fetch_max(pos, SeqCst);
                             wire::send(stream, &message, &mut scratch).map(|()| true)
                         }
                         Ok(None) => {
@@ -460,7 +467,15 @@ fn send_loop(
                     }
                 }
             }
-            After::Nothing => Ok(false),
+            After::Nothing => {
+                // Nothing to send: a standby that attached at this primary's last sequence
+                // has caught up already (records would come only with the next command, and
+                // a halted primary may sequence none until a standby streams).
+                if pos >= sources.backlog.last_seq() {
+                    mark_streaming(status, pos, hooks);
+                }
+                Ok(false)
+            }
         };
         match sent {
             Ok(true) => {
@@ -487,6 +502,19 @@ fn send_loop(
             }
             last_sent_ns = clock.mono_ns();
         }
+    }
+}
+
+/// The standby has everything this primary had to send: it streams from the backlog now.
+fn mark_streaming(status: &StandbyStatus, pos: u64, hooks: &Arc<dyn Hooks>) {
+    if status.state.swap(STREAMING, SeqCst) != STREAMING {
+        hooks.log(
+            Level::Info,
+            "standby_streaming",
+            None,
+            &format!("node={} from_seq={pos}", status.name()),
+        );
+        hooks.acked();
     }
 }
 
@@ -546,6 +574,23 @@ fn read_acks(mut stream: Stream, session: &Session, status: &StandbyStatus, lost
                 durable,
                 applied,
             }) => {
+                // Pair check: a standby acks only what this session sent it. More means its
+                // journal holds records that are not this primary's (it led an epoch of its
+                // own): its acks must not release anything.
+                let sent = status.sent.load(SeqCst);
+                if received.max(durable).max(applied) > sent {
+                    session.hooks.log(
+                        Level::Warn,
+                        "standby_ack_refused",
+                        Some(ReplicationCode::StandbyAhead),
+                        &format!(
+                            "node={} received={received} durable={durable} sent={sent} \
+                             detail=\"an ack past what was sent; the session ends\"",
+                            status.name()
+                        ),
+                    );
+                    break;
+                }
                 status.received.fetch_max(received, SeqCst);
                 status.durable.fetch_max(durable, SeqCst);
                 status.applied.fetch_max(applied, SeqCst);
@@ -572,15 +617,24 @@ fn read_acks(mut stream: Stream, session: &Session, status: &StandbyStatus, lost
     session.sources.backlog.poke();
 }
 
+/// How the challenge–response failed.
+enum AuthFailure {
+    /// The standby answered, and not with a good proof: refuse it (`BAD_SECRET`).
+    Refused(String),
+    /// The connection ended or went silent before an answer: nobody to refuse.
+    Abandoned(String),
+}
+
 /// The challenge–response (`auth.rs`): send our nonce and proof for the HELLO whose body is
-/// `hello_body`, and check the standby's proof. `Err`: why it failed, for the REFUSE.
-fn authenticate(stream: &mut Stream, hello_body: &[u8], secret: &[u8]) -> Result<(), String> {
-    let nonce = auth::nonce().map_err(|e| format!("drawing a nonce: {e}"))?;
+/// `hello_body`, and check the standby's proof.
+fn authenticate(stream: &mut Stream, hello_body: &[u8], secret: &[u8]) -> Result<(), AuthFailure> {
+    let nonce = auth::nonce().map_err(|e| AuthFailure::Refused(format!("drawing a nonce: {e}")))?;
     let challenge = Message::Challenge {
         nonce,
         proof: auth::primary_proof(secret, hello_body, &nonce),
     };
-    wire::send(stream, &challenge, &mut Vec::new()).map_err(|e| format!("challenge: {e}"))?;
+    wire::send(stream, &challenge, &mut Vec::new())
+        .map_err(|e| AuthFailure::Abandoned(format!("challenge: {e}")))?;
     let proof = wire::receive_at_most(stream, &mut Vec::new(), wire::HANDSHAKE_FRAME_LEN_MAX);
     match proof {
         Ok(Message::Proof { proof })
@@ -588,11 +642,18 @@ fn authenticate(stream: &mut Stream, hello_body: &[u8], secret: &[u8]) -> Result
         {
             Ok(())
         }
-        Ok(Message::Proof { .. }) => {
-            Err("the standby could not prove it knows replication.secret".into())
+        Ok(Message::Proof { .. }) => Err(AuthFailure::Refused(
+            "the standby could not prove it knows replication.secret".into(),
+        )),
+        Ok(Message::Refuse { message, .. }) => Err(AuthFailure::Refused(format!(
+            "the standby refused: {message}"
+        ))),
+        Ok(other) => Err(AuthFailure::Refused(format!(
+            "expected a PROOF, got {other:?}"
+        ))),
+        Err(e) if e.kind() == std::io::ErrorKind::InvalidData => {
+            Err(AuthFailure::Refused(format!("proof: {e}")))
         }
-        Ok(Message::Refuse { message, .. }) => Err(format!("the standby refused: {message}")),
-        Ok(other) => Err(format!("expected a PROOF, got {other:?}")),
-        Err(e) => Err(format!("proof: {e}")),
+        Err(e) => Err(AuthFailure::Abandoned(format!("proof: {e}"))),
     }
 }

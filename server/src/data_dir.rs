@@ -101,6 +101,20 @@ impl DataDir {
             .map(snapshot::snapshot_name)
             .collect();
         remove_and_sync(&snapshots, "the snapshot directory", after)?;
+        // Epochs that began after the cut hold nothing here now: the history continues the
+        // new primary's from here (`Epochs::adopt` takes only a history that continues it).
+        let root = self.root();
+        if let Some(mut epochs) = replicator::Epochs::load(root)
+            .map_err(|e| ServerError::io("reading the epoch file", e))?
+        {
+            let before = epochs.clone();
+            epochs.cut_after(seq);
+            if epochs != before {
+                epochs
+                    .store(root)
+                    .map_err(|e| ServerError::io("writing the epoch file", e))?;
+            }
+        }
         Ok(cut)
     }
 }

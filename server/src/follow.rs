@@ -205,9 +205,30 @@ impl FollowerThread {
                         );
                         return;
                     }
-                    if let Err(e) = node.adopt(accepted.epoch, &accepted.history) {
-                        log::line(Level::Error, "epoch_store_failed", None, &[("error", &e)]);
-                        return;
+                    match node.adopt(accepted.epoch, &accepted.history) {
+                        Ok(Ok(())) => {}
+                        Ok(Err(why)) => {
+                            // A handshake begun before a promotion, or a primary that would
+                            // move this node back: tell it this node's epoch, never follow.
+                            let mut stream = stream;
+                            follower::refuse_primary(&mut stream, node.epoch());
+                            complain(
+                                &mut last_complaint,
+                                Level::Warn,
+                                "stale_primary_ignored",
+                                Some(ReplicationCode::StaleEpoch),
+                                &format!("{}: {why}", self.primary),
+                            );
+                            if node.role() != Role::Standby || side.stopped() {
+                                return;
+                            }
+                            std::thread::sleep(retry);
+                            continue;
+                        }
+                        Err(e) => {
+                            log::line(Level::Error, "epoch_store_failed", None, &[("error", &e)]);
+                            return;
+                        }
                     }
                     log::info(
                         "following",

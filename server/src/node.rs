@@ -298,15 +298,33 @@ impl Node {
         self.nudge();
     }
 
-    /// A standby follows a primary of `epoch` with this history.
-    pub fn adopt(&self, epoch: u64, history: &[(u64, u64)]) -> std::io::Result<()> {
-        self.epochs
-            .update(|epochs| {
-                let before = epochs.clone();
-                epochs.adopt(epoch, history);
-                (*epochs != before).then_some(())
-            })
-            .map(|_| ())
+    /// A standby follows a primary of `epoch` with this history. Refused (`Ok(Err(why))`)
+    /// once this node is no longer a plain standby (a promotion began: it never follows
+    /// again) or when the primary would move it back (`Epochs::adopt`). Checked under the
+    /// epochs' lock, which a promotion's store of its new epoch also takes: either the
+    /// adoption comes first and the promotion appends to it, or it sees the promotion.
+    pub fn adopt(
+        &self,
+        epoch: u64,
+        history: &[(u64, u64)],
+    ) -> std::io::Result<std::result::Result<(), String>> {
+        let mut refusal = None;
+        self.epochs.update(|epochs| {
+            if self.role() != Role::Standby || self.follower.stopped() {
+                refusal = Some(format!(
+                    "this node is {} now and follows no one",
+                    self.role().name()
+                ));
+                return None;
+            }
+            let before = epochs.clone();
+            if let Err(why) = epochs.adopt(epoch, history) {
+                refusal = Some(why);
+                return None;
+            }
+            (*epochs != before).then_some(())
+        })?;
+        Ok(refusal.map_or(Ok(()), Err))
     }
 
     /// A standby was lost: say what that means for writes.

@@ -1,7 +1,7 @@
 //! The sequencer: the ring's one producer. It claims slots, stamps each command with the
 //! journal sequence it will have (once, here; the stages check it) and with the wall-clock
-//! time (never going back: the engine's only clock), and publishes them. With nothing
-//! sequenced for a tick interval it inserts a Tick, so payment deadlines pass on an idle
+//! time (never going back: the engine's only clock), and publishes them. With no command
+//! sequenced for a tick interval (queries do not count) it inserts a Tick, so payment deadlines pass on an idle
 //! server. On a standby it publishes the primary's records instead, with the primary's
 //! sequences and timestamps, and inserts no Ticks of its own.
 
@@ -24,7 +24,8 @@ pub struct Sequencer {
     /// The journal sequence the next command published gets.
     next_seq: u64,
     last_timestamp_ns: u64,
-    /// `clock.mono_ns()` at the last publish (the tick interval counts from there).
+    /// `clock.mono_ns()` when the last command was published (the tick interval counts from
+    /// there).
     last_publish_ns: u64,
     tick_ns: u64,
     /// A standby's records from the primary, and those taken off the channel not yet
@@ -91,6 +92,7 @@ impl Sequencer {
         let now_ns = self.timestamp_ns();
         let mono_ns = self.clock.mono_ns();
         let mut claim = self.ring.try_claim(n).expect("free slots checked");
+        let first_seq = self.next_seq;
         for (i, (request, operation)) in requests.enumerate() {
             let slot = claim.slot_mut(i);
             slot.conn = conn;
@@ -114,7 +116,12 @@ impl Sequencer {
             }
         }
         claim.publish();
-        self.last_publish_ns = mono_ns;
+        // Only a command is "something sequenced": queries alone (a crowd polling stock on a
+        // halted primary) must not hold the Ticks back, or nothing is ever journaled for the
+        // standbys to catch up on.
+        if self.next_seq > first_seq {
+            self.last_publish_ns = mono_ns;
+        }
     }
 
     /// How long until a Tick is due.

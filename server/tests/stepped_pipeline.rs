@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use engine::ring::{RingBuilder, WaitStrategy};
 use engine::wire::Operation;
-use engine::{ClientId, Command, Engine, EngineConfig, Outcome, RequestId, SkuId, SkuSpec};
+use engine::{ClientId, Command, Engine, EngineConfig, Outcome, Query, RequestId, SkuId, SkuSpec};
 use journal::FaultStorage;
 use replicator::Epochs;
 use server::config::ReplicationSection;
@@ -171,4 +171,29 @@ fn the_wall_clock_stepping_back_does_not_move_the_engine_back() {
     let released = p.turn();
     assert_eq!(released[0].1, first, "timestamps never go back");
     assert_eq!(p.engine.engine().clock_ns(), first);
+}
+
+#[test]
+fn queries_alone_do_not_hold_the_ticks_back() {
+    // A halted primary under a crowd that polls stock: nothing but queries is published, and
+    // the Ticks must still come (they are what a standby attached at the primary's last
+    // sequence catches up on before it counts).
+    let mut p = Pipeline::new();
+    for i in 0..10u64 {
+        p.clock.advance(TICK / 4);
+        p.sequencer.publish_requests(
+            ConnRef::NONE,
+            ClientId(9),
+            0,
+            [(
+                RequestId(i + 1),
+                Operation::Query(Query::Stock { sku: SkuId(7) }),
+            )]
+            .into_iter(),
+        );
+        let due = (i + 1) % 4 == 0; // a whole interval since the last command (or Tick)
+        assert_eq!(p.sequencer.maybe_tick(), due, "after {} quarters", i + 1);
+        p.turn();
+    }
+    assert_eq!(p.sequencer.next_seq(), 4, "two Ticks, numbered 2 and 3");
 }

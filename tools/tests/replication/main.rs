@@ -11,6 +11,7 @@ mod failover;
 mod handshake;
 mod harness;
 mod journals;
+mod outside_faults;
 mod partition;
 #[path = "../common/pki.rs"]
 mod pki;
