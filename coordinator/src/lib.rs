@@ -6,6 +6,8 @@
 //!
 //! - `http.rs`: a blocking HTTP/1.1 POST (TLS where configured), enough for etcd's gateway.
 //! - `access.rs`: TLS and a user's credentials for a secured etcd.
+//! - `call.rs`: those calls as values (`Call`, `Answer`), for the coordinator's state machine
+//!   and the simulator's etcd.
 //! - `etcd.rs`: the calls surge needs (lease grant, keep-alive, revoke; range; put;
 //!   the campaign transaction) over etcd's v3 JSON gateway.
 //! - `local_etcd.rs`: a throwaway etcd on loopback for tests and drills.
@@ -19,6 +21,7 @@
 //! which etcd serves as JSON over HTTP (`/v3/...`, the gateway etcd documents and ships).
 
 pub mod access;
+pub mod call;
 pub mod candidacy;
 pub mod etcd;
 pub mod http;

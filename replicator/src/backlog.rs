@@ -86,6 +86,16 @@ impl Backlog {
             .is_some_and(|oldest| oldest.first_seq <= seq && seq <= inner.last_seq)
     }
 
+    /// Wait up to `wait` for a sequence after `seq`; whether one is there.
+    pub fn wait_past(&self, seq: u64, wait: Duration) -> bool {
+        let inner = self.inner.lock().expect("backlog lock");
+        let (inner, _) = self
+            .changed
+            .wait_timeout_while(inner, wait, |i| i.last_seq <= seq)
+            .expect("backlog lock");
+        inner.last_seq > seq
+    }
+
     /// The commits holding sequences after `seq`, waiting up to `wait` for one.
     pub fn after(&self, seq: u64, wait: Duration) -> After {
         let inner = self.inner.lock().expect("backlog lock");

@@ -7,8 +7,6 @@
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering::SeqCst};
 use std::sync::Mutex;
 
-use crate::net::Stream;
-
 /// What the release gate waits for from one standby.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum AckMode {
@@ -64,6 +62,17 @@ pub fn valid_node_name(name: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
 }
 
+/// Ends a standby's session from outside it (its connection, real or simulated).
+pub trait Closer: Send {
+    fn close(&self);
+}
+
+impl Closer for crate::net::Stream {
+    fn close(&self) {
+        self.shutdown();
+    }
+}
+
 pub const DETACHED: u8 = 0;
 pub const CATCHING_UP: u8 = 1;
 pub const STREAMING: u8 = 2;
@@ -94,7 +103,7 @@ pub struct StandbyStatus {
     pub counted: AtomicBool,
     /// The stream of its session (shut down to end the session), and the session's number,
     /// so that an old session's end does not detach a newer one.
-    current: Mutex<Option<Stream>>,
+    current: Mutex<Option<Box<dyn Closer>>>,
     generation: AtomicU64,
 }
 
@@ -190,14 +199,14 @@ impl Standbys {
     /// Take the slot of `name` (a standby that comes back, its old session ended), or a
     /// never-used one, or the one detached longest ago. `None`: every slot holds a standby
     /// that is attached.
-    pub fn claim(&self, name: &str, stream: Stream, from_seq: u64) -> Option<Claim> {
+    pub fn claim(&self, name: &str, session: Box<dyn Closer>, from_seq: u64) -> Option<Claim> {
         let index = self
             .position(|s| s.name() == name)
             .or_else(|| self.position(|s| s.name().is_empty()))
             .or_else(|| self.position(|s| s.state.load(SeqCst) == DETACHED))?;
         let slot = &self.slots[index];
-        if let Some(old) = slot.current.lock().expect("session lock").replace(stream) {
-            old.shutdown();
+        if let Some(old) = slot.current.lock().expect("session lock").replace(session) {
+            old.close();
         }
         let generation = slot.generation.fetch_add(1, SeqCst) + 1;
         let mode = self.mode_of(name);
@@ -237,7 +246,7 @@ impl Standbys {
     pub fn shut_down_all(&self) {
         for slot in self.slots.iter() {
             if let Some(s) = slot.current.lock().expect("session lock").take() {
-                s.shutdown();
+                s.close();
             }
         }
     }

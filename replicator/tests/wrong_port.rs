@@ -5,10 +5,12 @@
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener};
-use std::sync::mpsc;
+use std::sync::atomic::AtomicBool;
+use std::sync::{mpsc, Arc};
 use std::time::Duration;
 
-use replicator::follower::{self, Ended, Hello};
+use replicator::clock::SystemClock;
+use replicator::follower::{AckSignal, Ended, Follower, Link, Sink, StandbyNode, Standing};
 use replicator::{Epochs, ReplicationCode, Settings};
 
 /// Each case's handshake must end within this (the handshake's own read timeout is 5 s).
@@ -42,7 +44,44 @@ fn answering(answer: Vec<u8>) -> SocketAddr {
     addr
 }
 
-/// The standby's handshake with `addr`, bounded by `CASE_TIMEOUT`.
+/// A new standby as a session sees it: nothing held, any primary's epochs taken.
+struct NewStandby;
+
+impl StandbyNode for NewStandby {
+    fn standing(&self) -> Standing {
+        Standing {
+            epochs: Epochs {
+                epoch: 0,
+                history: Vec::new(),
+            },
+            follows: true,
+            received: 0,
+            durable: 0,
+            applied: 0,
+            hash: 0,
+        }
+    }
+    fn adopt(&self, _: u64, _: &[(u64, u64)], _: &[u8]) -> std::io::Result<Result<(), String>> {
+        panic!("not a primary, yet the handshake passed")
+    }
+    fn following(&self, _: u64, _: u64, _: u64) {}
+}
+
+struct NoSink;
+
+impl Sink for NoSink {
+    fn records(&mut self, _: u64, _: u64, _: &[u8]) -> Result<(), (ReplicationCode, String)> {
+        unreachable!()
+    }
+    fn checkpoint(&mut self, _: u64, _: u64) -> Result<(), (ReplicationCode, String)> {
+        unreachable!()
+    }
+    fn snapshot_piece(&mut self, _: u64, _: &[u8]) -> Result<(), (ReplicationCode, String)> {
+        unreachable!()
+    }
+}
+
+/// The standby's first session with `addr`, bounded by `CASE_TIMEOUT`.
 fn handshake(addr: SocketAddr) -> Ended {
     let (done, result) = mpsc::channel();
     std::thread::spawn(move || {
@@ -51,20 +90,16 @@ fn handshake(addr: SocketAddr) -> Ended {
             heartbeat: Duration::from_millis(100),
             timeout: Duration::from_secs(1),
         };
-        let hello = Hello {
-            node: "standby".into(),
-            epochs: Epochs {
-                epoch: 0,
-                history: Vec::new(),
-            },
-            last_seq: 0,
-            hash: 0,
-        };
-        let ended = match follower::handshake(&replicator::net::TcpDialer, addr, &settings, &hello)
-        {
-            Ok(_) => panic!("{addr} is not a primary, yet the handshake passed"),
-            Err(ended) => ended,
-        };
+        let follower = Follower::new(
+            settings,
+            "standby".into(),
+            Vec::new(),
+            Arc::new(Link::default()),
+            Arc::new(SystemClock::new()),
+            Arc::new(AtomicBool::new(false)),
+            Arc::new(AckSignal::default()),
+        );
+        let ended = follower.session(&replicator::net::TcpDialer, addr, &NewStandby, &mut NoSink);
         let _ = done.send(ended);
     });
     result

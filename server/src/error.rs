@@ -87,6 +87,8 @@ pub type Result<T, E = ServerError> = std::result::Result<T, E>;
 pub enum PromoteError {
     #[error("this node is {0}, not a standby")]
     NotStandby(&'static str),
+    #[error("this node is {0}, not a primary")]
+    NotPrimary(&'static str),
     #[error("the gateway did not promote within {0} ms")]
     TimedOut(u64),
     #[error("storing the new epoch: {0}")]

@@ -1,5 +1,6 @@
 //! surge's server as a library: the LMAX pipeline and the node around it. The binary
-//! (`tools`) parses flags and calls `Server::start_node`; tests and benches do the same.
+//! (`tools`) parses flags and calls `Server::start_node`; tests, benches and the simulator
+//! do the same or drive the parts by hand.
 //!
 //! ```text
 //!  clients ─TCP─▶ intake ─▶ sequencer ─publish─▶ [ ring ] ─▶ journal stage (group commit) ─┐
@@ -7,7 +8,7 @@
 //!                   └──── connections ◀── answers whose sequence is durable (and acked) ───┘
 //! ```
 //!
-//! The route of one PlaceOrder, file by file:
+//! The route of one PlaceOrder, file by file (all in `pipeline/`):
 //!
 //! 1. `gateway.rs` — the gateway thread's turn polls; the socket is readable.
 //! 2. `intake.rs` — reads the bytes into the `connection.rs` buffer, splits off the REQUESTS
@@ -21,50 +22,39 @@
 //! 5. `engine_stage.rs` — side by side with 4: checks the sequence, applies the order to the
 //!    engine, writes the outcome into the slot.
 //! 6. `gate.rs` — after both: releases the slot once its sequence is durable and, in the
-//!    synchronous replication modes, acked by the standby (`gateway.rs` takes the lower of
-//!    the durable sequence and `node.rs`'s replication bound).
+//!    synchronous replication modes, acked by the standbys (the lower of the durable
+//!    sequence and the group's replication bound, `group/`).
 //! 7. `connections.rs` — encodes the answer into its connection's write buffer (and any
 //!    events to the clients they concern); the gateway flushes it.
 //!
-//! Around the pipeline: `start.rs` puts a node together (recovery by `replay.rs` from
-//! `data_dir.rs`, the ring, the threads, `cores.rs`); `snapshotter.rs` takes snapshots while
-//! serving; `node.rs`, `role.rs`, `promotion.rs`
-//! and `follow.rs` are the node in a replicated pair; `shared.rs` is what every thread
-//! shares; `ops/` is HTTP, metrics, health, logs and supervision; `config.rs` the TOML;
-//! `error.rs` the errors at the crate's seams. Time comes from a `Clock` and client sockets
-//! through `net.rs`'s traits, so a driver can step the stages by hand (`stage.rs`).
+//! The folders, lowest first; nothing in one imports a folder below it in this list
+//! (`tests/layers.rs` checks):
+//!
+//! - `error.rs`, `telemetry/` — the crate's errors; logs, metrics, crash points.
+//! - `config/` — the TOML and what it builds (TLS settings, etcd access).
+//! - `group/` — the node in a replicated group as decisions: role, epochs, the ack policy,
+//!   the standby side's state, promotion.
+//! - `pipeline/` — the gateway, the ring and its stages, the gate.
+//! - `feed/` — the event feed's log and port.
+//! - `checkpoint/` — the data directory, replay, snapshots while serving.
+//! - `drivers/` — the threads that run `group/`'s decisions with sockets and etcd: the
+//!   follower, the coordinator, the replicator's hooks.
+//! - `ops/` — the HTTP port: `/metrics`, `/health`, admin calls.
+//! - `start/` — putting a node together (`Server`), and supervising it.
+//!
+//! Time comes from a `Clock` and client sockets through `pipeline/net.rs`'s traits, so a
+//! driver can step the stages by hand (`pipeline/stage.rs`).
 
-pub mod allocator;
+pub mod checkpoint;
 pub mod config;
-pub mod connection;
-pub mod connections;
-pub mod coordination;
-pub mod cores;
-pub mod crash_point;
-pub mod data_dir;
-pub mod engine_stage;
+pub mod drivers;
 pub mod error;
 pub mod feed;
-pub mod follow;
-pub mod gate;
-pub mod gateway;
-pub mod intake;
-pub mod journal_io;
-pub mod journal_stage;
-pub mod journaler;
-pub mod net;
-pub mod net_tls;
-pub mod node;
+pub mod group;
 pub mod ops;
-pub mod promotion;
-pub mod replay;
-pub mod role;
-pub mod sequencer;
-pub mod shared;
-pub mod slot;
-pub mod snapshotter;
-pub mod stage;
+pub mod pipeline;
 pub mod start;
+pub mod telemetry;
 
 pub use config::ServerConfig;
 pub use error::{PromoteError, ServerError};

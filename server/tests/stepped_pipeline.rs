@@ -12,16 +12,16 @@ use engine::{ClientId, Command, Engine, EngineConfig, Outcome, Query, RequestId,
 use journal::FaultStorage;
 use replicator::Epochs;
 use server::config::ReplicationSection;
-use server::engine_stage::EngineStage;
-use server::gate::Gate;
-use server::journal_stage::JournalStage;
-use server::journaler::Journaler;
-use server::node::Node;
-use server::role::Role;
-use server::sequencer::Sequencer;
-use server::shared::{Shared, Wake};
-use server::slot::{ConnRef, Slot};
-use server::stage::Step;
+use server::group::node::Node;
+use server::group::role::Role;
+use server::pipeline::engine_stage::EngineStage;
+use server::pipeline::gate::Gate;
+use server::pipeline::journal_stage::JournalStage;
+use server::pipeline::journaler::Journaler;
+use server::pipeline::sequencer::Sequencer;
+use server::pipeline::shared::{Shared, Wake};
+use server::pipeline::slot::{ConnRef, Slot};
+use server::pipeline::stage::Step;
 use server::{Clock, ManualClock};
 
 const TICK: Duration = Duration::from_millis(100);
@@ -47,7 +47,7 @@ impl Pipeline {
         let dir = std::env::temp_dir().join(format!("surge-stepped-{}", std::process::id()));
         let node = Arc::new(
             Node::new(
-                dir,
+                Box::new(server::group::epochs::EpochDir(dir)),
                 Role::Primary,
                 Epochs::first(),
                 &ReplicationSection::default(),

@@ -1,7 +1,7 @@
 //! `surge serve` with `replication.failover = "etcd"`: every node runs the same command, and
 //! etcd decides the roles. The node takes a lease, then joins: it leads (its campaign won the
 //! leader key and an epoch) or follows the node that leads, as `surge standby` would. A
-//! coordinator thread keeps the lease alive and does the role's duties (`server::coordination`);
+//! coordinator thread keeps the lease alive and does the role's duties (`server::drivers::coordination`);
 //! a node that loses its leadership exits with status 75 and, restarted by its service
 //! manager, joins again as a standby. A clean stop gives the lease back, so the standby takes
 //! over at once instead of after the lease's TTL.
@@ -10,8 +10,8 @@ use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 
 use replicator::Epochs;
-use server::coordination::{Attached, Coordination, Joined};
-use server::ops::supervise::{started, supervise};
+use server::drivers::coordination::{Attached, Coordination, Joined};
+use server::start::supervise::{started, supervise};
 use server::{Server, ServerConfig, Start};
 
 use crate::standby_cmd;
@@ -24,13 +24,13 @@ pub fn run(config: ServerConfig, stop: &Arc<AtomicBool>) -> anyhow::Result<()> {
     coordination.spawn(attached.clone())?;
     let local_epoch = Epochs::load(&config.data_dir)?.map_or(0, |e| e.epoch);
     // Read only when a campaign must compare it with other standbys' positions.
-    let data_dir = server::data_dir::DataDir::new(&config.data_dir);
+    let data_dir = server::checkpoint::data_dir::DataDir::new(&config.data_dir);
     let local_seq = || match data_dir.journal_last_seq() {
         Ok(seq) => Some(seq),
         Err(e) => {
             let detail = "this node does not campaign until it can compare how far it got";
-            server::ops::log::line(
-                server::ops::log::Level::Warn,
+            server::telemetry::log::line(
+                server::telemetry::log::Level::Warn,
                 "journal_position_unknown",
                 None,
                 &[("error", &e), ("detail", &detail)],

@@ -9,8 +9,7 @@ use anyhow::{ensure, Context};
 use engine::{Answer, Engine, EngineConfig, Query};
 use loadgen::{FlashSale, Simulation};
 
-use server::data_dir::DataDir;
-use server::journaler::Journaler;
+use server::checkpoint::data_dir::DataDir;
 
 const MS: u64 = 1_000_000;
 
@@ -156,7 +155,8 @@ fn journal_sale(
     expected_hash: u64,
 ) -> anyhow::Result<()> {
     let dir = DataDir::new(root);
-    let (mut journaler, write_path) = Journaler::open(&dir, io, &config)?;
+    let (mut journaler, write_path) =
+        dir.journaler(io, &config, journal::writer::SEGMENT_LEN_DEFAULT, 1)?;
     ensure!(
         journaler.next_seq() == 2,
         "{} already holds a journal; use an empty directory",

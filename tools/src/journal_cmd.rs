@@ -4,7 +4,7 @@
 use anyhow::Context;
 use engine::codec::{self, kind};
 use journal::ScanReport;
-use server::data_dir::DataDir;
+use server::checkpoint::data_dir::DataDir;
 
 use crate::offline::{refuse, DirArgs};
 

@@ -11,8 +11,8 @@ use engine::{Engine, OrderState};
 use journal::retention::Retention;
 use serde_json::json;
 
-use server::data_dir::DataDir;
-use server::replay::Replayed;
+use server::checkpoint::data_dir::DataDir;
+use server::checkpoint::replay::Replayed;
 use server::ServerError;
 
 use crate::offline::{refuse, DirArgs};

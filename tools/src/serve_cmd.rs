@@ -4,7 +4,7 @@
 //! exit 0 on SIGTERM or SIGINT). A journal failure exits non-zero so the service manager
 //! restarts it into recovery.
 
-use server::ops::supervise::{started, stop_on_signals, supervise};
+use server::start::supervise::{started, stop_on_signals, supervise};
 use server::Server;
 
 use crate::node_args::NodeArgs;

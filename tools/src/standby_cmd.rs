@@ -7,18 +7,17 @@
 //! primary sends it.
 
 use std::net::SocketAddr;
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
+use std::sync::{Arc, Mutex};
 
 use anyhow::Context;
-use replicator::follower::{self, Ended, Hello};
-use replicator::net::Stream;
-use replicator::wire::{self, Message};
-use replicator::Epochs;
-use replicator::ReplicationCode;
+use replicator::follower::{AckSignal, Ended, Follower, Link, Sink, StandbyNode, Standing};
+use replicator::{Epochs, ReplicationCode};
+use server::SystemClock;
 
-use server::data_dir::DataDir;
-use server::ops::log;
-use server::ops::supervise::{started, stop_on_signals, supervise};
+use server::checkpoint::data_dir::DataDir;
+use server::start::supervise::{started, stop_on_signals, supervise};
+use server::telemetry::log;
 use server::{Server, ServerConfig, Start};
 
 use crate::node_args::NodeArgs;
@@ -105,83 +104,147 @@ pub fn follow(
     }
 }
 
-/// A new standby: wait for the primary, take its epochs and engine configuration.
+/// A new standby: wait for the primary, take its epochs and engine configuration, and its
+/// newest snapshot if it sends one (a primary whose journal no longer starts at the
+/// beginning does; otherwise it closes after the welcome).
 fn bootstrap(
     config: &ServerConfig,
     primary: SocketAddr,
-    stop: &std::sync::atomic::AtomicBool,
+    stop: &Arc<AtomicBool>,
 ) -> anyhow::Result<Option<engine::EngineConfig>> {
-    let settings = config.replication.settings();
-    let dialer = config.replication.dialer()?;
-    let hello = Hello {
-        node: config.replication.node.clone(),
-        epochs: Epochs {
-            epoch: 0,
-            history: Vec::new(),
-        },
-        last_seq: 0,
-        hash: 0,
+    let dir = DataDir::new(&config.data_dir);
+    let node = Bootstrap {
+        dir: config.data_dir.clone(),
+        adopted: Mutex::new(None),
     };
+    let follower = Follower::new(
+        config.replication.settings(),
+        config.replication.node.clone(),
+        Vec::new(), // any configuration: this node takes the primary's
+        Arc::new(Link::default()),
+        Arc::new(SystemClock::new()),
+        stop.clone(),
+        Arc::new(AckSignal::default()),
+    );
+    let dialer = config.replication.dialer()?;
+    let mut staging = Staging { dir: &dir };
     let mut said = false;
-    while !stop.load(std::sync::atomic::Ordering::SeqCst) {
-        match follower::handshake(dialer.as_ref(), primary, &settings, &hello) {
-            Ok((mut stream, accepted)) => {
-                let engine = engine::codec::decode_config(&accepted.config)
-                    .context("the primary's engine configuration")?;
-                Epochs {
-                    epoch: accepted.epoch,
-                    history: accepted.history,
+    while !stop.load(SeqCst) {
+        let ended = follower.session(dialer.as_ref(), primary, &node, &mut staging);
+        let adopted = *node.adopted.lock().expect("bootstrap lock");
+        let Some((epoch, engine)) = adopted else {
+            match ended {
+                Ended::Refused(code, why) => {
+                    anyhow::bail!("{code}: the handshake with the primary failed: {why}")
                 }
-                .store(&config.data_dir)
-                .context("writing the epoch file")?;
-                // A primary whose journal no longer starts at the beginning sends its newest
-                // snapshot next; otherwise it closes the stream.
-                let snapshot = take_snapshot(&mut stream, &DataDir::new(&config.data_dir))?;
-                log::info(
-                    "bootstrapped",
-                    &[
-                        ("primary", &primary),
-                        ("epoch", &accepted.epoch),
-                        ("snapshot_seq", &snapshot.unwrap_or(0)),
-                    ],
-                );
-                return Ok(Some(engine));
-            }
-            Err(Ended::Refused(code, why)) => {
-                anyhow::bail!("{code}: the handshake with the primary failed: {why}")
-            }
-            Err(e) => {
-                if !said {
-                    log::info(
-                        "waiting_for_primary",
-                        &[("primary", &primary), ("why", &format!("{e:?}"))],
-                    );
-                    said = true;
+                Ended::Halted => return Ok(None),
+                e => {
+                    if !said {
+                        log::info(
+                            "waiting_for_primary",
+                            &[("primary", &primary), ("why", &format!("{e:?}"))],
+                        );
+                        said = true;
+                    }
+                    continue;
                 }
-                std::thread::sleep(Duration::from_millis(config.replication.heartbeat_ms));
             }
-        }
+        };
+        let snapshot = match ended {
+            Ended::Snapshot(seq) => {
+                dir.adopt_staged_snapshot(seq)?;
+                Some(seq)
+            }
+            Ended::Refused(code, why) => {
+                anyhow::bail!("the primary cannot bootstrap this standby ({code}): {why}")
+            }
+            Ended::Stopped(code, why) => {
+                anyhow::bail!("{code}: receiving the primary's snapshot: {why}")
+            }
+            // Closed after the welcome: the journal from the start is there to follow.
+            _ => None,
+        };
+        log::info(
+            "bootstrapped",
+            &[
+                ("primary", &primary),
+                ("epoch", &epoch),
+                ("snapshot_seq", &snapshot.unwrap_or(0)),
+            ],
+        );
+        return Ok(Some(engine));
     }
     Ok(None)
 }
 
-/// After a bootstrap welcome: receive the snapshot the primary sends, if it sends one, and
-/// start the data directory from it. Its sequence.
-fn take_snapshot(stream: &mut Stream, dir: &DataDir) -> anyhow::Result<Option<u64>> {
-    let mut buf = Vec::new();
-    let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
-    let (seq, len) = match wire::receive(stream, &mut buf) {
-        Ok(Message::Snapshot { seq, len }) => (seq, len),
-        Ok(Message::Refuse { code, message }) => {
-            anyhow::bail!("the primary cannot bootstrap this standby ({code}): {message}")
+/// A new standby as its first session sees it: no epochs, nothing received; it keeps the
+/// primary's epochs (stored in the data directory) and engine configuration.
+struct Bootstrap {
+    dir: std::path::PathBuf,
+    adopted: Mutex<Option<(u64, engine::EngineConfig)>>,
+}
+
+impl StandbyNode for Bootstrap {
+    fn standing(&self) -> Standing {
+        Standing {
+            epochs: Epochs {
+                epoch: 0,
+                history: Vec::new(),
+            },
+            follows: true,
+            received: 0,
+            durable: 0,
+            applied: 0,
+            hash: 0,
         }
-        _ => return Ok(None), // closed: the journal from the start is there to follow
-    };
-    follower::receive_snapshot(stream, &mut buf, len, |at, bytes| {
-        dir.stage_snapshot_piece(at, bytes)
+    }
+
+    fn adopt(
+        &self,
+        epoch: u64,
+        history: &[(u64, u64)],
+        config: &[u8],
+    ) -> std::io::Result<Result<(), String>> {
+        let engine = match engine::codec::decode_config(config) {
+            Ok(engine) => engine,
+            Err(e) => return Ok(Err(format!("the primary's engine configuration: {e}"))),
+        };
+        Epochs {
+            epoch,
+            history: history.to_vec(),
+        }
+        .store(&self.dir)?;
+        *self.adopted.lock().expect("bootstrap lock") = Some((epoch, engine));
+        Ok(Ok(()))
+    }
+
+    fn following(&self, _epoch: u64, _from_seq: u64, _primary_last_seq: u64) {}
+}
+
+/// Where a new standby puts the snapshot the primary sends; records do not come before it.
+struct Staging<'a> {
+    dir: &'a DataDir,
+}
+
+impl Sink for Staging<'_> {
+    fn records(&mut self, first: u64, _: u64, _: &[u8]) -> Result<(), (ReplicationCode, String)> {
+        Err((
+            ReplicationCode::SequenceGap,
+            format!("records from {first} before the bootstrap's snapshot"),
+        ))
+    }
+
+    fn checkpoint(&mut self, _: u64, _: u64) -> Result<(), (ReplicationCode, String)> {
+        Ok(())
+    }
+
+    fn snapshot_piece(
+        &mut self,
+        offset: u64,
+        bytes: &[u8],
+    ) -> Result<(), (ReplicationCode, String)> {
+        self.dir
+            .stage_snapshot_piece(offset, bytes)
             .map_err(|e| (ReplicationCode::BadFrame, e.to_string()))
-    })
-    .map_err(|(code, why)| anyhow::anyhow!("{code}: receiving the primary's snapshot: {why}"))?;
-    dir.adopt_staged_snapshot(seq)?;
-    Ok(Some(seq))
+    }
 }

@@ -22,8 +22,7 @@ use std::time::Instant;
 use engine::{Engine, EngineConfig, Output};
 use journal::{FileStorage, IoMode};
 use loadgen::{FlashSale, Mixed};
-use server::data_dir::DataDir;
-use server::journaler::Journaler;
+use server::checkpoint::data_dir::DataDir;
 
 const COMMIT_EVERY: usize = 4096;
 const MS: u64 = 1_000_000;
@@ -90,7 +89,12 @@ fn run(root: &Path, workload: &str, wanted: u64) -> anyhow::Result<()> {
     );
 
     let dir = DataDir::new(root);
-    let (mut journaler, write_path) = Journaler::open(&dir, IoMode::Auto, &config)?;
+    let (mut journaler, write_path) = dir.journaler(
+        IoMode::Auto,
+        &config,
+        journal::writer::SEGMENT_LEN_DEFAULT,
+        1,
+    )?;
     let started = Instant::now();
     for (i, (now_ns, request)) in requests.iter().enumerate() {
         journaler.append(*now_ns, request)?;

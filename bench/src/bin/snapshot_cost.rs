@@ -14,7 +14,7 @@ use std::time::Instant;
 
 use engine::Engine;
 use journal::{snapshot, FileStorage, IoMode};
-use server::data_dir::write_engine_snapshot;
+use server::checkpoint::data_dir::write_engine_snapshot;
 
 const SKUS: u64 = 1_000;
 

@@ -14,8 +14,8 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
-use crate::ops::metrics::FeedMetrics;
-use crate::shared::Shared;
+use crate::pipeline::shared::Shared;
+use crate::telemetry::metrics::FeedMetrics;
 
 /// How far the log goes, as the writer last published it.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

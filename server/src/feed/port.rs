@@ -18,7 +18,7 @@ use engine::Code;
 
 use super::reader::{FeedReader, ReadError};
 use super::FeedShared;
-use crate::ops::log::{self as oplog, Level};
+use crate::telemetry::log::{self as oplog, Level};
 
 /// A consumer that is caught up gets an empty FEED frame this often: it sees the node's
 /// head move, and a dead connection is found.

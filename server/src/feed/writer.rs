@@ -23,7 +23,7 @@ use engine::{Engine, Output, Request};
 
 use super::log::{self, LAST, MARK, RECORD_EVENTS_MAX, ROLL};
 use super::{FeedShared, Published};
-use crate::ops::log as oplog;
+use crate::telemetry::log as oplog;
 
 /// Records are written once this many bytes are waiting.
 const PENDING_MAX: usize = 1 << 20;
@@ -326,7 +326,7 @@ fn recover(dir: &Path, resume_seq: u64, journal_end: u64) -> io::Result<(u64, u6
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::shared::Shared;
+    use crate::pipeline::shared::Shared;
     use engine::{ClientId, Command, EngineConfig, OrderLine, RequestId, SkuId, SkuSpec, UserId};
 
     /// A snapshotter far behind hands the writer one long chunk: the log still rolls at

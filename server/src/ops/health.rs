@@ -7,8 +7,8 @@
 use std::fmt::Write;
 use std::sync::atomic::Ordering::{Relaxed, SeqCst};
 
-use crate::node::Node;
-use crate::shared::Shared;
+use crate::group::node::Node;
+use crate::pipeline::shared::Shared;
 
 /// The HTTP status line's code and the body.
 pub fn render(shared: &Shared, node: &Node) -> (&'static str, String) {

@@ -13,11 +13,11 @@ use std::time::Duration;
 
 use replicator::ReplicationCode;
 
-use crate::node::Node;
+use crate::group::node::Node;
+use crate::group::promotion::Promotion;
+use crate::group::role::Role;
 use crate::ops::{health, replication};
-use crate::promotion::Promotion;
-use crate::role::Role;
-use crate::shared::Shared;
+use crate::pipeline::shared::Shared;
 
 /// Bytes of request head read at most.
 const REQUEST_HEAD_MAX: usize = 8 << 10;

@@ -1,11 +1,6 @@
-//! Operating the node: the HTTP port (`/metrics`, `/health`, admin calls), the metrics and
-//! their Prometheus rendering, structured logs with codes, what the replicator reports into
-//! them, TLS for the HTTP port, and supervision under systemd (ready, watchdog, drain on a signal).
+//! Operating the node: the HTTP port (`/metrics`, `/health`, admin calls), and the
+//! replication lines of `/metrics`.
 
 pub mod health;
 pub mod http;
-pub mod log;
-pub mod metrics;
 pub mod replication;
-pub mod supervise;
-pub mod tls;

@@ -1,65 +1,12 @@
-//! Replication as operators see it: the hooks through which the replicator's primary side
-//! logs, reports acks and losses, and fences this node; and the replication lines of
-//! `/metrics`.
+//! The replication lines of `/metrics`.
 
 use std::sync::atomic::Ordering::SeqCst;
-use std::sync::Arc;
 
 use engine::Code;
-use replicator::{Epochs, ReplicationCode};
 
-use crate::node::{repl_code, Node};
-use crate::ops::log::{self, Level};
-use crate::ops::metrics::{counter_value, gauge_float, gauge_value};
-use crate::role::Role;
-use crate::shared::Shared;
-
-/// The primary side's view of the server.
-pub struct PrimaryHooks {
-    pub node: Arc<Node>,
-    pub shared: Arc<Shared>,
-}
-
-impl replicator::Hooks for PrimaryHooks {
-    fn log(
-        &self,
-        level: replicator::Level,
-        event: &str,
-        code: Option<ReplicationCode>,
-        fields: &str,
-    ) {
-        let level = match level {
-            replicator::Level::Info => Level::Info,
-            replicator::Level::Warn => Level::Warn,
-            replicator::Level::Error => Level::Error,
-        };
-        log::raw(level, event, code.map(repl_code), fields);
-    }
-
-    fn acked(&self) {
-        self.node.nudge();
-    }
-
-    fn standby_lost(&self) {
-        self.node.standby_lost();
-    }
-
-    fn fenced_by(&self, epoch: u64, why: &str) {
-        self.node.fenced_by(epoch, why);
-    }
-
-    fn is_primary(&self) -> bool {
-        self.node.role() == Role::Primary
-    }
-
-    fn epochs(&self) -> Epochs {
-        self.node.epochs.get()
-    }
-
-    fn durable_seq(&self) -> u64 {
-        self.shared.metrics.durable_seq.load(SeqCst)
-    }
-}
+use crate::group::node::Node;
+use crate::group::role::Role;
+use crate::telemetry::metrics::{counter_value, gauge_float, gauge_value};
 
 /// The replication lines of `/metrics`.
 pub fn render_metrics(node: &Node, durable: u64, applied: u64, out: &mut String) {

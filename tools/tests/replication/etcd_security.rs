@@ -32,7 +32,7 @@ struct Certificates {
 
 fn client_tls(certs: &Certificates, with_certificate: bool) -> Arc<rustls::ClientConfig> {
     let (cert, key) = &certs.client;
-    server::ops::tls::client_config(
+    server::config::tls::client_config(
         Path::new(&certs.etcd.ca),
         with_certificate.then(|| (Path::new(cert), Path::new(key))),
         "test",

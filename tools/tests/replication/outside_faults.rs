@@ -439,3 +439,70 @@ fn a_kill_storm_under_load_leaves_the_group_serving_after_every_kill() {
     }
     assert_nothing_acknowledged_lost(primary, &acks, base);
 }
+#[test]
+fn etcd_stalled_past_the_lease_leaves_a_primary_serving_without_a_restart() {
+    let dir = temp_dir("outside-etcd-stall");
+    let Some(etcd) = etcd_or_skip(&dir) else {
+        return;
+    };
+    let a = Member::new(&dir, &etcd, "a", &[]);
+    let b = Member::new(&dir, &etcd, "b", &[]);
+    let pa = a.start().unwrap();
+    let pb = b.start().unwrap();
+    wait_for(Duration::from_secs(15), "b in sync", || {
+        pa.logs()
+            .iter()
+            .any(|l| l.contains("event=sync_standbys") && l.contains("standbys=b"))
+    });
+    let mut prober = Prober {
+        client: ClientId(7),
+        sku: SkuId(4242),
+        next_request: 0,
+    };
+    let members = [&a, &b];
+    assert!(prober
+        .first_write(&members, Duration::from_secs(5))
+        .is_some());
+
+    // Shorter than the lease: nothing changes, no node exits.
+    etcd.signal(libc::SIGSTOP);
+    std::thread::sleep(Duration::from_millis(800));
+    etcd.signal(libc::SIGCONT);
+    assert!(prober
+        .first_write(&members, Duration::from_secs(5))
+        .is_some());
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(a.role().as_deref(), Some("primary"));
+    assert_eq!(b.role().as_deref(), Some("standby"));
+
+    // Longer: every lease is revoked when etcd resumes; a primary serves again within the
+    // lease and a second, by itself (no supervisor restarts anything here).
+    etcd.signal(libc::SIGSTOP);
+    std::thread::sleep(Duration::from_millis(3000));
+    let resumed = Instant::now();
+    etcd.signal(libc::SIGCONT);
+    let served = prober.first_write(&members, LEASE + Duration::from_secs(1));
+    assert!(
+        served.is_some(),
+        "no write accepted within the lease and a second of etcd's return; a: {:?} b: {:?}\n{:#?}\n{:#?}",
+        a.role(),
+        b.role(),
+        pa.logs(),
+        pb.logs()
+    );
+    eprintln!(
+        "writes accepted again {:?} after etcd resumed",
+        served.unwrap().duration_since(resumed)
+    );
+    // Both still run: one leads, the other follows it.
+    let mut roles = vec![a.role(), b.role()];
+    roles.sort();
+    assert_eq!(
+        roles,
+        vec![Some("primary".to_string()), Some("standby".to_string())],
+        "{:#?}\n{:#?}",
+        pa.logs(),
+        pb.logs()
+    );
+    assert_eq!(count(&pa.logs(), "leadership_lost"), 0, "{:#?}", pa.logs());
+}

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use engine::Code;
 use replicator::epoch::Epochs;
-use server::crash_point::{CRASH_AT_ENV, PROMOTION_STEPS};
+use server::telemetry::crash_point::{CRASH_AT_ENV, PROMOTION_STEPS};
 use tools::serve_process::ServeProcess;
 
 use crate::harness::*;

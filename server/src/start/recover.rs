@@ -1,0 +1,192 @@
+//! What a node is at start: its engine rebuilt from the data directory (the newest snapshot
+//! and the journal after it, the tables faulted in before or while it serves), and its role
+//! and epochs from the epoch files and how it was started.
+
+use std::thread::JoinHandle;
+
+use engine::Engine;
+use replicator::Epochs;
+
+use super::Start;
+use crate::checkpoint::data_dir::DataDir;
+use crate::config::ServerConfig;
+use crate::error::{Result, ServerError};
+use crate::group::node::repl_code;
+use crate::group::role::Role;
+use crate::telemetry::log;
+use crate::Clock;
+
+/// Rebuild the engine from the data directory and log how, faulting its tables in (before
+/// or while it serves, as configured: see `fault_in`); the engine, the last sequence it
+/// applied, and the thread faulting it in.
+pub(super) fn recover(
+    dir: &DataDir,
+    config: &ServerConfig,
+    start: &Start,
+    clock: &dyn Clock,
+) -> Result<(Engine, u64, Option<JoinHandle<()>>)> {
+    let started_ns = clock.mono_ns();
+    let mut faulter = None;
+    let mut fault_result = Ok(());
+    let replayed = dir.replay_with(&mut |engine| {
+        // Background: the pages fault in alongside the replay of the journal.
+        if config.engine.fault_in == "background" {
+            match fault_in(engine, config, clock) {
+                Ok(handle) => faulter = handle,
+                Err(e) => fault_result = Err(e),
+            }
+        }
+    })?;
+    fault_result?;
+    for warning in &replayed.warnings {
+        log::line(
+            log::Level::Warn,
+            "recovery_notice",
+            None,
+            &[("detail", warning)],
+        );
+    }
+    let configured = match start {
+        Start::Standby {
+            engine: Some(engine),
+            ..
+        } => *engine,
+        _ => config.engine_config(),
+    };
+    let engine = if replayed.last_seq == 0 {
+        Engine::new(configured)
+    } else {
+        if *replayed.engine.config() != configured {
+            log::line(
+                log::Level::Warn,
+                "engine_config_from_journal",
+                None,
+                &[(
+                    "detail",
+                    &"the journal's engine configuration differs from the configured one; \
+                      the journal's is used",
+                )],
+            );
+        }
+        replayed.engine
+    };
+    log::info(
+        "recovered",
+        &[
+            ("last_seq", &replayed.last_seq),
+            ("records_replayed", &replayed.records_replayed),
+            ("snapshot_seq", &replayed.snapshot_seq.unwrap_or(0)),
+            ("snapshot_ms", &replayed.snapshot_load.as_millis()),
+            (
+                "ms",
+                &(clock.mono_ns().saturating_sub(started_ns) / 1_000_000),
+            ),
+        ],
+    );
+    // A new engine, or one faulted in before serving, is faulted in now.
+    if faulter.is_none() {
+        faulter = fault_in(&engine, config, clock)?;
+    }
+    Ok((engine, replayed.last_seq, faulter))
+}
+
+/// Fault the serving engine's tables in: now, or on a thread of its own while the node
+/// serves ("background": a restart then waits for the snapshot and the journal only; the
+/// engine meets a page fault where it reaches a page first). Logs the memory they take.
+fn fault_in(
+    engine: &Engine,
+    config: &ServerConfig,
+    clock: &dyn Clock,
+) -> Result<Option<JoinHandle<()>>> {
+    /// Faulted in this much at a time, looking at the stop flag in between.
+    const PIECE: usize = 64 << 20;
+    let bytes = engine.memory_bytes();
+    let regions = engine.regions();
+    if config.engine.fault_in == "before_serving" {
+        let started_ns = clock.mono_ns();
+        for region in regions {
+            region.populate();
+        }
+        log::info(
+            "memory",
+            &[
+                ("engine_limits_bytes", &bytes),
+                ("fault_in", &"before_serving"),
+                (
+                    "ms",
+                    &(clock.mono_ns().saturating_sub(started_ns) / 1_000_000),
+                ),
+            ],
+        );
+        return Ok(None);
+    }
+    log::info(
+        "memory",
+        &[("engine_limits_bytes", &bytes), ("fault_in", &"background")],
+    );
+    let faulter = std::thread::Builder::new()
+        .name("surge-fault-in".into())
+        .spawn(move || {
+            let started = std::time::Instant::now();
+            for piece in regions.into_iter().flat_map(|r| r.pieces(PIECE)) {
+                piece.populate();
+            }
+            log::info(
+                "memory_faulted_in",
+                &[("bytes", &bytes), ("ms", &started.elapsed().as_millis())],
+            );
+        })
+        .map_err(|e| ServerError::io("spawning the fault-in thread", e))?;
+    Ok(Some(faulter))
+}
+
+/// This node's role and epochs at start. A primary whose epoch file names a newer epoch than
+/// it leads was replaced while it was away: it starts fenced.
+pub(super) fn node_epochs(dir: &DataDir, start: &Start, next_seq: u64) -> Result<(Role, Epochs)> {
+    let root = dir.root();
+    let loaded = Epochs::load(root).map_err(|e| ServerError::io("reading the epoch file", e))?;
+    Ok(match (start, loaded) {
+        (Start::Primary, None) => {
+            let epochs = Epochs::first();
+            epochs
+                .store(root)
+                .map_err(|e| ServerError::io("writing the epoch file", e))?;
+            (Role::Primary, epochs)
+        }
+        (Start::Primary, Some(epochs)) if epochs.leads() => (Role::Primary, epochs),
+        (Start::Primary, Some(epochs)) => {
+            log::line(
+                log::Level::Warn,
+                "starting_fenced",
+                Some(repl_code(replicator::ReplicationCode::Fenced)),
+                &[
+                    ("epoch", &epochs.epoch),
+                    (
+                        "detail",
+                        &"a newer primary exists: writes are refused; rejoin with `surge standby`",
+                    ),
+                ],
+            );
+            (Role::Fenced, epochs)
+        }
+        (Start::Elected { epoch }, loaded) => {
+            // Stored before anything is served: the journal's next record opens the epoch.
+            let mut epochs = loaded.unwrap_or(Epochs {
+                epoch: 0,
+                history: Vec::new(),
+            });
+            epochs.promote_to((*epoch).max(epochs.epoch + 1), next_seq);
+            epochs
+                .store(root)
+                .map_err(|e| ServerError::io("writing the epoch file", e))?;
+            (Role::Primary, epochs)
+        }
+        (Start::Standby { .. }, loaded) => (
+            Role::Standby,
+            loaded.unwrap_or(Epochs {
+                epoch: 0,
+                history: Vec::new(),
+            }),
+        ),
+    })
+}
