@@ -273,6 +273,11 @@ impl Standbys {
         (attached, streaming)
     }
 
+    /// Standbys whose acks count, attached or not (with etcd: those named in sync).
+    pub fn named(&self) -> usize {
+        self.slots.iter().filter(|s| s.counts()).count()
+    }
+
     /// The replication as one state for the rule "k of them": `STREAMING` when k counting
     /// standbys stream, `CATCHING_UP` when k are attached, else `DETACHED`.
     pub fn state_for(&self, k: usize) -> u8 {

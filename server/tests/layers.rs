@@ -107,3 +107,17 @@ fn no_folder_uses_one_above_it() {
     }
     assert!(wrong.is_empty(), "{wrong:#?}");
 }
+#[test]
+fn no_file_is_over_600_lines() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut all = Vec::new();
+    files(&src, &mut all);
+    let long: Vec<String> = all
+        .iter()
+        .filter_map(|path| {
+            let lines = std::fs::read_to_string(path).unwrap().lines().count();
+            (lines > 600).then(|| format!("{}: {lines}", path.display()))
+        })
+        .collect();
+    assert!(long.is_empty(), "split these: {long:#?}");
+}

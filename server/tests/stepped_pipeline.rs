@@ -77,7 +77,7 @@ impl Pipeline {
                 1, // durable when `step` returns
                 shared.clone(),
                 wake.clone(),
-                node.clone(),
+                None,
             ),
             engine: EngineStage::new(
                 engine_ring,

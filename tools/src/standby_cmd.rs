@@ -85,8 +85,18 @@ pub fn follow(
         if stop.load(std::sync::atomic::Ordering::SeqCst) {
             return Ok(());
         }
-        let cut = node.follower.truncate_to.lock().expect("node lock").take();
-        let snapshot = node.follower.snapshot_to.lock().expect("node lock").take();
+        let cut = node
+            .follower()
+            .truncate_to
+            .lock()
+            .expect("node lock")
+            .take();
+        let snapshot = node
+            .follower()
+            .snapshot_to
+            .lock()
+            .expect("node lock")
+            .take();
         match (cut, snapshot) {
             (Some(seq), _) => {
                 let records = dir.truncate_after(seq)?;

@@ -99,7 +99,7 @@ impl Snapshotter {
             .copied()
             .unwrap_or(0);
         let now = shared.clock.mono_ns();
-        let journal_end = shared.metrics.durable_seq.load(SeqCst);
+        let journal_end = shared.release.durable();
         Ok(Snapshotter {
             applier: Applier::new(None),
             tail: Tail::new(journal.clone(), newest + 1),
@@ -189,7 +189,7 @@ impl Snapshotter {
             return;
         }
         while !self.shared.stop.load(SeqCst) {
-            let durable = metrics.durable_seq.load(SeqCst);
+            let durable = self.shared.release.durable();
             if durable > self.applied_seq {
                 if let Err(e) = self.follow(durable.min(self.applied_seq + FOLLOW_CHUNK)) {
                     log::line(
@@ -210,9 +210,10 @@ impl Snapshotter {
             } else {
                 std::thread::sleep(FOLLOW_POLL);
             }
-            let lag = metrics
-                .durable_seq
-                .load(Relaxed)
+            let lag = self
+                .shared
+                .release
+                .durable()
                 .saturating_sub(self.applied_seq);
             metrics.snapshot_lag_seq.store(lag, Relaxed);
             let interval = self.policy.every_records.max(FOLLOW_CHUNK);
@@ -385,7 +386,7 @@ impl Snapshotter {
         }
         let Some(covered) = retirable_through(
             &seqs[drop_count..],
-            self.node.standbys.slowest_attached_durable(),
+            self.node.standbys().slowest_attached_durable(),
         ) else {
             return Ok(0);
         };

@@ -24,10 +24,10 @@ use crate::error::{Result, ServerError};
 use crate::group::coordinator::sync_record::SlotView;
 pub use crate::group::coordinator::Joined;
 use crate::group::coordinator::{Action, Coordinator, Input, Keys, Running, Settings, View};
-use crate::group::node::{repl_code, Node};
-use crate::group::promotion::Promotion;
+use crate::group::node::Node;
 use crate::group::role::Role;
 use crate::pipeline::shared::Shared;
+use crate::telemetry::log::repl_code;
 use crate::telemetry::log::{self, Level};
 use crate::{Clock, SystemClock};
 
@@ -163,16 +163,18 @@ impl Coordination {
 
     /// Attach the running node: from now on its release gate follows the lease.
     pub fn attach(&self, node: &Arc<Node>, shared: &Arc<Shared>) {
-        let _ = node.lease.clock.set(shared.clock.clone());
+        let _ = node.lease().clock.set(shared.clock.clone());
         let (deadline, leading) = {
             let m = self.machine.lock().expect("machine lock");
             (m.deadline(), m.leading())
         };
         *self.attached.lock().expect("attach lock") = Some((node.clone(), shared.clone()));
-        self.publish_deadline(node, shared, deadline.at_ns);
-        node.lease.reachable.store(true, SeqCst);
-        node.lease.leading.store(leading, SeqCst);
-        node.lease.enabled.store(true, SeqCst);
+        node.lease()
+            .deadline_ns
+            .store(self.on_server_clock(shared, deadline.at_ns), SeqCst);
+        node.lease().reachable.store(true, SeqCst);
+        node.lease().leading.store(leading, SeqCst);
+        node.lease().enabled.store(true, SeqCst);
         node.nudge();
     }
 
@@ -211,11 +213,17 @@ impl Coordination {
             }
             let running = self.attached.lock().expect("attach lock").clone();
             let node = running.as_ref().map(|(n, _)| n);
+            if let Some((node, shared)) = &running {
+                let to_server = |at_ns| self.on_server_clock(shared, at_ns);
+                if apply_to_node(&action, node, &to_server) {
+                    continue;
+                }
+            }
             match action {
                 Action::Call(call) => {
                     let answer = self.etcd.execute(&call);
                     if let Some((node, _)) = &running {
-                        node.lease
+                        node.lease()
                             .authentications_total
                             .store(self.etcd.authentications(), SeqCst);
                     }
@@ -235,24 +243,6 @@ impl Coordination {
                         ("lease_ms", &self.ttl_ms()),
                     ],
                 ),
-                Action::Deadline(deadline) => {
-                    if let Some((node, shared)) = &running {
-                        self.publish_deadline(node, shared, deadline.at_ns);
-                    }
-                }
-                Action::Reachable(yes) => {
-                    if let Some(node) = node {
-                        node.lease.reachable.store(yes, SeqCst);
-                        if !yes {
-                            node.lease.unreachable_total.fetch_add(1, SeqCst);
-                        }
-                    }
-                }
-                Action::Leading(yes) => {
-                    if let Some(node) = node {
-                        node.lease.leading.store(yes, SeqCst);
-                    }
-                }
                 Action::Joined(joined) => {
                     match &joined {
                         Joined::Lead { epoch } => self.log_elected(*epoch),
@@ -274,8 +264,8 @@ impl Coordination {
                     self.log_elected(epoch);
                     let asked = shared.clock.mono_ns();
                     let result = match node.role() {
-                        Role::Primary => Promotion::new_term(node, asked, PROMOTE_TIMEOUT, epoch),
-                        _ => Promotion::ask_for(node, asked, PROMOTE_TIMEOUT, Some(epoch)),
+                        Role::Primary => node.new_term(asked, PROMOTE_TIMEOUT, epoch),
+                        _ => node.promote(asked, PROMOTE_TIMEOUT, Some(epoch)),
                     };
                     match result {
                         Ok(p) => log::info(
@@ -283,30 +273,6 @@ impl Coordination {
                             &[("epoch", &p.epoch), ("start_seq", &p.start_seq)],
                         ),
                         Err(e) => self.lost(node, &format!("promotion failed: {e}")),
-                    }
-                }
-                Action::Uncount(slots) | Action::Count(slots) if node.is_none() => drop(slots),
-                Action::Uncount(slots) => count(node.expect("running"), &slots, false),
-                Action::Count(slots) => count(node.expect("running"), &slots, true),
-                Action::SyncWritten { members, epoch } => {
-                    log::info(
-                        "sync_standbys",
-                        &[
-                            ("standbys", &members.join(",")),
-                            ("needed", &self.needed()),
-                            ("epoch", &epoch),
-                        ],
-                    );
-                    if let Some(node) = node {
-                        node.lease.sync_cleared.store(members.is_empty(), SeqCst);
-                        node.nudge();
-                    }
-                }
-                Action::SyncCleared => {
-                    if let Some(node) = node {
-                        if !node.lease.sync_cleared.swap(true, SeqCst) {
-                            node.nudge();
-                        }
                     }
                 }
                 Action::Lost(why) => match node {
@@ -320,6 +286,14 @@ impl Coordination {
                 Action::Revoked(lease) => {
                     log::info("coordinator_lease_revoked", &[("lease", &lease)])
                 }
+                // The node's own, when none is attached yet: nothing to apply them to.
+                Action::Deadline(_)
+                | Action::Reachable(_)
+                | Action::Leading(_)
+                | Action::Uncount(_)
+                | Action::Count(_)
+                | Action::SyncWritten { .. }
+                | Action::SyncCleared => {}
             }
         }
     }
@@ -327,10 +301,6 @@ impl Coordination {
     fn ttl_ms(&self) -> u128 {
         let machine = self.machine.lock().expect("machine lock");
         machine.settings().ttl.as_millis()
-    }
-
-    fn needed(&self) -> usize {
-        self.machine.lock().expect("machine lock").settings().needed
     }
 
     fn log_elected(&self, epoch: u64) {
@@ -351,7 +321,7 @@ impl Coordination {
             .expect("attach lock")
             .clone()
             .filter(|(_, shared)| !shared.stop.load(SeqCst))
-            .map(|(node, shared)| self.running(&node, &shared));
+            .map(|(node, shared)| running_view(&node, &shared, self.replication_timeout));
         View {
             local_epoch,
             local_seq,
@@ -359,47 +329,14 @@ impl Coordination {
         }
     }
 
-    fn running(&self, node: &Node, shared: &Shared) -> Running {
-        let link = &node.follower.link;
-        let now_ms = shared.clock.mono_ns() / 1_000_000;
-        let heard_ago = now_ms.saturating_sub(link.heard_ms.load(SeqCst));
-        let policy = &node.policy;
-        Running {
-            role: node.role(),
-            epoch: node.epoch(),
-            received_seq: node.follower.received_seq.load(SeqCst),
-            primary_streams: link.connected.load(SeqCst)
-                && heard_ago <= self.replication_timeout.as_millis() as u64,
-            durable_seq: shared.metrics.durable_seq.load(SeqCst),
-            released_seq: shared.metrics.release_bound_seq.load(SeqCst),
-            synchronous: policy.synchronous,
-            may_ack_alone: policy.degrade || policy.alone_ok.load(SeqCst),
-            standby_detached: node.standby_state() == DETACHED,
-            slots: node
-                .standbys
-                .slots()
-                .iter()
-                .map(|s| SlotView {
-                    name: s.name(),
-                    synchronous: s.mode().synchronous(),
-                    state: s.state.load(SeqCst),
-                    acked: s.acked(),
-                    counts: s.counted.load(SeqCst) && s.mode().synchronous(),
-                })
-                .collect(),
+    /// A time on this thread's clock, on the server's (the machine runs on this thread's),
+    /// a millisecond early for the conversion. 0 stays 0 (no lease).
+    fn on_server_clock(&self, shared: &Shared, at_ns: u64) -> u64 {
+        if at_ns == 0 {
+            return 0;
         }
-    }
-
-    /// The deadline on the server's monotonic clock (the machine runs on this thread's),
-    /// a millisecond early for the conversion.
-    fn publish_deadline(&self, node: &Node, shared: &Shared, at_ns: u64) {
         let left = at_ns.saturating_sub(self.clock.mono_ns());
-        let on_server = match at_ns {
-            0 => 0,
-            _ => (shared.clock.mono_ns() + left).saturating_sub(1_000_000),
-        };
-        node.lease.deadline_ns.store(on_server, SeqCst);
-        node.nudge();
+        (shared.clock.mono_ns() + left).saturating_sub(1_000_000)
     }
 
     /// Stop this node from acknowledging anything more and exit for a restart.
@@ -407,18 +344,93 @@ impl Coordination {
         if self.stopped.load(SeqCst) {
             return; // a clean stop revoked the lease: nothing was lost
         }
-        node.lease.enabled.store(true, SeqCst);
-        node.lease.deadline_ns.store(0, SeqCst);
-        node.lease.leading.store(false, SeqCst);
+        node.lease().enabled.store(true, SeqCst);
+        node.lease().deadline_ns.store(0, SeqCst);
+        node.lease().leading.store(false, SeqCst);
         node.nudge();
         exit_to_rejoin(why);
+    }
+}
+
+/// Carry out what the machine decided about the node itself (its lease deadline, whether
+/// etcd answers, its standbys' count, the sync record); `false` for every other action
+/// (calls, joins, promotions, exits: the driver's). `on_node_clock` moves a time on the
+/// machine's clock to the node's.
+pub fn apply_to_node(action: &Action, node: &Node, on_node_clock: &dyn Fn(u64) -> u64) -> bool {
+    match action {
+        Action::Deadline(deadline) => {
+            node.lease()
+                .deadline_ns
+                .store(on_node_clock(deadline.at_ns), SeqCst);
+            node.nudge();
+        }
+        Action::Reachable(yes) => {
+            node.lease().reachable.store(*yes, SeqCst);
+            if !yes {
+                node.lease().unreachable_total.fetch_add(1, SeqCst);
+            }
+        }
+        Action::Leading(yes) => node.lease().leading.store(*yes, SeqCst),
+        Action::Uncount(slots) => count(node, slots, false),
+        Action::Count(slots) => count(node, slots, true),
+        Action::SyncWritten { members, epoch } => {
+            log::info(
+                "sync_standbys",
+                &[
+                    ("standbys", &members.join(",")),
+                    ("needed", &node.policy().needed),
+                    ("epoch", epoch),
+                ],
+            );
+            node.lease().sync_cleared.store(members.is_empty(), SeqCst);
+            node.nudge();
+        }
+        Action::SyncCleared => {
+            if !node.lease().sync_cleared.swap(true, SeqCst) {
+                node.nudge();
+            }
+        }
+        _ => return false,
+    }
+    true
+}
+
+/// What the coordinator's machine needs of the running node.
+pub fn running_view(node: &Node, shared: &Shared, replication_timeout: Duration) -> Running {
+    let link = &node.follower().link;
+    let now_ms = shared.clock.mono_ns() / 1_000_000;
+    let heard_ago = now_ms.saturating_sub(link.heard_ms.load(SeqCst));
+    let policy = &node.policy();
+    Running {
+        role: node.role(),
+        epoch: node.epoch(),
+        received_seq: node.follower().received_seq.load(SeqCst),
+        primary_streams: link.connected.load(SeqCst)
+            && heard_ago <= replication_timeout.as_millis() as u64,
+        durable_seq: shared.release.durable(),
+        released_seq: shared.release.bound(),
+        synchronous: policy.synchronous,
+        may_ack_alone: policy.degrade || policy.alone_ok.load(SeqCst),
+        standby_detached: node.standby_state() == DETACHED,
+        slots: node
+            .standbys()
+            .slots()
+            .iter()
+            .map(|s| SlotView {
+                name: s.name(),
+                synchronous: s.mode().synchronous(),
+                state: s.state.load(SeqCst),
+                acked: s.acked(),
+                counts: s.counted.load(SeqCst) && s.mode().synchronous(),
+            })
+            .collect(),
     }
 }
 
 /// Whether these slots' acks count (named in the sync record, or not any more).
 fn count(node: &Node, slots: &[usize], counts: bool) {
     for &i in slots {
-        node.standbys.slots()[i].counted.store(counts, SeqCst);
+        node.standbys().slots()[i].counted.store(counts, SeqCst);
     }
 }
 

@@ -11,16 +11,15 @@ use std::sync::atomic::Ordering::SeqCst;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crossbeam_channel::{Sender, TrySendError};
-use engine::codec::{self, kind};
+use crossbeam_channel::Sender;
 use replicator::follower::{self, Ended, Follower, Sink, StandbyNode};
 use replicator::ReplicationCode;
 
-use crate::group::follower_side::Replicated;
-use crate::group::node::{repl_code, Node};
-use crate::group::promotion::Promotion;
+use crate::group::follower_side::{decode_records, Replicated};
+use crate::group::node::Node;
 use crate::group::role::Role;
 use crate::pipeline::shared::{Shared, Wake};
+use crate::telemetry::log::repl_code;
 use crate::telemetry::log::{self, Level};
 
 /// How long the sink waits for the gateway to take a batch before it looks again.
@@ -55,14 +54,14 @@ struct Standing {
 impl StandbyNode for Standing {
     fn standing(&self) -> follower::Standing {
         let node = &self.node;
-        let received = node.follower.received_seq.load(SeqCst);
+        let received = node.follower().received_seq.load(SeqCst);
         follower::Standing {
-            epochs: node.epochs.get(),
-            follows: node.role() == Role::Standby && !node.follower.stopped(),
+            epochs: node.epochs(),
+            follows: node.role() == Role::Standby && !node.follower().stopped(),
             received,
-            durable: self.shared.metrics.durable_seq.load(SeqCst),
+            durable: self.shared.release.durable(),
             applied: self.shared.metrics.applied_seq.load(SeqCst),
-            hash: node.checkpoints.hash_at(received).unwrap_or(0),
+            hash: node.checkpoints().hash_at(received).unwrap_or(0),
         }
     }
 
@@ -97,7 +96,7 @@ impl FollowerThread {
 
     fn run(self) {
         let node = &self.node;
-        let side = &node.follower;
+        let side = &node.follower();
         let follower = Follower::new(
             self.settings.clone(),
             self.name.clone(),
@@ -136,7 +135,7 @@ impl FollowerThread {
                     &[("primary", &self.primary), ("silent_ms", &silent)],
                 );
                 let now_ns = self.shared.clock.mono_ns();
-                if let Err(e) = Promotion::ask(node, now_ns, AUTO_PROMOTE_TIMEOUT) {
+                if let Err(e) = node.promote(now_ns, AUTO_PROMOTE_TIMEOUT, None) {
                     log::line(Level::Error, "auto_failover_failed", None, &[("error", &e)]);
                 }
                 return;
@@ -241,66 +240,18 @@ type Refusal = (ReplicationCode, String);
 
 impl Sink for GatewaySink {
     fn records(&mut self, first: u64, last: u64, bytes: &[u8]) -> Result<(), Refusal> {
-        let mut batch = Vec::with_capacity((last - first + 1) as usize);
-        let mut offset = 0;
-        let mut seq = first;
-        while offset < bytes.len() {
-            let record = journal::format::decode_record(&bytes[offset..])
-                .map_err(|e| (ReplicationCode::BadFrame, format!("record {seq}: {e:?}")))?;
-            if record.seq != seq {
-                return Err((
-                    ReplicationCode::SequenceGap,
-                    format!("record {} where {seq} comes next", record.seq),
-                ));
-            }
-            if record.kind == kind::ENGINE_CONFIG {
-                return Err((
-                    ReplicationCode::BadFrame,
-                    "a configuration record in the stream".into(),
-                ));
-            }
-            let request = codec::decode_request(record.payload)
-                .map_err(|e| (ReplicationCode::BadFrame, format!("record {seq}: {e}")))?;
-            batch.push(Replicated {
-                seq,
-                timestamp_ns: record.timestamp_ns,
-                request,
-            });
-            offset += record.total_len;
-            seq += 1;
-        }
-        if seq != last + 1 {
-            return Err((
-                ReplicationCode::SequenceGap,
-                format!("records end at {} not {last}", seq - 1),
-            ));
-        }
-        // Hand over unless promotion closed the intake: what is handed over is published
-        // before the promotion completes; nothing is handed over after it.
+        let mut batch = decode_records(first, last, bytes)?;
+        let side = &self.node.follower();
         loop {
-            let closed = self
-                .node
-                .follower
-                .intake_closed
-                .lock()
-                .expect("intake lock");
-            if *closed {
-                return Err((ReplicationCode::NotPrimary, "promoted".into()));
-            }
-            match self.intake.try_send(batch) {
-                Ok(()) => break,
-                Err(TrySendError::Full(b)) => {
-                    batch = b;
-                    drop(closed);
+            match side.hand_over(batch, &self.intake)? {
+                None => break,
+                Some(full) => {
+                    batch = full;
                     self.wake.nudge();
                     std::thread::sleep(INTAKE_RETRY);
                 }
-                Err(TrySendError::Disconnected(_)) => {
-                    return Err((ReplicationCode::NotPrimary, "the gateway stopped".into()))
-                }
             }
         }
-        self.node.follower.received_seq.store(last, SeqCst);
         self.wake.nudge();
         Ok(())
     }
@@ -312,10 +263,10 @@ impl Sink for GatewaySink {
     }
 
     fn checkpoint(&mut self, seq: u64, hash: u64) -> Result<(), Refusal> {
-        match self.node.follower.comparer.theirs(seq, hash) {
+        match self.node.follower().comparer.theirs(seq, hash) {
             Ok(()) => Ok(()),
             Err(d) => {
-                self.node.follower.diverge(d);
+                self.node.follower().diverge(d);
                 Err((
                     ReplicationCode::Diverged,
                     format!("rolling hash differs at {seq}"),

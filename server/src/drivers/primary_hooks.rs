@@ -1,14 +1,14 @@
 //! The hooks through which the replicator's primary side reaches this node: it logs, reports
 //! acks and losses, and fences the node when a standby knows of a newer epoch.
 
-use std::sync::atomic::Ordering::SeqCst;
 use std::sync::Arc;
 
 use replicator::{Epochs, ReplicationCode};
 
-use crate::group::node::{repl_code, Node};
+use crate::group::node::Node;
 use crate::group::role::Role;
 use crate::pipeline::shared::Shared;
+use crate::telemetry::log::repl_code;
 use crate::telemetry::log::{self, Level};
 
 /// The primary side's view of the server.
@@ -50,10 +50,10 @@ impl replicator::Hooks for PrimaryHooks {
     }
 
     fn epochs(&self) -> Epochs {
-        self.node.epochs.get()
+        self.node.epochs()
     }
 
     fn durable_seq(&self) -> u64 {
-        self.shared.metrics.durable_seq.load(SeqCst)
+        self.shared.release.durable()
     }
 }

@@ -89,7 +89,7 @@ impl FeedShared {
     /// what the node may acknowledge (durable, and acked by the standby as the ack mode
     /// asks), so a consumer never sees an event a failover could take back.
     pub fn sendable(&self, published: &Published) -> u64 {
-        let bound = self.shared.metrics.release_bound_seq.load(Relaxed);
+        let bound = self.shared.release.bound();
         published.through.min(bound)
     }
 }

@@ -6,12 +6,14 @@
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::SeqCst};
 use std::sync::{Arc, Mutex};
 
+use crossbeam_channel::{Sender, TrySendError};
+use engine::codec::{self, kind};
 use engine::{Request, TimestampNs};
 use replicator::checkpoints::{Comparer, Divergence};
 use replicator::follower::{AckSignal, Link};
 use replicator::ReplicationCode;
 
-use crate::group::node::repl_code;
+use crate::telemetry::log::repl_code;
 use crate::telemetry::log::{self, Level};
 
 /// The standby side of the node: written by the follower thread, read by the rest.
@@ -80,3 +82,75 @@ pub struct Replicated {
 
 /// Batches of replicated commands waiting for the gateway, at most.
 pub const INTAKE_BATCHES: usize = 64;
+
+/// A refusal of what the primary sent: its code and why.
+pub type Refusal = (ReplicationCode, String);
+
+/// Records `first..=last`, back to back as the primary journaled them, as requests for the
+/// sequencer; refused when they do not decode or do not run `first..=last` one by one.
+pub fn decode_records(first: u64, last: u64, bytes: &[u8]) -> Result<Vec<Replicated>, Refusal> {
+    let mut batch = Vec::with_capacity((last - first + 1) as usize);
+    let mut offset = 0;
+    let mut seq = first;
+    while offset < bytes.len() {
+        let record = journal::format::decode_record(&bytes[offset..])
+            .map_err(|e| (ReplicationCode::BadFrame, format!("record {seq}: {e:?}")))?;
+        if record.seq != seq {
+            return Err((
+                ReplicationCode::SequenceGap,
+                format!("record {} where {seq} comes next", record.seq),
+            ));
+        }
+        if record.kind == kind::ENGINE_CONFIG {
+            return Err((
+                ReplicationCode::BadFrame,
+                "a configuration record in the stream".into(),
+            ));
+        }
+        let request = codec::decode_request(record.payload)
+            .map_err(|e| (ReplicationCode::BadFrame, format!("record {seq}: {e}")))?;
+        batch.push(Replicated {
+            seq,
+            timestamp_ns: record.timestamp_ns,
+            request,
+        });
+        offset += record.total_len;
+        seq += 1;
+    }
+    if seq != last + 1 {
+        return Err((
+            ReplicationCode::SequenceGap,
+            format!("records end at {} not {last}", seq - 1),
+        ));
+    }
+    Ok(batch)
+}
+
+impl FollowerSide {
+    /// Hand `batch` to the sequencer through `intake`, unless promotion closed the intake:
+    /// what is handed over is published before the promotion completes, nothing after it.
+    /// `Ok(Some(batch))`: the intake is full, try again.
+    pub fn hand_over(
+        &self,
+        batch: Vec<Replicated>,
+        intake: &Sender<Vec<Replicated>>,
+    ) -> Result<Option<Vec<Replicated>>, Refusal> {
+        let closed = self.intake_closed.lock().expect("intake lock");
+        if *closed {
+            return Err((ReplicationCode::NotPrimary, "promoted".into()));
+        }
+        let last = batch.last().map(|r| r.seq);
+        match intake.try_send(batch) {
+            Ok(()) => {
+                if let Some(last) = last {
+                    self.received_seq.store(last, SeqCst);
+                }
+                Ok(None)
+            }
+            Err(TrySendError::Full(batch)) => Ok(Some(batch)),
+            Err(TrySendError::Disconnected(_)) => {
+                Err((ReplicationCode::NotPrimary, "the gateway stopped".into()))
+            }
+        }
+    }
+}

@@ -13,14 +13,16 @@ use replicator::standbys::{Standbys, DETACHED, STREAMING};
 use replicator::{Epochs, ReplicationCode};
 
 use crate::config::{AckMode, ReplicationSection};
+use crate::error::PromoteError;
 use crate::error::Result;
 use crate::group::bound::{replication_bound, BoundInputs};
 use crate::group::epochs::{EpochFile, EpochStore};
 use crate::group::follower_side::FollowerSide;
-use crate::group::promotion::Promotion;
+use crate::group::promotion::{Promoted, Promotion};
 use crate::group::role::{Role, RoleCell, RoleEvent};
 use crate::group::Nudge;
-use crate::telemetry::log::{self, Level};
+use crate::telemetry::crash_point;
+use crate::telemetry::log::{self, repl_code, Level};
 
 /// What the release gate waits for from the standbys, and what losing them means.
 pub struct AckPolicy {
@@ -38,19 +40,24 @@ pub struct AckPolicy {
     pub alone_ok: AtomicBool,
 }
 
+/// The node in its group. Its parts are private: each reader gets the handle it needs
+/// (`lease()` for the coordinator and `/metrics`, `follower()` for the standby's session and
+/// the sequencer's intake, `standbys()` for the primary's sessions), and what decides
+/// (the role, the epochs, promotion) changes only through the node's methods and
+/// `group::promotion`.
 pub struct Node {
-    pub role: RoleCell,
-    pub epochs: EpochStore,
-    pub policy: AckPolicy,
+    pub(in crate::group) role: RoleCell,
+    pub(in crate::group) epochs: EpochStore,
+    pub(in crate::group) policy: AckPolicy,
     /// The standbys, as the primary side tracks them (written by the replicator).
-    pub standbys: Arc<Standbys>,
+    standbys: Arc<Standbys>,
     /// Rolling-hash checkpoints of this node's engine (written by the engine stage).
-    pub checkpoints: Arc<Recent>,
+    checkpoints: Arc<Recent>,
     /// The standby side: link, received sequence, comparison, intake, truncation.
-    pub follower: FollowerSide,
-    pub promotion: Promotion,
-    /// With failover through etcd: the lease deadline (`coordination.rs` writes it).
-    pub lease: LeaseGate,
+    pub(in crate::group) follower: FollowerSide,
+    pub(in crate::group) promotion: Promotion,
+    /// With failover through etcd: the lease deadline (the coordinator writes it).
+    lease: LeaseGate,
     wake: Mutex<Option<Arc<dyn Nudge>>>,
 }
 
@@ -147,6 +154,109 @@ impl Node {
         self.role.get()
     }
 
+    /// The epochs now (a copy).
+    pub fn epochs(&self) -> Epochs {
+        self.epochs.get()
+    }
+
+    pub fn policy(&self) -> &AckPolicy {
+        &self.policy
+    }
+
+    pub fn standbys(&self) -> &Arc<Standbys> {
+        &self.standbys
+    }
+
+    pub fn checkpoints(&self) -> &Arc<Recent> {
+        &self.checkpoints
+    }
+
+    pub fn follower(&self) -> &FollowerSide {
+        &self.follower
+    }
+
+    pub fn lease(&self) -> &LeaseGate {
+        &self.lease
+    }
+
+    /// Promotions of this node to primary.
+    pub fn promotions(&self) -> u64 {
+        self.promotion.count()
+    }
+
+    /// Promote this standby and wait up to `timeout` for the gateway to do it: to `epoch`
+    /// when given (a fencing token from the coordinator), else to the next epoch.
+    pub fn promote(
+        &self,
+        now_ns: u64,
+        timeout: std::time::Duration,
+        epoch: Option<u64>,
+    ) -> std::result::Result<Promoted, PromoteError> {
+        self.request_promotion(now_ns, epoch)?;
+        self.promotion.wait(timeout)
+    }
+
+    /// Begin a promotion without waiting: the role goes standby → promoting, and the
+    /// follower stops and tells the old primary of the new epoch (best effort).
+    pub fn request_promotion(
+        &self,
+        now_ns: u64,
+        epoch: Option<u64>,
+    ) -> std::result::Result<(), PromoteError> {
+        self.promotion.request(&self.role, now_ns, epoch)?;
+        self.follower.stop();
+        self.follower
+            .link
+            .fence_and_close(epoch.unwrap_or(self.epoch() + 1));
+        crash_point::reached("promote.asked");
+        self.nudge();
+        Ok(())
+    }
+
+    /// A primary re-elected to `epoch` starts it, and waits up to `timeout`.
+    pub fn new_term(
+        &self,
+        now_ns: u64,
+        timeout: std::time::Duration,
+        epoch: u64,
+    ) -> std::result::Result<Promoted, PromoteError> {
+        self.request_new_term(now_ns, epoch)?;
+        self.promotion.wait(timeout)
+    }
+
+    /// Begin a new term without waiting.
+    pub fn request_new_term(
+        &self,
+        now_ns: u64,
+        epoch: u64,
+    ) -> std::result::Result<(), PromoteError> {
+        self.promotion.request_new_term(&self.role, now_ns, epoch)?;
+        self.nudge();
+        Ok(())
+    }
+
+    /// The outcome of the promotion (or new term) requested, once there is one.
+    pub fn promotion_outcome(&self) -> Option<std::result::Result<Promoted, PromoteError>> {
+        self.promotion.outcome()
+    }
+
+    /// Whether the gateway has a promotion or a new term to complete.
+    pub fn promotion_pending(&self) -> bool {
+        self.promotion.pending(self.role())
+    }
+
+    /// The gateway's half (`pipeline::promote`), at a sequence boundary: the new epoch from
+    /// `start_seq`.
+    pub fn complete_promotion(&self, start_seq: u64, now_ns: u64) {
+        self.promotion.complete(
+            &self.role,
+            &self.epochs,
+            &self.policy.alone_ok,
+            start_seq,
+            now_ns,
+        );
+    }
+
     pub fn epoch(&self) -> u64 {
         self.epochs.epoch()
     }
@@ -229,10 +339,11 @@ impl Node {
     /// and it holds everything it received when it promotes). With several, nothing: the
     /// one that wins compares positions published once the leader key is gone, and a
     /// standby that received more after publishing must not have its writes acknowledged
-    /// (coordinator::candidacy).
+    /// (coordinator::candidacy). Counted by the standbys named in sync (their acks count),
+    /// attached or not: a named one that detached may be the one that wins, lacking what the
+    /// other received (the simulator found this, seed 32).
     fn witnessed(&self) -> u64 {
-        let (attached, _) = self.standbys.counting();
-        match attached {
+        match self.standbys.named() {
             1 => self.standbys.received_by(1),
             _ => 0,
         }
@@ -353,8 +464,4 @@ impl Node {
             .attached_kth(self.policy.needed, |s| s.durable.load(SeqCst));
         synced.map_or(0, |synced| durable.saturating_sub(synced))
     }
-}
-
-pub fn repl_code(code: ReplicationCode) -> log::LogCode {
-    (code.number(), code.name())
 }

@@ -4,19 +4,21 @@
 //! the follower's intake, sequences everything received (`pipeline::promote`), and completes
 //! here: the new epoch is stored from the next sequence, promoting → primary, and the next
 //! write it reads is numbered by this node. The caller waits for that (`wait`) or, stepping
-//! the node by hand, looks (`outcome`).
+//! the node by hand, looks (`outcome`). `Node` holds the state and offers the calls
+//! (`Node::promote`, `request_promotion`, `complete_promotion`, …); this file knows only the
+//! parts it changes.
 //!
 //! A primary whose lease etcd expired and that won the leader key again starts a new term
 //! the same way (`request_new_term`): it stays the primary, and the gateway stores the new
 //! epoch at a sequence boundary.
 
-use std::sync::atomic::{AtomicU64, Ordering::SeqCst};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::SeqCst};
 use std::sync::{Condvar, Mutex};
 use std::time::Duration;
 
 use crate::error::PromoteError;
-use crate::group::node::Node;
-use crate::group::role::{Role, RoleEvent};
+use crate::group::epochs::EpochStore;
+use crate::group::role::{Role, RoleCell, RoleEvent};
 use crate::telemetry::crash_point;
 use crate::telemetry::log::{self, Level};
 
@@ -44,75 +46,50 @@ pub struct Promotion {
     state: Mutex<State>,
     done: Condvar,
     /// Promotions of this node to primary.
-    pub count: AtomicU64,
+    count: AtomicU64,
 }
 
 impl Promotion {
-    /// Ask `node` to promote and wait up to `timeout` for the gateway to do it.
-    pub fn ask(node: &Node, now_ns: u64, timeout: Duration) -> Result<Promoted, PromoteError> {
-        Promotion::ask_for(node, now_ns, timeout, None)
+    /// Promotions of this node to primary so far.
+    pub fn count(&self) -> u64 {
+        self.count.load(SeqCst)
     }
 
-    /// The same, to `epoch` when given (a fencing token from the coordinator, above every
-    /// epoch this node knows), else to the next epoch.
-    pub fn ask_for(
-        node: &Node,
+    /// Begin a promotion (the role goes standby → promoting), to `epoch` when given (a
+    /// fencing token from the coordinator, above every epoch this node knows), else to the
+    /// next epoch. The node stops following (`Node::request_promotion`).
+    pub fn request(
+        &self,
+        role: &RoleCell,
         now_ns: u64,
-        timeout: Duration,
         epoch: Option<u64>,
-    ) -> Result<Promoted, PromoteError> {
-        Promotion::request(node, now_ns, epoch)?;
-        Promotion::wait(node, timeout)
-    }
-
-    /// Begin a promotion, without waiting for it.
-    pub fn request(node: &Node, now_ns: u64, epoch: Option<u64>) -> Result<(), PromoteError> {
-        let this = &node.promotion;
-        let mut state = this.state.lock().expect("promotion lock");
-        node.role
-            .apply(RoleEvent::PromotionAsked)
+    ) -> Result<(), PromoteError> {
+        let mut state = self.state.lock().expect("promotion lock");
+        role.apply(RoleEvent::PromotionAsked)
             .map_err(|role| PromoteError::NotStandby(role.name()))?;
         *state = State::Asked(now_ns, epoch);
-        drop(state);
-        // Stop following now: the old primary is told of the new epoch (best effort).
-        node.follower.stop();
-        node.follower
-            .link
-            .fence_and_close(epoch.unwrap_or(node.epoch() + 1));
-        crash_point::reached("promote.asked");
-        node.nudge();
         Ok(())
     }
 
-    /// A primary re-elected to `epoch` starts it and waits up to `timeout`.
-    pub fn new_term(
-        node: &Node,
+    /// Begin a primary's new term at `epoch`.
+    pub fn request_new_term(
+        &self,
+        role: &RoleCell,
         now_ns: u64,
-        timeout: Duration,
         epoch: u64,
-    ) -> Result<Promoted, PromoteError> {
-        Promotion::request_new_term(node, now_ns, epoch)?;
-        Promotion::wait(node, timeout)
-    }
-
-    /// Begin a primary's new term, without waiting for it.
-    pub fn request_new_term(node: &Node, now_ns: u64, epoch: u64) -> Result<(), PromoteError> {
-        let this = &node.promotion;
-        let mut state = this.state.lock().expect("promotion lock");
-        if node.role() != Role::Primary {
-            return Err(PromoteError::NotPrimary(node.role().name()));
+    ) -> Result<(), PromoteError> {
+        let mut state = self.state.lock().expect("promotion lock");
+        if role.get() != Role::Primary {
+            return Err(PromoteError::NotPrimary(role.get().name()));
         }
         *state = State::NewTerm(now_ns, epoch);
-        drop(state);
-        node.nudge();
         Ok(())
     }
 
     /// Wait up to `timeout` for the promotion requested to complete.
-    pub fn wait(node: &Node, timeout: Duration) -> Result<Promoted, PromoteError> {
-        let this = &node.promotion;
-        let state = this.state.lock().expect("promotion lock");
-        let (mut state, _) = this
+    pub fn wait(&self, timeout: Duration) -> Result<Promoted, PromoteError> {
+        let state = self.state.lock().expect("promotion lock");
+        let (mut state, _) = self
             .done
             .wait_timeout_while(state, timeout, |s| {
                 matches!(s, State::Asked(..) | State::NewTerm(..))
@@ -125,8 +102,8 @@ impl Promotion {
     }
 
     /// The outcome of the promotion requested, once there is one (taken).
-    pub fn outcome(node: &Node) -> Option<Result<Promoted, PromoteError>> {
-        let mut state = node.promotion.state.lock().expect("promotion lock");
+    pub fn outcome(&self) -> Option<Result<Promoted, PromoteError>> {
+        let mut state = self.state.lock().expect("promotion lock");
         match std::mem::take(&mut *state) {
             State::Done(result) => Some(result),
             other => {
@@ -136,32 +113,38 @@ impl Promotion {
         }
     }
 
-    /// Whether the gateway has a promotion or a new term to complete.
-    pub fn pending(node: &Node) -> bool {
-        let state = node.promotion.state.lock().expect("promotion lock");
+    /// Whether the gateway has a promotion or a new term to complete, the node being `role`.
+    pub fn pending(&self, role: Role) -> bool {
+        let state = self.state.lock().expect("promotion lock");
         match *state {
-            State::Asked(..) => node.role() == Role::Promoting,
-            State::NewTerm(..) => node.role() == Role::Primary,
+            State::Asked(..) => role == Role::Promoting,
+            State::NewTerm(..) => role == Role::Primary,
             _ => false,
         }
     }
 
     /// The gateway's half, at a sequence boundary with everything the follower handed over
     /// in the ring (`pipeline::promote`): store the new epoch starting at `start_seq`, be
-    /// the primary, and tell the caller.
-    pub fn complete(node: &Node, start_seq: u64, now_ns: u64) {
-        if !Promotion::pending(node) {
+    /// the primary (a fresh one may serve alone: `alone_ok`), and tell the caller.
+    pub fn complete(
+        &self,
+        role: &RoleCell,
+        epochs: &EpochStore,
+        alone_ok: &AtomicBool,
+        start_seq: u64,
+        now_ns: u64,
+    ) {
+        if !self.pending(role.get()) {
             return;
         }
-        let this = &node.promotion;
-        let mut state = this.state.lock().expect("promotion lock");
+        let mut state = self.state.lock().expect("promotion lock");
         let (asked_ns, to_epoch, new_term) = match *state {
             State::Asked(at, epoch) => (at, epoch, false),
             State::NewTerm(at, epoch) => (at, Some(epoch), true),
             _ => return,
         };
         crash_point::reached("promote.before_epoch_store");
-        let stored = node.epochs.update(|epochs| {
+        let stored = epochs.update(|epochs| {
             Some(match to_epoch {
                 Some(epoch) => epochs.promote_to(epoch.max(epochs.epoch + 1), start_seq),
                 None => epochs.promote(start_seq),
@@ -173,10 +156,10 @@ impl Promotion {
                 let epoch = epoch.expect("a promotion always changes the epochs");
                 crash_point::reached("promote.after_epoch_store");
                 if !new_term {
-                    node.policy.alone_ok.store(true, SeqCst);
-                    let _ = node.role.apply(RoleEvent::PromotionDone);
+                    alone_ok.store(true, SeqCst);
+                    let _ = role.apply(RoleEvent::PromotionDone);
                     crash_point::reached("promote.after_role_switch");
-                    this.count.fetch_add(1, SeqCst);
+                    self.count.fetch_add(1, SeqCst);
                 }
                 Ok(Promoted {
                     epoch,
@@ -186,7 +169,7 @@ impl Promotion {
             }
             Err(e) => {
                 if !new_term {
-                    let _ = node.role.apply(RoleEvent::PromotionFailed);
+                    let _ = role.apply(RoleEvent::PromotionFailed);
                 }
                 Err(PromoteError::EpochStore(e.to_string()))
             }
@@ -206,6 +189,6 @@ impl Promotion {
             Err(e) => log::line(Level::Error, "promotion_failed", None, &[("error", e)]),
         }
         *state = State::Done(result);
-        this.done.notify_all();
+        self.done.notify_all();
     }
 }

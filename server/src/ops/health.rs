@@ -13,10 +13,10 @@ use crate::pipeline::shared::Shared;
 /// The HTTP status line's code and the body.
 pub fn render(shared: &Shared, node: &Node) -> (&'static str, String) {
     let m = &shared.metrics;
-    let (durable, applied) = (m.durable_seq.load(Relaxed), m.applied_seq.load(Relaxed));
+    let (durable, applied) = (shared.release.durable(), m.applied_seq.load(Relaxed));
     let status = shared.status();
     let mut standbys = String::new();
-    for slot in node.standbys.slots().iter().filter(|s| s.used()) {
+    for slot in node.standbys().slots().iter().filter(|s| s.used()) {
         let durable_acked = slot.durable.load(SeqCst);
         let _ = write!(
             standbys,
@@ -39,9 +39,9 @@ pub fn render(shared: &Shared, node: &Node) -> (&'static str, String) {
         replicator::standbys::state_name(node.standby_state()),
         node.degraded(),
         m.connections.load(Relaxed),
-        node.policy.ack.name(),
-        node.lease.left_ms(),
-        node.policy.needed,
+        node.policy().ack.name(),
+        node.lease().left_ms(),
+        node.policy().needed,
     );
     let code = if status == "serving" {
         "200 OK"

@@ -14,7 +14,6 @@ use std::time::Duration;
 use replicator::ReplicationCode;
 
 use crate::group::node::Node;
-use crate::group::promotion::Promotion;
 use crate::group::role::Role;
 use crate::ops::{health, replication};
 use crate::pipeline::shared::Shared;
@@ -97,10 +96,10 @@ fn handle(
     let (method, path) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
     let path = path.split('?').next().unwrap_or("");
     let m = &shared.metrics;
-    let (durable, applied) = (m.durable_seq.load(Relaxed), m.applied_seq.load(Relaxed));
+    let (durable, applied) = (shared.release.durable(), m.applied_seq.load(Relaxed));
     let (status, content_type, body) = match (method, path) {
         ("GET", "/metrics") => {
-            let mut body = m.render();
+            let mut body = m.render(durable, shared.release.bound());
             replication::render_metrics(node, durable, applied, &mut body);
             ("200 OK", "text/plain; version=0.0.4; charset=utf-8", body)
         }
@@ -162,13 +161,20 @@ fn admin(
     match path {
         // With failover through etcd, etcd decides: a promotion by hand would take an epoch
         // etcd never handed out and fence a primary that still holds the lease.
-        "/admin/promote" if node.lease.enabled.load(std::sync::atomic::Ordering::SeqCst) => error(
-            "409 Conflict",
-            ReplicationCode::UnsafeFailover,
-            "replication.failover = \"etcd\": etcd decides who leads; stop the primary (its \
+        "/admin/promote"
+            if node
+                .lease()
+                .enabled
+                .load(std::sync::atomic::Ordering::SeqCst) =>
+        {
+            error(
+                "409 Conflict",
+                ReplicationCode::UnsafeFailover,
+                "replication.failover = \"etcd\": etcd decides who leads; stop the primary (its \
              lease is revoked and this standby takes over) instead of promoting by hand",
-        ),
-        "/admin/promote" => match Promotion::ask(node, shared.clock.mono_ns(), PROMOTE_TIMEOUT) {
+            )
+        }
+        "/admin/promote" => match node.promote(shared.clock.mono_ns(), PROMOTE_TIMEOUT, None) {
             Ok(p) => (
                 "200 OK",
                 "application/json",

@@ -11,13 +11,13 @@ use crate::telemetry::metrics::{counter_value, gauge_float, gauge_value};
 /// The replication lines of `/metrics`.
 pub fn render_metrics(node: &Node, durable: u64, applied: u64, out: &mut String) {
     let flag = |b: bool| u64::from(b);
-    let standbys = &node.standbys;
-    let k = node.policy.needed;
+    let standbys = &node.standbys();
+    let k = node.policy().needed;
     let group = |f: fn(&replicator::standbys::StandbyStatus) -> u64| {
         standbys.attached_kth(k, f).unwrap_or(0)
     };
     let (sessions, losses) = standbys.totals();
-    let follower = &node.follower;
+    let follower = &node.follower();
     let gauges = [
         (
             "surge_role",
@@ -97,17 +97,17 @@ pub fn render_metrics(node: &Node, durable: u64, applied: u64, out: &mut String)
         (
             "surge_coordinator_enabled",
             "1 when failover goes through etcd (replication.failover = \"etcd\").",
-            flag(node.lease.enabled.load(SeqCst)),
+            flag(node.lease().enabled.load(SeqCst)),
         ),
         (
             "surge_coordinator_reachable",
             "1 while etcd answers this node's calls.",
-            flag(node.lease.reachable.load(SeqCst)),
+            flag(node.lease().reachable.load(SeqCst)),
         ),
         (
             "surge_coordinator_leader",
             "1 while this node holds the leader key in etcd.",
-            flag(node.lease.leading.load(SeqCst)),
+            flag(node.lease().leading.load(SeqCst)),
         ),
     ];
     for (name, help, value) in gauges {
@@ -117,18 +117,18 @@ pub fn render_metrics(node: &Node, durable: u64, applied: u64, out: &mut String)
         out,
         "surge_coordinator_lease_deadline_left_seconds",
         "Seconds until this node stops acknowledging unless its lease in etcd is renewed.",
-        node.lease.left_ms() as f64 / 1000.0,
+        node.lease().left_ms() as f64 / 1000.0,
     );
     let counters = [
         (
             "surge_coordinator_unreachable_total",
             "Calls to etcd that no endpoint answered.",
-            node.lease.unreachable_total.load(SeqCst),
+            node.lease().unreachable_total.load(SeqCst),
         ),
         (
             "surge_coordinator_authentications_total",
             "Auth tokens bought from etcd (coordinator.username); a steady rise means tokens expire.",
-            node.lease.authentications_total.load(SeqCst),
+            node.lease().authentications_total.load(SeqCst),
         ),
         (
             "surge_replication_checkpoints_matched_total",
@@ -148,7 +148,7 @@ pub fn render_metrics(node: &Node, durable: u64, applied: u64, out: &mut String)
         (
             "surge_promotions_total",
             "Promotions of this node to primary.",
-            node.promotion.count.load(SeqCst),
+            node.promotions(),
         ),
     ];
     for (name, help, value) in counters {

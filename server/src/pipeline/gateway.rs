@@ -169,7 +169,7 @@ impl<L: ClientListener> Gateway<L> {
                         &[
                             ("answered_all", &all_answered),
                             ("sent_all", &all_sent),
-                            ("last_seq", &self.shared.metrics.durable_seq.load(Relaxed)),
+                            ("last_seq", &self.shared.release.durable()),
                         ],
                     );
                     return Ok(());
@@ -243,11 +243,8 @@ impl<L: ClientListener> Gateway<L> {
     /// pipelined, so the journal stage passing a slot means written, not yet synced) and
     /// within the replication bound.
     fn release_bound(&self) -> u64 {
-        let durable = self.shared.metrics.durable_seq.load(SeqCst);
         let now_ns = self.shared.clock.mono_ns();
-        let bound = self.node.release_bound(now_ns).min(durable);
-        self.shared.metrics.release_bound_seq.store(bound, Relaxed);
-        bound
+        self.shared.release.compute(&self.node, now_ns)
     }
 
     /// Move every answer the gate lets through into its connection's write buffer; how many.

@@ -15,12 +15,12 @@ use engine::ring::Consumer;
 
 use journal::{DurableHook, Synced};
 
-use crate::group::node::Node;
 use crate::pipeline::journaler::Journaler;
 use crate::pipeline::shared::{Shared, Wake};
 use crate::pipeline::slot::Slot;
 use crate::pipeline::stage::{check_sequence, Step, STAGE_POLL};
 use crate::telemetry::log::{self, Level};
+use replicator::follower::AckSignal;
 
 /// Records in one group commit at most (the writer also caps a commit at 4 MiB).
 const JOURNAL_BATCH_MAX: usize = 16_384;
@@ -33,18 +33,19 @@ pub struct JournalStage {
 
 impl JournalStage {
     /// `commits_in_flight`: 1 syncs each commit on this thread before the next (what a stepped
-    /// test wants: durable when `step` returns).
+    /// test wants: durable when `step` returns). `acker`: poked as commits become durable (a
+    /// replicated node's standby side acks them).
     pub fn new(
         ring: Consumer<Slot>,
         mut journaler: Journaler,
         commits_in_flight: usize,
         shared: Arc<Shared>,
         wake: Arc<Wake>,
-        node: Arc<Node>,
+        acker: Option<Arc<AckSignal>>,
     ) -> JournalStage {
         journaler.set_pipeline(
             commits_in_flight,
-            durable_hook(shared.clone(), wake.clone(), node),
+            durable_hook(shared.clone(), wake.clone(), acker),
         );
         JournalStage {
             ring,
@@ -124,7 +125,7 @@ impl JournalStage {
         // hook can publish, wake a gateway that still sees the batch unreleased, and neither
         // side wakes it again (a store buffer on x86 allows exactly that).
         std::sync::atomic::fence(SeqCst);
-        if records == 0 || metrics.durable_seq.load(SeqCst) >= last_seq {
+        if records == 0 || self.shared.release.durable() >= last_seq {
             self.wake.nudge();
         }
         Step::Released(released)
@@ -147,23 +148,24 @@ fn fail_server(shared: &Shared, wake: &Wake, e: &journal::JournalError) {
 }
 
 /// What the journal's sync side does when a commit becomes durable: publish it to the gate
-/// (and a standby's acker), or fail the server.
-fn durable_hook(shared: Arc<Shared>, wake: Arc<Wake>, node: Arc<Node>) -> Option<DurableHook> {
+/// (and to `acker`, a standby's, so it acks at once), or fail the server.
+fn durable_hook(
+    shared: Arc<Shared>,
+    wake: Arc<Wake>,
+    acker: Option<Arc<AckSignal>>,
+) -> Option<DurableHook> {
     Some(Arc::new(
-        move |synced: Result<Synced, &journal::JournalError>| {
-            match synced {
-                Ok(synced) => {
-                    let metrics = &shared.metrics;
-                    metrics.journal_sync_ns.observe(synced.waited_ns);
-                    metrics.durable_seq.store(synced.through_seq, SeqCst);
-                    wake.nudge();
-                    if node.policy.replicated {
-                        // A standby acks what it synced at once.
-                        node.follower.ack_signal.poke();
-                    }
+        move |synced: Result<Synced, &journal::JournalError>| match synced {
+            Ok(synced) => {
+                shared.metrics.journal_sync_ns.observe(synced.waited_ns);
+                shared.release.publish_durable(synced.through_seq);
+                wake.nudge();
+                if let Some(acker) = &acker {
+                    // A standby acks what it synced at once.
+                    acker.poke();
                 }
-                Err(e) => fail_server(&shared, &wake, e),
             }
+            Err(e) => fail_server(&shared, &wake, e),
         },
     ))
 }

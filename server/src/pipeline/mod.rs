@@ -15,6 +15,7 @@ pub mod journaler;
 pub mod net;
 pub mod net_tls;
 pub mod promote;
+pub mod release;
 pub mod sequencer;
 pub mod shared;
 pub mod slot;

@@ -7,11 +7,14 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed, Ordering::SeqC
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::pipeline::release::Release;
 use crate::telemetry::metrics::Metrics;
 use crate::Clock;
 
 pub struct Shared {
     pub metrics: Metrics,
+    /// The durable sequence and the gate's bound (`release.rs`).
+    pub release: Release,
     /// Stop taking requests, answer what is in flight, then stop (SIGTERM).
     pub draining: AtomicBool,
     /// The journal failed: answer nothing more.
@@ -29,6 +32,7 @@ impl Shared {
     pub fn new(clock: Arc<dyn Clock>) -> Shared {
         Shared {
             metrics: Metrics::default(),
+            release: Release::default(),
             draining: AtomicBool::new(false),
             failed: AtomicBool::new(false),
             stop: AtomicBool::new(false),

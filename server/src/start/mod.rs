@@ -33,7 +33,7 @@ use crate::feed::writer::FeedLimits;
 use crate::feed::FeedShared;
 use crate::group::epochs::EpochDir;
 use crate::group::follower_side::INTAKE_BATCHES;
-use crate::group::node::{repl_code, Node};
+use crate::group::node::Node;
 use crate::group::role::Role;
 use crate::pipeline::cores::{pin, Cores, PIPELINE_THREADS};
 use crate::pipeline::engine_stage::EngineStage;
@@ -47,6 +47,7 @@ use crate::pipeline::sequencer::Sequencer;
 use crate::pipeline::shared::{Shared, Wake};
 use crate::pipeline::slot::Slot;
 use crate::telemetry::log;
+use crate::telemetry::log::repl_code;
 use crate::{Clock, SystemClock};
 
 use recover::{node_epochs, recover};
@@ -147,7 +148,7 @@ impl Server {
             )?,
         };
         let next_seq = journaler.next_seq();
-        node.follower.received_seq.store(next_seq - 1, SeqCst);
+        node.follower().received_seq.store(next_seq - 1, SeqCst);
         // A new journal's first record (the configuration) is not applied to the engine.
         assert!(
             recovered_seq == next_seq - 1 || (recovered_seq == 0 && next_seq == 2),
@@ -168,7 +169,7 @@ impl Server {
         let strategy = config.wait_strategy(PIPELINE_THREADS)?;
         let cores = Cores::for_config(config)?;
         let shared = Arc::new(Shared::new(clock.clone()));
-        shared.metrics.durable_seq.store(next_seq - 1, SeqCst);
+        shared.release.publish_durable(next_seq - 1);
         shared.metrics.applied_seq.store(next_seq - 1, SeqCst);
         shared
             .metrics
@@ -246,7 +247,7 @@ impl Server {
             journal_io.commits_in_flight,
             shared.clone(),
             wake.clone(),
-            node.clone(),
+            replicated.then(|| node.follower().ack_signal.clone()),
         );
         let io = match &journal_io.why {
             Some(why) => format!("{} ({why})", journal.describe_io()),
@@ -283,7 +284,7 @@ impl Server {
                     config.replication.settings(),
                     replicator::primary::Sources {
                         backlog: backlog.clone(),
-                        checkpoints: node.checkpoints.clone(),
+                        checkpoints: node.checkpoints().clone(),
                         journal: catch_up_storage.clone(),
                         snapshots: Arc::new(dir.snapshots()?),
                         config: config_record.clone(),
@@ -292,7 +293,7 @@ impl Server {
                         node: node.clone(),
                         shared: shared.clone(),
                     }),
-                    node.standbys.clone(),
+                    node.standbys().clone(),
                     clock.clone(),
                 )
                 .map_err(|e| ServerError::io("starting the replication listener", e))?;
@@ -369,7 +370,9 @@ impl Server {
             ),
             Start::Primary | Start::Elected { .. } => None,
         };
-        if config.replication.auto_failover() && (!node.policy.synchronous || node.policy.degrade) {
+        if config.replication.auto_failover()
+            && (!node.policy().synchronous || node.policy().degrade)
+        {
             log::line(
                 log::Level::Warn,
                 "unsafe_failover",
@@ -462,8 +465,8 @@ impl Server {
             .join()
             .map_err(|_| ServerError::Panicked("gateway"))?;
         self.shared.stop.store(true, SeqCst);
-        self.node.follower.stop();
-        self.node.follower.link.fence_and_close(0);
+        self.node.follower().stop();
+        self.node.follower().link.fence_and_close(0);
         if let Some(follower) = self.follower {
             let _ = follower.join();
         }

@@ -11,9 +11,9 @@ use super::Start;
 use crate::checkpoint::data_dir::DataDir;
 use crate::config::ServerConfig;
 use crate::error::{Result, ServerError};
-use crate::group::node::repl_code;
 use crate::group::role::Role;
 use crate::telemetry::log;
+use crate::telemetry::log::repl_code;
 use crate::Clock;
 
 /// Rebuild the engine from the data directory and log how, faulting its tables in (before

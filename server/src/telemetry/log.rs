@@ -46,6 +46,10 @@ pub fn journal_code(code: journal::ErrorCode) -> LogCode {
     (code.number(), code.name())
 }
 
+pub fn repl_code(code: replicator::ReplicationCode) -> LogCode {
+    (code.number(), code.name())
+}
+
 pub fn line(level: Level, event: &str, code: Option<LogCode>, fields: &[(&str, &dyn Display)]) {
     let mut out = begin(level, event, code);
     for (key, value) in fields {

@@ -107,7 +107,6 @@ pub struct Metrics {
     pub connections_closed: Vec<AtomicU64>,
     pub waitlist_entries: AtomicU64,
     pub waitlist_longest: AtomicU64,
-    pub durable_seq: AtomicU64,
     pub applied_seq: AtomicU64,
     /// 1 while taking requests; 0 while draining or after a failure.
     pub serving: AtomicU64,
@@ -128,9 +127,6 @@ pub struct Metrics {
     pub snapshot_write_ns: Histogram,
     pub snapshot_engine_pause_ns: Histogram,
     pub segments_retired: AtomicU64,
-    /// The highest sequence whose answers may leave (durable, and acked as the ack mode
-    /// asks): the feed sends nothing above it.
-    pub release_bound_seq: AtomicU64,
     pub feed: FeedMetrics,
 }
 
@@ -231,7 +227,6 @@ impl Default for Metrics {
             connections_closed: counters(),
             waitlist_entries: AtomicU64::new(0),
             waitlist_longest: AtomicU64::new(0),
-            durable_seq: AtomicU64::new(0),
             applied_seq: AtomicU64::new(0),
             serving: AtomicU64::new(0),
             limits: Limits::default(),
@@ -246,7 +241,6 @@ impl Default for Metrics {
             snapshot_write_ns: Histogram::new(SNAPSHOT_BOUNDS_NS),
             snapshot_engine_pause_ns: Histogram::new(LATENCY_BOUNDS_NS),
             segments_retired: AtomicU64::new(0),
-            release_bound_seq: AtomicU64::new(0),
             feed: FeedMetrics::default(),
         }
     }
@@ -259,7 +253,9 @@ impl Metrics {
         }
     }
 
-    pub fn render(&self) -> String {
+    /// The Prometheus text; `durable` and `released` come from the gate
+    /// (`pipeline::release`).
+    pub fn render(&self, durable: u64, released: u64) -> String {
         let mut out = String::with_capacity(8 << 10);
         by_code(
             &mut out,
@@ -357,11 +353,11 @@ impl Metrics {
             "Buyers waiting on the longest waitlist.",
             &self.waitlist_longest,
         );
-        gauge(
+        gauge_value(
             &mut out,
             "surge_durable_seq",
             "Highest journal sequence synced.",
-            &self.durable_seq,
+            durable,
         );
         gauge(
             &mut out,
@@ -436,14 +432,13 @@ impl Metrics {
             "Journal segments recycled, archived or deleted after a snapshot covered them.",
             &self.segments_retired,
         );
-        gauge(
+        gauge_value(
             &mut out,
             "surge_release_bound_seq",
             "Highest journal sequence whose answers may leave (durable, and acked as the ack mode asks).",
-            &self.release_bound_seq,
+            released,
         );
-        self.feed
-            .render(&mut out, self.release_bound_seq.load(Relaxed));
+        self.feed.render(&mut out, released);
         out
     }
 }

@@ -124,13 +124,13 @@ fn no_answer_leaves_before_its_sequence_is_synced() {
     // not the order, and not the query behind it, which would reveal its effect.
     assert!(matches!(c.recv(), Err(ClientError::Timeout)));
     let applied = metrics.applied_seq.load(SeqCst);
-    let durable = metrics.durable_seq.load(SeqCst);
+    let durable = server.shared.release.durable();
     assert!(applied > durable, "applied {applied}, durable {durable}");
     storage.hold(false);
     c.set_timeout(Duration::from_secs(10));
     let answer = c.recv_answer().unwrap();
     assert_eq!(answer.request, request);
-    assert!(answer.seq <= metrics.durable_seq.load(SeqCst));
+    assert!(answer.seq <= server.shared.release.durable());
     assert_eq!(answer.reply.code(), engine::Code::OrderPlaced);
     let query = c.recv_answer().unwrap();
     assert_eq!(query.reply.code(), engine::Code::StockInfo);
