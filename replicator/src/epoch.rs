@@ -235,6 +235,18 @@ impl Epochs {
         self.history.retain(|&(_, start)| start <= seq);
     }
 
+    /// On a node starting as a standby with its journal ending before `next_seq`: drop the
+    /// epochs that begin at or after it. They hold no record here (a node elected whose
+    /// journal failed before its first write, say), and a history that ends in one never
+    /// continues the history of the primary that led instead, so the standby could follow
+    /// no one. Nothing was acknowledged in them: no record of theirs is on this disk. True
+    /// when something was dropped (the caller stores the epochs).
+    pub fn drop_unwritten(&mut self, next_seq: u64) -> bool {
+        let before = self.history.len();
+        self.cut_after(next_seq.saturating_sub(1));
+        self.history.len() != before
+    }
+
     /// On the primary: where a standby that is at `standby_epoch` with records up to
     /// `standby_last` must cut its journal before following, if it must. Its records from the
     /// first epoch after its own were written by a primary that lost (failback): no client was
@@ -426,6 +438,23 @@ mod tests {
         assert_eq!(cut.history, vec![(1, 1), (2, 50)]);
         assert_eq!(cut.epoch, 3);
         assert_eq!(cut.adopt(4, &[(1, 1), (2, 50), (4, 70)]), Ok(()));
+    }
+
+    #[test]
+    fn a_standby_drops_an_epoch_it_led_without_writing_and_can_follow_the_one_that_won() {
+        // Elected at epoch 6 from 10669, its journal failed before the first write.
+        let mut e = Epochs::first();
+        e.promote_to(5, 400);
+        e.promote_to(6, 10669);
+        assert!(e.adopt(7, &[(1, 1), (5, 400), (7, 10669)]).is_err());
+        assert!(e.drop_unwritten(10669));
+        assert_eq!((e.epoch, e.history.clone()), (6, vec![(1, 1), (5, 400)]));
+        assert!(!e.drop_unwritten(10669), "nothing more to drop");
+        assert_eq!(e.adopt(7, &[(1, 1), (5, 400), (7, 10669)]), Ok(()));
+        // One record written in the epoch: it stays.
+        let mut wrote = Epochs::first();
+        wrote.promote_to(2, 50);
+        assert!(!wrote.drop_unwritten(51));
     }
 
     #[test]

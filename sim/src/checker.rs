@@ -152,7 +152,8 @@ impl Checker {
         self.stored[node] = Some(epochs.clone());
     }
 
-    /// A failback cut `node`'s history: its stored epochs start over from what it keeps.
+    /// A failback cut `node`'s history, or it dropped epochs it wrote nothing in: its stored
+    /// epochs start over from what it keeps.
     pub fn cut(&mut self, node: NodeId, epochs: Option<Epochs>) {
         self.stored[node] = epochs;
     }

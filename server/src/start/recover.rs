@@ -181,12 +181,41 @@ pub(super) fn node_epochs(dir: &DataDir, start: &Start, next_seq: u64) -> Result
                 .map_err(|e| ServerError::io("writing the epoch file", e))?;
             (Role::Primary, epochs)
         }
-        (Start::Standby { .. }, loaded) => (
-            Role::Standby,
-            loaded.unwrap_or(Epochs {
+        (Start::Standby { .. }, loaded) => {
+            let mut epochs = loaded.unwrap_or(Epochs {
                 epoch: 0,
                 history: Vec::new(),
-            }),
-        ),
+            });
+            if epochs.drop_unwritten(next_seq) {
+                epochs
+                    .store(root)
+                    .map_err(|e| ServerError::io("writing the epoch file", e))?;
+            }
+            (Role::Standby, epochs)
+        }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_standby_start_drops_and_stores_an_epoch_it_led_without_writing() {
+        let root = std::env::temp_dir().join(format!("surge-recover-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        std::fs::create_dir_all(&root).unwrap();
+        let mut led = Epochs::first();
+        led.promote_to(6, 10_669);
+        led.store(&root).unwrap();
+        let start = Start::Standby {
+            primary: "127.0.0.1:1".parse().unwrap(),
+            engine: None,
+        };
+        let (role, epochs) = node_epochs(&DataDir::new(&root), &start, 10_669).unwrap();
+        assert_eq!(role, Role::Standby);
+        assert_eq!((epochs.epoch, epochs.history.clone()), (6, vec![(1, 1)]));
+        assert_eq!(Epochs::load(&root).unwrap(), Some(epochs), "stored");
+        std::fs::remove_dir_all(&root).unwrap();
+    }
 }

@@ -411,6 +411,13 @@ impl SimNode {
                 (Role::Primary, None)
             }
             Joined::Follow { replication, .. } => {
+                if epochs.drop_unwritten(next_seq) {
+                    *self.epochs.0.lock().expect("epoch disk") = Some(epochs.clone());
+                    ctx.seen.push(Seen::Dropped {
+                        node: self.id,
+                        epochs: epochs.clone(),
+                    });
+                }
                 let id = match replication.ip() {
                     std::net::IpAddr::V4(ip) => ip.octets()[3] as NodeId,
                     _ => unreachable!("simulated addresses are IPv4"),

@@ -134,6 +134,9 @@ pub enum Seen {
     Follows { node: NodeId, epoch: u64 },
     /// `node`'s epochs after a turn.
     Epochs { node: NodeId, epochs: Epochs },
+    /// `node` starting as a standby dropped the epochs in which it wrote nothing: its stored
+    /// epochs start over from these.
+    Dropped { node: NodeId, epochs: Epochs },
 }
 
 /// Why a process ended.

@@ -68,6 +68,11 @@ impl World {
             answers: self.answers,
             leaders,
             starts: self.nodes.iter().map(|n| n.starts).sum(),
+            epochs: self
+                .nodes
+                .iter()
+                .map(|n| (n.name.clone(), n.epochs.load()))
+                .collect(),
         }
     }
 

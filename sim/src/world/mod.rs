@@ -108,6 +108,8 @@ pub struct Report {
     pub answers: u64,
     pub leaders: Vec<(u64, String)>,
     pub starts: u64,
+    /// Each node's stored epochs at the end.
+    pub epochs: Vec<(String, Option<replicator::Epochs>)>,
 }
 
 impl Report {
@@ -134,6 +136,9 @@ impl Report {
         out.push_str("leaders:\n");
         for (epoch, who) in &self.leaders {
             out.push_str(&format!("  epoch {epoch}: {who}\n"));
+        }
+        for (name, epochs) in &self.epochs {
+            out.push_str(&format!("epochs of {name} at the end: {epochs:?}\n"));
         }
         out.push_str("events:\n");
         for t in &self.trace {
@@ -601,6 +606,14 @@ impl World {
                 Seen::Epochs { node, epochs } => {
                     let name = self.nodes[node].name.clone();
                     self.checker.epochs(now, node, &name, &epochs);
+                }
+                Seen::Dropped { node, epochs } => {
+                    let name = self.nodes[node].name.clone();
+                    self.note(format!(
+                        "{name} drops unwritten epochs: {:?}",
+                        epochs.history
+                    ));
+                    self.checker.cut(node, Some(epochs));
                 }
             }
         }

@@ -505,4 +505,49 @@ fn etcd_stalled_past_the_lease_leaves_a_primary_serving_without_a_restart() {
         pb.logs()
     );
     assert_eq!(count(&pa.logs(), "leadership_lost"), 0, "{:#?}", pa.logs());
+
+    // etcd expired both leases when it resumed; the primary's next round finds its own
+    // gone and takes the key again at a new epoch (until then it answered what its standby,
+    // still streaming, had received). Then expire it once more, by revoking it, and watch the
+    // same: a new term, by itself, the standby waiting for it and following on.
+    let (primary, standby) = match a.role().as_deref() {
+        Some("primary") => (&a, &b),
+        _ => (&b, &a),
+    };
+    let client = etcd.client();
+    wait_for(LEASE + Duration::from_secs(1), "a leader key again", || {
+        client.get("/surge/leader").ok().flatten().is_some()
+    });
+    let epoch_before = primary.epochs().epoch;
+    let lease = client
+        .get("/surge/leader")
+        .unwrap()
+        .expect("a leader key")
+        .lease;
+    let revoked = Instant::now();
+    client.revoke(lease).unwrap();
+    let served = prober.first_write(&members, LEASE + Duration::from_secs(1));
+    assert!(
+        served.is_some(),
+        "no write within the lease and a second of the revoke"
+    );
+    wait_for(Duration::from_secs(5), "the new term stored", || {
+        primary.epochs().epoch > epoch_before
+    });
+    eprintln!(
+        "after the lease was revoked: writes accepted again {:?} later, at epoch {}",
+        served.unwrap().duration_since(revoked),
+        primary.epochs().epoch
+    );
+    wait_for(
+        Duration::from_secs(5),
+        "the standby following the new term",
+        || {
+            standby.epochs().epoch == primary.epochs().epoch
+                && standby.role().as_deref() == Some("standby")
+        },
+    );
+    for logs in [pa.logs(), pb.logs()] {
+        assert_eq!(count(&logs, "leadership_lost"), 0, "{logs:#?}");
+    }
 }
