@@ -110,7 +110,7 @@ fn main() {
             *kinds.entry(k).or_default() += n;
         }
         let verdict = if report.passed() { "ok" } else { "FAILED" };
-        println!(
+        say(&format!(
             "seed {seed}: {verdict} ({} nodes, {} faults, {} acknowledged, {} starts, {:.1} s simulated in {:.2} s)",
             report.nodes,
             report.faults.len(),
@@ -118,22 +118,22 @@ fn main() {
             report.starts,
             report.sim_ns as f64 / 1e9,
             one.elapsed().as_secs_f64()
-        );
-        if !report.passed() || args.verbose || count == 1 && !report.passed() {
-            println!("{}", report.describe(25));
+        ));
+        if !report.passed() || args.verbose {
+            say(&report.describe(25));
         }
         if !report.passed() {
             failed.push(seed);
         }
     }
     let wall = started.elapsed().as_secs_f64();
-    println!(
+    say(&format!(
         "{count} seed(s), {} failed {failed:?}; {:.1} simulated s in {wall:.1} wall s ({:.1}x); {:.1} seeds/min; fault kinds: {kinds:?}",
         failed.len(),
         simulated_ns as f64 / 1e9,
         simulated_ns as f64 / 1e9 / wall,
         count as f64 * 60.0 / wall
-    );
+    ));
     if let Some(path) = args.json {
         let json = serde_json::json!({
             "seeds": count,
@@ -150,5 +150,14 @@ fn main() {
     }
     if !failed.is_empty() {
         std::process::exit(1);
+    }
+}
+
+/// One line (or block) to standard output. Output closed (`sim --seeds 1..1000 | head`): stop
+/// at once, as a tool killed by SIGPIPE would (Rust ignores the signal), not run on unheard.
+fn say(text: &str) {
+    use std::io::Write;
+    if writeln!(std::io::stdout().lock(), "{text}").is_err() {
+        std::process::exit(141);
     }
 }

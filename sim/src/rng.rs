@@ -1,37 +1,35 @@
-//! The simulator's one source of randomness: a seeded SplitMix64 (Steele, Lea and Flood,
-//! 2014), written here so that a seed means the same run on any machine and any version of
-//! any crate. Every choice the simulator makes (delays, faults, which client sends what)
-//! draws from it, in an order fixed by the event loop, so a seed replays bit for bit.
+//! The simulator's one source of randomness: the load generator's seeded SplitMix64, so that
+//! a seed means the same run on any machine and any version of any crate. Every choice the
+//! simulator makes (delays, faults, which client sends what) draws from it, in an order fixed
+//! by the event loop, so a seed replays bit for bit. What is the simulator's own: chances in
+//! percent, picking, and forking a generator per part of the run.
 
 #[derive(Clone, Debug)]
 pub struct Rng {
-    state: u64,
+    inner: loadgen::rng::Rng,
 }
 
 impl Rng {
     pub fn new(seed: u64) -> Rng {
-        Rng { state: seed }
+        Rng {
+            inner: loadgen::rng::Rng::new(seed),
+        }
     }
 
     pub fn next_u64(&mut self) -> u64 {
-        self.state = self.state.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.state;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
+        self.inner.next_u64()
     }
 
-    /// Uniform in `0..n` (n > 0), by multiply-shift (Lemire): no modulo bias worth the name
-    /// at these ranges.
+    /// Uniform in `0..n` (n > 0).
     pub fn below(&mut self, n: u64) -> u64 {
         assert!(n > 0, "an empty range");
-        ((u128::from(self.next_u64()) * u128::from(n)) >> 64) as u64
+        self.inner.below(n)
     }
 
     /// Uniform in `lo..=hi`.
     pub fn between(&mut self, lo: u64, hi: u64) -> u64 {
         assert!(lo <= hi);
-        lo + self.below(hi - lo + 1)
+        self.inner.between(lo, hi)
     }
 
     /// True with probability `percent` / 100.

@@ -51,18 +51,24 @@ struct Standing {
     primary: SocketAddr,
 }
 
+/// What the follower's machine needs of `node` now: its epochs, whether it still follows,
+/// and how far it has received, made durable and applied (with the hash there). The thread
+/// here and the simulator's stepped node read it the same way.
+pub fn standing_of(node: &Node, shared: &Shared) -> follower::Standing {
+    let received = node.follower().received_seq.load(SeqCst);
+    follower::Standing {
+        epochs: node.epochs(),
+        follows: node.role() == Role::Standby && !node.follower().stopped(),
+        received,
+        durable: shared.release.durable(),
+        applied: shared.metrics.applied_seq.load(SeqCst),
+        hash: node.checkpoints().hash_at(received).unwrap_or(0),
+    }
+}
+
 impl StandbyNode for Standing {
     fn standing(&self) -> follower::Standing {
-        let node = &self.node;
-        let received = node.follower().received_seq.load(SeqCst);
-        follower::Standing {
-            epochs: node.epochs(),
-            follows: node.role() == Role::Standby && !node.follower().stopped(),
-            received,
-            durable: self.shared.release.durable(),
-            applied: self.shared.metrics.applied_seq.load(SeqCst),
-            hash: node.checkpoints().hash_at(received).unwrap_or(0),
-        }
+        standing_of(&self.node, &self.shared)
     }
 
     fn adopt(

@@ -167,16 +167,7 @@ impl Up {
     }
 
     pub(super) fn standing(&self) -> Standing {
-        let node = &self.node;
-        let received = node.follower().received_seq.load(SeqCst);
-        Standing {
-            epochs: node.epochs(),
-            follows: node.role() == Role::Standby && !node.follower().stopped(),
-            received,
-            durable: self.shared.release.durable(),
-            applied: self.shared.metrics.applied_seq.load(SeqCst),
-            hash: node.checkpoints().hash_at(received).unwrap_or(0),
-        }
+        server::drivers::follower::standing_of(&self.node, &self.shared)
     }
 
     pub(super) fn follower_tick(&mut self, ctx: &mut Ctx, id: NodeId) {

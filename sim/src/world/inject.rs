@@ -4,7 +4,6 @@
 use super::{Event, World, MS, RESTART_NS};
 use crate::faults::Kind;
 use crate::net::NodeId;
-use crate::node::Ctx;
 
 impl World {
     pub(super) fn fault(&mut self, i: usize) {
@@ -63,26 +62,7 @@ impl World {
         let now = self.now.get();
         let name = self.nodes[node].name.clone();
         self.note(format!("{name} killed"));
-        let mut due = Vec::new();
-        let mut ctx_rng = self.rng.fork();
-        {
-            let (mut etcd, mut answers, mut seen) = (Vec::new(), Vec::new(), Vec::new());
-            let up: Vec<bool> = Vec::new();
-            let mut ctx = Ctx {
-                now,
-                rng: &mut ctx_rng,
-                net: &mut self.net,
-                due: &mut due,
-                etcd: &mut etcd,
-                answers: &mut answers,
-                seen: &mut seen,
-                up: &up,
-            };
-            self.nodes[node].stop(&mut ctx, false);
-        }
-        for (at, to, delivery) in due {
-            self.at(at, Event::Deliver(to, delivery));
-        }
+        self.stop_process(node, false);
         self.clients_lose(node);
         self.at(now + RESTART_NS, Event::Restart(node));
     }

@@ -619,18 +619,14 @@ impl World {
         }
     }
 
-    /// A process ended: its supervisor starts it again a second later; a standby told to
-    /// cut its journal does so and starts at once.
-    fn exited(&mut self, id: NodeId, exit: Exit) {
+    /// Stop `id`'s process (`tear`: its last journal write torn, as a crash leaves it): its
+    /// connections close, and what that sends is delivered.
+    pub(super) fn stop_process(&mut self, id: NodeId, tear: bool) {
         let now = self.now.get();
-        let name = self.nodes[id].name.clone();
-        self.note(format!("{name} exits: {exit:?}"));
         let mut due = Vec::new();
         let mut ctx_rng = self.rng.fork();
         {
-            let mut etcd = Vec::new();
-            let mut answers = Vec::new();
-            let mut seen = Vec::new();
+            let (mut etcd, mut answers, mut seen) = (Vec::new(), Vec::new(), Vec::new());
             let up: Vec<bool> = Vec::new();
             let mut ctx = Ctx {
                 now,
@@ -642,12 +638,20 @@ impl World {
                 seen: &mut seen,
                 up: &up,
             };
-            let tear = matches!(exit, Exit::Failed(_));
             self.nodes[id].stop(&mut ctx, tear);
         }
         for (at, to, delivery) in due {
             self.at(at, Event::Deliver(to, delivery));
         }
+    }
+
+    /// A process ended: its supervisor starts it again a second later; a standby told to
+    /// cut its journal does so and starts at once.
+    fn exited(&mut self, id: NodeId, exit: Exit) {
+        let now = self.now.get();
+        let name = self.nodes[id].name.clone();
+        self.note(format!("{name} exits: {exit:?}"));
+        self.stop_process(id, matches!(exit, Exit::Failed(_)));
         self.clients_lose(id);
         match exit {
             Exit::Truncate(seq) => {
