@@ -103,7 +103,11 @@ fn sigkill_of_the_primary_hands_over_through_etcd_and_the_old_one_rejoins() {
     add_sku(&a, 1, 5);
     let acknowledged = place_orders(&a, 2, 5, 500);
     assert_eq!(metric(&a, "surge_coordinator_leader"), 1);
-    // `surge status` sees the pair as etcd and the nodes do.
+    // `surge status` sees the pair as etcd and the nodes do (each node publishes its addresses
+    // through its own lease, so b's record may trail a's sync record by one etcd call).
+    wait_for(Duration::from_secs(5), "both nodes registered", || {
+        surge_status(&etcd)["nodes"].as_array().map_or(0, Vec::len) == 2
+    });
     let status = surge_status(&etcd);
     assert_eq!(status["leader"]["node"], "a", "{status}");
     assert_eq!(status["leader"]["epoch"], 1, "{status}");

@@ -209,6 +209,9 @@ impl Coordinator {
             Input::Register(record) => {
                 self.addresses = Some(record);
                 self.registered = false;
+                // Published at the next round: make it now, so `surge status` and a joining
+                // standby see this node as soon as it listens, not a round later.
+                self.next_round_ns = now_ns;
             }
             Input::StepDown => {
                 self.phase = Phase::Stopped;
