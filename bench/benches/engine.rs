@@ -10,7 +10,7 @@
 //!
 //! `cargo bench -p bench --bench engine`
 
-use bench::{hot_path, record, replay, warm_sessions};
+use bench::{hot_path, record, replay, replay_checkpointing, warm_sessions};
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use engine::{Engine, EngineConfig};
 use loadgen::{FlashSale, Mixed};
@@ -94,6 +94,27 @@ fn engine_benches(c: &mut Criterion) {
         &recording.setup,
         &recording.stream,
     );
+    // The same while the engine checkpoints itself: a delta every 100k requests, 64 KiB
+    // copied after each request (copy-on-update and the copier, encoding included).
+    let mut group = c.benchmark_group("engine");
+    group.sample_size(10);
+    group.throughput(Throughput::Elements(recording.stream.len() as u64));
+    group.bench_function("broad_mix_1m_skus_checkpointing", |b| {
+        b.iter_batched(
+            || {
+                let mut engine = Engine::new(config());
+                replay(&mut engine, &recording.setup);
+                engine.fault_in();
+                engine
+            },
+            |mut engine| {
+                let done = replay_checkpointing(&mut engine, &recording.stream, 100_000, 64 << 10);
+                (engine, done)
+            },
+            BatchSize::PerIteration,
+        )
+    });
+    group.finish();
 }
 
 criterion_group!(benches, engine_benches);

@@ -31,6 +31,38 @@ pub fn replay(engine: &mut Engine, requests: &[(TimestampNs, Request)]) -> u64 {
     engine.hash()
 }
 
+/// `replay` while the engine checkpoints itself as the engine stage has it do: a delta
+/// begun every `every` requests (the first full), `budget` bytes copied after each request
+/// until it is whole. The frames are counted and dropped. Returns the hash and the frames'
+/// payload bytes.
+pub fn replay_checkpointing(
+    engine: &mut Engine,
+    requests: &[(TimestampNs, Request)],
+    every: usize,
+    budget: usize,
+) -> (u64, u64) {
+    let mut out = Output::default();
+    let (mut frames, mut bytes, mut begun) = (Vec::new(), 0u64, 0u32);
+    for (i, (now_ns, request)) in requests.iter().enumerate() {
+        if let Some((_, next)) = requests.get(i + PREFETCH_DISTANCE) {
+            engine.prefetch(next);
+        }
+        engine.apply(*now_ns, request, &mut out);
+        if i % every == 0 && !engine.checkpoint_under_way() {
+            engine.begin_checkpoint(begun == 0);
+            begun += 1;
+        }
+        if engine.checkpoint_under_way() {
+            engine.checkpoint_step(budget, &mut frames);
+            bytes += frames
+                .drain(..)
+                .map(|f| f.payload.len() as u64)
+                .sum::<u64>();
+        }
+    }
+    (engine.hash(), bytes)
+}
+
 /// How far ahead `replay` prefetches: far enough for a DRAM miss (~100 ns) to land before the
 /// request is applied, near enough that the line is still in cache.
 pub const PREFETCH_DISTANCE: usize = 2;

@@ -18,6 +18,7 @@
 //! hash (deterministic), at most 70% full.
 
 use crate::ids::{SkuId, UserId};
+use crate::tracked::Tracked;
 
 #[derive(
     Clone, Copy, Debug, Default, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize,
@@ -36,13 +37,20 @@ const _: () = assert!(std::mem::size_of::<Holding>() == 24);
 // SAFETY: integers only; all-zero is an empty slot.
 unsafe impl crate::memory::Zeroable for Holding {}
 
+/// The holdings table's scalars in a checkpoint.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+pub struct HoldingsHead {
+    pub len: u64,
+    pub cursor: u64,
+}
+
 /// A holding the table has no room for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct HoldingsFull;
 
 #[derive(Clone, Debug)]
 pub struct Holdings {
-    slots: Vec<Holding>,
+    slots: Tracked<Holding>,
     len: usize,
     max: usize,
     /// The next slot the sweep visits.
@@ -54,7 +62,7 @@ impl Holdings {
     pub fn with_capacity(max: usize) -> Holdings {
         let slots = (max * 10 / 7 + 1).next_power_of_two().max(16);
         Holdings {
-            slots: crate::memory::zeroed_vec(slots),
+            slots: Tracked::from_vec(crate::memory::zeroed_vec(slots), slots, Holding::default()),
             len: 0,
             max,
             cursor: 0,
@@ -62,12 +70,12 @@ impl Holdings {
     }
 
     pub fn regions(&self, out: &mut Vec<crate::memory::Region>) {
-        out.push(crate::memory::Region::of(&self.slots));
+        out.push(self.slots.region());
     }
 
     /// Touch every page now.
     pub fn fault_in(&mut self) {
-        crate::memory::touch(&mut self.slots);
+        self.slots.fault_in();
     }
 
     #[inline]
@@ -231,6 +239,7 @@ impl Holdings {
     /// The entries `image()` lists, without collecting them (`len()` of them).
     pub fn entries(&self) -> impl Iterator<Item = (u32, Holding)> + Clone + '_ {
         self.slots
+            .as_slice()
             .iter()
             .enumerate()
             .filter(|(_, s)| s.units > 0)
@@ -253,14 +262,14 @@ impl Holdings {
             return Err("holdings larger than holdings_max");
         }
         for (at, holding) in entries.clone() {
-            let slot = table
-                .slots
-                .get_mut(at as usize)
-                .ok_or("a holding lies outside the table")?;
-            if holding.units == 0 || slot.units != 0 {
+            let at = at as usize;
+            if at >= table.slots.len() {
+                return Err("a holding lies outside the table");
+            }
+            if holding.units == 0 || table.slots[at].units != 0 {
                 return Err("holdings hold an empty or repeated entry");
             }
-            *slot = holding;
+            table.slots[at] = holding;
         }
         table.len = entries.len();
         table.cursor = cursor as usize;
@@ -273,10 +282,43 @@ impl Holdings {
         Ok(table)
     }
 
+    /// The table's scalars, for a checkpoint (its slots travel as chunks).
+    pub(crate) fn head(&self) -> HoldingsHead {
+        HoldingsHead {
+            len: self.len as u64,
+            cursor: self.cursor as u64,
+        }
+    }
+
+    pub(crate) fn table(&mut self) -> &mut Tracked<Holding> {
+        &mut self.slots
+    }
+
+    /// A checkpoint's chunks are in the slots: take its scalars and check that every entry
+    /// is counted and where its key leads.
+    pub(crate) fn restore_head(&mut self, head: &HoldingsHead) -> Result<(), &'static str> {
+        if head.len > self.max as u64 || head.cursor >= self.slots.len() as u64 {
+            return Err("holdings larger than holdings_max, or the sweep outside the table");
+        }
+        let mut len = 0u64;
+        for (at, h) in self.entries() {
+            if self.probe(h.user, h.sku) != (at as usize, true) {
+                return Err("a holding is not where its key leads");
+            }
+            len += 1;
+        }
+        if len != head.len {
+            return Err("the holdings count disagrees with the entries");
+        }
+        (self.len, self.cursor) = (head.len as usize, head.cursor as usize);
+        Ok(())
+    }
+
     /// Units per (user, sku) of entries under the given stamp, sorted (for checks).
     pub fn current(&self, since_of: impl Fn(SkuId) -> Option<u32>) -> Vec<(UserId, SkuId, u32)> {
         let mut all: Vec<_> = self
             .slots
+            .as_slice()
             .iter()
             .filter(|s| s.units > 0 && since_of(s.sku) == Some(s.since))
             .map(|s| (s.user, s.sku, s.units))

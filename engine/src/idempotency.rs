@@ -23,6 +23,7 @@ use rustc_hash::FxHashMap;
 
 use crate::ids::{ClientId, RequestId};
 use crate::outcome::Outcome;
+use crate::tracked::Tracked;
 
 pub type RequestKey = (ClientId, RequestId);
 
@@ -58,8 +59,8 @@ pub struct Session {
 }
 
 /// A client's place in the pool.
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct Tenant {
+#[derive(Clone, Copy, Debug, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+pub struct Tenant {
     pub(crate) client: ClientId,
     pub(crate) highest: RequestId,
     pub(crate) last_active: u64,
@@ -70,11 +71,12 @@ pub struct IdempotencyWindow {
     window: u64,
     /// `clients_max` tables of `window` slots, back to back; table `t` is
     /// `slots[t * window .. (t + 1) * window]`, direct-mapped by `request % window`.
-    slots: Vec<Option<Remembered>>,
+    slots: Tracked<Option<Remembered>>,
     /// Who holds each table (`None`: free).
-    tenants: Vec<Option<Tenant>>,
+    tenants: Tracked<Option<Tenant>>,
+    /// Derived from `tenants` (rebuilt after a checkpoint is restored).
     by_client: FxHashMap<ClientId, u32>,
-    free: Vec<u32>,
+    free: Tracked<u32>,
 }
 
 impl IdempotencyWindow {
@@ -83,15 +85,15 @@ impl IdempotencyWindow {
     pub fn new(window: u32, clients_max: u32) -> IdempotencyWindow {
         let window = u64::from(window).next_power_of_two().max(WINDOW_MIN);
         let clients = clients_max.max(1) as usize;
-        let slots = Vec::with_capacity(clients * window as usize);
+        let slots = Tracked::with_capacity(clients * window as usize, None);
         let mut by_client = FxHashMap::default();
         by_client.reserve(clients);
         IdempotencyWindow {
             window,
             slots,
-            tenants: vec![None; clients],
+            tenants: Tracked::from_vec(vec![None; clients], clients, None),
             by_client,
-            free: (0..clients as u32).rev().collect(),
+            free: Tracked::from_vec((0..clients as u32).rev().collect(), clients, 0),
         }
     }
 
@@ -109,13 +111,12 @@ impl IdempotencyWindow {
     }
 
     pub fn regions(&self, out: &mut Vec<crate::memory::Region>) {
-        out.push(crate::memory::Region::of(&self.slots));
+        out.push(self.slots.region());
     }
 
     /// Touch every table's pages now.
     pub fn fault_in(&mut self) {
-        let more = self.slots.capacity() - self.slots.len();
-        crate::memory::reserve_touched(&mut self.slots, more, None);
+        self.slots.fault_in();
     }
 
     #[inline]
@@ -188,6 +189,7 @@ impl IdempotencyWindow {
             None => {
                 let (table, idlest) = self
                     .tenants
+                    .as_slice()
                     .iter()
                     .enumerate()
                     .filter_map(|(i, t)| t.map(|t| (i as u32, t)))
@@ -195,15 +197,13 @@ impl IdempotencyWindow {
                     .expect("a full pool has tenants");
                 self.by_client.remove(&idlest.client);
                 let start = self.slot(table, RequestId(0));
-                self.slots[start..start + self.window as usize].fill(None);
+                self.slots.fill(start..start + self.window as usize, None);
                 table
             }
         };
         // Tables are first handed out in order, so the slots in use stay one prefix.
         let end = (table as usize + 1) * self.window as usize;
-        if self.slots.len() < end {
-            self.slots.resize(end, None);
-        }
+        self.slots.grow_to(end, None);
         self.tenants[table as usize] = Some(Tenant {
             client,
             highest: RequestId(0),
@@ -231,6 +231,7 @@ impl IdempotencyWindow {
     pub(crate) fn tenants_by_client(&self) -> Vec<(u32, Tenant)> {
         let mut tenants: Vec<(u32, Tenant)> = self
             .tenants
+            .as_slice()
             .iter()
             .enumerate()
             .filter_map(|(i, t)| t.map(|t| (i as u32, t)))
@@ -250,7 +251,7 @@ impl IdempotencyWindow {
         let start = self.slot(table, RequestId(0));
         let window = self.window;
         let highest = tenant.highest.0;
-        self.slots[start..start + self.window as usize]
+        self.slots.as_slice()[start..start + self.window as usize]
             .iter()
             .flatten()
             .filter(move |r| r.request.0.saturating_add(window) > highest)
@@ -291,6 +292,67 @@ impl IdempotencyWindow {
     pub fn clients(&self) -> usize {
         self.by_client.len()
     }
+
+    /// The window's scalars, for a checkpoint (its tables travel as chunks).
+    pub(crate) fn head(&self) -> WindowHead {
+        WindowHead {
+            window: self.window,
+            slots_len: self.slots.len() as u64,
+            free_len: self.free.len() as u64,
+        }
+    }
+
+    /// Its tables, for a checkpoint: the remembered outcomes, the tenants, the free tables.
+    pub(crate) fn tables(
+        &mut self,
+    ) -> (
+        &mut Tracked<Option<Remembered>>,
+        &mut Tracked<Option<Tenant>>,
+        &mut Tracked<u32>,
+    ) {
+        (&mut self.slots, &mut self.tenants, &mut self.free)
+    }
+
+    /// A checkpoint's chunks are in the tables: take its scalars and index the tenants.
+    pub(crate) fn restore_head(&mut self, head: &WindowHead) -> Result<(), &'static str> {
+        if head.window != self.window {
+            return Err("the idempotency window differs from the configured one");
+        }
+        self.slots.restore_len(head.slots_len as usize)?;
+        self.free.restore_len(head.free_len as usize)?;
+        self.by_client.clear();
+        let mut held = 0usize;
+        for (table, tenant) in self.tenants.as_slice().iter().enumerate() {
+            let Some(tenant) = tenant else { continue };
+            if (table + 1) * self.window as usize > self.slots.len() {
+                return Err("a client's table lies past the remembered slots");
+            }
+            if self.by_client.insert(tenant.client, table as u32).is_some() {
+                return Err("a client holds two tables");
+            }
+            held += 1;
+        }
+        if held + self.free.len() > self.tenants.len() {
+            return Err("more tables held and free than there are");
+        }
+        if self.free.as_slice().iter().any(|&t| {
+            self.tenants
+                .as_slice()
+                .get(t as usize)
+                .is_none_or(|t| t.is_some())
+        }) {
+            return Err("a free table is held or does not exist");
+        }
+        Ok(())
+    }
+}
+
+/// The idempotency window's scalars in a checkpoint.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+pub struct WindowHead {
+    pub window: u64,
+    pub slots_len: u64,
+    pub free_len: u64,
 }
 
 #[cfg(test)]

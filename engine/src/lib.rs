@@ -5,6 +5,7 @@
 //! randomness: time arrives with each command, so replaying the same commands gives the same
 //! outcomes and the same rolling hash on any machine.
 
+pub mod checkpoint;
 pub mod code;
 pub mod codec;
 pub mod command;
@@ -26,6 +27,7 @@ pub mod sku;
 pub mod snapshot;
 pub mod snapshot_archive;
 pub mod state_machine;
+pub mod tracked;
 pub mod waitlist;
 pub mod wire;
 

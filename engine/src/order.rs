@@ -11,6 +11,7 @@ use crate::command::OrderLine;
 use crate::counted::Counted;
 use crate::id_table::IdTable;
 use crate::ids::{ClientId, Money, OrderId, RequestId, SkuId, TimestampNs, UserId};
+use crate::tracked::Tracked;
 
 #[derive(
     Clone, Copy, Debug, PartialEq, Eq, Hash, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize,
@@ -115,7 +116,7 @@ pub struct Order {
 
 impl Order {
     /// An empty slot's filler.
-    fn vacant() -> Order {
+    pub(crate) fn vacant() -> Order {
         Order {
             id: OrderId(0),
             client: ClientId(0),
@@ -151,15 +152,23 @@ impl Order {
 /// No slot: the end of a chain.
 const NIL: u32 = u32::MAX;
 
-#[derive(Clone, Copy, Debug)]
-struct Link {
+/// A slot's neighbours in its chain.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+pub struct Link {
     prev: u32,
     next: u32,
 }
 
+impl Link {
+    pub(crate) const NONE: Link = Link {
+        prev: NIL,
+        next: NIL,
+    };
+}
+
 /// A doubly linked chain of slots.
-#[derive(Clone, Copy, Debug)]
-struct Chain {
+#[derive(Clone, Copy, Debug, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+pub struct Chain {
     head: u32,
     tail: u32,
     len: u64,
@@ -173,14 +182,25 @@ impl Chain {
     };
 }
 
+/// The book's scalars in a checkpoint.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+pub struct BookHead {
+    pub next_id: u64,
+    pub open: Chain,
+    pub closed: Chain,
+    /// Slots ever used (the orders' and links' tables' length).
+    pub slots_used: u64,
+    pub free_len: u64,
+}
+
 /// The orders held in full: open ones, and closed ones until they retire.
 #[derive(Clone, Debug)]
 pub struct OrderBook {
     /// Slots `0..orders.len()` have been used; the rest of the capacity is reserved.
-    orders: Vec<Order>,
-    links: Vec<Link>,
+    orders: Tracked<Order>,
+    links: Tracked<Link>,
     /// Slots used once and free again, the next to use last.
-    free: Vec<u32>,
+    free: Tracked<u32>,
     capacity: usize,
     index: IdTable,
     next_id: u64,
@@ -194,9 +214,9 @@ impl OrderBook {
         let capacity = usize::try_from(capacity).expect("orders_max fits memory");
         assert!(capacity < NIL as usize, "orders_max below 2^32");
         OrderBook {
-            orders: Vec::with_capacity(capacity),
-            links: Vec::with_capacity(capacity),
-            free: Vec::with_capacity(capacity),
+            orders: Tracked::with_capacity(capacity, Order::vacant()),
+            links: Tracked::with_capacity(capacity, Link::NONE),
+            free: Tracked::with_capacity(capacity, 0),
             capacity,
             index: IdTable::with_capacity(capacity),
             next_id: 1,
@@ -234,46 +254,36 @@ impl OrderBook {
 
     /// Touch every page of the book now.
     pub fn fault_in(&mut self) {
-        let more = self.capacity - self.orders.len();
-        crate::memory::reserve_touched(&mut self.orders, more, Order::vacant());
-        crate::memory::reserve_touched(
-            &mut self.links,
-            more,
-            Link {
-                prev: NIL,
-                next: NIL,
-            },
-        );
-        let free_more = self.capacity - self.free.len();
-        crate::memory::reserve_touched(&mut self.free, free_more, 0);
+        self.orders.fault_in();
+        self.links.fault_in();
+        self.free.fault_in();
         self.index.fault_in();
     }
 
     /// Its tables' allocations.
     pub fn regions(&self, out: &mut Vec<crate::memory::Region>) {
-        use crate::memory::Region;
         out.extend([
-            Region::of(&self.orders),
-            Region::of(&self.links),
-            Region::of(&self.free),
+            self.orders.region(),
+            self.links.region(),
+            self.free.region(),
         ]);
         self.index.regions(out);
     }
 
     /// A slot to put an order in: a freed one, or the next never used.
-    fn take_slot(&mut self) -> u32 {
+    /// Put `order` in a free slot, or a new one at the end (one write either way), with its
+    /// link reset.
+    fn place(&mut self, order: Order) -> u32 {
         if let Some(slot) = self.free.pop() {
+            self.orders[slot as usize] = order;
             return slot;
         }
         assert!(
             self.orders.len() < self.capacity,
             "the caller checked the book has room"
         );
-        self.orders.push(Order::vacant());
-        self.links.push(Link {
-            prev: NIL,
-            next: NIL,
-        });
+        self.orders.push(order);
+        self.links.push(Link::NONE);
         (self.orders.len() - 1) as u32
     }
 
@@ -289,12 +299,11 @@ impl OrderBook {
 
     /// Add an open order; its id is `next_id()`. The caller checked `is_full`.
     pub fn push(&mut self, mut order: Order) -> OrderId {
-        let slot = self.take_slot();
         let id = self.next_id();
         self.next_id += 1;
         order.id = id;
         debug_assert!(order.is_open());
-        self.orders[slot as usize] = order;
+        let slot = self.place(order);
         self.index.insert(id, slot);
         Self::append(&mut self.links, &mut self.open, slot);
         id
@@ -410,12 +419,8 @@ impl OrderBook {
         // The pages about to be written, made resident in a few calls instead of a fault
         // each (a quarter of a big restore's time went to faults).
         let n = open.len() + closed.len();
-        use crate::memory::Region;
         // (The index faults its own table in, in `bulk_insert`.)
-        for region in [
-            Region::of_prefix(&book.orders, n),
-            Region::of_prefix(&book.links, n),
-        ] {
+        for region in [book.orders.region_prefix(n), book.links.region_prefix(n)] {
             region.populate();
         }
         let mut indexed = Vec::with_capacity(n);
@@ -423,9 +428,9 @@ impl OrderBook {
             if order.is_open() != want_open || !book.was_assigned(order.id) {
                 return Err("an order is in the wrong chain or has an unassigned id");
             }
-            let slot = book.take_slot();
-            indexed.push((order.id, slot));
-            book.orders[slot as usize] = order;
+            let id = order.id;
+            let slot = book.place(order);
+            indexed.push((id, slot));
             let chain = if want_open {
                 &mut book.open
             } else {
@@ -439,7 +444,71 @@ impl OrderBook {
         Ok(book)
     }
 
-    fn append(links: &mut [Link], chain: &mut Chain, slot: u32) {
+    /// The book's scalars, for a checkpoint (its slots travel as chunks of its tables).
+    pub(crate) fn head(&self) -> BookHead {
+        BookHead {
+            next_id: self.next_id,
+            open: self.open,
+            closed: self.closed,
+            slots_used: self.orders.len() as u64,
+            free_len: self.free.len() as u64,
+        }
+    }
+
+    /// Its tables, for a checkpoint: the orders, their links, the free slots.
+    pub(crate) fn tables(
+        &mut self,
+    ) -> (&mut Tracked<Order>, &mut Tracked<Link>, &mut Tracked<u32>) {
+        (&mut self.orders, &mut self.links, &mut self.free)
+    }
+
+    /// A checkpoint's chunks are in the tables: take its scalars, check that the chains and
+    /// the free slots account for every slot used exactly once, and index the orders.
+    pub(crate) fn restore_head(&mut self, head: &BookHead) -> Result<(), &'static str> {
+        let used = usize::try_from(head.slots_used).map_err(|_| "too many slots")?;
+        let free = usize::try_from(head.free_len).map_err(|_| "too many free slots")?;
+        self.orders.restore_len(used)?;
+        self.links.restore_len(used)?;
+        self.free.restore_len(free)?;
+        self.next_id = head.next_id;
+        self.open = head.open;
+        self.closed = head.closed;
+        if head.open.len + head.closed.len + head.free_len != head.slots_used {
+            return Err("the book's chains and free slots do not add up to its slots");
+        }
+        let mut indexed = Vec::with_capacity((head.open.len + head.closed.len) as usize);
+        for (chain, open) in [(head.open, true), (head.closed, false)] {
+            let (mut at, mut prev, mut seen) = (chain.head, NIL, 0u64);
+            while at != NIL {
+                if at as usize >= used || seen == chain.len {
+                    return Err("a chain leaves the slots in use or runs past its length");
+                }
+                let (order, link) = (&self.orders[at as usize], self.links[at as usize]);
+                if link.prev != prev || order.is_open() != open || !self.was_assigned(order.id) {
+                    return Err("a chain's links, states or ids disagree");
+                }
+                indexed.push((order.id, at));
+                (prev, at, seen) = (at, link.next, seen + 1);
+            }
+            if seen != chain.len || prev != chain.tail {
+                return Err("a chain ends before its length or away from its tail");
+            }
+        }
+        if self
+            .free
+            .as_slice()
+            .iter()
+            .any(|&slot| slot as usize >= used)
+        {
+            return Err("a free slot was never used");
+        }
+        if !self.index.bulk_insert(&mut indexed) {
+            return Err("an order appears twice");
+        }
+        Ok(())
+    }
+
+    fn append(links: &mut Tracked<Link>, chain: &mut Chain, slot: u32) {
         links[slot as usize] = Link {
             prev: chain.tail,
             next: NIL,
@@ -453,7 +522,7 @@ impl OrderBook {
         chain.len += 1;
     }
 
-    fn unlink(links: &mut [Link], chain: &mut Chain, slot: u32) {
+    fn unlink(links: &mut Tracked<Link>, chain: &mut Chain, slot: u32) {
         let Link { prev, next } = links[slot as usize];
         if prev == NIL {
             debug_assert_eq!(chain.head, slot);
@@ -467,10 +536,7 @@ impl OrderBook {
         } else {
             links[next as usize].prev = prev;
         }
-        links[slot as usize] = Link {
-            prev: NIL,
-            next: NIL,
-        };
+        links[slot as usize] = Link::NONE;
         chain.len -= 1;
     }
 }

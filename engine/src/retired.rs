@@ -12,6 +12,7 @@
 use crate::id_table::IdTable;
 use crate::ids::{ClientId, Money, OrderId, RequestId, SkuId, TimestampNs, UserId};
 use crate::order::{Order, OrderState};
+use crate::tracked::Tracked;
 
 /// What is kept of a retired order. Fixed size, no heap.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
@@ -59,7 +60,7 @@ impl RetiredOrder {
 #[derive(Clone, Debug)]
 pub struct RetiredOrders {
     /// The ring; positions past `records.len()` are reserved and not yet used.
-    records: Vec<RetiredOrder>,
+    records: Tracked<RetiredOrder>,
     capacity: usize,
     index: IdTable,
     /// Retirements so far; the ring holds `evicted..retired`.
@@ -76,7 +77,7 @@ impl RetiredOrders {
     pub fn with_capacity(capacity: u64) -> RetiredOrders {
         let capacity = usize::try_from(capacity).expect("orders_retired_max fits memory");
         RetiredOrders {
-            records: Vec::with_capacity(capacity),
+            records: Tracked::with_capacity(capacity, Self::filler()),
             capacity,
             index: IdTable::with_capacity(capacity),
             retired: 0,
@@ -87,7 +88,7 @@ impl RetiredOrders {
     }
 
     /// What fills a ring position not yet used.
-    fn filler() -> RetiredOrder {
+    pub(crate) fn filler() -> RetiredOrder {
         RetiredOrder {
             id: OrderId(0),
             client: ClientId(0),
@@ -107,8 +108,7 @@ impl RetiredOrders {
 
     /// Touch every page of the ring now.
     pub fn fault_in(&mut self) {
-        let more = self.capacity - self.records.len();
-        crate::memory::reserve_touched(&mut self.records, more, Self::filler());
+        self.records.fault_in();
         self.index.fault_in();
     }
 
@@ -117,7 +117,7 @@ impl RetiredOrders {
     }
 
     pub fn regions(&self, out: &mut Vec<crate::memory::Region>) {
-        out.push(crate::memory::Region::of(&self.records));
+        out.push(self.records.region());
         self.index.regions(out);
     }
 
@@ -160,9 +160,7 @@ impl RetiredOrders {
             self.count_evicted(&oldest);
         }
         let at = self.at(self.retired);
-        if at >= self.records.len() {
-            self.records.resize(at + 1, Self::filler());
-        }
+        self.records.grow_to(at + 1, Self::filler());
         // An id retires once: the index refuses a second ("indexed twice").
         self.index.insert(record.id, at as u32);
         self.records[at] = record;
@@ -206,13 +204,15 @@ impl RetiredOrders {
         let mut at = self.reconcile_from.max(self.evicted);
         while at < self.retired {
             let i = self.at(at);
-            let record = &mut self.records[i];
+            // Read first: only a record marked seen is written (and its chunk tracked).
+            let record = &self.records[i];
             if record.state == OrderState::Paid {
                 if record.closed_ns > through_ns {
                     self.reconcile_from = at;
                     return false;
                 }
                 if !record.reconciled {
+                    let record = &mut self.records[i];
                     record.reconciled = true;
                     missing(record);
                 }
@@ -239,7 +239,7 @@ impl RetiredOrders {
         // the ring up to where its records lie, which is all of it once it has wrapped.
         // (The index faults its own table in, in `bulk_insert`.)
         if records.len() > 0 {
-            crate::memory::Region::of(&ring.records).populate();
+            ring.records.region().populate();
         }
         ring.retired = retired - records.len() as u64;
         ring.evicted = ring.retired;
@@ -249,9 +249,7 @@ impl RetiredOrders {
                 return Err("a retired record has id 0");
             }
             let at = ring.at(ring.retired);
-            if at >= ring.records.len() {
-                ring.records.resize(at + 1, Self::filler());
-            }
+            ring.records.grow_to(at + 1, Self::filler());
             ring.records[at] = record;
             indexed.push((record.id, at as u32));
             ring.retired += 1;
@@ -267,6 +265,65 @@ impl RetiredOrders {
     pub fn reconcile_from(&self) -> u64 {
         self.reconcile_from
     }
+
+    /// The ring's scalars, for a checkpoint (its records travel as chunks).
+    pub(crate) fn head(&self) -> RetiredHead {
+        RetiredHead {
+            retired: self.retired,
+            evicted: self.evicted,
+            reconcile_from: self.reconcile_from,
+            evicted_unreconciled: self.evicted_unreconciled,
+            records_len: self.records.len() as u64,
+        }
+    }
+
+    pub(crate) fn table(&mut self) -> &mut Tracked<RetiredOrder> {
+        &mut self.records
+    }
+
+    /// A checkpoint's chunks are in the ring: take its scalars and index what it holds.
+    pub(crate) fn restore_head(&mut self, head: &RetiredHead) -> Result<(), &'static str> {
+        let held = head
+            .retired
+            .checked_sub(head.evicted)
+            .ok_or("evicted past retired")?;
+        if held > self.capacity() || head.records_len > self.capacity() {
+            return Err("the retired ring holds more than its capacity");
+        }
+        if head.reconcile_from > head.retired {
+            return Err("the reconcile cursor is past the retired records");
+        }
+        self.records.restore_len(head.records_len as usize)?;
+        (self.retired, self.evicted) = (head.retired, head.evicted);
+        self.reconcile_from = head.reconcile_from;
+        self.evicted_unreconciled = head.evicted_unreconciled;
+        let mut indexed = Vec::with_capacity(held as usize);
+        for position in head.evicted..head.retired {
+            let at = self.at(position);
+            if at as u64 >= head.records_len {
+                return Err("a retired record lies past the ring's length");
+            }
+            let id = self.records[at].id;
+            if id.0 == 0 {
+                return Err("a retired record has id 0");
+            }
+            indexed.push((id, at as u32));
+        }
+        if !self.index.bulk_insert(&mut indexed) {
+            return Err("a retired record appears twice");
+        }
+        Ok(())
+    }
+}
+
+/// The retired ring's scalars in a checkpoint.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+pub struct RetiredHead {
+    pub retired: u64,
+    pub evicted: u64,
+    pub reconcile_from: u64,
+    pub evicted_unreconciled: u64,
+    pub records_len: u64,
 }
 
 #[cfg(test)]

@@ -7,6 +7,7 @@ use rustc_hash::FxHashMap;
 use crate::command::SaleWindow;
 use crate::ids::{Money, SkuId, TimestampNs, Units};
 use crate::release_history::ReleaseHistory;
+use crate::tracked::Tracked;
 use crate::waitlist::Waitlist;
 
 #[derive(Clone, Debug, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
@@ -28,6 +29,24 @@ pub struct Sku {
 }
 
 impl Sku {
+    /// What fills a catalog position no SKU took (never read).
+    pub(crate) fn vacant() -> Sku {
+        Sku {
+            id: SkuId(0),
+            price: 0,
+            per_user_limit: 0,
+            sale_window: None,
+            listed: false,
+            stocked: 0,
+            available: 0,
+            reserved: 0,
+            sold: 0,
+            waitlist: Waitlist::default(),
+            releases: ReleaseHistory::default(),
+            holdings_since: 0,
+        }
+    }
+
     pub fn is_balanced(&self) -> bool {
         self.available
             .checked_add(self.reserved)
@@ -90,9 +109,10 @@ impl Sku {
 /// Index of a SKU in the catalog's dense array.
 pub type SkuIndex = u32;
 
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct Catalog {
-    skus: Vec<Sku>,
+    skus: Tracked<Sku>,
+    /// Derived from `skus` (rebuilt after a checkpoint is restored).
     index: FxHashMap<SkuId, SkuIndex>,
 }
 
@@ -103,7 +123,7 @@ impl Catalog {
         let mut index = FxHashMap::default();
         index.reserve(skus_max);
         Catalog {
-            skus: Vec::with_capacity(skus_max),
+            skus: Tracked::with_capacity(skus_max, Sku::vacant()),
             index,
         }
     }
@@ -163,14 +183,29 @@ impl Catalog {
     }
 
     pub fn iter(&self) -> impl Iterator<Item = &Sku> {
-        self.skus.iter()
+        self.skus.as_slice().iter()
     }
 
     pub fn skus(&self) -> &[Sku] {
-        &self.skus
+        self.skus.as_slice()
     }
 
-    pub fn skus_mut(&mut self) -> &mut [Sku] {
+    pub(crate) fn table(&mut self) -> &mut Tracked<Sku> {
         &mut self.skus
+    }
+
+    /// A checkpoint's chunks are in the table, `len` SKUs: index them and their waitlists.
+    pub(crate) fn restore_len(&mut self, len: u64) -> Result<(), &'static str> {
+        self.skus
+            .restore_len(usize::try_from(len).map_err(|_| "too many SKUs")?)?;
+        self.index.clear();
+        for i in 0..self.skus.len() {
+            let id = self.skus[i].id;
+            if self.index.insert(id, i as SkuIndex).is_some() {
+                return Err("a SKU appears twice in the catalog");
+            }
+            self.skus[i].waitlist.rebuild_index()?;
+        }
+        Ok(())
     }
 }

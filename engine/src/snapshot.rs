@@ -261,6 +261,7 @@ impl Engine {
             waitlist_entries: p.waitlist_entries,
             hash: RollingHash(p.hash),
             commands_applied: p.commands_applied,
+            checkpoint: Default::default(),
         };
         engine
             .check_invariants()
@@ -294,7 +295,7 @@ struct Parts<O, C, R, H> {
 
 /// Run `f` on `bytes` aligned as rkyv needs them: a mapped file's payload already is (it
 /// starts 64 bytes into a page); anything else is copied first.
-fn with_aligned<R>(bytes: &[u8], f: impl FnOnce(&[u8]) -> R) -> R {
+pub(crate) fn with_aligned<R>(bytes: &[u8], f: impl FnOnce(&[u8]) -> R) -> R {
     if (bytes.as_ptr() as usize).is_multiple_of(16) {
         return f(bytes);
     }

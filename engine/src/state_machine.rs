@@ -55,6 +55,9 @@ pub struct Engine {
     pub(crate) waitlist_entries: u64,
     pub(crate) hash: RollingHash,
     pub(crate) commands_applied: u64,
+    /// Where it is in its own checkpoints (not part of the state: a restored engine starts
+    /// counting again).
+    pub(crate) checkpoint: crate::checkpoint::Progress,
 }
 
 /// One limit: how much of it is in use.
@@ -82,6 +85,7 @@ impl Engine {
             waitlist_entries: 0,
             hash: RollingHash::default(),
             commands_applied: 0,
+            checkpoint: Default::default(),
         }
     }
 

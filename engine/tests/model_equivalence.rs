@@ -929,6 +929,90 @@ proptest! {
     }
 }
 
+/// A checkpoint of the serving engine, as the test keeps it: how many requests were applied
+/// at its cut, whether it was full, its head and its frames.
+struct Taken {
+    applied: usize,
+    full: bool,
+    head: engine::checkpoint::EngineHead,
+    frames: Vec<engine::checkpoint::Frame>,
+}
+
+proptest! {
+    #![proptest_config(cases(96))]
+
+    /// 5. Checkpoints taken while the engine runs (begun between any two commands, copied a
+    /// few bytes per command, so writes race the copier), restored from the last full one and
+    /// the deltas after it up to any of them, give an engine equal byte for byte to one
+    /// replayed to that cut, which goes on exactly as it does.
+    #[test]
+    fn restored_checkpoints_equal_a_replay_and_continue_identically(
+        config in config(),
+        ops in ops(200),
+        plan in proptest::collection::vec((0u8..8, 0usize..3000), 200),
+        pick in any::<proptest::sample::Index>(),
+    ) {
+        use engine::checkpoint::Restorer;
+        let steps = concretize(config, &ops);
+        let all: Vec<_> = requests(&steps).collect();
+        let mut live = Engine::new(config);
+        let mut taken: Vec<Taken> = Vec::new();
+        let mut under_way: Option<Taken> = None;
+        let step = |live: &mut Engine, budget, under_way: &mut Option<Taken>, taken: &mut Vec<Taken>| {
+            if let Some(t) = under_way.as_mut() {
+                if live.checkpoint_step(budget, &mut t.frames) {
+                    taken.push(under_way.take().expect("under way"));
+                }
+            }
+        };
+        for (i, &(now, request)) in all.iter().enumerate() {
+            let (what, budget) = plan[i % plan.len()];
+            if under_way.is_none() && what < 3 {
+                // The first is full, as after a start; then mostly deltas.
+                let full = taken.is_empty() || what == 0;
+                let cut = live.begin_checkpoint(full);
+                under_way = Some(Taken { applied: i, full, head: cut.head, frames: Vec::new() });
+            }
+            run(&mut live, now, request);
+            step(&mut live, budget, &mut under_way, &mut taken);
+        }
+        step(&mut live, usize::MAX, &mut under_way, &mut taken);
+        prop_assume!(!taken.is_empty());
+        let j = pick.index(taken.len());
+        let base = taken[..=j].iter().rposition(|t| t.full).expect("the first is full");
+        let mut restorer = Restorer::new(config);
+        for t in &taken[base..=j] {
+            for f in &t.frames {
+                restorer
+                    .apply(f.table as u16, f.chunk, f.elements, &f.payload)
+                    .map_err(|e| TestCaseError::fail(e.to_string()))?;
+            }
+        }
+        let mut restored = restorer
+            .finish(&taken[j].head)
+            .map_err(|e| TestCaseError::fail(format!("checkpoint {j}: {e}")))?;
+        let cut = taken[j].applied;
+        let mut replayed = Engine::new(config);
+        for &(now, request) in &all[..cut] {
+            run(&mut replayed, now, request);
+        }
+        prop_assert_eq!(restored.hash(), replayed.hash());
+        prop_assert_eq!(
+            &restored.snapshot().to_bytes()[..],
+            &replayed.snapshot().to_bytes()[..],
+            "checkpoint {} (base {}) at {} requests", j, base, cut
+        );
+        for &(now, request) in &all[cut..] {
+            prop_assert_eq!(
+                run(&mut restored, now, request),
+                run(&mut replayed, now, request),
+                "after the cut at {}: {:?}", cut, request
+            );
+        }
+        prop_assert_eq!(&restored.snapshot().to_bytes()[..], &replayed.snapshot().to_bytes()[..]);
+    }
+}
+
 /// A statement batch of more than 4096 entries is refused and changes nothing; so is an
 /// empty one that closes nothing. Too big for the random generator, so checked once here.
 #[test]
