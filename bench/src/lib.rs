@@ -56,7 +56,7 @@ pub fn replay_checkpointing(
             engine.checkpoint_step(budget, &mut frames);
             bytes += frames
                 .drain(..)
-                .map(|f| f.payload.len() as u64)
+                .map(|c: engine::checkpoint::Copied| c.encode().payload.len() as u64)
                 .sum::<u64>();
         }
     }

@@ -36,6 +36,9 @@ pub struct Tracked<T> {
     written: Vec<u32>,
     /// Per chunk: the checkpoint it was last copied for (0: none).
     copied: Vec<u32>,
+    /// Per chunk: never written since the table was made (it holds what a new table holds,
+    /// so a full checkpoint leaves it out and a restore finds it as made).
+    pristine: Vec<bool>,
     /// The interval writes now belong to (1 at start).
     interval: u32,
     capture: Option<Capture<T>>,
@@ -87,6 +90,7 @@ impl<T: Clone> Tracked<T> {
             shift,
             written: vec![0; chunks],
             copied: vec![0; chunks],
+            pristine: vec![true; chunks],
             interval: 1,
             capture: None,
             filler,
@@ -196,8 +200,13 @@ impl<T: Clone> Tracked<T> {
     fn first_write(&mut self, chunk: usize) {
         if self.needs_copy(chunk) {
             self.copy(chunk);
+        } else if let Some(capture) = &self.capture {
+            // What the checkpoint under way holds of this chunk is decided now, before the
+            // write: nothing (it was pristine, or not written in the last interval).
+            self.copied[chunk] = capture.checkpoint;
         }
         self.written[chunk] = self.interval;
+        self.pristine[chunk] = false;
     }
 
     /// Whether the checkpoint under way holds `chunk` and has no copy of it yet.
@@ -207,7 +216,10 @@ impl<T: Clone> Tracked<T> {
         };
         self.copied[chunk] != capture.checkpoint
             && chunk << self.shift < capture.len_at_cut
-            && (capture.full || self.written[chunk] == capture.checkpoint - 1)
+            && match capture.full {
+                true => !self.pristine[chunk],
+                false => self.written[chunk] == capture.checkpoint - 1,
+            }
     }
 
     fn copy(&mut self, chunk: usize) {
@@ -295,8 +307,14 @@ impl<T: Clone> Tracked<T> {
         self.capture.is_some()
     }
 
-    /// Restore: put `elements` at chunk `chunk` (from a checkpoint, oldest first; the last
-    /// one to name a chunk wins).
+    /// Restore: whether `chunk` was restored already (by a newer checkpoint: they are
+    /// applied newest first, and the first to name a chunk wins).
+    pub fn restored(&self, chunk: u32) -> bool {
+        self.pristine.get(chunk as usize).is_some_and(|p| !p)
+    }
+
+    /// Restore: put `elements` at chunk `chunk` (from a checkpoint, newest first: the caller
+    /// skips a chunk already `restored`).
     pub fn restore_chunk(&mut self, chunk: u32, elements: Vec<T>) -> Result<(), &'static str> {
         let start = (chunk as usize) << self.shift;
         if elements.len() > self.per_chunk() || start + elements.len() > self.capacity {
@@ -309,6 +327,7 @@ impl<T: Clone> Tracked<T> {
         for (slot, element) in self.items[start..].iter_mut().zip(elements) {
             *slot = element;
         }
+        self.pristine[chunk as usize] = false;
         Ok(())
     }
 
@@ -369,6 +388,29 @@ mod tests {
         t.finish();
         all.sort_by_key(|(c, _)| *c);
         all
+    }
+
+    #[test]
+    fn a_full_checkpoint_leaves_out_chunks_never_written_even_when_written_during_it() {
+        // A table made whole (a hash table's slots): only what was written is in a full one.
+        let mut t = Tracked::from_vec(vec![0u64; 4096], 4096, 0);
+        let per = t.per_chunk();
+        t[2 * per] = 4;
+        t.begin(2, true);
+        t[5 * per] = 8; // pristine at the cut: nothing to hold for it
+        let (_, done) = t.step(usize::MAX);
+        assert!(done);
+        let (copies, _) = t.take_copies();
+        t.finish();
+        assert_eq!(copies.iter().map(|(c, _)| *c).collect::<Vec<_>>(), [2]);
+        // The next delta has the write made during it; a restore of both equals the table.
+        let delta = checkpoint(&mut t, 3, false);
+        assert_eq!(delta.iter().map(|(c, _)| *c).collect::<Vec<_>>(), [5]);
+        let mut restored = Tracked::from_vec(vec![0u64; 4096], 4096, 0);
+        for (chunk, elements) in copies.into_iter().chain(delta) {
+            restored.restore_chunk(chunk, elements).unwrap();
+        }
+        assert_eq!(restored.as_slice(), t.as_slice());
     }
 
     #[test]

@@ -935,7 +935,7 @@ struct Taken {
     applied: usize,
     full: bool,
     head: engine::checkpoint::EngineHead,
-    frames: Vec<engine::checkpoint::Frame>,
+    frames: Vec<engine::checkpoint::Copied>,
 }
 
 proptest! {
@@ -981,8 +981,8 @@ proptest! {
         let j = pick.index(taken.len());
         let base = taken[..=j].iter().rposition(|t| t.full).expect("the first is full");
         let mut restorer = Restorer::new(config);
-        for t in &taken[base..=j] {
-            for f in &t.frames {
+        for t in taken[base..=j].iter().rev() {
+            for f in t.frames.iter().map(engine::checkpoint::Copied::encode) {
                 restorer
                     .apply(f.table as u16, f.chunk, f.elements, &f.payload)
                     .map_err(|e| TestCaseError::fail(e.to_string()))?;

@@ -5,6 +5,7 @@
 //! recovered after a crash (a torn tail is cut, corruption refuses to start), plus snapshot
 //! files and retention. The format is in `format.rs` and docs/FORMAT.md.
 
+pub mod checkpoint_file;
 mod direct;
 pub mod durable;
 pub mod error;
@@ -28,7 +29,7 @@ pub use error::{ErrorCode, JournalError, Location};
 pub use fault::{FaultStorage, Faults};
 pub use format::{Record, RecordOut};
 pub use recovery::{recover, Recovered};
-pub use scan::{scan, ScanReport};
+pub use scan::{scan, scan_from, ScanReport};
 pub use storage::{FileStorage, IoMode, Storage};
 pub use syncer::{DurableHook, Synced};
 pub use tail::Tail;

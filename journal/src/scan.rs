@@ -80,9 +80,27 @@ pub fn segment_names(storage: &dyn Storage) -> Result<Vec<(u64, String)>> {
 /// end or a torn tail. Corruption before the tail is an error naming where.
 pub fn scan(
     storage: &dyn Storage,
+    visit: impl FnMut(&Record<'_>, &Location),
+) -> Result<ScanReport> {
+    scan_from(storage, 0, visit)
+}
+
+/// `scan`, from the segment that holds `from_seq` on (the segments before it are not read:
+/// a restart from a checkpoint or snapshot at `from_seq - 1` needs none of their records).
+/// The report covers the segments read.
+pub fn scan_from(
+    storage: &dyn Storage,
+    from_seq: u64,
     mut visit: impl FnMut(&Record<'_>, &Location),
 ) -> Result<ScanReport> {
-    let names = segment_names(storage)?;
+    let mut names = segment_names(storage)?;
+    // The last segment that starts at or before `from_seq` holds it (or the journal begins
+    // after it, and every segment is read).
+    let first = names
+        .iter()
+        .rposition(|(seq, _)| *seq <= from_seq)
+        .unwrap_or(0);
+    names.drain(..first);
     let mut maps: Vec<(String, FileBytes)> = Vec::with_capacity(names.len());
     for (_, name) in &names {
         let bytes = storage

@@ -248,3 +248,35 @@ fn an_empty_last_segment_sets_the_next_sequence() {
     recover(&image).unwrap();
     assert_eq!(read_all(&image).unwrap(), vec![1001, 1002, 1003]);
 }
+
+#[test]
+fn a_scan_from_a_sequence_reads_from_the_segment_that_holds_it() {
+    let storage = Arc::new(FaultStorage::new());
+    let mut writer = open_writer(storage.clone());
+    let mut last = 0;
+    for _ in 0..40 {
+        last = commit_batch(&mut writer, 100).unwrap();
+    }
+    drop(writer);
+    let starts: Vec<u64> = journal::scan::segment_names(storage.as_ref())
+        .unwrap()
+        .into_iter()
+        .map(|(seq, _)| seq)
+        .collect();
+    assert!(starts.len() > 3, "{starts:?}");
+    let from = starts[2] + 5;
+    let mut seen = Vec::new();
+    let report = journal::scan_from(storage.as_ref(), from, |r, _| seen.push(r.seq)).unwrap();
+    assert_eq!(
+        seen.first(),
+        Some(&starts[2]),
+        "from the start of its segment"
+    );
+    assert_eq!(seen.last(), Some(&last));
+    assert_eq!(report.last_seq, Some(last));
+    assert_eq!(report.segments.len(), starts.len() - 2);
+    // Before the first segment (and from 0): everything.
+    let mut all = 0;
+    journal::scan_from(storage.as_ref(), 0, |_, _| all += 1).unwrap();
+    assert_eq!(all, last);
+}

@@ -58,12 +58,15 @@ pub fn run(args: ReplayArgs) -> anyhow::Result<()> {
     let elapsed = started.elapsed();
     let engine = &replayed.engine;
     println!("replayed {}", args.dir.data_dir.display());
-    match replayed.snapshot_seq {
-        Some(seq) => println!(
-            "  from snapshot  at sequence {seq} (loaded in {:.1} ms)",
-            replayed.snapshot_load.as_secs_f64() * 1e3
-        ),
-        None => println!("  from snapshot  none (full replay)"),
+    let load_ms = replayed.snapshot_load.as_secs_f64() * 1e3;
+    match (replayed.checkpoint, replayed.snapshot_seq) {
+        (Some(number), Some(seq)) => {
+            println!("  from checkpoint {number} at sequence {seq} (restored in {load_ms:.1} ms)")
+        }
+        (_, Some(seq)) => {
+            println!("  from snapshot  at sequence {seq} (loaded in {load_ms:.1} ms)")
+        }
+        (_, None) => println!("  from snapshot  none (full replay)"),
     }
     println!(
         "  records        {} in {:.1} ms",

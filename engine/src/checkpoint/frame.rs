@@ -76,6 +76,56 @@ pub struct Frame {
     pub payload: AlignedVec<16>,
 }
 
+/// One chunk's elements as the engine copied them, not yet encoded: the engine's thread
+/// only copies (a memcpy, or a clone for SKUs with waitlists), and the checkpoint writer's
+/// thread encodes (`encode`), so the engine's pause per step stays a copy's.
+#[derive(Clone, Debug)]
+pub enum Copied {
+    Orders(u32, Vec<crate::order::Order>),
+    OrderLinks(u32, Vec<crate::order::Link>),
+    OrderFree(u32, Vec<u32>),
+    Retired(u32, Vec<crate::retired::RetiredOrder>),
+    Holdings(u32, Vec<crate::holdings::Holding>),
+    Remembered(u32, Vec<Option<crate::idempotency::Remembered>>),
+    Tenants(u32, Vec<Option<crate::idempotency::Tenant>>),
+    TenantsFree(u32, Vec<u32>),
+    Skus(u32, Vec<crate::sku::Sku>),
+}
+
+impl Copied {
+    /// The frame a checkpoint file carries for it.
+    pub fn encode(&self) -> Frame {
+        match self {
+            Copied::Orders(c, e) => encode(TableId::Orders, *c, e),
+            Copied::OrderLinks(c, e) => encode(TableId::OrderLinks, *c, e),
+            Copied::OrderFree(c, e) => encode(TableId::OrderFree, *c, e),
+            Copied::Retired(c, e) => encode(TableId::Retired, *c, e),
+            Copied::Holdings(c, e) => encode(TableId::Holdings, *c, e),
+            Copied::Remembered(c, e) => encode(TableId::Remembered, *c, e),
+            Copied::Tenants(c, e) => encode(TableId::Tenants, *c, e),
+            Copied::TenantsFree(c, e) => encode(TableId::TenantsFree, *c, e),
+            Copied::Skus(c, e) => encode(TableId::Skus, *c, e),
+        }
+    }
+
+    /// The bytes of elements it holds (their in-memory size).
+    pub fn bytes(&self) -> usize {
+        fn size<T>(e: &[T]) -> usize {
+            std::mem::size_of_val(e)
+        }
+        match self {
+            Copied::Orders(_, e) => size(e),
+            Copied::OrderLinks(_, e) => size(e),
+            Copied::OrderFree(_, e) | Copied::TenantsFree(_, e) => size(e),
+            Copied::Retired(_, e) => size(e),
+            Copied::Holdings(_, e) => size(e),
+            Copied::Remembered(_, e) => size(e),
+            Copied::Tenants(_, e) => size(e),
+            Copied::Skus(_, e) => size(e),
+        }
+    }
+}
+
 /// Encode a chunk's elements.
 pub(crate) fn encode<T>(table: TableId, chunk: u32, elements: &Vec<T>) -> Frame
 where

@@ -6,20 +6,18 @@
 //! tracked table notes where it ends; nothing is copied yet, so it costs microseconds. Then
 //! `checkpoint_step`, called between commands, copies the chunks the checkpoint holds (a
 //! delta: those written since the previous cut; a full one: all in use) and encodes them as
-//! `Frame`s, while a write that reaches a chunk first copies it before it changes
+//! `Copied` chunks (encoded as `Frame`s by the writer), while a write that reaches a chunk first copies it before it changes
 //! (`tracked`). When every chunk is out, the checkpoint is whole. Restoring is `Restorer`:
-//! the frames of a full checkpoint and of each delta after it, oldest first, then the newest
-//! head.
+//! the frames of the newest delta, then of each checkpoint before it back to a full one (a
+//! chunk already restored is skipped), then the newest head.
 
 mod frame;
 mod restore;
 
-pub use frame::{Frame, TableId};
+pub use frame::{Copied, Frame, TableId};
 pub use restore::Restorer;
 
-use rkyv::api::high::HighSerializer;
 use rkyv::rancor::Error;
-use rkyv::ser::allocator::ArenaHandle;
 use rkyv::util::AlignedVec;
 
 use crate::config::EngineConfig;
@@ -121,25 +119,26 @@ impl Engine {
         self.checkpoint.under_way
     }
 
-    /// Copy and encode about `budget` bytes more of the checkpoint under way into `out`
-    /// (and every chunk a write copied meanwhile). True when it is whole: every frame is out.
-    pub fn checkpoint_step(&mut self, budget: usize, out: &mut Vec<Frame>) -> bool {
+    /// Copy about `budget` bytes more of the checkpoint under way into `out` (and every
+    /// chunk a write copied meanwhile); `Copied::encode` makes them frames. True when it is
+    /// whole: every chunk is out.
+    pub fn checkpoint_step(&mut self, budget: usize, out: &mut Vec<Copied>) -> bool {
         if !self.checkpoint.under_way {
             return true;
         }
         let mut budget = budget;
         let mut whole = true;
         let (orders, links, free) = self.orders.tables();
-        whole &= step_table(orders, TableId::Orders, &mut budget, out);
-        whole &= step_table(links, TableId::OrderLinks, &mut budget, out);
-        whole &= step_table(free, TableId::OrderFree, &mut budget, out);
-        whole &= step_table(self.retired.table(), TableId::Retired, &mut budget, out);
-        whole &= step_table(self.holdings.table(), TableId::Holdings, &mut budget, out);
+        whole &= step_table(orders, Copied::Orders, &mut budget, out);
+        whole &= step_table(links, Copied::OrderLinks, &mut budget, out);
+        whole &= step_table(free, Copied::OrderFree, &mut budget, out);
+        whole &= step_table(self.retired.table(), Copied::Retired, &mut budget, out);
+        whole &= step_table(self.holdings.table(), Copied::Holdings, &mut budget, out);
         let (slots, tenants, free) = self.idempotency.tables();
-        whole &= step_table(slots, TableId::Remembered, &mut budget, out);
-        whole &= step_table(tenants, TableId::Tenants, &mut budget, out);
-        whole &= step_table(free, TableId::TenantsFree, &mut budget, out);
-        whole &= step_table(self.catalog.table(), TableId::Skus, &mut budget, out);
+        whole &= step_table(slots, Copied::Remembered, &mut budget, out);
+        whole &= step_table(tenants, Copied::Tenants, &mut budget, out);
+        whole &= step_table(free, Copied::TenantsFree, &mut budget, out);
+        whole &= step_table(self.catalog.table(), Copied::Skus, &mut budget, out);
         if whole {
             self.for_each_table(|t| t.finish());
             self.checkpoint.under_way = false;
@@ -202,23 +201,20 @@ impl<T: Clone> TableControl for Tracked<T> {
     }
 }
 
-/// One table's share of a step: copy within the budget left, encode what was copied.
+/// One table's share of a step: copy within the budget left, hand out what was copied.
 fn step_table<T: Clone>(
     table: &mut Tracked<T>,
-    id: TableId,
+    wrap: fn(u32, Vec<T>) -> Copied,
     budget: &mut usize,
-    out: &mut Vec<Frame>,
-) -> bool
-where
-    Vec<T>: for<'a> rkyv::Serialize<HighSerializer<AlignedVec, ArenaHandle<'a>, Error>>,
-{
+    out: &mut Vec<Copied>,
+) -> bool {
     let (spent, done) = table.step(*budget);
     *budget = budget.saturating_sub(spent);
     let (copies, _) = table.take_copies();
     out.extend(
         copies
-            .iter()
-            .map(|(chunk, elements)| frame::encode(id, *chunk, elements)),
+            .into_iter()
+            .map(|(chunk, elements)| wrap(chunk, elements)),
     );
     done
 }

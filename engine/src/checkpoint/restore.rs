@@ -1,6 +1,6 @@
-//! An engine rebuilt from checkpoints: a full one's frames, then each delta's after it,
-//! oldest first (the last frame to name a chunk wins), then the newest head. The derived
-//! indexes (order and retired ids, clients, SKU ids, waitlist users) are rebuilt from the
+//! An engine rebuilt from checkpoints: the frames of a chain's newest checkpoint, then of
+//! each one before it back to a full one (the first frame to name a chunk wins; later ones
+//! are not decoded), then the newest head. The derived indexes (order and retired ids, clients, SKU ids, waitlist users) are rebuilt from the
 //! tables, every cross-reference is checked, and the engine's invariants must hold.
 
 use rkyv::api::high::HighValidator;
@@ -38,18 +38,20 @@ impl Restorer {
         self.frames
     }
 
-    /// Put one frame's elements into its table.
+    /// Put one frame's elements into its table, unless a newer checkpoint's frame already
+    /// did (checkpoints are applied newest first: the chain's newest, then its parent, back
+    /// to the full one); false then, and the payload is not even decoded.
     pub fn apply(
         &mut self,
         table: u16,
         chunk: u32,
         elements: u32,
         payload: &[u8],
-    ) -> Result<(), SnapshotError> {
+    ) -> Result<bool, SnapshotError> {
         let e = &mut self.engine;
         let table = TableId::from_u16(table)
             .ok_or_else(|| SnapshotError::Malformed(format!("unknown table {table}")))?;
-        match table {
+        let put = match table {
             TableId::Orders => put(e.orders.tables().0, chunk, elements, payload),
             TableId::OrderLinks => put(e.orders.tables().1, chunk, elements, payload),
             TableId::OrderFree => put(e.orders.tables().2, chunk, elements, payload),
@@ -63,8 +65,8 @@ impl Restorer {
         .map_err(|why| {
             SnapshotError::Malformed(format!("{} chunk {chunk}: {why}", table.name()))
         })?;
-        self.frames += 1;
-        Ok(())
+        self.frames += u64::from(put);
+        Ok(put)
     }
 
     /// Every frame is in: take the newest head's scalars, rebuild the indexes, check it all.
@@ -107,12 +109,18 @@ fn put<T: Clone>(
     chunk: u32,
     elements: u32,
     payload: &[u8],
-) -> Result<(), String>
+) -> Result<bool, String>
 where
     Vec<T>: rkyv::Archive,
     <Vec<T> as rkyv::Archive>::Archived: for<'a> CheckBytes<HighValidator<'a, Error>>
         + rkyv::Deserialize<Vec<T>, Strategy<Pool, Error>>,
 {
+    if table.restored(chunk) {
+        return Ok(false);
+    }
     let decoded = super::frame::decode::<T>(payload, elements)?;
-    table.restore_chunk(chunk, decoded).map_err(str::to_string)
+    table
+        .restore_chunk(chunk, decoded)
+        .map_err(str::to_string)?;
+    Ok(true)
 }

@@ -88,11 +88,10 @@ impl DataDir {
         Ok(names.is_empty() && snapshots.is_empty())
     }
 
-    /// Cut everything after `seq` (failback): journal records and snapshots past it.
+    /// Cut everything after `seq` (failback): checkpoints, snapshots and journal records
+    /// past it, in that order (a crash between leaves no state ahead of the journal).
     pub fn truncate_after(&self, seq: u64) -> Result<u64> {
-        let journal = self.journal(IoMode::Pwritev2)?;
-        let cut = journal::truncate_after(&journal, seq)
-            .map_err(|e| ServerError::journal(format!("cutting the journal after {seq}"), e))?;
+        self.remove_checkpoints(|meta| meta.seq > seq)?;
         let snapshots = self.snapshots()?;
         let after: Vec<String> = snapshot::snapshot_seqs(&snapshots)
             .map_err(|e| ServerError::journal("listing snapshots", e))?
@@ -101,6 +100,9 @@ impl DataDir {
             .map(snapshot::snapshot_name)
             .collect();
         remove_and_sync(&snapshots, "the snapshot directory", after)?;
+        let journal = self.journal(IoMode::Pwritev2)?;
+        let cut = journal::truncate_after(&journal, seq)
+            .map_err(|e| ServerError::journal(format!("cutting the journal after {seq}"), e))?;
         // Epochs that began after the cut hold nothing here now: the history continues the
         // new primary's from here (`Epochs::adopt` takes only a history that continues it).
         let root = self.root();
@@ -179,6 +181,8 @@ impl DataDir {
             });
         }
         drop(staged);
+        // The checkpoints go first: they build on the journal about to go.
+        self.remove_checkpoints(|_| true)?;
         snapshots
             .sync(STAGED_SNAPSHOT)
             .map_err(|e| ServerError::io("syncing the staged snapshot", e))?;

@@ -19,7 +19,10 @@ pub struct Replayed {
     /// The last sequence applied (0 if none).
     pub last_seq: u64,
     pub records_replayed: u64,
+    /// The sequence of the snapshot or checkpoint the replay started from.
     pub snapshot_seq: Option<u64>,
+    /// The checkpoint it started from, if it was one (not a snapshot).
+    pub checkpoint: Option<u64>,
     /// Time spent reading, checking and restoring the snapshot.
     pub snapshot_load: std::time::Duration,
     /// Notices worth logging: damaged snapshots skipped, a torn tail.
@@ -67,7 +70,21 @@ impl DataDir {
     /// applied to it: the server starts faulting its tables in then, alongside the replay.
     pub fn replay_with(&self, made: &mut dyn FnMut(&Engine)) -> Result<Replayed> {
         let loading = std::time::Instant::now();
-        let (newest, mut warnings) = self.newest_snapshot()?;
+        // The newer of the newest checkpoint chain and the newest snapshot.
+        let newest_snapshot_seq = snapshot::snapshot_seqs(&self.snapshots()?)
+            .map_err(|e| ServerError::journal("listing snapshots", e))?
+            .last()
+            .copied()
+            .unwrap_or(0);
+        let (from_checkpoint, mut warnings) = self.newest_checkpoint(newest_snapshot_seq)?;
+        let (newest, checkpoint) = match from_checkpoint {
+            Some(c) => (Some((c.engine, c.seq)), Some(c.number)),
+            None => {
+                let (newest, more) = self.newest_snapshot()?;
+                warnings.extend(more);
+                (newest, None)
+            }
+        };
         let snapshot_load = loading.elapsed();
         let (engine, snapshot_seq) = match newest {
             Some((engine, seq)) => (Some(engine), Some(seq)),
@@ -84,7 +101,7 @@ impl DataDir {
         let mut records = 0u64;
         let mut last_seq = after;
         let mut failure: Option<ServerError> = None;
-        let report = journal::scan(&journal, |record, at| {
+        let report = journal::scan_from(&journal, after + 1, |record, at| {
             if failure.is_some() || record.seq <= after {
                 return;
             }
@@ -153,6 +170,7 @@ impl DataDir {
             last_seq,
             records_replayed: records,
             snapshot_seq,
+            checkpoint,
             snapshot_load,
             warnings,
         })

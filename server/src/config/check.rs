@@ -201,6 +201,23 @@ impl ServerConfig {
                 "must be at least 1",
             ));
         }
+        let ckpt = &self.checkpoint;
+        for (key, value) in [
+            ("checkpoint.full_every", u64::from(ckpt.full_every)),
+            ("checkpoint.keep_chains", u64::from(ckpt.keep_chains)),
+            ("checkpoint.step_kib", ckpt.step_kib),
+            ("checkpoint.queue_mib", ckpt.queue_mib),
+        ] {
+            if value == 0 {
+                return Err(ServerError::config(key, "must be at least 1"));
+            }
+        }
+        if ckpt.step_kib > 64 << 10 || ckpt.queue_mib > 64 << 10 {
+            return Err(ServerError::config(
+                "checkpoint.step_kib, checkpoint.queue_mib",
+                "at most 65536 (64 MiB a step, 64 GiB queued)",
+            ));
+        }
         self.retention()?;
         if r.backlog_mib == 0 {
             return Err(ServerError::config(

@@ -24,8 +24,8 @@ pub mod tls;
 
 pub use replication::{AckMode, ReplicationSection};
 pub use sections::{
-    AdminSection, CoordinatorSection, CoresSection, EngineSection, FeedSection, GatewaySection,
-    JournalSection, RingSection, SnapshotSection,
+    AdminSection, CheckpointSection, CoordinatorSection, CoresSection, EngineSection, FeedSection,
+    GatewaySection, JournalSection, RingSection, SnapshotSection,
 };
 
 /// Ring slots by default: a power of two, larger than one full REQUESTS frame (4096).
@@ -45,6 +45,7 @@ pub struct ServerConfig {
     pub replication: ReplicationSection,
     pub admin: AdminSection,
     pub snapshot: SnapshotSection,
+    pub checkpoint: CheckpointSection,
     pub coordinator: CoordinatorSection,
     pub feed: FeedSection,
 }
@@ -63,6 +64,7 @@ impl Default for ServerConfig {
             replication: ReplicationSection::default(),
             admin: AdminSection::default(),
             snapshot: SnapshotSection::default(),
+            checkpoint: CheckpointSection::default(),
             coordinator: CoordinatorSection::default(),
             feed: FeedSection::default(),
         }
@@ -145,6 +147,11 @@ impl ServerConfig {
     /// Whether snapshots are taken while serving.
     pub fn snapshots_on(&self) -> bool {
         self.snapshot.every_records > 0 || self.snapshot.every_secs > 0
+    }
+
+    /// Whether the serving engine checkpoints itself.
+    pub fn checkpoints_on(&self) -> bool {
+        self.checkpoint.every_records > 0 || self.checkpoint.every_secs > 0
     }
 
     /// What happens to segments a snapshot covers.

@@ -138,6 +138,43 @@ impl Default for SnapshotSection {
     }
 }
 
+/// Checkpoints of the serving engine itself (docs/OPERATIONS.md, *Checkpoints*): a cut
+/// between two batches, then the chunks written since the previous one (a delta), or all of
+/// them (full), copied a step at a time on the engine's thread and written by a thread of
+/// their own. A restart restores the newest chain (a full one and its deltas) and replays
+/// the journal after it.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CheckpointSection {
+    /// Cut one after this many journal records (0: never by count).
+    pub every_records: u64,
+    /// Cut one after this many seconds with new records (0: never by time). Both 0: off.
+    pub every_secs: u64,
+    /// A full checkpoint after this many deltas (a chain to restore stays short).
+    pub full_every: u32,
+    /// Chains (a full checkpoint and its deltas) kept on disk; at least 1.
+    pub keep_chains: u32,
+    /// Bytes of chunks the engine stage copies per batch while a checkpoint is under way
+    /// (its pause per step); more when it is idle.
+    pub step_kib: u64,
+    /// The most bytes of encoded chunks waiting for the writer: the memory a checkpoint
+    /// takes beyond the engine's own (the stage stops copying ahead when it is reached).
+    pub queue_mib: u64,
+}
+
+impl Default for CheckpointSection {
+    fn default() -> Self {
+        CheckpointSection {
+            every_records: 0,
+            every_secs: 0,
+            full_every: 4,
+            keep_chains: 2,
+            step_kib: 128,
+            queue_mib: 64,
+        }
+    }
+}
+
 #[derive(Clone, Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AdminSection {

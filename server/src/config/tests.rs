@@ -41,6 +41,22 @@ fn the_example_config_is_valid_and_holds_the_defaults() {
     // The limits and the snapshot keys a sale day depends on, as the defaults have them.
     assert_eq!(c.engine_config(), d.engine_config());
     assert_eq!(c.engine.fault_in, d.engine.fault_in);
+    let (ck, dk) = (&c.checkpoint, &d.checkpoint);
+    assert_eq!(
+        (
+            ck.every_records,
+            ck.every_secs,
+            ck.full_every,
+            ck.keep_chains
+        ),
+        (
+            dk.every_records,
+            dk.every_secs,
+            dk.full_every,
+            dk.keep_chains
+        )
+    );
+    assert_eq!((ck.step_kib, ck.queue_mib), (dk.step_kib, dk.queue_mib));
     let (cs, ds) = (&c.snapshot, &d.snapshot);
     assert_eq!(
         (
@@ -163,6 +179,9 @@ fn bad_limits_and_snapshot_keys_are_refused_by_name() {
         ),
         ("engine.fault_in=later", "engine.fault_in"),
         ("snapshot.keep=0", "snapshot.keep"),
+        ("checkpoint.keep_chains=0", "checkpoint.keep_chains"),
+        ("checkpoint.step_kib=0", "checkpoint.step_kib"),
+        ("checkpoint.queue_mib=100000", "checkpoint.queue_mib"),
         ("snapshot.write_piece_kib=0", "snapshot.write_piece_kib"),
         ("snapshot.retention=shred", "snapshot.retention"),
         ("journal.commits_in_flight=0", "journal.commits_in_flight"),

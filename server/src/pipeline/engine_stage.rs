@@ -13,9 +13,13 @@ use engine::ring::Consumer;
 use engine::{Command, Engine, Event, Outcome, Output, Query, Request, SkuId};
 
 use crate::group::node::Node;
+use crate::pipeline::checkpoints::Checkpointer;
 use crate::pipeline::shared::{Shared, Wake};
 use crate::pipeline::slot::Slot;
 use crate::pipeline::stage::{check_sequence, Step, STAGE_POLL};
+
+/// How long the stage waits for work while a checkpoint is under way (then steps it).
+const CHECKPOINT_POLL: Duration = Duration::from_micros(100);
 
 /// How far ahead of the command being applied the engine stage prefetches.
 const PREFETCH_DISTANCE: u64 = 4;
@@ -33,6 +37,8 @@ pub struct EngineStage {
     /// start minus that is time the stage sat with work waiting (descheduled).
     last_done_ns: u64,
     more_waiting: bool,
+    /// Checkpoints of this engine, if they are on.
+    checkpoints: Option<Checkpointer>,
 }
 
 impl EngineStage {
@@ -54,7 +60,14 @@ impl EngineStage {
             waitlists: WaitlistGauge::default(),
             last_done_ns: 0,
             more_waiting: false,
+            checkpoints: None,
         }
+    }
+
+    /// Checkpoint the engine as `checkpoints` says (`Server::start_node`).
+    pub fn with_checkpoints(mut self, checkpoints: Checkpointer) -> EngineStage {
+        self.checkpoints = Some(checkpoints);
+        self
     }
 
     pub fn engine(&self) -> &Engine {
@@ -63,8 +76,20 @@ impl EngineStage {
 
     pub fn run(mut self) {
         loop {
-            if self.step(Some(STAGE_POLL)) == Step::Idle && self.shared.stop.load(SeqCst) {
-                return;
+            // A checkpoint under way goes on while the ring is quiet: look, don't sleep.
+            let wait = match &self.checkpoints {
+                Some(c) if c.under_way() => CHECKPOINT_POLL,
+                _ => STAGE_POLL,
+            };
+            if self.step(Some(wait)) == Step::Idle {
+                if self.shared.stop.load(SeqCst) {
+                    return;
+                }
+                if let Some(c) = &mut self.checkpoints {
+                    let ring = &mut self.ring;
+                    let mut quiet = || !ring.has_ready();
+                    c.while_quiet(&mut self.engine, self.next_seq - 1, &mut quiet);
+                }
             }
         }
     }
@@ -130,6 +155,10 @@ impl EngineStage {
         self.wake.nudge();
         self.last_done_ns = self.shared.clock.mono_ns();
         self.more_waiting = self.ring.has_ready();
+        // After the release: the gate and the clients never wait for a checkpoint's step.
+        if let Some(c) = &mut self.checkpoints {
+            c.between_batches(&mut self.engine, self.next_seq - 1);
+        }
         Step::Released(released)
     }
 }

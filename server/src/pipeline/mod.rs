@@ -2,6 +2,7 @@
 //! sequencer, the release of answers to connections), the ring's slots, the journal and
 //! engine stages, and the release gate. `shared.rs` is what its threads share.
 
+pub mod checkpoints;
 pub mod connection;
 pub mod connections;
 pub mod cores;

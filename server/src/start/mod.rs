@@ -111,7 +111,8 @@ impl Server {
         let dir = DataDir::new(&config.data_dir);
         dir.create()?;
         let dir_lock = dir.lock()?;
-        let (engine, recovered_seq, faulter) = recover(&dir, config, &start, clock.as_ref())?;
+        let recovered = recover(&dir, config, &start, clock.as_ref())?;
+        let (engine, recovered_seq, faulter) = (recovered.engine, recovered.seq, recovered.faulter);
         let (role, epochs) = node_epochs(&dir, &start, recovered_seq + 1)?;
         let replication_listen = config.replication.listen_addr()?;
         let replicated = replication_listen.is_some() || role == Role::Standby;
@@ -261,10 +262,23 @@ impl Server {
             wake.clone(),
             node.clone(),
         );
-        let stages = vec![
+        let checkpoints = crate::checkpoint::saver::start(
+            config,
+            &dir,
+            &shared,
+            &node,
+            recovered.checkpoint,
+            next_seq - 1,
+        )?;
+        let (engine, saver) = match checkpoints {
+            Some((checkpointer, saver)) => (engine.with_checkpoints(checkpointer), Some(saver)),
+            None => (engine, None),
+        };
+        let mut stages = vec![
             spawn_pipeline("surge-journaler", cores.journaler, move || journal.run())?,
             spawn_pipeline("surge-engine", cores.engine, move || engine.run())?,
         ];
+        stages.extend(saver);
         let gateway = spawn_pipeline("surge-gateway", cores.gateway, gateway)?;
         let replication = match replication_listen {
             Some(addr) => {

@@ -16,6 +16,17 @@ use crate::telemetry::log;
 use crate::telemetry::log::repl_code;
 use crate::Clock;
 
+/// The engine a node starts with, and how it was rebuilt.
+pub(super) struct Recovered {
+    pub engine: Engine,
+    /// The last sequence it applied.
+    pub seq: u64,
+    /// The thread faulting its tables in, if they are faulted in while it serves.
+    pub faulter: Option<JoinHandle<()>>,
+    /// The checkpoint it was restored from, if it was (a delta may build on it).
+    pub checkpoint: Option<u64>,
+}
+
 /// Rebuild the engine from the data directory and log how, faulting its tables in (before
 /// or while it serves, as configured: see `fault_in`); the engine, the last sequence it
 /// applied, and the thread faulting it in.
@@ -24,7 +35,7 @@ pub(super) fn recover(
     config: &ServerConfig,
     start: &Start,
     clock: &dyn Clock,
-) -> Result<(Engine, u64, Option<JoinHandle<()>>)> {
+) -> Result<Recovered> {
     let started_ns = clock.mono_ns();
     let mut faulter = None;
     let mut fault_result = Ok(());
@@ -76,6 +87,7 @@ pub(super) fn recover(
             ("last_seq", &replayed.last_seq),
             ("records_replayed", &replayed.records_replayed),
             ("snapshot_seq", &replayed.snapshot_seq.unwrap_or(0)),
+            ("checkpoint", &replayed.checkpoint.unwrap_or(0)),
             ("snapshot_ms", &replayed.snapshot_load.as_millis()),
             (
                 "ms",
@@ -87,7 +99,12 @@ pub(super) fn recover(
     if faulter.is_none() {
         faulter = fault_in(&engine, config, clock)?;
     }
-    Ok((engine, replayed.last_seq, faulter))
+    Ok(Recovered {
+        engine,
+        seq: replayed.last_seq,
+        faulter,
+        checkpoint: replayed.checkpoint,
+    })
 }
 
 /// Fault the serving engine's tables in: now, or on a thread of its own while the node

@@ -17,7 +17,7 @@ pub struct Histogram {
 }
 
 impl Histogram {
-    fn new(bounds: &'static [u64]) -> Histogram {
+    pub(crate) fn new(bounds: &'static [u64]) -> Histogram {
         Histogram {
             bounds,
             buckets: (0..bounds.len()).map(|_| AtomicU64::new(0)).collect(),
@@ -35,7 +35,7 @@ impl Histogram {
     }
 
     /// `scale` turns the observed unit into the exported one (1e-9 for ns → seconds).
-    fn render(&self, out: &mut String, name: &str, help: &str, scale: f64) {
+    pub(crate) fn render(&self, out: &mut String, name: &str, help: &str, scale: f64) {
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
         let mut cumulative = 0;
         for (bound, bucket) in self.bounds.iter().zip(&self.buckets) {
@@ -50,7 +50,7 @@ impl Histogram {
     }
 }
 
-const LATENCY_BOUNDS_NS: &[u64] = &[
+pub(crate) const LATENCY_BOUNDS_NS: &[u64] = &[
     10_000,
     25_000,
     50_000,
@@ -67,7 +67,7 @@ const LATENCY_BOUNDS_NS: &[u64] = &[
     100_000_000,
     1_000_000_000,
 ];
-const SNAPSHOT_BOUNDS_NS: &[u64] = &[
+pub(crate) const SNAPSHOT_BOUNDS_NS: &[u64] = &[
     10_000_000,
     50_000_000,
     100_000_000,
@@ -128,6 +128,7 @@ pub struct Metrics {
     pub snapshot_engine_pause_ns: Histogram,
     pub segments_retired: AtomicU64,
     pub feed: FeedMetrics,
+    pub checkpoint: super::checkpoint_metrics::CheckpointMetrics,
 }
 
 /// The feed's figures (`feed/`): its log, and the consumers reading it.
@@ -242,6 +243,7 @@ impl Default for Metrics {
             snapshot_engine_pause_ns: Histogram::new(LATENCY_BOUNDS_NS),
             segments_retired: AtomicU64::new(0),
             feed: FeedMetrics::default(),
+            checkpoint: Default::default(),
         }
     }
 }
@@ -439,6 +441,7 @@ impl Metrics {
             released,
         );
         self.feed.render(&mut out, released);
+        self.checkpoint.render(&mut out);
         out
     }
 }
@@ -517,7 +520,7 @@ impl FeedMetrics {
     }
 }
 
-fn gauge(out: &mut String, name: &str, help: &str, value: &AtomicU64) {
+pub(crate) fn gauge(out: &mut String, name: &str, help: &str, value: &AtomicU64) {
     gauge_value(out, name, help, value.load(Relaxed));
 }
 
@@ -536,7 +539,7 @@ pub fn gauge_float(out: &mut String, name: &str, help: &str, value: f64) {
     );
 }
 
-fn counter(out: &mut String, name: &str, help: &str, value: &AtomicU64) {
+pub(crate) fn counter(out: &mut String, name: &str, help: &str, value: &AtomicU64) {
     counter_value(out, name, help, value.load(Relaxed));
 }
 

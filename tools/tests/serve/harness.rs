@@ -30,6 +30,12 @@ impl std::ops::Deref for ServerProcess {
     }
 }
 
+impl From<ServeProcess> for ServerProcess {
+    fn from(process: ServeProcess) -> ServerProcess {
+        ServerProcess(process)
+    }
+}
+
 impl ServerProcess {
     /// Start on `dir` with `--set` overrides; wait until it serves.
     pub fn start(dir: &Path, sets: &[&str]) -> ServerProcess {
@@ -104,5 +110,30 @@ pub fn placed(answer: &WireAnswer) -> engine::OrderId {
     match answer.reply {
         Reply::Outcome(engine::Outcome::OrderPlaced { order, .. }) => order,
         ref other => panic!("expected ORDER_PLACED, got {other:?}"),
+    }
+}
+
+/// Every acknowledged order `(request id, order id)` of `crash::CLIENT` is on `server`, held
+/// or retired, made by the request it was acknowledged to.
+pub fn assert_acknowledged_kept(server: &ServerProcess, acked: &[(u64, u64)]) {
+    use engine::{Answer, OrderId, Query};
+    let mut c = server.client(crate::crash::CLIENT + 1);
+    for chunk in acked.chunks(1024) {
+        for &(_, order) in chunk {
+            let id = c.next_request_id();
+            let query = Query::Order {
+                order: OrderId(order),
+            };
+            c.send(id, &Operation::Query(query)).unwrap();
+        }
+        c.flush().unwrap();
+        for &(request, order) in chunk {
+            let made_by = match c.recv_answer().unwrap().reply {
+                Reply::Answer(Answer::Order(o)) => o.request.0,
+                Reply::Answer(Answer::RetiredOrder(r)) => r.request.0,
+                other => panic!("order {order} lost: {other:?}"),
+            };
+            assert_eq!(made_by, request, "order {order}");
+        }
     }
 }

@@ -1,5 +1,6 @@
 //! `surge serve` over real TCP: one integration-test binary, one module per concern.
 
+mod checkpoints;
 mod crash;
 mod durability;
 mod e2e;

@@ -6,10 +6,7 @@ use std::collections::HashMap;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use engine::wire::{Operation, Reply};
-use engine::{Answer, OrderId, Query};
-
-use super::crash::{load, CLIENT};
+use super::crash::load;
 use super::harness::*;
 use tools::serve_process::log_field;
 
@@ -87,25 +84,6 @@ fn a_kill_mid_snapshot_restarts_from_the_one_before_and_loses_nothing() {
         .parse()
         .unwrap();
     assert!(replayed > 0, "{recovered}");
-    // Every acknowledged order, held or retired, made by the request it was acknowledged to.
-    let mut c = server.client(CLIENT + 1);
     let acked: Vec<(u64, u64)> = acked.into_iter().collect();
-    for chunk in acked.chunks(1024) {
-        for &(_, order) in chunk {
-            let id = c.next_request_id();
-            let query = Query::Order {
-                order: OrderId(order),
-            };
-            c.send(id, &Operation::Query(query)).unwrap();
-        }
-        c.flush().unwrap();
-        for &(request, order) in chunk {
-            let made_by = match c.recv_answer().unwrap().reply {
-                Reply::Answer(Answer::Order(o)) => o.request.0,
-                Reply::Answer(Answer::RetiredOrder(r)) => r.request.0,
-                other => panic!("order {order} lost: {other:?}"),
-            };
-            assert_eq!(made_by, request, "order {order}");
-        }
-    }
+    assert_acknowledged_kept(&server, &acked);
 }
