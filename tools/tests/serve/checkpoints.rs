@@ -160,6 +160,7 @@ fn a_damaged_checkpoint_is_skipped_with_a_notice_and_nothing_is_lost() {
         .unwrap()
         .flatten()
         .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "ckpt")) // not a .tmp the kill left
         .max()
         .unwrap();
     let mut bytes = std::fs::read(&newest).unwrap();
