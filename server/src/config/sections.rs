@@ -247,9 +247,13 @@ pub struct GatewaySection {
 
 /// Which core each stage is pinned to. "auto" pins when there are cores for every stage
 /// plus one for the OS; "off" never pins; or name each: `gateway = 1, journaler = 2, engine = 3`.
+/// `layout`: "threads" (a thread per stage), "shared" (the journal and engine stages stepped
+/// in turn by one thread: no hand-off between them), or "auto" (threads: see
+/// `pipeline::layout` for the measurements behind it).
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct CoresSection {
+    pub layout: String,
     pub pin: String,
     pub gateway: Option<usize>,
     pub journaler: Option<usize>,
@@ -312,6 +316,7 @@ impl Default for GatewaySection {
 impl Default for CoresSection {
     fn default() -> Self {
         CoresSection {
+            layout: "auto".into(),
             pin: "auto".into(),
             gateway: None,
             journaler: None,

@@ -180,6 +180,7 @@ fn bad_limits_and_snapshot_keys_are_refused_by_name() {
         ("engine.fault_in=later", "engine.fault_in"),
         ("snapshot.keep=0", "snapshot.keep"),
         ("checkpoint.keep_chains=0", "checkpoint.keep_chains"),
+        ("cores.layout=spread", "cores.layout"),
         ("checkpoint.step_kib=0", "checkpoint.step_kib"),
         ("checkpoint.queue_mib=100000", "checkpoint.queue_mib"),
         ("snapshot.write_piece_kib=0", "snapshot.write_piece_kib"),

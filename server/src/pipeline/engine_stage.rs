@@ -85,12 +85,17 @@ impl EngineStage {
                 if self.shared.stop.load(SeqCst) {
                     return;
                 }
-                if let Some(c) = &mut self.checkpoints {
-                    let ring = &mut self.ring;
-                    let mut quiet = || !ring.has_ready();
-                    c.while_quiet(&mut self.engine, self.next_seq - 1, &mut quiet);
-                }
+                self.while_idle();
             }
+        }
+    }
+
+    /// Nothing was waiting: go on with a checkpoint under way while the ring stays quiet.
+    pub fn while_idle(&mut self) {
+        if let Some(c) = &mut self.checkpoints {
+            let ring = &mut self.ring;
+            let mut quiet = || !ring.has_ready();
+            c.while_quiet(&mut self.engine, self.next_seq - 1, &mut quiet);
         }
     }
 

@@ -13,6 +13,7 @@ pub mod intake;
 pub mod journal_io;
 pub mod journal_stage;
 pub mod journaler;
+pub mod layout;
 pub mod net;
 pub mod net_tls;
 pub mod promote;

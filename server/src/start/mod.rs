@@ -35,13 +35,14 @@ use crate::group::epochs::EpochDir;
 use crate::group::follower_side::INTAKE_BATCHES;
 use crate::group::node::Node;
 use crate::group::role::Role;
-use crate::pipeline::cores::{pin, Cores, PIPELINE_THREADS};
+use crate::pipeline::cores::{pin, Cores};
 use crate::pipeline::engine_stage::EngineStage;
 use crate::pipeline::gate::Gate;
 use crate::pipeline::gateway::{Gateway, Parts, WAKER};
 use crate::pipeline::journal_io::JournalIo;
 use crate::pipeline::journal_stage::JournalStage;
 use crate::pipeline::journaler::Journaler;
+use crate::pipeline::layout::{self, Layout};
 use crate::pipeline::net_tls::TlsListener;
 use crate::pipeline::sequencer::Sequencer;
 use crate::pipeline::shared::{Shared, Wake};
@@ -167,7 +168,8 @@ impl Server {
         }
         let config_record = engine::codec::encode_config(engine.config());
 
-        let strategy = config.wait_strategy(PIPELINE_THREADS)?;
+        let layout = Layout::for_config(config)?;
+        let strategy = config.wait_strategy(layout.busy_threads())?;
         let cores = Cores::for_config(config)?;
         let shared = Arc::new(Shared::new(clock.clone()));
         shared.release.publish_durable(next_seq - 1);
@@ -274,10 +276,18 @@ impl Server {
             Some((checkpointer, saver)) => (engine.with_checkpoints(checkpointer), Some(saver)),
             None => (engine, None),
         };
-        let mut stages = vec![
-            spawn_pipeline("surge-journaler", cores.journaler, move || journal.run())?,
-            spawn_pipeline("surge-engine", cores.engine, move || engine.run())?,
-        ];
+        let mut stages = match layout {
+            Layout::Threads => vec![
+                spawn_pipeline("surge-journaler", cores.journaler, move || journal.run())?,
+                spawn_pipeline("surge-engine", cores.engine, move || engine.run())?,
+            ],
+            Layout::Shared => {
+                let shared = shared.clone();
+                vec![spawn_pipeline("surge-stages", cores.engine, move || {
+                    layout::run_shared(journal, engine, shared)
+                })?]
+            }
+        };
         stages.extend(saver);
         let gateway = spawn_pipeline("surge-gateway", cores.gateway, gateway)?;
         let replication = match replication_listen {
@@ -412,11 +422,12 @@ impl Server {
         let feed_shown = feed_addr.map_or_else(|| "off".to_string(), |a| a.to_string());
         let summary = format!(
             "role={} epoch={} listen={client_addr} http={http_addr} replication={replication_shown} \
-             feed={feed_shown} next_seq={next_seq} io={io} wait={} cores={} pinned={}",
+             feed={feed_shown} next_seq={next_seq} io={io} wait={} cores={} layout={} pinned={}",
             node.role().name(),
             node.epoch(),
             strategy.name(),
             config::available_cores(),
+            layout.name(),
             cores.describe()
         );
         log::info(
@@ -433,6 +444,7 @@ impl Server {
                 ("io", &io),
                 ("wait", &strategy.name()),
                 ("cores", &config::available_cores()),
+                ("layout", &layout.name()),
                 ("pinned", &cores.describe()),
             ],
         );

@@ -51,10 +51,21 @@ pub fn load(addr: std::net::SocketAddr, first_request: u64, acks: mpsc::Sender<(
 
 #[test]
 fn every_acknowledged_order_survives_sigkill_exactly_once() {
-    let dir = temp_dir("crash");
+    survives_sigkill("crash", &[]);
+}
+
+#[test]
+fn with_the_stages_on_one_thread_every_acknowledged_order_survives_sigkill() {
+    survives_sigkill("crash-shared", &["cores.layout=shared"]);
+}
+
+/// Two cycles of load, SIGKILL and restart on `sets`; every answered request, retried, gets
+/// its original order, and the rest are placed once.
+fn survives_sigkill(name: &str, sets: &[&str]) {
+    let dir = temp_dir(name);
     let mut acked: HashMap<u64, u64> = HashMap::new();
     let mut next_request = 1;
-    let mut server = ServerProcess::start(&dir, &[]);
+    let mut server = ServerProcess::start(&dir, sets);
     upsert(&mut server.client(1), 1, 10, 100_000_000, 0);
     for cycle in 0..2 {
         let (tx, rx) = mpsc::channel();
@@ -71,7 +82,7 @@ fn every_acknowledged_order_survives_sigkill_exactly_once() {
         server.kill9();
         let sent_up_to = loader.join().unwrap();
         acked.extend(rx.try_iter());
-        server = ServerProcess::start(&dir, &[]);
+        server = ServerProcess::start(&dir, sets);
         let mut c = server.client(CLIENT);
         // Everything this cycle sent, answered or not, is retried with its own request id:
         // the answered ones must come back with their original order, the others once.
