@@ -13,6 +13,8 @@ use std::fs::{File, OpenOptions};
 use std::io::{self, BufWriter, Write};
 use std::path::{Path, PathBuf};
 
+use crate::format::{u32_at, u64_at};
+
 pub const CHECKPOINT_MAGIC: &[u8; 8] = b"SURGECK1";
 pub const CHECKPOINT_END_MAGIC: &[u8; 8] = b"SURGEEND";
 pub const CHECKPOINT_FILE_VERSION: u32 = 1;
@@ -394,14 +396,6 @@ impl CheckpointFile {
             }))
         })
     }
-}
-
-fn u32_at(b: &[u8], at: usize) -> u32 {
-    u32::from_le_bytes(b[at..at + 4].try_into().expect("4 bytes"))
-}
-
-fn u64_at(b: &[u8], at: usize) -> u64 {
-    u64::from_le_bytes(b[at..at + 8].try_into().expect("8 bytes"))
 }
 
 #[cfg(test)]

@@ -77,22 +77,7 @@ fn load_until(dir: &Path, crash_at: Option<&str>, checkpoints: usize) -> Vec<(u6
 
 /// `surge replay --export` of `dir`, as it is and with its checkpoints set aside.
 fn export_with_and_without_checkpoints(dir: &Path) -> (String, String) {
-    let export = |name: &str| {
-        let out = dir.join(name);
-        let status = Command::new(SURGE)
-            .args(["replay", "--data-dir"])
-            .arg(dir)
-            .arg("--export")
-            .arg(&out)
-            .output()
-            .unwrap();
-        assert!(
-            status.status.success(),
-            "{}",
-            String::from_utf8_lossy(&status.stderr)
-        );
-        std::fs::read_to_string(out).unwrap()
-    };
+    let export = |name: &str| replay_export(dir, &dir.join(name)).1;
     let with = export("with.jsonl");
     let (checkpoints, aside) = (dir.join("checkpoints"), dir.join("checkpoints.aside"));
     std::fs::rename(&checkpoints, &aside).unwrap();

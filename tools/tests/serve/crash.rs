@@ -4,7 +4,6 @@
 //! state keeps the stock invariant (`surge replay` checks it).
 
 use std::collections::{HashMap, HashSet};
-use std::process::Command;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
@@ -123,23 +122,11 @@ fn survives_sigkill(name: &str, sets: &[&str]) {
     assert!(server.wait_exit(Duration::from_secs(30)).success());
     drop(server);
 
-    let export = dir.join("export.jsonl");
-    let out = Command::new(SURGE)
-        .args(["replay", "--data-dir"])
-        .arg(&*dir)
-        .arg("--export")
-        .arg(&export)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(String::from_utf8_lossy(&out.stdout).contains("invariants     hold"));
+    let (report, export) = replay_export(&dir, &dir.join("export.jsonl"));
+    assert!(report.contains("invariants     hold"));
     let mut by_request: HashMap<u64, u64> = HashMap::new();
     let mut keys = HashSet::new();
-    for line in std::fs::read_to_string(&export).unwrap().lines() {
+    for line in export.lines() {
         let v: serde_json::Value = serde_json::from_str(line).unwrap();
         if v["type"] == "order" && v["client_id"] == CLIENT {
             let request = v["request_id"].as_u64().unwrap();

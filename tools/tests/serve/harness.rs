@@ -137,3 +137,22 @@ pub fn assert_acknowledged_kept(server: &ServerProcess, acked: &[(u64, u64)]) {
         }
     }
 }
+
+/// `surge replay --data-dir DIR --export OUT`, which must succeed: its report (stdout) and the
+/// export's lines.
+pub fn replay_export(dir: &Path, out: &Path) -> (String, String) {
+    let run = std::process::Command::new(SURGE)
+        .args(["replay", "--data-dir"])
+        .arg(dir)
+        .arg("--export")
+        .arg(out)
+        .output()
+        .unwrap();
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let report = String::from_utf8_lossy(&run.stdout).into_owned();
+    (report, std::fs::read_to_string(out).unwrap())
+}
