@@ -169,7 +169,7 @@ impl Default for CheckpointSection {
             every_secs: 0,
             full_every: 4,
             keep_chains: 2,
-            step_kib: 128,
+            step_kib: 16,
             queue_mib: 64,
         }
     }

@@ -26,8 +26,11 @@ pub struct CheckpointMetrics {
     pub disk_bytes: AtomicU64,
     /// The engine stage's pause at a cut.
     pub cut_ns: Histogram,
-    /// The engine stage's pause for one step (copying and encoding chunks).
+    /// The engine stage's pause for one step (copying chunks), wall clock.
     pub step_ns: Histogram,
+    /// The same step's CPU time on the engine's thread (the wall clock less any time the
+    /// thread was descheduled).
+    pub step_cpu_ns: Histogram,
     /// From the cut to the file in place.
     pub write_ns: Histogram,
 }
@@ -48,6 +51,7 @@ impl Default for CheckpointMetrics {
             disk_bytes: AtomicU64::new(0),
             cut_ns: Histogram::new(LATENCY_BOUNDS_NS),
             step_ns: Histogram::new(LATENCY_BOUNDS_NS),
+            step_cpu_ns: Histogram::new(LATENCY_BOUNDS_NS),
             write_ns: Histogram::new(SNAPSHOT_BOUNDS_NS),
         }
     }
@@ -128,6 +132,12 @@ impl CheckpointMetrics {
             out,
             "surge_checkpoint_cut_seconds",
             "The engine stage's pause at a checkpoint's cut.",
+            seconds,
+        );
+        self.step_cpu_ns.render(
+            out,
+            "surge_checkpoint_step_cpu_seconds",
+            "The engine thread's CPU time for one checkpoint step.",
             seconds,
         );
         self.step_ns.render(
