@@ -378,7 +378,18 @@ pub fn start(
         step_bytes: (c.step_kib << 10) as usize,
         queue_bytes: c.queue_mib << 20,
     };
-    let checkpointer = Checkpointer::new(policy, to_saver, link, shared.clone(), applied_seq);
+    let (metas, _) = dir.checkpoint_metas()?;
+    let deltas_on_disk = restored_from
+        .and_then(|newest| chain_to(&metas, newest))
+        .map_or(0, |chain| chain.len() as u32 - 1);
+    let checkpointer = Checkpointer::new(
+        policy,
+        to_saver,
+        link,
+        shared.clone(),
+        applied_seq,
+        deltas_on_disk,
+    );
     let thread = std::thread::Builder::new()
         .name("surge-checkpoint".into())
         .spawn(move || saver.run())

@@ -86,12 +86,15 @@ pub struct Checkpointer {
 }
 
 impl Checkpointer {
+    /// `deltas_on_disk`: the deltas in the chain the engine was restored from (the next full
+    /// one comes `full_every` checkpoints after that chain's full one, restarts or not).
     pub fn new(
         policy: Policy,
         to_saver: Sender<ToSaver>,
         link: Arc<CheckpointLink>,
         shared: Arc<Shared>,
         applied_seq: u64,
+        deltas_on_disk: u32,
     ) -> Checkpointer {
         shared.metrics.checkpoint.enabled.store(1, Relaxed);
         shared
@@ -109,7 +112,7 @@ impl Checkpointer {
             frames: Vec::new(),
             last_cut_seq: applied_seq,
             last_cut_ns: now,
-            deltas_since_full: 0,
+            deltas_since_full: deltas_on_disk,
         }
     }
 

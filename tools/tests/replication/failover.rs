@@ -33,6 +33,28 @@ fn sigkill_under_load_loses_no_acknowledged_order_and_the_old_primary_rejoins() 
     assert!(r.promote_us.is_some());
 }
 
+/// The same with both nodes checkpointing their engines every 500 records and no snapshots:
+/// the old primary restarts from its checkpoints, its failback cut removes those past the
+/// cut, and it rejoins with the same hash.
+#[test]
+fn with_checkpoints_a_sigkilled_primary_rejoins_through_its_cut_with_the_same_hash() {
+    let mut a = args("manual");
+    a.sets = [
+        "checkpoint.every_records=500",
+        "checkpoint.full_every=3",
+        "snapshot.every_records=0",
+        "snapshot.every_secs=0",
+    ]
+    .map(String::from)
+    .to_vec();
+    let rounds = drill(&a).unwrap();
+    let r = &rounds[0];
+    assert!(r.problems.is_empty(), "{:#?}", r.problems);
+    assert!(r.acked > 500, "{r:?}");
+    assert_eq!((r.lost, r.duplicates), (0, 0));
+    assert!(r.rejoined_same_hash, "{r:?}");
+}
+
 /// With `failover = "auto"` the standby promotes itself once the primary is silent.
 #[test]
 fn auto_failover_promotes_the_standby_when_the_primary_dies() {
