@@ -3,7 +3,7 @@
 //! group-committed (commits pipelined: the next is written while the last syncs; io_uring or
 //! `pwritev2` + `fdatasync`; or `O_DIRECT` writes that are durable when they complete), read back through memmap2,
 //! recovered after a crash (a torn tail is cut, corruption refuses to start), plus snapshot
-//! files and retention. The format is in `format.rs` and docs/FORMAT.md.
+//! files, checkpoint files and retention. The format is in `format.rs` and docs/FORMAT.md.
 
 pub mod checkpoint_file;
 mod direct;
