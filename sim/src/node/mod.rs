@@ -11,6 +11,7 @@
 //! A node that is down has only its storage. Started, it first keeps a lease and joins
 //! (leads or follows) as `surge serve` does, then builds its pipeline from the journal.
 
+mod checkpoints;
 mod running;
 mod vocabulary;
 
@@ -90,6 +91,8 @@ pub struct SimNode {
     params: Params,
     storage: Arc<FaultStorage>,
     pub epochs: Arc<EpochDisk>,
+    /// Its engine's checkpoints, as on disk.
+    checkpoints: Arc<checkpoints::CheckpointDisk>,
     life: Life,
     coordinator: Option<Coordinator>,
     /// The etcd call in flight, by id.
@@ -122,6 +125,7 @@ impl SimNode {
             params,
             storage: Arc::new(FaultStorage::new()),
             epochs: Arc::new(EpochDisk::default()),
+            checkpoints: Arc::default(),
             life: Life::Down,
             coordinator: None,
             call: None,
@@ -245,6 +249,7 @@ impl SimNode {
 
     /// A failback: cut the journal after `seq` and the epochs that began after it.
     pub fn cut_after(&mut self, seq: u64) {
+        self.checkpoints.cut_after(seq);
         journal::truncate_after(self.storage.as_ref(), seq).expect("cutting a simulated journal");
         if let Some(mut epochs) = self.epochs.load() {
             epochs.cut_after(seq);
@@ -278,6 +283,48 @@ impl SimNode {
             .finish()
             .unwrap_or_else(|| Engine::new(self.params.engine))
             .hash()
+    }
+
+    /// The engine a start begins with: the newest checkpoint chain and the journal after
+    /// it, checked against a replay of the journal alone (`Seen::Restored`; the replay is
+    /// used when the chain does not restore); the chain it came from (number, deltas).
+    fn recover(&self, ctx: &mut Ctx) -> (Engine, u64, Option<(u64, u32)>) {
+        let (replayed, last) = self.replay();
+        let restored = match self.checkpoints.restore() {
+            None => return (replayed, last, None),
+            Some(Ok(restored)) => restored,
+            Some(Err((checkpoint, seq, why))) => {
+                ctx.seen.push(Seen::Restored {
+                    node: self.id,
+                    checkpoint,
+                    seq,
+                    problem: Some(format!("does not restore: {why}")),
+                });
+                return (replayed, last, None);
+            }
+        };
+        let (number, deltas, from_seq) = (restored.number, restored.deltas, restored.seq);
+        let mut applier = Applier::new(Some(restored.engine));
+        let mut restored_last = from_seq;
+        journal::scan_from(self.storage.as_ref(), from_seq + 1, |record, _| {
+            if record.seq > from_seq {
+                applier
+                    .push(record)
+                    .expect("a simulated journal record applies");
+                restored_last = record.seq;
+            }
+        })
+        .expect("a simulated journal scans");
+        let engine = applier.finish().expect("a restored engine");
+        let same = restored_last == last
+            && engine.snapshot().to_bytes()[..] == replayed.snapshot().to_bytes()[..];
+        ctx.seen.push(Seen::Restored {
+            node: self.id,
+            checkpoint: number,
+            seq: from_seq,
+            problem: (!same).then(|| "differs from a replay of its journal".to_string()),
+        });
+        (engine, last, Some((number, deltas)))
     }
 
     /// The engine rebuilt from the journal, and its last sequence.
@@ -385,7 +432,7 @@ impl SimNode {
     /// Joined: build the pipeline from the journal and run as the primary or a standby.
     fn begin(&mut self, ctx: &mut Ctx, clock: Arc<SimClock>, joined: Joined) -> Option<Exit> {
         let params = &self.params;
-        let (engine, recovered_seq) = self.replay();
+        let (engine, recovered_seq, restored) = self.recover(ctx);
         let config = *engine.config();
         let storage: Arc<dyn Storage> = self.storage.clone();
         let opened = Journaler::open_on(
@@ -455,6 +502,12 @@ impl SimNode {
             }));
         }
         let shared = Arc::new(Shared::new(clock.clone() as Arc<dyn Clock>));
+        let (saver, checkpointer) = checkpoints::SimSaver::start(
+            self.checkpoints.clone(),
+            restored,
+            shared.clone(),
+            next_seq - 1,
+        );
         shared.release.publish_durable(next_seq - 1);
         shared.metrics.applied_seq.store(next_seq - 1, SeqCst);
         let mut ring = RingBuilder::<Slot>::new(RING_SLOTS, WaitStrategy::Block);
@@ -527,7 +580,10 @@ impl SimNode {
                 shared.clone(),
                 wake,
                 node.clone(),
-            ),
+            )
+            .with_checkpoints(checkpointer),
+            saver,
+            idle_turns: 0,
             sources: Sources {
                 backlog,
                 checkpoints: node.checkpoints().clone(),

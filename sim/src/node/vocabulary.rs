@@ -137,6 +137,15 @@ pub enum Seen {
     /// `node` starting as a standby dropped the epochs in which it wrote nothing: its stored
     /// epochs start over from these.
     Dropped { node: NodeId, epochs: Epochs },
+    /// `node` started from its checkpoint `checkpoint` (at `seq`) and the journal after it;
+    /// `problem`: that engine did not restore, or is not, byte for byte, the one a replay of
+    /// the journal alone gives.
+    Restored {
+        node: NodeId,
+        checkpoint: u64,
+        seq: u64,
+        problem: Option<String>,
+    },
 }
 
 /// Why a process ended.

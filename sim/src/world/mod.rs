@@ -607,6 +607,21 @@ impl World {
                     let name = self.nodes[node].name.clone();
                     self.checker.epochs(now, node, &name, &epochs);
                 }
+                Seen::Restored {
+                    node,
+                    checkpoint,
+                    seq,
+                    problem,
+                } => {
+                    let name = self.nodes[node].name.clone();
+                    self.note(format!("{name} restores checkpoint {checkpoint} at {seq}"));
+                    if let Some(problem) = problem {
+                        self.checker.violate(
+                            now,
+                            format!("{name}'s checkpoint {checkpoint} at {seq} {problem}"),
+                        );
+                    }
+                }
                 Seen::Dropped { node, epochs } => {
                     let name = self.nodes[node].name.clone();
                     self.note(format!(
