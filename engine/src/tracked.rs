@@ -302,11 +302,6 @@ impl<T: Clone> Tracked<T> {
         );
     }
 
-    /// A checkpoint is under way.
-    pub fn capturing(&self) -> bool {
-        self.capture.is_some()
-    }
-
     /// Restore: whether `chunk` was restored already (by a newer checkpoint: they are
     /// applied newest first, and the first to name a chunk wins).
     pub fn restored(&self, chunk: u32) -> bool {

@@ -147,7 +147,6 @@ pub struct CheckpointWriter {
     tmp: PathBuf,
     path: PathBuf,
     dir: PathBuf,
-    meta: CheckpointMeta,
     body_crc: u32,
     body_bytes: u64,
     frames: u64,
@@ -179,7 +178,6 @@ impl CheckpointWriter {
             tmp,
             path: dir.join(name),
             dir: dir.to_path_buf(),
-            meta,
             body_crc: 0,
             body_bytes: 0,
             frames: 0,
@@ -218,15 +216,6 @@ impl CheckpointWriter {
         self.body(padding(FRAME_HEADER_LEN + payload.len()))?;
         self.frames += 1;
         Ok(())
-    }
-
-    /// Bytes in the file so far.
-    pub fn bytes(&self) -> u64 {
-        CHECKPOINT_HEADER_LEN as u64 + self.body_bytes
-    }
-
-    pub fn meta(&self) -> CheckpointMeta {
-        self.meta
     }
 
     /// Write the footer, sync, and put the file in place (`before_rename` runs between the
@@ -349,18 +338,6 @@ impl CheckpointFile {
         &self.bytes[CHECKPOINT_HEADER_LEN..CHECKPOINT_HEADER_LEN + self.head_len]
     }
 
-    pub fn len(&self) -> u64 {
-        self.bytes.len() as u64
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.frames == 0
-    }
-
-    pub fn frame_count(&self) -> u64 {
-        self.frames
-    }
-
     /// The frames in file order, each checked.
     pub fn frames(&self) -> impl Iterator<Item = Result<FrameRef<'_>, String>> + '_ {
         let end = self.bytes.len() - CHECKPOINT_FOOTER_LEN;
@@ -433,7 +410,7 @@ mod tests {
         let len = write(&dir, meta(1, 0), &[(1, 0, b"abc"), (9, 3, b"12345678")]);
         let path = dir.join(checkpoint_name(1));
         let file = CheckpointFile::read(&path).unwrap();
-        assert_eq!(file.len(), len);
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), len);
         assert_eq!(file.meta, meta(1, 0));
         assert_eq!(file.head(), b"head!");
         let frames: Vec<_> = file.frames().map(Result::unwrap).collect();

@@ -17,7 +17,6 @@ use crate::tracked::Tracked;
 
 pub struct Restorer {
     engine: Engine,
-    frames: u64,
 }
 
 impl Restorer {
@@ -25,17 +24,11 @@ impl Restorer {
     pub fn new(config: EngineConfig) -> Restorer {
         Restorer {
             engine: Engine::new(config),
-            frames: 0,
         }
     }
 
     pub fn config(&self) -> &EngineConfig {
         &self.engine.config
-    }
-
-    /// Frames applied so far.
-    pub fn frames(&self) -> u64 {
-        self.frames
     }
 
     /// Put one frame's elements into its table, unless a newer checkpoint's frame already
@@ -65,7 +58,6 @@ impl Restorer {
         .map_err(|why| {
             SnapshotError::Malformed(format!("{} chunk {chunk}: {why}", table.name()))
         })?;
-        self.frames += u64::from(put);
         Ok(put)
     }
 

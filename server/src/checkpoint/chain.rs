@@ -167,3 +167,15 @@ pub fn chain_to(metas: &BTreeMap<u64, CheckpointMeta>, newest: u64) -> Option<Ve
     chain.reverse();
     Some(chain)
 }
+
+/// The oldest full checkpoint among the newest `keep` (the chains before it may go), if
+/// there is a full one.
+pub fn oldest_kept(metas: &BTreeMap<u64, CheckpointMeta>, keep: usize) -> Option<u64> {
+    metas
+        .values()
+        .rev()
+        .filter(|m| m.full)
+        .take(keep)
+        .last()
+        .map(|m| m.number)
+}

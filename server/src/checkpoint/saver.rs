@@ -18,7 +18,7 @@ use journal::checkpoint_file::{self, CheckpointMeta, CheckpointWriter};
 use journal::retention::Retention;
 use journal::Storage;
 
-use crate::checkpoint::chain::chain_to;
+use crate::checkpoint::chain::{chain_to, oldest_kept};
 use crate::checkpoint::data_dir::DataDir;
 use crate::checkpoint::snapshotter::retirable_through;
 use crate::error::{Result, ServerError};
@@ -95,19 +95,18 @@ impl Saver {
         loop {
             match self.from_stage.recv_timeout(Duration::from_millis(100)) {
                 Ok(ToSaver::Begin {
-                    full,
+                    parent,
                     seq,
                     hash,
                     head,
                     cut_ns,
-                }) => writing = Some(self.begin(full, seq, hash, &head, cut_ns)),
+                }) => writing = Some(self.begin(parent, seq, hash, &head, cut_ns)),
                 Ok(ToSaver::Chunk(copied)) => {
                     if let Some(w) = &mut writing {
                         let f = copied.encode();
                         w.frame(f.table as u16, f.chunk, f.elements, &f.payload);
                     }
-                    let bytes = copied.bytes() as u64;
-                    let queued = self.link.queued_bytes.fetch_sub(bytes, Relaxed) - bytes;
+                    let queued = self.link.taken(copied.bytes());
                     let m = &self.shared.metrics.checkpoint;
                     m.queued_bytes.store(queued, Relaxed);
                 }
@@ -126,12 +125,11 @@ impl Saver {
         }
     }
 
-    fn begin(&mut self, full: bool, seq: u64, hash: u64, head: &[u8], cut_ns: u64) -> Writing {
-        let parent = *self.link.delta_parent.lock().expect("checkpoint link");
+    fn begin(&mut self, parent: u64, seq: u64, hash: u64, head: &[u8], cut_ns: u64) -> Writing {
         let meta = CheckpointMeta {
             number: self.next_number,
-            parent: if full { 0 } else { parent.unwrap_or(0) },
-            full,
+            parent,
+            full: parent == 0,
             seq,
             hash,
         };
@@ -142,10 +140,6 @@ impl Saver {
             cut_ns,
             failed: None,
         };
-        if !full && parent.is_none() {
-            w.failed = Some("a delta with no checkpoint to build on".into());
-            return w;
-        }
         match CheckpointWriter::create(&self.dir.checkpoint_dir(), meta, head) {
             Ok(file) => w.file = Some(file),
             Err(e) => w.failed = Some(format!("creating its file: {e}")),
@@ -173,8 +167,7 @@ impl Saver {
         let bytes = match placed {
             Ok(bytes) => bytes,
             Err(why) => {
-                *self.link.delta_parent.lock().expect("checkpoint link") = None;
-                self.link.in_flight.store(false, SeqCst);
+                self.link.abandoned();
                 m.failures.fetch_add(1, Relaxed);
                 log::line(
                     Level::Error,
@@ -192,8 +185,7 @@ impl Saver {
         };
         crash_point::reached(CHECKPOINT_STEPS[2]);
         let write_ns = self.shared.clock.mono_ns().saturating_sub(w.cut_ns);
-        *self.link.delta_parent.lock().expect("checkpoint link") = Some(meta.number);
-        self.link.in_flight.store(false, SeqCst);
+        self.link.placed(meta.number);
         m.taken.fetch_add(1, Relaxed);
         if meta.full {
             m.full.fetch_add(1, Relaxed);
@@ -245,22 +237,9 @@ impl Saver {
     /// the oldest kept one covers (where this writer retires them). Segments retired.
     fn retire(&self) -> Result<usize> {
         let (metas, _) = self.dir.checkpoint_metas()?;
-        let newest = metas.keys().next_back().copied().unwrap_or(0);
-        let Some(chain) = chain_to(&metas, newest) else {
+        let Some(kept_from) = oldest_kept(&metas, self.keep_chains) else {
             return Ok(0);
         };
-        let bases: Vec<u64> = metas
-            .values()
-            .filter(|m| m.full)
-            .map(|m| m.number)
-            .collect();
-        // The oldest full checkpoint among the newest `keep_chains`.
-        let kept_from = bases
-            .len()
-            .checked_sub(self.keep_chains.min(bases.len()))
-            .and_then(|at| bases.get(at))
-            .copied()
-            .unwrap_or(chain[0]);
         self.dir
             .remove_checkpoints(|meta| meta.number < kept_from)?;
         crash_point::reached(CHECKPOINT_STEPS[3]);

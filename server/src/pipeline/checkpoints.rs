@@ -11,8 +11,8 @@
 //! top of that one: after a checkpoint that was abandoned (a write failed), or when the
 //! engine was not restored from a checkpoint, the next one is full.
 
-use std::sync::atomic::AtomicU64;
 use std::sync::atomic::Ordering::{Relaxed, SeqCst};
+use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::sync::{Arc, Mutex};
 
 use crossbeam_channel::Sender;
@@ -39,7 +39,8 @@ const QUIET_STEPS_MAX: usize = 64;
 /// writer encodes them), an `End`.
 pub enum ToSaver {
     Begin {
-        full: bool,
+        /// The checkpoint this one is a delta on; 0: it is full.
+        parent: u64,
         seq: u64,
         hash: u64,
         head: Vec<u8>,
@@ -49,15 +50,16 @@ pub enum ToSaver {
     End,
 }
 
-/// What the engine stage and the writer share.
+/// What the engine stage and the writer share, and the one place its rules are kept: the
+/// stage cuts only while the writer is idle, a delta builds on the checkpoint the writer put
+/// in place last for this engine, and after one the writer gave up the next is full.
 pub struct CheckpointLink {
-    /// The checkpoint a delta cut now would go on: the newest one on disk when it is also
-    /// the engine's previous cut (`None`: the next must be full).
-    pub delta_parent: Mutex<Option<u64>>,
-    /// The writer is busy with a checkpoint (from `Begin` until it is in place or given up).
-    pub in_flight: std::sync::atomic::AtomicBool,
+    /// The checkpoint a delta cut now would build on (`None`: the next must be full).
+    delta_parent: Mutex<Option<u64>>,
+    /// The writer is busy with a checkpoint (from the cut until it is in place or given up).
+    busy: AtomicBool,
     /// Bytes of copied chunks queued for the writer.
-    pub queued_bytes: AtomicU64,
+    queued_bytes: AtomicU64,
 }
 
 impl CheckpointLink {
@@ -65,9 +67,46 @@ impl CheckpointLink {
     pub fn new(restored_from: Option<u64>) -> Arc<CheckpointLink> {
         Arc::new(CheckpointLink {
             delta_parent: Mutex::new(restored_from),
-            in_flight: false.into(),
+            busy: AtomicBool::new(false),
             queued_bytes: AtomicU64::new(0),
         })
+    }
+
+    /// The stage: whether the writer is still busy with the last cut.
+    pub fn busy(&self) -> bool {
+        self.busy.load(SeqCst)
+    }
+
+    /// The stage, at a cut: the writer is busy from now; the checkpoint a delta builds on.
+    pub fn cut(&self) -> Option<u64> {
+        self.busy.store(true, SeqCst);
+        *self.delta_parent.lock().expect("checkpoint link")
+    }
+
+    /// The writer: checkpoint `number` is in place; the next delta builds on it.
+    pub fn placed(&self, number: u64) {
+        *self.delta_parent.lock().expect("checkpoint link") = Some(number);
+        self.busy.store(false, SeqCst);
+    }
+
+    /// The writer: the checkpoint under way was given up; the next is full.
+    pub fn abandoned(&self) {
+        *self.delta_parent.lock().expect("checkpoint link") = None;
+        self.busy.store(false, SeqCst);
+    }
+
+    /// The stage queued `bytes` of chunks; the bytes queued now.
+    pub fn queued(&self, bytes: usize) -> u64 {
+        self.queued_bytes.fetch_add(bytes as u64, Relaxed) + bytes as u64
+    }
+
+    /// The writer took `bytes` of chunks; the bytes queued now.
+    pub fn taken(&self, bytes: usize) -> u64 {
+        self.queued_bytes.fetch_sub(bytes as u64, Relaxed) - bytes as u64
+    }
+
+    pub fn queued_bytes(&self) -> u64 {
+        self.queued_bytes.load(Relaxed)
     }
 }
 
@@ -79,7 +118,7 @@ pub struct Checkpointer {
     /// A checkpoint is under way: the engine's own flag, mirrored.
     under_way: bool,
     /// The frames of the step under way not yet queued (the queue was full).
-    frames: Vec<Copied>,
+    copies: Vec<Copied>,
     last_cut_seq: u64,
     last_cut_ns: u64,
     deltas_since_full: u32,
@@ -109,7 +148,7 @@ impl Checkpointer {
             link,
             shared,
             under_way: false,
-            frames: Vec::new(),
+            copies: Vec::new(),
             last_cut_seq: applied_seq,
             last_cut_ns: now,
             deltas_since_full: deltas_on_disk,
@@ -150,7 +189,7 @@ impl Checkpointer {
 
     fn due(&self, applied_seq: u64) -> bool {
         let records = applied_seq.saturating_sub(self.last_cut_seq);
-        if records == 0 || self.link.in_flight.load(SeqCst) {
+        if records == 0 || self.link.busy() {
             return false;
         }
         let p = &self.policy;
@@ -162,8 +201,11 @@ impl Checkpointer {
     fn cut(&mut self, engine: &mut Engine, applied_seq: u64) {
         let clock = &self.shared.clock;
         let started_ns = clock.mono_ns();
-        let parent = *self.link.delta_parent.lock().expect("checkpoint link");
-        let full = parent.is_none() || self.deltas_since_full + 1 >= self.policy.full_every;
+        let parent = match self.link.cut() {
+            Some(parent) if self.deltas_since_full + 1 < self.policy.full_every => parent,
+            _ => 0,
+        };
+        let full = parent == 0;
         let cut = engine.begin_checkpoint(full);
         let cut_ns = clock.mono_ns();
         self.shared
@@ -173,13 +215,12 @@ impl Checkpointer {
             .observe(cut_ns.saturating_sub(started_ns));
         debug_assert_eq!(cut.head.hash, engine.hash());
         self.deltas_since_full = if full { 0 } else { self.deltas_since_full + 1 };
-        self.link.in_flight.store(true, SeqCst);
         self.under_way = true;
         self.last_cut_seq = applied_seq;
         self.last_cut_ns = cut_ns;
         // The writer outlives the stage; were it gone, the frames are simply dropped.
         let _ = self.to_saver.send(ToSaver::Begin {
-            full,
+            parent,
             seq: applied_seq,
             hash: cut.head.hash,
             head: cut.head.to_bytes().to_vec(),
@@ -193,7 +234,7 @@ impl Checkpointer {
         }
         let clock = &self.shared.clock;
         let (started_ns, started_cpu_ns) = (clock.mono_ns(), thread_cpu_ns());
-        let whole = engine.checkpoint_step(self.policy.step_bytes, &mut self.frames);
+        let whole = engine.checkpoint_step(self.policy.step_bytes, &mut self.copies);
         let m = &self.shared.metrics.checkpoint;
         m.step_ns
             .observe(clock.mono_ns().saturating_sub(started_ns));
@@ -202,44 +243,36 @@ impl Checkpointer {
             .observe(thread_cpu_ns().saturating_sub(started_cpu_ns));
         self.flush();
         if whole {
-            // Every frame is out of the engine; those still here follow before the End.
+            // Every chunk is out of the engine; those still here follow before the End,
+            // whatever the queue holds (copies already made cost the same memory here).
             self.under_way = false;
-            self.drain_rest();
+            self.send(u64::MAX);
             let _ = self.to_saver.send(ToSaver::End);
         }
     }
 
-    /// Queue the frames waiting while the queue has room; whether all went.
+    /// Queue the chunks waiting while the queue has room; whether all went.
     fn flush(&mut self) -> bool {
-        let queued = &self.link.queued_bytes;
-        let mut sent = 0;
-        for frame in &self.frames {
-            if queued.load(Relaxed) >= self.policy.queue_bytes {
-                break;
-            }
-            queued.fetch_add(frame.bytes() as u64, Relaxed);
-            sent += 1;
-        }
-        for frame in self.frames.drain(..sent) {
-            let _ = self.to_saver.send(ToSaver::Chunk(frame));
-        }
-        self.shared
-            .metrics
-            .checkpoint
-            .queued_bytes
-            .store(queued.load(Relaxed), Relaxed);
-        self.frames.is_empty()
+        self.send(self.policy.queue_bytes)
     }
 
-    /// The last step's frames go whatever the queue holds (they are copies already made:
-    /// holding them here or in the queue costs the same memory).
-    fn drain_rest(&mut self) {
-        for frame in self.frames.drain(..) {
-            self.link
-                .queued_bytes
-                .fetch_add(frame.bytes() as u64, Relaxed);
-            let _ = self.to_saver.send(ToSaver::Chunk(frame));
+    /// Send the chunks waiting while fewer than `limit` bytes are queued; whether all went.
+    fn send(&mut self, limit: u64) -> bool {
+        let mut queued = self.link.queued_bytes();
+        let mut sent = 0;
+        for copied in &self.copies {
+            if queued >= limit {
+                break;
+            }
+            queued = self.link.queued(copied.bytes());
+            sent += 1;
         }
+        for copied in self.copies.drain(..sent) {
+            let _ = self.to_saver.send(ToSaver::Chunk(copied));
+        }
+        let m = &self.shared.metrics.checkpoint;
+        m.queued_bytes.store(queued, Relaxed);
+        self.copies.is_empty()
     }
 }
 

@@ -11,7 +11,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::config::ServerConfig;
-use crate::error::Result;
 use crate::pipeline::cores::PIPELINE_THREADS;
 use crate::pipeline::engine_stage::EngineStage;
 use crate::pipeline::journal_stage::JournalStage;
@@ -29,11 +28,11 @@ impl Layout {
     /// shared thread lowered latency at 2,000/s (p50 0.68–0.87 ms against 1.05–1.08) but
     /// cost 5–17% at saturation, and at 120k/s neither was better (bench/README.md,
     /// *One engine per node*).
-    pub fn for_config(config: &ServerConfig) -> Result<Layout> {
-        Ok(match config.cores.layout.as_str() {
+    pub fn for_config(config: &ServerConfig) -> Layout {
+        match config.cores.layout.as_str() {
             "shared" => Layout::Shared,
             _ => Layout::Threads,
-        })
+        }
     }
 
     pub fn name(self) -> &'static str {

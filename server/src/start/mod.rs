@@ -168,7 +168,7 @@ impl Server {
         }
         let config_record = engine::codec::encode_config(engine.config());
 
-        let layout = Layout::for_config(config)?;
+        let layout = Layout::for_config(config);
         let strategy = config.wait_strategy(layout.busy_threads())?;
         let cores = Cores::for_config(config)?;
         let shared = Arc::new(Shared::new(clock.clone()));

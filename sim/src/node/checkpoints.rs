@@ -5,12 +5,14 @@
 //! place). A start restores the newest chain with the engine's `Restorer` and applies the
 //! journal after it; the world checks that engine against a replay of the journal alone.
 
-use std::sync::atomic::Ordering::{Relaxed, SeqCst};
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
 use crossbeam_channel::Receiver;
 use engine::checkpoint::{EngineHead, Frame, Restorer};
 use engine::Engine;
+use journal::checkpoint_file::CheckpointMeta;
+use server::checkpoint::chain::{chain_to, oldest_kept};
 use server::pipeline::checkpoints::{CheckpointLink, Checkpointer, Policy, ToSaver};
 use server::pipeline::shared::Shared;
 
@@ -26,18 +28,15 @@ const POLICY: Policy = Policy {
 /// Chains kept, as `checkpoint.keep_chains`.
 const KEEP_CHAINS: usize = 2;
 
-#[derive(Clone)]
 struct Placed {
-    number: u64,
-    parent: u64,
-    seq: u64,
+    meta: CheckpointMeta,
     head: Vec<u8>,
     frames: Vec<Frame>,
 }
 
-/// The checkpoints on a node's disk: they outlive its process, as files do.
+/// The checkpoints on a node's disk, by number: they outlive its process, as files do.
 #[derive(Default)]
-pub struct CheckpointDisk(Mutex<Vec<Placed>>);
+pub struct CheckpointDisk(Mutex<BTreeMap<u64, Placed>>);
 
 /// An engine restored from the disk's newest chain.
 pub struct Restored {
@@ -50,28 +49,23 @@ pub struct Restored {
 impl CheckpointDisk {
     /// A failback cut: the checkpoints past `seq` go.
     pub fn cut_after(&self, seq: u64) {
-        self.0
-            .lock()
-            .expect("checkpoint disk")
-            .retain(|p| p.seq <= seq);
+        let mut placed = self.0.lock().expect("checkpoint disk");
+        placed.retain(|_, p| p.meta.seq <= seq);
     }
 
     /// The newest chain's engine (its newest checkpoint first, as the server restores), or
     /// why it could not be restored (with the chain's newest number and sequence).
     pub fn restore(&self) -> Option<Result<Restored, (u64, u64, String)>> {
         let placed = self.0.lock().expect("checkpoint disk");
-        let newest = placed.last()?;
-        let mut chain = vec![newest];
-        while chain[chain.len() - 1].parent != 0 {
-            let parent = chain[chain.len() - 1].parent;
-            chain.push(placed.iter().find(|p| p.number == parent)?);
-        }
+        let metas = self.metas(&placed);
+        let newest = placed.values().next_back()?.meta;
+        let chain = chain_to(&metas, newest.number)?;
         let failed = |e: engine::SnapshotError| (newest.number, newest.seq, e.to_string());
         let restore = || {
-            let head = EngineHead::from_bytes(&newest.head).map_err(failed)?;
+            let head = EngineHead::from_bytes(&placed[&newest.number].head).map_err(failed)?;
             let mut restorer = Restorer::new(head.config);
-            for checkpoint in &chain {
-                for f in &checkpoint.frames {
+            for number in chain.iter().rev() {
+                for f in &placed[number].frames {
                     restorer
                         .apply(f.table as u16, f.chunk, f.elements, &f.payload)
                         .map_err(failed)?;
@@ -87,22 +81,22 @@ impl CheckpointDisk {
         Some(restore())
     }
 
+    fn metas(&self, placed: &BTreeMap<u64, Placed>) -> BTreeMap<u64, CheckpointMeta> {
+        placed.iter().map(|(n, p)| (*n, p.meta)).collect()
+    }
+
+    /// Put `checkpoint` in place; the chains before the newest `KEEP_CHAINS` go.
     fn place(&self, checkpoint: Placed) {
         let mut placed = self.0.lock().expect("checkpoint disk");
-        placed.push(checkpoint);
-        let bases: Vec<u64> = placed
-            .iter()
-            .filter(|p| p.parent == 0)
-            .map(|p| p.number)
-            .collect();
-        if let Some(&oldest_kept) = bases.iter().rev().nth(KEEP_CHAINS - 1) {
-            placed.retain(|p| p.number >= oldest_kept);
+        placed.insert(checkpoint.meta.number, checkpoint);
+        if let Some(kept_from) = oldest_kept(&self.metas(&placed), KEEP_CHAINS) {
+            placed.retain(|n, _| *n >= kept_from);
         }
     }
 
     fn next_number(&self) -> u64 {
         let placed = self.0.lock().expect("checkpoint disk");
-        placed.last().map_or(1, |p| p.number + 1)
+        placed.keys().next_back().map_or(1, |n| n + 1)
     }
 }
 
@@ -148,21 +142,21 @@ impl SimSaver {
         while let Ok(message) = self.from_stage.try_recv() {
             match message {
                 ToSaver::Begin {
-                    full, seq, head, ..
+                    parent,
+                    seq,
+                    hash,
+                    head,
+                    ..
                 } => {
-                    let parent = match full {
-                        true => 0,
-                        false => self
-                            .link
-                            .delta_parent
-                            .lock()
-                            .expect("checkpoint link")
-                            .expect("a delta has a checkpoint to build on"),
-                    };
-                    self.writing = Some(Placed {
+                    let meta = CheckpointMeta {
                         number: self.next_number,
                         parent,
+                        full: parent == 0,
                         seq,
+                        hash,
+                    };
+                    self.writing = Some(Placed {
+                        meta,
                         head,
                         frames: Vec::new(),
                     });
@@ -170,9 +164,7 @@ impl SimSaver {
                     self.ended = false;
                 }
                 ToSaver::Chunk(copied) => {
-                    self.link
-                        .queued_bytes
-                        .fetch_sub(copied.bytes() as u64, Relaxed);
+                    self.link.taken(copied.bytes());
                     if let Some(w) = &mut self.writing {
                         w.frames.push(copied.encode());
                     }
@@ -180,12 +172,11 @@ impl SimSaver {
                 ToSaver::End => self.ended = true,
             }
         }
-        let durable_through = self.writing.as_ref().is_some_and(|w| w.seq <= durable);
+        let durable_through = self.writing.as_ref().is_some_and(|w| w.meta.seq <= durable);
         if self.ended && durable_through {
             let placed = self.writing.take().expect("a checkpoint was written");
-            *self.link.delta_parent.lock().expect("checkpoint link") = Some(placed.number);
+            self.link.placed(placed.meta.number);
             self.disk.place(placed);
-            self.link.in_flight.store(false, SeqCst);
             self.ended = false;
         }
     }
