@@ -109,10 +109,12 @@ impl ServeProcess {
             let logs = logs.clone();
             std::thread::spawn(move || {
                 for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                    // Kept before it is announced: a caller told the node serves finds the
+                    // `serving` line in `logs()`.
+                    logs.lock().expect("log lock").push(line.clone());
                     if line.contains("event=serving") {
-                        let _ = tx.send(line.clone());
+                        let _ = tx.send(line);
                     }
-                    logs.lock().expect("log lock").push(line);
                 }
             });
         }
