@@ -12,6 +12,7 @@ pub mod command;
 pub mod config;
 mod counted;
 pub mod feed;
+pub mod feed_items;
 pub mod holdings;
 pub mod id_table;
 pub mod idempotency;

@@ -6,7 +6,7 @@
 //! A frame is `len: u32` (the bytes after this field, 1..=`FRAME_LEN_MAX`), `kind: u8`, then
 //! `len - 1` bytes of body. All integers little-endian, fixed width.
 
-mod bytes;
+pub(crate) mod bytes;
 mod counted;
 pub mod feed;
 mod handshake;

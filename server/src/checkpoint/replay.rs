@@ -27,6 +27,8 @@ pub struct Replayed {
     pub snapshot_load: std::time::Duration,
     /// Notices worth logging: damaged snapshots skipped, a torn tail.
     pub warnings: Vec<String>,
+    /// The feed log `open_feed` opened, through `last_seq` (`None`: none, or it failed).
+    pub feed: Option<FeedWriter>,
 }
 
 /// An engine restored from a snapshot, and the sequence it is at.
@@ -62,13 +64,20 @@ impl DataDir {
 
     /// Rebuild the engine: newest valid snapshot, then every journal record after it.
     pub fn replay(&self) -> Result<Replayed> {
-        self.replay_with(&mut |_| {})
+        self.replay_with(&mut |_| {}, &mut |_| None)
     }
 
     /// `replay`, calling `made` once with the engine as soon as it exists (restored from the
     /// snapshot, or made by the journal's configuration record), before the journal is
     /// applied to it: the server starts faulting its tables in then, alongside the replay.
-    pub fn replay_with(&self, made: &mut dyn FnMut(&Engine)) -> Result<Replayed> {
+    /// `open_feed` is called with the sequence the replay starts from; the feed log it opens
+    /// gets the events of every replayed sequence it misses (what the node applied but had
+    /// not yet released to its feed stage when it stopped), and comes back in `feed`.
+    pub fn replay_with(
+        &self,
+        made: &mut dyn FnMut(&Engine),
+        open_feed: &mut dyn FnMut(u64) -> Option<FeedWriter>,
+    ) -> Result<Replayed> {
         let loading = std::time::Instant::now();
         // The newer of the newest checkpoint chain and the newest snapshot.
         let newest_snapshot_seq = snapshot::snapshot_seqs(&self.snapshots()?)
@@ -98,6 +107,7 @@ impl DataDir {
         let journal = self.journal(IoMode::Pwritev2)?;
         let after = snapshot_seq.unwrap_or(0);
         let mut applier = Applier::new(engine);
+        applier.feed = open_feed(after);
         let mut records = 0u64;
         let mut last_seq = after;
         let mut failure: Option<ServerError> = None;
@@ -142,6 +152,7 @@ impl DataDir {
         if let Some(e) = failure {
             return Err(e);
         }
+        let feed = applier.take_feed(last_seq);
         let engine = applier.finish();
         if let (Some(seq), Some(end)) = (snapshot_seq, report.last_seq) {
             if end < seq {
@@ -173,6 +184,7 @@ impl DataDir {
             checkpoint,
             snapshot_load,
             warnings,
+            feed,
         })
     }
 }
@@ -260,6 +272,20 @@ impl Applier {
     pub fn finish(mut self) -> Option<Engine> {
         self.drain();
         self.engine
+    }
+
+    /// Apply what is still ahead, through `last_seq`, and hand over the feed log with every
+    /// event through `last_seq` written (`None`: there is none, or writing it failed).
+    pub fn take_feed(&mut self, last_seq: u64) -> Option<FeedWriter> {
+        self.drain();
+        let mut feed = self.feed.take()?;
+        match feed.processed(last_seq) {
+            Ok(()) => Some(feed),
+            Err(e) => {
+                feed.shared().stopped(&e);
+                None
+            }
+        }
     }
 }
 

@@ -2,7 +2,8 @@
 //! (`pipeline::checkpoints`) and writes it as a checkpoint file (`journal::checkpoint_file`).
 //! A checkpoint goes in place only once the journal is durable through its sequence (the
 //! engine applies commands before they are durable), so a restore never starts ahead of
-//! the journal. Then the chains beyond `keep_chains` are deleted, and, where no snapshotter
+//! the journal, and once the feed log is durable through it, so a restart's feed resumes
+//! without a gap. Then the chains beyond `keep_chains` are deleted, and, where no snapshotter
 //! runs, the journal segments the oldest kept chain covers are retired — never one an
 //! attached standby has not synced.
 //!
@@ -22,6 +23,7 @@ use crate::checkpoint::chain::{chain_to, oldest_kept};
 use crate::checkpoint::data_dir::DataDir;
 use crate::checkpoint::snapshotter::retirable_through;
 use crate::error::{Result, ServerError};
+use crate::feed::FeedShared;
 use crate::group::node::Node;
 use crate::pipeline::checkpoints::{CheckpointLink, ToSaver};
 use crate::pipeline::shared::Shared;
@@ -48,6 +50,8 @@ pub struct Saver {
     keep_chains: usize,
     /// Retire covered journal segments this way (`None`: the snapshotter does).
     retention: Option<(Arc<dyn Storage>, Retention)>,
+    /// The feed, whose log must reach a checkpoint before it is kept.
+    feed: Option<Arc<FeedShared>>,
     next_number: u64,
 }
 
@@ -84,10 +88,17 @@ impl Saver {
             node,
             keep_chains,
             retention,
+            feed: None,
             next_number,
         };
         saver.count_disk_bytes();
         Ok(saver)
+    }
+
+    /// Keep no checkpoint before `feed`'s log reaches it.
+    pub fn with_feed(mut self, feed: Option<Arc<FeedShared>>) -> Saver {
+        self.feed = feed;
+        self
     }
 
     pub fn run(mut self) {
@@ -151,6 +162,9 @@ impl Saver {
         let meta = w.meta;
         if w.failed.is_none() && !self.wait_durable(meta.seq) {
             w.failed = Some("the node stopped before the journal reached it".into());
+        }
+        if w.failed.is_none() && !self.wait_feed(meta.seq) {
+            w.failed = Some("the node stopped before the feed log reached it".into());
         }
         let placed = match (w.file.take(), &w.failed) {
             (Some(file), None) => file
@@ -231,6 +245,17 @@ impl Saver {
             std::thread::sleep(DURABLE_POLL);
         }
         true
+    }
+
+    /// Wait until the feed log is durable through `seq` (a restart resumes the feed from the
+    /// checkpoint: the log must reach it); false if the node stops first. A feed that has
+    /// stopped is not waited for: it begins again at the next start.
+    fn wait_feed(&self, seq: u64) -> bool {
+        let Some(feed) = &self.feed else {
+            return true;
+        };
+        let stop = &self.shared.stop;
+        feed.wait_synced(seq, &|| stop.load(SeqCst)) || !stop.load(SeqCst)
     }
 
     /// Delete the chains older than the newest `keep_chains`; retire the journal segments
@@ -320,6 +345,7 @@ pub fn start(
     node: &Arc<Node>,
     restored_from: Option<u64>,
     applied_seq: u64,
+    feed: Option<Arc<FeedShared>>,
 ) -> Result<
     Option<(
         crate::pipeline::checkpoints::Checkpointer,
@@ -349,7 +375,8 @@ pub fn start(
         node.clone(),
         c.keep_chains as usize,
         retention,
-    )?;
+    )?
+    .with_feed(feed);
     let policy = Policy {
         every_records: c.every_records,
         every_secs: c.every_secs,

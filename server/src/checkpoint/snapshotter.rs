@@ -26,7 +26,6 @@ use journal::{snapshot, Storage, Tail};
 use crate::checkpoint::data_dir::{write_engine_snapshot, DataDir};
 use crate::checkpoint::replay::Applier;
 use crate::error::{Result, ServerError};
-use crate::feed::writer::{FeedLimits, FeedWriter};
 use crate::feed::FeedShared;
 use crate::group::node::Node;
 use crate::pipeline::shared::Shared;
@@ -66,10 +65,8 @@ pub struct Snapshotter {
     /// late, when there is no snapshot to start from).
     faulted: bool,
     priority: Priority,
-    /// Where the journal ended at the start (the feed log is cut back to it).
-    journal_end: u64,
-    /// The feed to keep, opened with the engine (`rebuild`).
-    feed: Option<(Arc<FeedShared>, FeedLimits)>,
+    /// The feed, whose log must reach a snapshot before it is written.
+    feed: Option<Arc<FeedShared>>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -90,7 +87,7 @@ impl Snapshotter {
         policy: Policy,
         shared: Arc<Shared>,
         node: Arc<Node>,
-        feed: Option<(Arc<FeedShared>, FeedLimits)>,
+        feed: Option<Arc<FeedShared>>,
     ) -> Result<Snapshotter> {
         let snapshots: Arc<dyn Storage> = Arc::new(dir.snapshots()?);
         let newest = snapshot::snapshot_seqs(snapshots.as_ref())
@@ -99,7 +96,6 @@ impl Snapshotter {
             .copied()
             .unwrap_or(0);
         let now = shared.clock.mono_ns();
-        let journal_end = shared.release.durable();
         Ok(Snapshotter {
             applier: Applier::new(None),
             tail: Tail::new(journal.clone(), newest + 1),
@@ -114,7 +110,6 @@ impl Snapshotter {
             node,
             faulted: false,
             priority: Priority::Normal,
-            journal_end,
             feed,
         })
     }
@@ -140,23 +135,6 @@ impl Snapshotter {
             self.tail = Tail::new(self.journal.clone(), seq + 1);
             self.applied_seq = seq;
             self.last_snapshot_seq = seq;
-        }
-        if let Some((feed, limits)) = &self.feed {
-            let writer = FeedWriter::open(
-                &feed.dir,
-                *limits,
-                self.applied_seq,
-                self.journal_end,
-                feed.clone(),
-            )
-            .map_err(|e| {
-                ServerError::io(format!("opening the feed log in {}", feed.dir.display()), e)
-            });
-            match writer {
-                Ok(writer) => self.applier.feed = Some(writer),
-                // No feed, but the snapshots (and so the journal's retention) go on.
-                Err(e) => self.feed_failed(&e),
-            }
         }
         log::info(
             "snapshotter_ready",
@@ -256,14 +234,6 @@ impl Snapshotter {
         if let Some(e) = failed {
             return Err(e);
         }
-        if self.applier.feed.is_some() {
-            // The feed goes as far as what was read: nothing waits in the look-ahead.
-            self.applier.drain();
-            let written = self.applier.feed.as_mut().map(|feed| feed.processed(upto));
-            if let Some(Err(e)) = written {
-                self.feed_failed(&e);
-            }
-        }
         if !self.faulted {
             if let Some(engine) = self.applier.engine_mut() {
                 engine.fault_in();
@@ -303,14 +273,13 @@ impl Snapshotter {
     /// the segments the oldest kept one covers.
     fn take(&mut self) -> Result<()> {
         self.applier.drain();
-        // The feed log must reach every snapshot: a restart resumes the feed from it.
-        let applied_seq = self.applied_seq;
-        let synced = self.applier.feed.as_mut().map(|feed| {
-            feed.processed(applied_seq)?;
-            feed.sync()
-        });
-        if let Some(Err(e)) = synced {
-            self.feed_failed(&e);
+        // The feed log must reach every snapshot: a restart resumes the feed from it. A feed
+        // that has stopped is not waited for (it begins again at the next start).
+        if let Some(feed) = &self.feed {
+            let stop = &self.shared.stop;
+            if !feed.wait_synced(self.applied_seq, &|| stop.load(SeqCst)) && stop.load(SeqCst) {
+                return Ok(());
+            }
         }
         let metrics = &self.shared.metrics;
         let clock = &self.shared.clock;
@@ -346,25 +315,6 @@ impl Snapshotter {
         self.last_snapshot_seq = seq;
         self.last_snapshot_ns = clock.mono_ns();
         Ok(())
-    }
-
-    /// The feed log could not be written: the feed stops (its consumers are told), the
-    /// snapshots go on.
-    fn feed_failed(&mut self, e: &dyn std::fmt::Display) {
-        self.applier.feed = None;
-        self.shared.metrics.feed.enabled.store(0, Relaxed);
-        log::line(
-            Level::Error,
-            "feed_stopped",
-            None,
-            &[
-                ("error", &e.to_string()),
-                (
-                    "detail",
-                    &"the feed log could not be written; consumers are told (223), and it stays as it is until a restart",
-                ),
-            ],
-        );
     }
 
     /// Keep the newest `keep` snapshots; retire the segments the oldest of them covers, but

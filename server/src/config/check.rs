@@ -264,13 +264,6 @@ impl ServerConfig {
         if f.listen_addr()?.is_none() {
             return Ok(());
         }
-        if !self.snapshots_on() {
-            return Err(ServerError::config(
-                "feed.listen, snapshot.every_records, snapshot.every_secs",
-                "the feed is written by the snapshotter's engine: turn snapshots on (either \
-                 interval above 0) or leave feed.listen empty",
-            ));
-        }
         if f.segment_mib == 0 || f.max_mib < 2 * f.segment_mib {
             return Err(ServerError::config(
                 "feed.segment_mib, feed.max_mib",

@@ -1,20 +1,24 @@
 //! The feed (docs/FEED.md): every event the engine's commands caused, in sequence order,
-//! durable and resumable, for the rest of the shop. `writer.rs` keeps the feed log on the
-//! snapshotter's thread, `log.rs` is its files, `reader.rs` reads it for one consumer, and
+//! durable and resumable, for the rest of the shop. `stage.rs` is the ring consumer behind
+//! the release gate that appends what the engine stage drafted, `writer.rs` keeps the feed
+//! log, `log.rs` is its files, `reader.rs` reads it for one consumer, and
 //! `port.rs` serves consumers on the feed port. `FeedShared` is what the writer publishes
 //! for the readers.
 
 pub mod log;
 pub mod port;
 pub mod reader;
+pub mod stage;
 pub mod writer;
 
 use std::path::PathBuf;
-use std::sync::atomic::Ordering::Relaxed;
+use std::sync::atomic::AtomicU64;
+use std::sync::atomic::Ordering::{Relaxed, SeqCst};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
 use crate::pipeline::shared::Shared;
+use crate::telemetry::log::{self as oplog, Level};
 use crate::telemetry::metrics::FeedMetrics;
 
 /// How far the log goes, as the writer last published it.
@@ -27,6 +31,8 @@ pub struct Published {
     pub file_len: u64,
     /// The oldest `after` a consumer may subscribe with.
     pub begins_after: u64,
+    /// Every sequence at or below this has its events durable in the log.
+    pub synced: u64,
 }
 
 /// Shared by the writer, the feed port and its consumers' threads.
@@ -34,6 +40,8 @@ pub struct FeedShared {
     pub dir: PathBuf,
     published: Mutex<Option<Published>>,
     changed: Condvar,
+    /// The highest sequence someone waits to see durable in the log (`wait_synced`).
+    sync_wanted: AtomicU64,
     pub shared: Arc<Shared>,
 }
 
@@ -44,6 +52,7 @@ impl FeedShared {
             dir,
             published: Mutex::new(None),
             changed: Condvar::new(),
+            sync_wanted: AtomicU64::new(0),
             shared,
         })
     }
@@ -83,6 +92,50 @@ impl FeedShared {
             .wait_timeout_while(guard, timeout, |p| p.is_none_or(|p| p.through <= through))
             .expect("feed lock");
         *guard
+    }
+
+    /// Ask the writer to make the log durable through `seq` and wait until it has (before a
+    /// checkpoint or snapshot at `seq` is kept: a restart resumes the feed from there).
+    /// False if the feed stopped, or `give_up` said so, first.
+    pub fn wait_synced(&self, seq: u64, give_up: &dyn Fn() -> bool) -> bool {
+        self.sync_wanted.fetch_max(seq, SeqCst);
+        let mut guard = self.published.lock().expect("feed lock");
+        loop {
+            if guard.is_some_and(|p| p.synced >= seq) {
+                return true;
+            }
+            if self.metrics().enabled.load(Relaxed) == 0 || give_up() {
+                return false;
+            }
+            guard = self
+                .changed
+                .wait_timeout(guard, Duration::from_millis(10))
+                .expect("feed lock")
+                .0;
+        }
+    }
+
+    /// The feed log could not be written: the feed stops (its consumers are told), serving
+    /// goes on.
+    pub fn stopped(&self, e: &dyn std::fmt::Display) {
+        self.metrics().enabled.store(0, Relaxed);
+        oplog::line(
+            Level::Error,
+            "feed_stopped",
+            None,
+            &[
+                ("error", &e.to_string()),
+                (
+                    "detail",
+                    &"the feed log could not be written; consumers are told (223), and it stays as it is until a restart",
+                ),
+            ],
+        );
+    }
+
+    /// The sequence someone waits to see durable in the log (0: nobody yet).
+    pub fn sync_wanted(&self) -> u64 {
+        self.sync_wanted.load(SeqCst)
     }
 
     /// The highest sequence a consumer may be sent now: in the log, and no higher than

@@ -1,14 +1,14 @@
-//! Writing the feed log. The snapshotter's engine applies every durable record anyway; the
-//! writer turns what each applied command did into feed events (`engine::feed::derive`),
-//! appends them, and publishes how far the log goes. It runs on the snapshotter's thread, so
-//! the serving pipeline does nothing for the feed.
+//! Writing the feed log. The feed stage (`stage.rs`) appends what the engine stage drafted
+//! for each released command; a restart's replay drafts the same bytes for the sequences the
+//! log missed (`applied`: the engine is deterministic). The writer appends, rolls files at
+//! `segment_bytes`, retires the oldest past `max_bytes`, and publishes how far the log goes.
 //!
-//! Recovery keeps one rule: the log on disk always reaches the newest snapshot (it is synced
-//! before each snapshot is written). At a start the snapshotter resumes from that snapshot,
-//! re-derives the same events for the sequences after it (the engine is deterministic) and
-//! the writer skips those already in the log. A log that does not reach the snapshot (a
-//! standby that restarted from its primary's snapshot, a deleted feed directory) begins again
-//! at the snapshot: consumers asking for older events are told where it now begins.
+//! Recovery keeps one rule: the log on disk always reaches the newest checkpoint or snapshot
+//! (each waits for the log to be synced through its sequence before it is kept). At a start
+//! the replay resumes from that checkpoint or snapshot and the writer skips the sequences
+//! already in the log. A log that does not reach it (a standby that restarted from its
+//! primary's snapshot, a deleted feed directory, a feed that had stopped) begins again
+//! there: consumers asking for older events are told where it now begins.
 
 use std::fs::{File, OpenOptions};
 use std::io;
@@ -17,8 +17,8 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 
-use engine::feed::{derive, FeedEvent};
-use engine::wire::feed::encode_feed_item;
+use engine::feed::FeedEvent;
+use engine::feed_items::FeedItems;
 use engine::{Engine, Output, Request};
 
 use super::log::{self, LAST, MARK, RECORD_EVENTS_MAX, ROLL};
@@ -45,18 +45,22 @@ pub struct FeedWriter {
     through: u64,
     /// The sequence of the last record written (events, mark or roll).
     last_record_seq: u64,
+    /// Every sequence at or below this is durable in the log.
+    synced: u64,
     /// Records encoded and not yet written.
     pending: Vec<u8>,
     /// A write of `pending` made while applying failed: `processed` reports it.
     failed: Option<io::Error>,
-    events: Vec<FeedEvent>,
-    items: Vec<u8>,
+    /// A replay's drafting space.
+    drafted: FeedItems,
+    scratch: Vec<FeedEvent>,
     shared: Arc<FeedShared>,
 }
 
 impl FeedWriter {
-    /// Open the log in `dir` for a snapshotter that resumes after `resume_seq` (its newest
-    /// snapshot, 0 for none) over a journal that ends at `journal_end`.
+    /// Open the log in `dir` for an engine that resumes after `resume_seq` (its newest
+    /// checkpoint or snapshot, 0 for none) over a journal that ends at `journal_end`
+    /// (`u64::MAX`: not known yet; nothing is cut).
     pub fn open(
         dir: &Path,
         limits: FeedLimits,
@@ -77,10 +81,12 @@ impl FeedWriter {
             limits,
             through,
             last_record_seq: through,
+            // What recovery kept was synced there.
+            synced: through,
             pending: Vec::new(),
             failed: None,
-            events: Vec::new(),
-            items: Vec::new(),
+            drafted: FeedItems::default(),
+            scratch: Vec::new(),
             shared,
         };
         writer.retire_old()?;
@@ -88,7 +94,8 @@ impl FeedWriter {
         Ok(writer)
     }
 
-    /// `request` was just applied by `engine` with `output`, as sequence `seq` at `at_ns`.
+    /// `request` was just applied by `engine` with `output`, as sequence `seq` at `at_ns`
+    /// (a replay: the restart's, filling in what the log missed).
     pub fn applied(
         &mut self,
         seq: u64,
@@ -100,28 +107,44 @@ impl FeedWriter {
         if seq <= self.through {
             return;
         }
-        self.events.clear();
-        derive(engine, request, output, &mut self.events);
-        if self.events.is_empty() {
+        let mut items = std::mem::take(&mut self.drafted);
+        items.draft(engine, seq, at_ns, request, output, &mut self.scratch);
+        self.append(seq, &items);
+        self.drafted = items;
+    }
+
+    /// Sequence `seq`'s events, drafted where it was applied (the engine stage). Sequences
+    /// already in the log are skipped.
+    pub fn append(&mut self, seq: u64, items: &FeedItems) {
+        if seq <= self.through || items.is_empty() {
             return;
         }
-        self.items.clear();
+        // One record, or several of under RECORD_EVENTS_MAX bytes each (whole events).
+        let (bytes, ends) = (items.bytes(), items.ends());
+        let mut record_start = 0usize;
         let mut count = 0u32;
-        for event in &self.events {
-            let before = self.items.len();
-            encode_feed_item(seq, at_ns, event, &mut self.items);
-            if self.items.len() > RECORD_EVENTS_MAX && count > 0 {
-                let part: Vec<u8> = self.items.drain(..before).collect();
-                log::encode_record(&mut self.pending, seq, 0, count, &part);
+        for (i, &end) in ends.iter().enumerate() {
+            let end = end as usize;
+            let last = i + 1 == ends.len();
+            count += 1;
+            let next_end = ends.get(i + 1).map_or(end, |&e| e as usize);
+            if last || (next_end - record_start > RECORD_EVENTS_MAX) {
+                let flags = if last { LAST } else { 0 };
+                log::encode_record(
+                    &mut self.pending,
+                    seq,
+                    flags,
+                    count,
+                    &bytes[record_start..end],
+                );
+                record_start = end;
                 count = 0;
             }
-            count += 1;
         }
-        log::encode_record(&mut self.pending, seq, LAST, count, &self.items);
         self.last_record_seq = seq;
         if self.pending.len() >= PENDING_MAX && self.failed.is_none() {
-            // Written now, published at `processed`: a snapshotter that is far behind
-            // applies up to a chunk of records at a time, and memory stays this size.
+            // Written now, published at `processed`: a replay (or a long batch) appends
+            // many sequences between two of those, and memory stays this size.
             self.failed = self.write_pending().err();
             // The file rolls inside such a chunk too (every sequence up to `seq` is applied),
             // so that no file grows far past `segment_bytes`: one file past `max_bytes` would
@@ -139,7 +162,17 @@ impl FeedWriter {
         self.shared
             .metrics()
             .events
-            .fetch_add(self.events.len() as u64, Relaxed);
+            .fetch_add(items.count() as u64, Relaxed);
+    }
+
+    /// What this writer publishes to.
+    pub fn shared(&self) -> &Arc<FeedShared> {
+        &self.shared
+    }
+
+    /// Every sequence at or below this has its events in the log (written or pending).
+    pub fn through(&self) -> u64 {
+        self.through.max(self.last_record_seq)
     }
 
     /// Every sequence up to `through` has been applied: write what they said and publish.
@@ -183,7 +216,19 @@ impl FeedWriter {
             self.last_record_seq = self.through;
             self.processed(self.through)?;
         }
-        self.file.sync_data()
+        self.file.sync_data()?;
+        self.synced = self.through;
+        self.publish();
+        Ok(())
+    }
+
+    /// Sync if someone waits for a sequence the log now reaches (`FeedShared::wait_synced`).
+    pub fn sync_if_wanted(&mut self) -> io::Result<()> {
+        let wanted = self.shared.sync_wanted();
+        if wanted > self.synced && self.through >= wanted {
+            self.sync()?;
+        }
+        Ok(())
     }
 
     /// End this file with a ROLL record naming the next, and start that one.
@@ -242,6 +287,7 @@ impl FeedWriter {
             file_after: self.file_after,
             file_len: self.file_len,
             begins_after: self.shared.metrics().begins_after_seq.load(Relaxed),
+            synced: self.synced,
         });
     }
 }

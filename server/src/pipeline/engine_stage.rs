@@ -2,13 +2,15 @@
 //! computes leaves until the gate says so), answers each query, and writes the result into
 //! the slot for the gate. It prefetches what the request a few slots ahead will touch, so
 //! that cache miss overlaps this one's work. It checks that each command's sequence is the
-//! next, records rolling-hash checkpoints, and keeps the waitlist gauges exact.
+//! next, records rolling-hash checkpoints, keeps the waitlist gauges exact, and drafts each
+//! command's feed events for the feed stage when the feed is on.
 
 use std::collections::HashMap;
 use std::sync::atomic::Ordering::{Relaxed, SeqCst};
 use std::sync::Arc;
 use std::time::Duration;
 
+use engine::feed::FeedEvent;
 use engine::ring::Consumer;
 use engine::{Command, Engine, Event, Outcome, Output, Query, Request, SkuId};
 
@@ -39,6 +41,8 @@ pub struct EngineStage {
     more_waiting: bool,
     /// Checkpoints of this engine, if they are on.
     checkpoints: Option<Checkpointer>,
+    /// Set when the feed is on: each command's events are drafted into its slot.
+    feed_scratch: Option<Vec<FeedEvent>>,
 }
 
 impl EngineStage {
@@ -61,7 +65,14 @@ impl EngineStage {
             last_done_ns: 0,
             more_waiting: false,
             checkpoints: None,
+            feed_scratch: None,
         }
+    }
+
+    /// Draft each command's feed events into its slot for the feed stage.
+    pub fn with_feed(mut self) -> EngineStage {
+        self.feed_scratch = Some(Vec::new());
+        self
     }
 
     /// Checkpoint the engine as `checkpoints` says (`Server::start_node`).
@@ -135,6 +146,11 @@ impl EngineStage {
                     check_sequence("engine", slot.seq, self.next_seq);
                     engine.apply(slot.timestamp_ns, &slot.request, &mut out.output);
                     out.answer = None;
+                    if let Some(scratch) = &mut self.feed_scratch {
+                        let (seq, at_ns) = (slot.seq, slot.timestamp_ns);
+                        out.feed
+                            .draft(engine, seq, at_ns, &slot.request, &out.output, scratch);
+                    }
                     if replicator::checkpoints::is_checkpoint(slot.seq) {
                         self.node.checkpoint(slot.seq, engine.hash());
                     }

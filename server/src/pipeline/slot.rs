@@ -1,9 +1,11 @@
 //! What one ring slot carries: a client's request as intake decoded it (or a Tick the
 //! sequencer inserted, or a record a standby received), the journal sequence and timestamp
-//! the sequencer stamped on it, where its answer goes, and the engine stage's answer. Slots
-//! are allocated once and reused; the journal stage and the engine stage read them side by
-//! side, the release gate after both.
+//! the sequencer stamped on it, where its answer goes, and the engine stage's answer and feed
+//! events. Slots are allocated once and reused; the journal stage and the engine stage read
+//! them side by side, the release gate after both, and the feed stage (when the feed is on)
+//! after the gate.
 
+use engine::feed_items::FeedItems;
 use engine::ring::StageCell;
 use engine::{Answer, Command, Output, Query, Request};
 
@@ -49,6 +51,8 @@ pub struct SlotOutput {
     pub output: Output,
     /// A query's answer.
     pub answer: Option<Answer>,
+    /// A command's feed events, drafted when the feed is on (read by the feed stage).
+    pub feed: FeedItems,
 }
 
 impl Default for Slot {
@@ -71,6 +75,17 @@ impl Default for Slot {
 }
 
 impl Slot {
+    /// A slot whose feed events have their room allocated now (when the feed is on).
+    pub fn with_feed_room() -> Slot {
+        Slot {
+            output: StageCell::new(SlotOutput {
+                feed: FeedItems::with_room(),
+                ..SlotOutput::default()
+            }),
+            ..Slot::default()
+        }
+    }
+
     pub fn is_command(&self) -> bool {
         self.query.is_none()
     }

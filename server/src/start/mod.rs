@@ -29,6 +29,7 @@ use crate::drivers::follower::FollowerThread;
 use crate::drivers::primary_hooks::PrimaryHooks;
 use crate::error::{Result, ServerError};
 use crate::feed::port::{FeedPort, PortLimits};
+use crate::feed::stage::FeedStage;
 use crate::feed::writer::FeedLimits;
 use crate::feed::FeedShared;
 use crate::group::epochs::EpochDir;
@@ -112,8 +113,21 @@ impl Server {
         let dir = DataDir::new(&config.data_dir);
         dir.create()?;
         let dir_lock = dir.lock()?;
-        let recovered = recover(&dir, config, &start, clock.as_ref())?;
+        let shared = Arc::new(Shared::new(clock.clone()));
+        let feed_addr = config.feed.listen_addr()?;
+        let feed_limits = FeedLimits {
+            segment_bytes: config.feed.segment_mib << 20,
+            max_bytes: config.feed.max_mib << 20,
+        };
+        let feed_to_keep = feed_addr.map(|_| {
+            (
+                FeedShared::new(config.feed_dir(), shared.clone()),
+                feed_limits,
+            )
+        });
+        let recovered = recover(&dir, config, &start, clock.as_ref(), &feed_to_keep)?;
         let (engine, recovered_seq, faulter) = (recovered.engine, recovered.seq, recovered.faulter);
+        let feed_writer = recovered.feed;
         let (role, epochs) = node_epochs(&dir, &start, recovered_seq + 1)?;
         let replication_listen = config.replication.listen_addr()?;
         let replicated = replication_listen.is_some() || role == Role::Standby;
@@ -171,7 +185,6 @@ impl Server {
         let layout = Layout::for_config(config);
         let strategy = config.wait_strategy(layout.busy_threads())?;
         let cores = Cores::for_config(config)?;
-        let shared = Arc::new(Shared::new(clock.clone()));
         shared.release.publish_durable(next_seq - 1);
         shared.metrics.applied_seq.store(next_seq - 1, SeqCst);
         shared
@@ -179,16 +192,28 @@ impl Server {
             .ring_slots
             .store(config.ring.slots as u64, SeqCst);
 
-        let mut ring = RingBuilder::<Slot>::new(config.ring.slots, strategy);
+        let feed_on = feed_writer.is_some();
+        let mut ring =
+            RingBuilder::<Slot>::with_fill(config.ring.slots, strategy, move || match feed_on {
+                true => Slot::with_feed_room(),
+                false => Slot::default(),
+            });
         let journal_stage = ring.stage(&[]);
         let engine_stage = ring.stage(&[]);
         let gate_stage = ring.stage(&[journal_stage, engine_stage]);
+        let feed_stage = feed_writer.as_ref().map(|_| ring.stage(&[gate_stage]));
         let (producer, consumers) = ring.build();
         let mut consumers: Vec<Option<_>> = consumers.into_iter().map(Some).collect();
         let mut take = |i: usize| consumers[i].take().expect("each stage once");
         let journal_consumer = take(journal_stage.index());
         let engine_consumer = take(engine_stage.index());
         let gate = Gate::new(take(gate_stage.index()));
+        let feed_stage = match (feed_stage, feed_writer, &feed_to_keep) {
+            (Some(stage), Some(writer), Some((feed, _))) => {
+                Some(FeedStage::new(take(stage.index()), writer, feed.clone()))
+            }
+            _ => None,
+        };
 
         let poll = mio::Poll::new().map_err(|e| ServerError::io("creating the poller", e))?;
         let waker = mio::Waker::new(poll.registry(), WAKER)
@@ -271,10 +296,15 @@ impl Server {
             &node,
             recovered.checkpoint,
             next_seq - 1,
+            feed_to_keep.as_ref().map(|(feed, _)| feed.clone()),
         )?;
         let (engine, saver) = match checkpoints {
             Some((checkpointer, saver)) => (engine.with_checkpoints(checkpointer), Some(saver)),
             None => (engine, None),
+        };
+        let engine = match feed_stage {
+            Some(_) => engine.with_feed(),
+            None => engine,
         };
         let mut stages = match layout {
             Layout::Threads => vec![
@@ -289,6 +319,14 @@ impl Server {
             }
         };
         stages.extend(saver);
+        if let Some(feed_stage) = feed_stage {
+            stages.push(
+                std::thread::Builder::new()
+                    .name("surge-feed".into())
+                    .spawn(move || feed_stage.run())
+                    .map_err(|e| ServerError::io("spawning the feed stage", e))?,
+            );
+        }
         let gateway = spawn_pipeline("surge-gateway", cores.gateway, gateway)?;
         let replication = match replication_listen {
             Some(addr) => {
@@ -326,11 +364,10 @@ impl Server {
             None => None,
         };
         let replication_addr = replication.as_ref().map(|r| r.addr);
-        let feed = match config.feed.listen_addr()? {
-            Some(addr) => {
+        let feed = match (feed_addr, &feed_to_keep) {
+            (Some(addr), Some((feed, _))) => {
                 let listener = std::net::TcpListener::bind(addr)
                     .map_err(|e| ServerError::io(format!("binding the feed port {addr}"), e))?;
-                let feed = FeedShared::new(config.feed_dir(), shared.clone());
                 let port = FeedPort::start(
                     listener,
                     feed.clone(),
@@ -340,15 +377,11 @@ impl Server {
                     },
                 )
                 .map_err(|e| ServerError::io("starting the feed port", e))?;
-                let limits = FeedLimits {
-                    segment_bytes: config.feed.segment_mib << 20,
-                    max_bytes: config.feed.max_mib << 20,
-                };
-                Some((feed, limits, port))
+                Some((feed.clone(), port))
             }
-            None => None,
+            _ => None,
         };
-        let feed_addr = feed.as_ref().map(|(_, _, port)| port.addr);
+        let feed_addr = feed.as_ref().map(|(_, port)| port.addr);
         let snapshotter = match config.snapshots_on() {
             true => Some(
                 Snapshotter::new(
@@ -366,8 +399,7 @@ impl Server {
                     },
                     shared.clone(),
                     node.clone(),
-                    feed.as_ref()
-                        .map(|(feed, limits, _)| (feed.clone(), *limits)),
+                    feed.as_ref().map(|(feed, _)| feed.clone()),
                 )?
                 .spawn()
                 .map_err(|e| ServerError::io("spawning the snapshotter", e))?,
@@ -474,7 +506,7 @@ impl Server {
             snapshotter,
             faulter,
             feed_addr,
-            feed: feed.map(|(_, _, port)| port.thread),
+            feed: feed.map(|(_, port)| port.thread),
             _dir_lock: dir_lock,
         })
     }

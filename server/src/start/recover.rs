@@ -1,7 +1,9 @@
 //! What a node is at start: its engine rebuilt from the data directory (the newest snapshot
-//! and the journal after it, the tables faulted in before or while it serves), and its role
-//! and epochs from the epoch files and how it was started.
+//! or checkpoint chain and the journal after it, the tables faulted in before or while it
+//! serves), its feed log brought up to the same sequence, and its role and epochs from the
+//! epoch files and how it was started.
 
+use std::sync::Arc;
 use std::thread::JoinHandle;
 
 use engine::Engine;
@@ -11,6 +13,8 @@ use super::Start;
 use crate::checkpoint::data_dir::DataDir;
 use crate::config::ServerConfig;
 use crate::error::{Result, ServerError};
+use crate::feed::writer::{FeedLimits, FeedWriter};
+use crate::feed::FeedShared;
 use crate::group::role::Role;
 use crate::telemetry::log;
 use crate::telemetry::log::repl_code;
@@ -25,7 +29,12 @@ pub(super) struct Recovered {
     pub faulter: Option<JoinHandle<()>>,
     /// The checkpoint it was restored from, if it was (a delta may build on it).
     pub checkpoint: Option<u64>,
+    /// The feed log, reaching `seq`, if the feed is on and could be opened.
+    pub feed: Option<FeedWriter>,
 }
+
+/// The feed to keep, if it is on.
+pub(super) type FeedToKeep = Option<(Arc<FeedShared>, FeedLimits)>;
 
 /// Rebuild the engine from the data directory and log how, faulting its tables in (before
 /// or while it serves, as configured: see `fault_in`); the engine, the last sequence it
@@ -35,19 +44,46 @@ pub(super) fn recover(
     config: &ServerConfig,
     start: &Start,
     clock: &dyn Clock,
+    feed: &FeedToKeep,
 ) -> Result<Recovered> {
     let started_ns = clock.mono_ns();
     let mut faulter = None;
     let mut fault_result = Ok(());
-    let replayed = dir.replay_with(&mut |engine| {
-        // Background: the pages fault in alongside the replay of the journal.
-        if config.engine.fault_in == "background" {
-            match fault_in(engine, config, clock) {
-                Ok(handle) => faulter = handle,
-                Err(e) => fault_result = Err(e),
+    // The journal's end is not known until the replay has read it: the log is opened
+    // without cutting anything, and cut back below if it turns out to run past the end.
+    let open_feed = |resume_seq: u64, journal_end: u64| {
+        let (feed, limits) = feed.as_ref()?;
+        FeedWriter::open(&feed.dir, *limits, resume_seq, journal_end, feed.clone())
+            .map_err(|e| {
+                feed.stopped(&format!(
+                    "opening the feed log in {}: {e}",
+                    feed.dir.display()
+                ))
+            })
+            .ok()
+    };
+    let mut replayed = dir.replay_with(
+        &mut |engine| {
+            // Background: the pages fault in alongside the replay of the journal.
+            if config.engine.fault_in == "background" {
+                match fault_in(engine, config, clock) {
+                    Ok(handle) => faulter = handle,
+                    Err(e) => fault_result = Err(e),
+                }
             }
-        }
-    })?;
+        },
+        &mut |resume_seq| open_feed(resume_seq, u64::MAX),
+    )?;
+    let resume_seq = replayed.snapshot_seq.unwrap_or(0);
+    let mut feed_writer = replayed.feed.take();
+    if feed_writer
+        .as_ref()
+        .is_some_and(|w| w.through() > replayed.last_seq)
+    {
+        // The journal was cut behind the log (a failback, a restored backup).
+        drop(feed_writer);
+        feed_writer = open_feed(resume_seq, replayed.last_seq);
+    }
     fault_result?;
     for warning in &replayed.warnings {
         log::line(
@@ -104,6 +140,7 @@ pub(super) fn recover(
         seq: replayed.last_seq,
         faulter,
         checkpoint: replayed.checkpoint,
+        feed: feed_writer,
     })
 }
 

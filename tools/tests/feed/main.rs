@@ -1,7 +1,8 @@
 //! The feed over real processes: resuming at every boundary (segment roll, snapshot,
 //! retirement, restart, failover to a standby) with no gap and no duplicate, the feed against
-//! `surge replay --export`, retention telling a consumer where the feed begins, and a stalled
-//! consumer costing the server no memory, and `surge sink postgres` through crashes.
+//! `surge replay --export` and against a replay's derivation, retention telling a consumer
+//! where the feed begins, a stalled consumer costing the server no memory, and
+//! `surge sink postgres` through crashes.
 
 #[path = "../replication/harness.rs"]
 #[allow(dead_code)]
@@ -11,6 +12,7 @@ mod scratch;
 
 mod boundaries;
 mod consumers;
+mod derivation;
 mod local_postgres;
 mod sink;
 
@@ -158,9 +160,9 @@ pub fn load(node: &ServeProcess, rate: u32, secs: u32, seed: u32) {
 }
 
 /// Wait until the node's feed holds every sequence up to its release bound as it was when
-/// asked. The feed is written by the snapshotter at nice 19, which a busy machine (CI runs
-/// the suites side by side) can starve for seconds: a test reads the feed only once it has
-/// caught up, never after a fixed sleep.
+/// asked. The feed stage trails the release gate, and a busy machine (CI runs the suites
+/// side by side) can hold it back: a test reads the feed only once it has caught up, never
+/// after a fixed sleep.
 pub fn wait_feed_caught_up(node: &ServeProcess) {
     let bound = harness::metric(node, "surge_release_bound_seq");
     harness::wait_for(
