@@ -5,6 +5,7 @@
 //! recovered after a crash (a torn tail is cut, corruption refuses to start), plus snapshot
 //! files, checkpoint files and retention. The format is in `format.rs` and docs/FORMAT.md.
 
+pub mod checkpoint_bundle;
 pub mod checkpoint_file;
 mod direct;
 pub mod durable;

@@ -34,6 +34,16 @@ const POLL: Duration = Duration::from_millis(20);
 /// How long a connecting standby has for the handshake (and TLS's, at the first read).
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_nanos(session::HANDSHAKE_TIMEOUT_NS);
 
+/// A checkpoint chain a standby can start from: the sequence it reaches, and its files,
+/// oldest (the full one) first.
+pub struct Chain {
+    pub seq: u64,
+    pub files: Vec<(u64, std::path::PathBuf)>,
+}
+
+/// Finds the newest whole checkpoint chain (the server decides what a whole chain is).
+pub type ChainFinder = Arc<dyn Fn() -> Result<Option<Chain>, String> + Send + Sync>;
+
 /// What the sender reads from the server.
 pub struct Sources {
     pub backlog: Arc<Backlog>,
@@ -41,8 +51,10 @@ pub struct Sources {
     /// The journal directory, for catch-up.
     pub journal: Arc<dyn Storage>,
     /// The snapshot directory: a standby whose next sequence the journal no longer holds
-    /// starts from the newest snapshot.
+    /// starts from the newest snapshot, or from the newest checkpoint chain if that is newer.
     pub snapshots: Arc<dyn Storage>,
+    /// The newest whole checkpoint chain, if the server keeps checkpoints.
+    pub newest_chain: Option<ChainFinder>,
     /// The payload of the journal's first record (the engine configuration).
     pub config: Vec<u8>,
 }
@@ -350,7 +362,9 @@ impl Sources {
     }
 }
 
-/// Send the newest snapshot file (checked first); its sequence.
+/// Send the newer of the newest snapshot file (checked first) and the newest checkpoint
+/// chain (as a bundle: `journal::checkpoint_bundle`, each file checked by the standby); the
+/// sequence it reaches.
 fn send_snapshot(
     stream: &mut Stream,
     sources: &Sources,
@@ -358,9 +372,52 @@ fn send_snapshot(
 ) -> Result<u64, String> {
     let storage = sources.snapshots.as_ref();
     let seqs = journal::snapshot::snapshot_seqs(storage).map_err(|e| e.to_string())?;
-    let Some(&seq) = seqs.last() else {
+    let chain = match &sources.newest_chain {
+        Some(find) => find()?,
+        None => None,
+    };
+    let send = |stream: &mut Stream, m: &Message, scratch: &mut Vec<u8>| {
+        wire::send(stream, m, scratch).map_err(|e| format!("send: {e}"))
+    };
+    let snapshot_seq = seqs.last().copied();
+    if let Some(chain) = chain.filter(|c| snapshot_seq.is_none_or(|s| c.seq > s)) {
+        let len = journal::checkpoint_bundle::bundle_len(&chain.files)
+            .map_err(|e| format!("sizing the checkpoint chain: {e}"))?;
+        send(
+            stream,
+            &Message::Snapshot {
+                seq: chain.seq,
+                len,
+            },
+            scratch,
+        )?;
+        let mut failed = None;
+        journal::checkpoint_bundle::write_bundle(
+            &chain.files,
+            chain.seq,
+            CATCH_UP_CHUNK,
+            &mut |piece| {
+                let chunk = Message::SnapshotChunk {
+                    bytes: piece.to_vec(),
+                };
+                send(stream, &chunk, scratch).map_err(|why| {
+                    failed = Some(why);
+                    io::Error::other("send failed")
+                })
+            },
+        )
+        .map_err(|e| {
+            failed
+                .take()
+                .unwrap_or(format!("reading the checkpoint chain: {e}"))
+        })?;
+        return Ok(chain.seq);
+    }
+    let Some(seq) = snapshot_seq else {
         return Err(
-            "the journal no longer holds what the standby needs and there is no snapshot".into(),
+            "the journal no longer holds what the standby needs and there is no snapshot or \
+             checkpoint"
+                .into(),
         );
     };
     let name = journal::snapshot::snapshot_name(seq);
@@ -369,9 +426,6 @@ fn send_snapshot(
         .map_err(|e| format!("reading {name}: {e}"))?;
     journal::snapshot::check_snapshot(&bytes).map_err(|why| format!("{name}: {why}"))?;
     let len = bytes.len() as u64;
-    let send = |stream: &mut Stream, m: &Message, scratch: &mut Vec<u8>| {
-        wire::send(stream, m, scratch).map_err(|e| format!("send: {e}"))
-    };
     send(stream, &Message::Snapshot { seq, len }, scratch)?;
     for piece in bytes.chunks(CATCH_UP_CHUNK) {
         let chunk = Message::SnapshotChunk {

@@ -775,6 +775,7 @@ mod tests {
                     checkpoints: Arc::new(Recent::default()),
                     journal: Arc::new(FaultStorage::new()),
                     snapshots: Arc::new(FaultStorage::new()),
+                    newest_chain: None,
                     config: b"config".to_vec(),
                 },
                 standbys: Standbys::new(2, AckMode::Durable, vec![], false),

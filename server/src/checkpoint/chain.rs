@@ -4,16 +4,20 @@
 //! newest head. A file that fails a check is
 //! skipped with a notice, and with it every delta that builds on it: the restore falls back
 //! to the chain's last good checkpoint, or to an older chain. Which checkpoints a failback
-//! cut or an adopted snapshot makes stale is decided here too.
+//! cut or an adopted snapshot makes stale is decided here too, and which chain a primary
+//! sends a standby that fell behind, and how the standby takes it in.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use engine::checkpoint::{EngineHead, Restorer};
 use engine::Engine;
+use journal::checkpoint_bundle;
 use journal::checkpoint_file::{self, CheckpointFile, CheckpointMeta};
+use journal::{IoMode, Storage};
+use replicator::primary::Chain;
 
-use crate::checkpoint::data_dir::DataDir;
+use crate::checkpoint::data_dir::{remove_and_sync, DataDir};
 use crate::error::{Result, ServerError};
 
 /// An engine restored from a chain: the engine, the sequence it reaches and the number of
@@ -153,6 +157,83 @@ impl DataDir {
                 .map_err(|e| ServerError::io(format!("syncing {}", dir.display()), e))?;
         }
         Ok(removed)
+    }
+}
+
+impl DataDir {
+    /// The newest chain whose every file checks whole, for a standby to start from: the
+    /// sequence it reaches and its files, full checkpoint first.
+    pub fn newest_chain_files(&self) -> Result<Option<Chain>> {
+        let (metas, _) = self.checkpoint_metas()?;
+        let path = |n: u64| {
+            self.checkpoint_dir()
+                .join(checkpoint_file::checkpoint_name(n))
+        };
+        for (&newest, meta) in metas.iter().rev() {
+            let Some(chain) = chain_to(&metas, newest) else {
+                continue;
+            };
+            if chain
+                .iter()
+                .all(|&n| CheckpointFile::read(&path(n)).is_ok())
+            {
+                let files = chain.iter().map(|&n| (n, path(n))).collect();
+                return Ok(Some(Chain {
+                    seq: meta.seq,
+                    files,
+                }));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Start over from the checkpoint chain a primary sent (staged as a bundle) reaching
+    /// `seq`: unpack it beside the checkpoints and check every file and link, then drop
+    /// the checkpoints, the journal and the snapshots (all older, on a standby too far
+    /// behind to follow), and move the chain in; synced. A crash part-way leaves an empty
+    /// node (it bootstraps again), never a mix. The journal then continues at `seq + 1`.
+    pub fn adopt_staged_chain(&self, seq: u64) -> Result<()> {
+        let received = self.root().join("checkpoints.received");
+        let bad = |why: String| ServerError::Snapshot {
+            seq,
+            why: format!("the checkpoint chain as received: {why}"),
+        };
+        let (metas, said) =
+            checkpoint_bundle::unpack(&self.staged_snapshot_path(), &received).map_err(bad)?;
+        let by_number: BTreeMap<u64, CheckpointMeta> =
+            metas.iter().map(|m| (m.number, *m)).collect();
+        let newest = metas.last().ok_or_else(|| bad("no checkpoints".into()))?;
+        let whole = chain_to(&by_number, newest.number).is_some_and(|c| c.len() == metas.len());
+        if said != seq || newest.seq != seq || !whole {
+            return Err(bad(format!(
+                "it says it reaches {said}, its newest file {}, the stream {seq}; whole: {whole}",
+                newest.seq
+            )));
+        }
+        self.remove_checkpoints(|_| true)?;
+        let journal = self.journal(IoMode::Pwritev2)?;
+        let segments = journal
+            .list()
+            .map_err(|e| ServerError::io("listing the journal", e))?;
+        remove_and_sync(&journal, "the journal directory", segments)?;
+        let snapshots = self.snapshots()?;
+        let all = snapshots
+            .list()
+            .map_err(|e| ServerError::io("listing snapshots", e))?;
+        remove_and_sync(&snapshots, "the snapshot directory", all)?;
+        let dir = self.checkpoint_dir();
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| ServerError::io(format!("making {}", dir.display()), e))?;
+        for meta in &metas {
+            let name = checkpoint_file::checkpoint_name(meta.number);
+            std::fs::rename(received.join(&name), dir.join(&name))
+                .map_err(|e| ServerError::io(format!("moving {name} into place"), e))?;
+        }
+        std::fs::File::open(&dir)
+            .and_then(|d| d.sync_all())
+            .map_err(|e| ServerError::io(format!("syncing {}", dir.display()), e))?;
+        let _ = std::fs::remove_dir_all(&received);
+        Ok(())
     }
 }
 

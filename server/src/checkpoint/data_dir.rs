@@ -143,6 +143,13 @@ impl DataDir {
 const STAGED_SNAPSHOT: &str = "incoming.snap.tmp";
 
 impl DataDir {
+    /// Where what the primary sends a standby that fell behind is staged.
+    pub fn staged_snapshot_path(&self) -> PathBuf {
+        self.snapshot_dir().join(STAGED_SNAPSHOT)
+    }
+}
+
+impl DataDir {
     /// Write a piece of the snapshot a primary is sending (the first piece starts a new file).
     pub fn stage_snapshot_piece(&self, offset: u64, bytes: &[u8]) -> Result<()> {
         use std::os::unix::fs::FileExt;
@@ -150,7 +157,7 @@ impl DataDir {
             std::fs::create_dir_all(self.snapshot_dir())
                 .map_err(|e| ServerError::io("making the snapshot directory", e))?;
         }
-        let path = self.snapshot_dir().join(STAGED_SNAPSHOT);
+        let path = self.staged_snapshot_path();
         let file = std::fs::OpenOptions::new()
             .create(true)
             .write(true)
@@ -165,7 +172,14 @@ impl DataDir {
     /// Start over from the staged snapshot taken at `seq`: check it, drop the journal and
     /// every other snapshot (all older than it, on a standby too far behind to follow), and
     /// make it the snapshot; synced. The journal then continues at `seq + 1`.
+    /// What was staged may be a checkpoint chain instead (`adopt_staged_chain`).
     pub fn adopt_staged_snapshot(&self, seq: u64) -> Result<()> {
+        let staged = self.staged_snapshot_path();
+        let is_chain = journal::checkpoint_bundle::is_bundle(&staged)
+            .map_err(|e| ServerError::io("reading the staged snapshot", e))?;
+        if is_chain {
+            return self.adopt_staged_chain(seq);
+        }
         let snapshots = self.snapshots()?;
         let staged = snapshots
             .read(STAGED_SNAPSHOT)
@@ -207,7 +221,7 @@ impl DataDir {
 }
 
 /// Remove `names` from `dir` (`what` names it in errors), then sync the directory.
-fn remove_and_sync(dir: &FileStorage, what: &str, names: Vec<String>) -> Result<()> {
+pub(super) fn remove_and_sync(dir: &FileStorage, what: &str, names: Vec<String>) -> Result<()> {
     for name in names {
         dir.remove(&name)
             .map_err(|e| ServerError::io(format!("removing {name} from {what}"), e))?;

@@ -349,6 +349,10 @@ impl Server {
                         checkpoints: node.checkpoints().clone(),
                         journal: catch_up_storage.clone(),
                         snapshots: Arc::new(dir.snapshots()?),
+                        newest_chain: Some({
+                            let dir = DataDir::new(dir.root());
+                            Arc::new(move || dir.newest_chain_files().map_err(|e| e.to_string()))
+                        }),
                         config: config_record.clone(),
                     },
                     Arc::new(PrimaryHooks {

@@ -589,6 +589,7 @@ impl SimNode {
                 checkpoints: node.checkpoints().clone(),
                 journal: storage,
                 snapshots: Arc::new(FaultStorage::new()),
+                newest_chain: None,
                 config: config_record,
             },
             node,

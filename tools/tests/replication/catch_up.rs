@@ -56,17 +56,36 @@ fn a_standby_catches_up_from_an_empty_directory_and_from_behind() {
 /// still holds starts over from a snapshot the same way.
 #[test]
 fn a_standby_joins_after_retention_from_a_snapshot() {
-    let dir = temp_dir("join-late");
-    let sets = pair_sets(
-        "async",
-        "degrade",
-        &[
-            "replication.backlog_mib=1",
-            "journal.segment_mib=1",
-            "snapshot.every_records=4000",
-            "snapshot.keep=1",
-        ],
+    join_late(
+        "join-late",
+        &["snapshot.every_records=4000", "snapshot.keep=1"],
+        "snapshot",
     );
+}
+
+/// The same with one engine per node: no snapshotter, checkpoints of the serving engine. The
+/// primary sends its newest checkpoint chain (full and deltas, as a bundle); the standby
+/// checks every file, starts from the chain, and checkpoints on its own from there.
+#[test]
+fn a_standby_joins_after_retention_from_a_checkpoint_chain() {
+    join_late(
+        "join-late-chain",
+        &[
+            "snapshot.every_records=0",
+            "snapshot.every_secs=0",
+            "checkpoint.every_records=4000",
+            "checkpoint.full_every=3",
+            "checkpoint.keep_chains=1",
+        ],
+        "checkpoint chain",
+    );
+}
+
+fn join_late(name: &str, extra: &[&str], image: &str) {
+    let dir = temp_dir(name);
+    let mut sets_extra = vec!["replication.backlog_mib=1", "journal.segment_mib=1"];
+    sets_extra.extend_from_slice(extra);
+    let sets = pair_sets("async", "degrade", &sets_extra);
     let a = primary(&dir.join("a"), &sets);
     add_sku(&a, 1, 88);
     place_orders(&a, 2, 88, 30_000);
@@ -82,18 +101,28 @@ fn a_standby_joins_after_retention_from_a_snapshot() {
         .unwrap();
     assert!(
         from > 4_000,
-        "bootstrapped without a snapshot: {bootstrapped}"
+        "bootstrapped without a {image}: {bootstrapped}"
     );
     assert!(a.logged("standby_sent_snapshot"), "{:#?}", a.logs());
     eprintln!("{bootstrapped}");
+    let recovered = b.log_line("recovered").unwrap();
+    let from_checkpoint: u64 = log_field(&recovered, "checkpoint")
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert_eq!(
+        from_checkpoint > 0,
+        image == "checkpoint chain",
+        "started from a {image}: {recovered}"
+    );
     wait_streaming(&a);
     assert_converged(&a, &b);
     assert_eq!(stock(&b, 88).reserved, 30_000);
 
     // Away while the primary moves on and retires what it would need.
     b.terminate(Duration::from_secs(30)).unwrap();
-    place_orders(&a, 3, 88, 30_000);
     let retired = metric(&a, "surge_journal_segments_retired_total");
+    place_orders(&a, 3, 88, 30_000);
     let more = || metric(&a, "surge_journal_segments_retired_total") >= retired + 2;
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     while !more() && std::time::Instant::now() < deadline {
