@@ -2,9 +2,9 @@
 //! a hot standby start on loopback in a temporary directory; the load generator loads a
 //! catalog and runs a short flash sale against them (one hot SKU, a crowd, waitlists,
 //! payments, expiries); halfway through, the primary is killed (SIGKILL) and the standby
-//! promoted, and the load generator moves over by itself; the new primary snapshots while it
-//! serves and retires closed orders; it is stopped and restarted from its newest snapshot and
-//! the journal after it; every answer the load generator was given, before and after the
+//! promoted, and the load generator moves over by itself; the new primary checkpoints its
+//! serving engine while it serves and retires closed orders; it is stopped and restarted from
+//! its newest checkpoint chain and the journal after it; every answer the load generator was given, before and after the
 //! failover, is checked against the rebuilt state. A feed consumer follows the standby's feed
 //! into a file throughout, and every acknowledged order change must be in it. A short report
 //! says what happened.
@@ -44,8 +44,9 @@ pub struct Args {
 
 /// Orders unpaid this long expire, so the sale shows expiries and waitlist hand-offs.
 const PAYMENT_WINDOW_MS: u64 = 2_000;
-/// A snapshot every this many records, so a short sale shows a few and the restart uses one.
-const SNAPSHOT_EVERY_RECORDS: u64 = 5_000;
+/// A checkpoint every this many records, so a short sale shows a few and the restart uses
+/// one.
+const CHECKPOINT_EVERY_RECORDS: u64 = 5_000;
 const STOP_TIMEOUT: Duration = Duration::from_secs(30);
 /// The admin token the demo's nodes take (loopback only).
 const TOKEN: &str = "demo";
@@ -79,11 +80,11 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let acks = dir.path.join("acks.jsonl");
     let exe = std::env::current_exe().context("finding the surge binary")?;
     let payment_window = format!("engine.payment_window_ms={PAYMENT_WINDOW_MS}");
-    let snapshot_every = format!("snapshot.every_records={SNAPSHOT_EVERY_RECORDS}");
+    let checkpoint_every = format!("checkpoint.every_records={CHECKPOINT_EVERY_RECORDS}");
     let admin = format!("admin.token={TOKEN}");
     let sets = [
         payment_window.as_str(),
-        snapshot_every.as_str(),
+        checkpoint_every.as_str(),
         "replication.listen=127.0.0.1:0",
         "replication.secret=demo",
         "feed.listen=\"127.0.0.1:0\"",
@@ -268,11 +269,12 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         .unwrap_or_default();
     let metric = |name: &str| crate::admin_client::metric(&metrics, name).unwrap_or(0.0) as u64;
     println!(
-        "  longevity  {} orders retired (closed, kept as 80-byte records); {} snapshots taken \
-         while serving, the newest at seq {}",
+        "  longevity  {} orders retired (closed, kept as 80-byte records); {} checkpoints of \
+         the serving engine ({} full), the newest at seq {}",
         thousands(metric("surge_orders_retired_total")),
-        metric("surge_snapshots_total"),
-        metric("surge_snapshot_seq")
+        metric("surge_checkpoints_total"),
+        metric("surge_checkpoints_full_total"),
+        metric("surge_checkpoint_seq")
     );
 
     let mut primary = primary;
@@ -282,9 +284,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let restart = restarted_at.elapsed();
     let recovered = primary.log_line("recovered").unwrap_or_default();
     println!(
-        "  restart    new process serving in {:.0} ms: snapshot at seq {} + {} journal records \
-         replayed (last seq {})",
+        "  restart    new process serving in {:.0} ms: checkpoint {} at seq {} + {} journal \
+         records replayed (last seq {})",
         restart.as_secs_f64() * 1e3,
+        log_field(&recovered, "checkpoint").unwrap_or_default(),
         log_field(&recovered, "snapshot_seq").unwrap_or_default(),
         thousands(
             log_field(&recovered, "records_replayed")

@@ -43,11 +43,12 @@ fn the_demo_sells_restarts_and_verifies() {
     let failover = stdout.lines().find(|l| l.contains("  failover")).unwrap();
     assert!(failover.contains("promoted to epoch 2"), "{failover}");
     assert!(!failover.contains("moved over 0 time"), "{failover}");
-    // It snapshotted while serving, and the restart started from a snapshot.
+    // It checkpointed its serving engine, and the restart started from a checkpoint chain.
     let longevity = stdout.lines().find(|l| l.contains("  longevity")).unwrap();
-    assert!(!longevity.contains(" 0 snapshots taken"), "{longevity}");
+    assert!(!longevity.contains(" 0 checkpoints"), "{longevity}");
     let restart = stdout.lines().find(|l| l.contains("  restart")).unwrap();
-    assert!(!restart.contains("snapshot at seq 0 "), "{restart}");
+    assert!(!restart.contains("checkpoint 0 "), "{restart}");
+    assert!(!restart.contains("at seq 0 "), "{restart}");
     // It cleans up after itself.
     let dir = stdout
         .split_whitespace()

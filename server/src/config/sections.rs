@@ -102,7 +102,9 @@ impl Default for CoordinatorSection {
     }
 }
 
-/// Snapshots taken while serving, and what happens to the journal segments they cover.
+/// Snapshots taken while serving by a second engine (off by default: checkpoints of the
+/// serving engine do their work), and what happens to the journal segments that snapshots or
+/// checkpoints cover.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SnapshotSection {
@@ -127,8 +129,9 @@ pub struct SnapshotSection {
 impl Default for SnapshotSection {
     fn default() -> Self {
         SnapshotSection {
-            every_records: 500_000,
-            every_secs: 60,
+            // Off: the serving engine checkpoints itself (one engine per node).
+            every_records: 0,
+            every_secs: 0,
             keep: 2,
             retention: "recycle".into(),
             archive_dir: String::new(),
@@ -165,8 +168,8 @@ pub struct CheckpointSection {
 impl Default for CheckpointSection {
     fn default() -> Self {
         CheckpointSection {
-            every_records: 0,
-            every_secs: 0,
+            every_records: 1_000_000,
+            every_secs: 60,
             full_every: 4,
             keep_chains: 2,
             step_kib: 16,
