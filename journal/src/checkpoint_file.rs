@@ -4,15 +4,17 @@
 //! encodes the head and the frames' payloads (`engine::checkpoint`). Every byte is in
 //! docs/FORMAT.md, *Checkpoint files*.
 //!
-//! A file is written as `checkpoint-{number}.ckpt.tmp`, synced, renamed into place and the
+//! A file is written as `checkpoint-{number}.ckpt.tmp` (direct I/O where the filesystem
+//! takes it: `direct_file`), synced, renamed into place and the
 //! directory synced: a crash at any point leaves either no file or a whole one, and a
 //! leftover `.tmp` is removed at the next start. A file that fails any check is not used,
 //! nor is any delta after it in its chain.
 
-use std::fs::{File, OpenOptions};
-use std::io::{self, BufWriter, Write};
+use std::fs::File;
+use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
+use crate::direct_file::DirectFileWriter;
 use crate::format::{u32_at, u64_at};
 
 pub const CHECKPOINT_MAGIC: &[u8; 8] = b"SURGECK1";
@@ -143,7 +145,8 @@ pub fn remove_unfinished(dir: &Path) -> io::Result<Vec<String>> {
 
 /// Writes one checkpoint file.
 pub struct CheckpointWriter {
-    out: BufWriter<File>,
+    /// Direct I/O where the filesystem takes it: the file skips the page cache.
+    out: DirectFileWriter,
     tmp: PathBuf,
     path: PathBuf,
     dir: PathBuf,
@@ -168,13 +171,8 @@ impl CheckpointWriter {
         std::fs::create_dir_all(dir)?;
         let name = checkpoint_name(meta.number);
         let tmp = dir.join(format!("{name}.tmp"));
-        let file = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&tmp)?;
         let mut writer = CheckpointWriter {
-            out: BufWriter::with_capacity(1 << 20, file),
+            out: DirectFileWriter::create(&tmp, 1 << 20)?,
             tmp,
             path: dir.join(name),
             dir: dir.to_path_buf(),
@@ -229,7 +227,7 @@ impl CheckpointWriter {
         let crc = crc32c::crc32c(&f[0..28]);
         f[28..32].copy_from_slice(&crc.to_le_bytes());
         self.out.write_all(&f)?;
-        let file = self.out.into_inner().map_err(|e| e.into_error())?;
+        let file = self.out.finish()?;
         file.sync_data()?;
         before_rename();
         std::fs::rename(&self.tmp, &self.path)?;

@@ -54,7 +54,7 @@ pub fn probe(dir: &Path) -> io::Result<()> {
 }
 
 /// A zeroed, block-aligned heap buffer.
-struct AlignedBuf {
+pub(crate) struct AlignedBuf {
     ptr: *mut u8,
     layout: Layout,
 }
@@ -63,7 +63,7 @@ struct AlignedBuf {
 unsafe impl Send for AlignedBuf {}
 
 impl AlignedBuf {
-    fn new(len: usize) -> AlignedBuf {
+    pub(crate) fn new(len: usize) -> AlignedBuf {
         let layout = Layout::from_size_align(len.max(DIRECT_BLOCK), DIRECT_BLOCK)
             .expect("a direct buffer's layout");
         // SAFETY: the layout has a non-zero size.
@@ -74,18 +74,18 @@ impl AlignedBuf {
         AlignedBuf { ptr, layout }
     }
 
-    fn capacity(&self) -> usize {
+    pub(crate) fn capacity(&self) -> usize {
         self.layout.size()
     }
 
-    fn bytes(&self, len: usize) -> &[u8] {
+    pub(crate) fn bytes(&self, len: usize) -> &[u8] {
         assert!(len <= self.capacity());
         // SAFETY: `ptr` is valid for `capacity` bytes, initialised (zeroed at allocation),
         // and borrowed immutably with `self`.
         unsafe { std::slice::from_raw_parts(self.ptr, len) }
     }
 
-    fn bytes_mut(&mut self, len: usize) -> &mut [u8] {
+    pub(crate) fn bytes_mut(&mut self, len: usize) -> &mut [u8] {
         assert!(len <= self.capacity());
         // SAFETY: as in `bytes`, and `&mut self` makes this the only borrow.
         unsafe { std::slice::from_raw_parts_mut(self.ptr, len) }

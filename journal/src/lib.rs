@@ -8,6 +8,7 @@
 pub mod checkpoint_bundle;
 pub mod checkpoint_file;
 mod direct;
+pub mod direct_file;
 pub mod durable;
 pub mod error;
 pub mod fault;
