@@ -322,7 +322,7 @@ impl Server {
         if let Some(feed_stage) = feed_stage {
             stages.push(
                 std::thread::Builder::new()
-                    .name("surge-feed".into())
+                    .name("surge-feeder".into())
                     .spawn(move || feed_stage.run())
                     .map_err(|e| ServerError::io("spawning the feed stage", e))?,
             );
