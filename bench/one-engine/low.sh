@@ -1,0 +1,16 @@
+#!/bin/bash
+# Issue 25: flash-sale at 2,000/s for 10 s (8 connections), p50 and p99, and the layout and wait
+# strategy the node chose. Usage: bench/one-engine/low.sh LABEL [surge serve args…]
+B=${B:-$(cd "$(dirname "$0")/../.." && pwd)/target/release}
+L=$1; shift
+D=/var/tmp/surge-low-$L; rm -rf $D
+$B/surge serve --data-dir $D --listen 127.0.0.1:7650 --http 127.0.0.1:7651 "$@" > $D.log 2>&1 &
+P=$!
+until curl -sf 127.0.0.1:7651/health >/dev/null 2>&1; do sleep 0.05; done
+sleep 3
+$B/surge loadgen --server 127.0.0.1:7650 --workload flash-sale --rate 2000 --duration 10 --warmup 1 --connections 8 --pipeline 128 --quiet --json $D.json >/dev/null
+python3 -c "
+import json;d=json.load(open('$D.json'));l=d.get('latency_us') or d.get('overall') or {}
+print('$L', round(d['achieved_rate']), 'p50', l.get('p50',0)/1000, 'p99', l.get('p99',0)/1000)"
+grep -o "wait=[a-z-]* cores=[0-9]* layout=[a-z]*" $D.log
+kill $P; wait $P 2>/dev/null; rm -rf $D $D.json $D.log
