@@ -64,11 +64,11 @@ impl ServerConfig {
         if self.gateway.tick_ms == 0 {
             return Err(ServerError::config("gateway.tick_ms", "must be at least 1"));
         }
-        if !["auto", "threads", "shared"].contains(&self.cores.layout.as_str()) {
+        if !["auto", "threads", "shared", "single"].contains(&self.cores.layout.as_str()) {
             return Err(bad(
                 "cores.layout",
                 &self.cores.layout,
-                "auto, threads or shared",
+                "auto, threads, shared or single",
             ));
         }
         if !["auto", "off", "manual"].contains(&self.cores.pin.as_str()) {

@@ -251,7 +251,8 @@ pub struct GatewaySection {
 /// Which core each stage is pinned to. "auto" pins when there are cores for every stage
 /// plus one for the OS; "off" never pins; or name each: `gateway = 1, journaler = 2, engine = 3`.
 /// `layout`: "threads" (a thread per stage), "shared" (the journal and engine stages stepped
-/// in turn by one thread: no hand-off between them), or "auto" (threads: see
+/// in turn by one thread: no hand-off between them), "single" (the gateway's thread steps
+/// them too: a request is answered in the turn that read it), or "auto" (threads: see
 /// `pipeline::layout` for the measurements behind it).
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]

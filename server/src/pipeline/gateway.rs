@@ -4,6 +4,8 @@
 //! promotion (`promotion.rs`); inserts a Tick when idle; releases what the gate lets through
 //! (`gate.rs`) into the connections' write buffers (`connections.rs`); flushes; times out
 //! stalled frames; and, once asked to drain, stops when everything in the ring is answered.
+//! In the `single` layout it also steps the journal and engine stages between the reads and
+//! the release, so a request is answered in the turn that read it.
 
 use std::io;
 use std::sync::atomic::Ordering::{Relaxed, SeqCst};
@@ -18,13 +20,16 @@ use crate::error::{Result, ServerError};
 use crate::group::node::Node;
 use crate::group::role::Role;
 use crate::pipeline::connections::{Connections, FIRST_CONNECTION};
+use crate::pipeline::engine_stage::EngineStage;
 use crate::pipeline::gate::Gate;
 use crate::pipeline::intake::Intake;
+use crate::pipeline::journal_stage::JournalStage;
 use crate::pipeline::net::ClientListener;
 use crate::pipeline::promote;
 use crate::pipeline::sequencer::Sequencer;
 use crate::pipeline::shared::{Shared, Wake};
 use crate::pipeline::slot::ConnRef;
+use crate::pipeline::stage::Step;
 use crate::telemetry::log;
 
 pub const LISTENER: Token = Token(0);
@@ -48,6 +53,29 @@ pub struct Gateway<L: ClientListener> {
     drain_timeout: Duration,
     last_housekeeping_ns: u64,
     last_slow_turn_log_ns: u64,
+    /// The `single` layout: the journal and engine stages, stepped on this thread.
+    stages: Option<Stages>,
+}
+
+/// The journal and engine stages, when the gateway steps them itself (`Layout::Single`):
+/// a request read in a turn is journaled, applied and answered in the same turn, with no
+/// hand-off to another thread (the journal's sync is the one wait).
+pub struct Stages {
+    pub journal: JournalStage,
+    pub engine: EngineStage,
+}
+
+impl Stages {
+    /// Step both over what is published; whether either did anything. A failed journal
+    /// has set the server's failed flag: the gateway's next turn fails every connection.
+    fn step(&mut self) -> bool {
+        let journaled = self.journal.step(Some(Duration::ZERO));
+        if journaled == Step::Failed {
+            return false;
+        }
+        let applied = self.engine.step(Some(Duration::ZERO));
+        journaled != Step::Idle || applied != Step::Idle
+    }
 }
 
 /// The parts the gateway turns.
@@ -93,7 +121,14 @@ impl<L: ClientListener> Gateway<L> {
             spin: strategy == WaitStrategy::BusySpin,
             last_housekeeping_ns: now_ns,
             last_slow_turn_log_ns: 0,
+            stages: None,
         })
+    }
+
+    /// Step the journal and engine stages on this thread (`Layout::Single`).
+    pub fn with_stages(mut self, stages: Stages) -> Self {
+        self.stages = Some(stages);
+        self
     }
 
     fn now_ns(&self) -> u64 {
@@ -105,13 +140,14 @@ impl<L: ClientListener> Gateway<L> {
         let mut events = Events::with_capacity(1024);
         let mut drain_deadline_ns: Option<u64> = None;
         let mut released = 0;
+        let mut stepped = false;
         let mut turn_started_ns = None;
         loop {
             if let Some(started_ns) = turn_started_ns.take() {
                 self.note_turn(started_ns);
             }
             self.shared.heartbeat();
-            self.poll_once(&mut events, released)?;
+            self.poll_once(&mut events, released, stepped)?;
             let now_ns = self.now_ns();
             turn_started_ns = Some(now_ns);
             for event in events.iter() {
@@ -153,6 +189,7 @@ impl<L: ClientListener> Gateway<L> {
             if !draining && self.node.role() == Role::Primary {
                 self.sequencer.maybe_tick();
             }
+            stepped = self.step_stages();
             released = self.release();
             self.conns.flush_all(&self.shared.metrics);
             self.housekeeping();
@@ -178,13 +215,32 @@ impl<L: ClientListener> Gateway<L> {
         }
     }
 
+    /// Step the journal and engine stages if this thread holds them (until neither has
+    /// anything published left); with nothing to step, a checkpoint under way goes on.
+    /// Whether they did anything.
+    fn step_stages(&mut self) -> bool {
+        let Some(stages) = &mut self.stages else {
+            return false;
+        };
+        let mut any = false;
+        while stages.step() {
+            any = true;
+        }
+        if !any && !self.shared.failed.load(SeqCst) {
+            stages.engine.while_idle();
+        }
+        any
+    }
+
     /// Poll without sleeping only when there is work this thread can do now: socket bytes
     /// not yet read (a turn gave way to others), connections held back by backpressure that
-    /// the answers just released may have freed, replicated records waiting. A connection
-    /// that stays blocked waits for the next release, asleep: never a spin.
-    fn poll_once(&mut self, events: &mut Events, released: u64) -> Result<()> {
+    /// the answers just released may have freed, replicated records waiting, stages that
+    /// stepped this turn (their answers may be durable by now). A connection that stays
+    /// blocked waits for the next release, asleep: never a spin.
+    fn poll_once(&mut self, events: &mut Events, released: u64, stepped: bool) -> Result<()> {
         let any_blocked = self.conns.iter().any(|c| c.blocked);
-        let busy = (released > 0 && any_blocked)
+        let busy = stepped
+            || (released > 0 && any_blocked)
             || self.sequencer.replicated_waiting()
             || self
                 .conns

@@ -3,6 +3,8 @@
 //! journal stage and then the engine stage over the same published requests, in turn, with
 //! no hand-off between them — on a machine with fewer cores than busy stages, two threads
 //! trading one core cost more than one thread doing both (the stepping the simulator does).
+//! `Single`: the gateway's thread steps both as well, so a request is read, journaled,
+//! applied and answered in one turn of one thread (the run-to-completion of a quiet node).
 //! The journal's sync runs on its sync workers either way; the one call that blocks the
 //! shared thread is the journal waiting for room when its commits in flight are full.
 
@@ -21,6 +23,8 @@ use crate::pipeline::stage::{Step, STAGE_POLL};
 pub enum Layout {
     Threads,
     Shared,
+    /// The gateway's thread steps the journal and engine stages too (`pipeline::gateway`).
+    Single,
 }
 
 impl Layout {
@@ -31,6 +35,7 @@ impl Layout {
     pub fn for_config(config: &ServerConfig) -> Layout {
         match config.cores.layout.as_str() {
             "shared" => Layout::Shared,
+            "single" => Layout::Single,
             _ => Layout::Threads,
         }
     }
@@ -39,6 +44,7 @@ impl Layout {
         match self {
             Layout::Threads => "threads",
             Layout::Shared => "shared",
+            Layout::Single => "single",
         }
     }
 
@@ -47,6 +53,7 @@ impl Layout {
         match self {
             Layout::Threads => PIPELINE_THREADS,
             Layout::Shared => PIPELINE_THREADS - 1,
+            Layout::Single => PIPELINE_THREADS - 2,
         }
     }
 }

@@ -39,7 +39,7 @@ use crate::group::role::Role;
 use crate::pipeline::cores::{pin, Cores};
 use crate::pipeline::engine_stage::EngineStage;
 use crate::pipeline::gate::Gate;
-use crate::pipeline::gateway::{Gateway, Parts, WAKER};
+use crate::pipeline::gateway::{Gateway, Parts, Stages, WAKER};
 use crate::pipeline::journal_io::JournalIo;
 use crate::pipeline::journal_stage::JournalStage;
 use crate::pipeline::journaler::Journaler;
@@ -257,18 +257,6 @@ impl Server {
                 }
             };
         }
-        // One gateway type per kind of client port: plain TCP, or TLS over it.
-        let gateway: Box<dyn FnOnce() -> Result<()> + Send> = match config.client_tls()? {
-            None => {
-                let gateway = Gateway::new(parts!(listener), config.gateway.clone(), strategy)?;
-                Box::new(move || gateway.run())
-            }
-            Some(tls) => {
-                let listener = TlsListener::new(listener, tls);
-                let gateway = Gateway::new(parts!(listener), config.gateway.clone(), strategy)?;
-                Box::new(move || gateway.run())
-            }
-        };
         let journal = JournalStage::new(
             journal_consumer,
             journaler,
@@ -306,17 +294,22 @@ impl Server {
             Some(_) => engine.with_feed(),
             None => engine,
         };
-        let mut stages = match layout {
-            Layout::Threads => vec![
-                spawn_pipeline("surge-journaler", cores.journaler, move || journal.run())?,
-                spawn_pipeline("surge-engine", cores.engine, move || engine.run())?,
-            ],
+        let (mut stages, single) = match layout {
+            Layout::Threads => (
+                vec![
+                    spawn_pipeline("surge-journaler", cores.journaler, move || journal.run())?,
+                    spawn_pipeline("surge-engine", cores.engine, move || engine.run())?,
+                ],
+                None,
+            ),
             Layout::Shared => {
                 let shared = shared.clone();
-                vec![spawn_pipeline("surge-stages", cores.engine, move || {
+                let thread = spawn_pipeline("surge-stages", cores.engine, move || {
                     layout::run_shared(journal, engine, shared)
-                })?]
+                })?;
+                (vec![thread], None)
             }
+            Layout::Single => (Vec::new(), Some(Stages { journal, engine })),
         };
         stages.extend(saver);
         if let Some(feed_stage) = feed_stage {
@@ -327,6 +320,26 @@ impl Server {
                     .map_err(|e| ServerError::io("spawning the feed stage", e))?,
             );
         }
+        // One gateway type per kind of client port: plain TCP, or TLS over it.
+        let gateway: Box<dyn FnOnce() -> Result<()> + Send> = match config.client_tls()? {
+            None => {
+                let gateway = Gateway::new(parts!(listener), config.gateway.clone(), strategy)?;
+                let gateway = match single {
+                    Some(stages) => gateway.with_stages(stages),
+                    None => gateway,
+                };
+                Box::new(move || gateway.run())
+            }
+            Some(tls) => {
+                let listener = TlsListener::new(listener, tls);
+                let gateway = Gateway::new(parts!(listener), config.gateway.clone(), strategy)?;
+                let gateway = match single {
+                    Some(stages) => gateway.with_stages(stages),
+                    None => gateway,
+                };
+                Box::new(move || gateway.run())
+            }
+        };
         let gateway = spawn_pipeline("surge-gateway", cores.gateway, gateway)?;
         let replication = match replication_listen {
             Some(addr) => {

@@ -58,6 +58,15 @@ fn with_the_stages_on_one_thread_every_acknowledged_order_survives_sigkill() {
     survives_sigkill("crash-shared", &["cores.layout=shared"]);
 }
 
+#[test]
+fn with_every_stage_on_the_gateway_thread_every_acknowledged_order_survives_sigkill() {
+    // Direct I/O too: the journal's write is the gateway thread's one wait.
+    survives_sigkill(
+        "crash-single",
+        &["cores.layout=single", "journal.io=\"direct\""],
+    );
+}
+
 /// Two cycles of load, SIGKILL and restart on `sets`; every answered request, retried, gets
 /// its original order, and the rest are placed once.
 fn survives_sigkill(name: &str, sets: &[&str]) {
