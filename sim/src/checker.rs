@@ -13,7 +13,9 @@
 //! - **one history**: no node logs a divergence, and at the end every node that runs has
 //!   applied the same sequence to the same rolling hash;
 //! - **the feed**: a consumer that follows the primary, taking what it released, gets every
-//!   sequence once, in order, each as the last primary's journal has it;
+//!   sequence once, in order, each as the last primary's journal has it; and the events the
+//!   last primary's engine stage drafted for each command it released are, byte for byte,
+//!   the ones a replay of its journal derives;
 //! - **liveness**: once the faults stop, a write is accepted within the lease and a second,
 //!   and by the end every client's requests are answered.
 
@@ -50,6 +52,8 @@ pub struct Checker {
     pub feed: BTreeMap<u64, (u64, u64)>,
     /// Planted: the consumer skips this sequence.
     pub feed_skips: Option<u64>,
+    /// Commands whose drafted feed events were held to a replay's derivation.
+    pub drafted_checked: u64,
 }
 
 impl Checker {
@@ -190,6 +194,30 @@ impl Checker {
         }
     }
 
+    /// At the end: the feed events `name`'s engine stage drafted (a hash by sequence) are the
+    /// ones a replay of its journal derives.
+    pub fn drafted_matches(
+        &mut self,
+        now_ns: u64,
+        name: &str,
+        drafted: &BTreeMap<u64, u64>,
+        derived: &BTreeMap<u64, u64>,
+    ) {
+        let wrong: Vec<String> = drafted
+            .iter()
+            .filter(|(seq, hash)| derived.get(seq) != Some(hash))
+            .take(5)
+            .map(|(seq, _)| match derived.get(seq) {
+                Some(_) => format!("{name} drafted feed events at {seq} that a replay of its journal does not derive"),
+                None => format!("{name} drafted feed events at {seq}, which its journal does not hold"),
+            })
+            .collect();
+        for w in wrong {
+            self.violate(now_ns, w);
+        }
+        self.drafted_checked += drafted.len() as u64;
+    }
+
     /// At the end: what the feed consumer took is what the last primary's journal holds.
     pub fn feed_matches(&mut self, now_ns: u64, name: &str, history: &BTreeMap<u64, (u64, u64)>) {
         let wrong: Vec<String> = self
@@ -274,5 +302,20 @@ mod tests {
         c.cut(0, Some(e(3, &[(1, 1)])));
         c.epochs(4, 0, "a", &e(3, &[(1, 1), (3, 20)]));
         assert_eq!(c.violations.len(), 2);
+    }
+
+    #[test]
+    fn drafted_feed_events_that_a_replay_does_not_derive_are_caught() {
+        let mut c = Checker::new(2);
+        let derived: BTreeMap<u64, u64> = [(5, 50), (6, 60)].into_iter().collect();
+        let same: BTreeMap<u64, u64> = [(5, 50), (6, 60)].into_iter().collect();
+        c.drafted_matches(1, "a", &same, &derived);
+        assert!(c.violations.is_empty());
+        assert_eq!(c.drafted_checked, 2);
+        let other: BTreeMap<u64, u64> = [(5, 50), (6, 61), (7, 70)].into_iter().collect();
+        c.drafted_matches(2, "a", &other, &derived);
+        assert_eq!(c.violations.len(), 2, "{:?}", c.violations);
+        assert!(c.violations[0].contains("at 6 that a replay"));
+        assert!(c.violations[1].contains("at 7, which its journal does not hold"));
     }
 }

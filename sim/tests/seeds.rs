@@ -25,6 +25,10 @@ fn run(options: Options) {
         "seed {seed}: only {} acknowledged",
         report.acks
     );
+    assert!(
+        report.drafted_checked > 0,
+        "seed {seed}: no drafted feed event was checked"
+    );
 }
 
 /// A seed that found a bug, how it ran, and what the bug was.

@@ -24,6 +24,7 @@ use std::sync::{Arc, Mutex};
 
 use ::coordinator::call::Call;
 use ::coordinator::NodeRecord;
+use engine::feed_items::FeedItems;
 use engine::ring::{RingBuilder, WaitStrategy};
 use engine::Engine;
 use journal::{FaultStorage, Storage};
@@ -111,6 +112,10 @@ pub struct SimNode {
     /// (client, request) of each record in the journal, by sequence (from the journal
     /// after every start, and from each commit since).
     pub history: Arc<Mutex<History>>,
+    /// What the running process's engine stage drafted for the feed, by sequence (a hash of
+    /// the bytes), for each command it released; begun again at each start. The end checks
+    /// it against a replay's derivation (`feed_hash`).
+    pub drafted: Arc<Mutex<BTreeMap<u64, u64>>>,
     pub log: VecDeque<String>,
     now: Now,
     skew_ppm: i64,
@@ -137,6 +142,7 @@ impl SimNode {
             refuse_writes: false,
             inbox: VecDeque::new(),
             history: Arc::new(Mutex::new(BTreeMap::new())),
+            drafted: Arc::new(Mutex::new(BTreeMap::new())),
             log: VecDeque::new(),
             now,
             skew_ppm,
@@ -207,6 +213,7 @@ impl SimNode {
         self.call = None;
         self.inbox.clear();
         self.rebuild_history();
+        self.drafted.lock().expect("drafted").clear();
         self.life = Life::Joining(Joining {
             clock,
             asked: false,
@@ -266,6 +273,36 @@ impl SimNode {
             }
         });
         *self.history.lock().expect("history") = history;
+    }
+
+    /// Each command's feed events as a replay of this node's journal drafts them (the
+    /// derivation the feed was first written with), by sequence, hashed as `feed_hash`.
+    pub fn derived_feed(&self) -> BTreeMap<u64, u64> {
+        let mut engine: Option<Engine> = None;
+        let mut out = engine::Output::default();
+        let (mut items, mut scratch) = (FeedItems::default(), Vec::new());
+        let mut derived = BTreeMap::new();
+        journal::scan(self.storage.as_ref(), |record, _| {
+            if record.kind == engine::codec::kind::ENGINE_CONFIG {
+                let config = engine::codec::decode_config(record.payload).expect("a config");
+                engine = Some(Engine::new(config));
+                return;
+            }
+            let engine = engine.get_or_insert_with(|| Engine::new(self.params.engine));
+            let request = engine::codec::decode_request(record.payload).expect("a request");
+            engine.apply(record.timestamp_ns, &request, &mut out);
+            items.draft(
+                engine,
+                record.seq,
+                record.timestamp_ns,
+                &request,
+                &out,
+                &mut scratch,
+            );
+            derived.insert(record.seq, feed_hash(items.bytes()));
+        })
+        .expect("a simulated journal scans");
+        derived
     }
 
     /// The rolling hash of the engine rebuilt from this node's journal up to `seq`.
@@ -581,7 +618,8 @@ impl SimNode {
                 wake,
                 node.clone(),
             )
-            .with_checkpoints(checkpointer),
+            .with_checkpoints(checkpointer)
+            .with_feed(),
             saver,
             idle_turns: 0,
             sources: Sources {
@@ -601,6 +639,7 @@ impl SimNode {
             follow,
             sessions: BTreeMap::new(),
             closing: Arc::new(Mutex::new(Vec::new())),
+            drafted: self.drafted.clone(),
             waiting: VecDeque::new(),
             promoting: false,
             journal_next_ns: 0,
@@ -677,4 +716,13 @@ impl SimNode {
         up.refuse_writes = self.refuse_writes;
         up.pipeline_turn(ctx, id, self.slow_disk)
     }
+}
+
+/// The hash by which drafted and derived feed events are compared (SipHash with fixed keys:
+/// the same in every run).
+pub fn feed_hash(bytes: &[u8]) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    bytes.hash(&mut h);
+    h.finish()
 }

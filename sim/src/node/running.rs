@@ -73,6 +73,9 @@ pub(super) struct Up {
     pub(super) follow: Option<Follow>,
     pub(super) sessions: BTreeMap<ConnId, Session>,
     pub(super) closing: Arc<Mutex<Vec<ConnId>>>,
+    /// The feed events the engine stage drafted for each command this process released, as
+    /// a hash of their bytes by sequence (`SimNode::drafted`).
+    pub(super) drafted: Arc<Mutex<BTreeMap<u64, u64>>>,
     /// Requests waiting for room in the ring.
     pub(super) waiting: VecDeque<Request>,
     /// A promotion or new term asked for, not completed yet.
@@ -481,12 +484,16 @@ impl Up {
         self.shared.release.set_bound(bound);
         let epoch = self.node.epoch();
         let answers = &mut *ctx.answers;
+        let mut drafted = self.drafted.lock().expect("drafted");
         self.gate.release(bound, |slot| {
+            // SAFETY: the gate follows the engine stage, which wrote the output.
+            let out = unsafe { slot.output.get() };
+            if slot.is_command() {
+                drafted.insert(slot.seq, super::feed_hash(out.feed.bytes()));
+            }
             if slot.conn == ConnRef::NONE {
                 return;
             }
-            // SAFETY: the gate follows the engine stage, which wrote the output.
-            let out = unsafe { slot.output.get() };
             let reply = match &out.answer {
                 Some(answer) => Reply::Answer(answer.clone()),
                 None => Reply::Outcome(out.output.outcome),

@@ -65,6 +65,7 @@ impl World {
                 .map(|n| (n.name.clone(), n.log.iter().cloned().collect()))
                 .collect(),
             acks: self.checker.acks.len() as u64,
+            drafted_checked: self.checker.drafted_checked,
             answers: self.answers,
             leaders,
             starts: self.nodes.iter().map(|n| n.starts).sum(),
@@ -203,5 +204,9 @@ impl World {
         }
         let history = primary.history.lock().expect("history").clone();
         self.checker.feed_matches(now, &name, &history);
+        // The feed's events as the serving engine drafted them are the derivation's.
+        let drafted = primary.drafted.lock().expect("drafted").clone();
+        let derived = primary.derived_feed();
+        self.checker.drafted_matches(now, &name, &drafted, &derived);
     }
 }

@@ -105,6 +105,9 @@ pub struct Report {
     pub trace: Vec<String>,
     pub logs: Vec<(String, Vec<String>)>,
     pub acks: u64,
+    /// Commands whose feed events, as the last primary's engine stage drafted them, were
+    /// held to a replay's derivation.
+    pub drafted_checked: u64,
     pub answers: u64,
     pub leaders: Vec<(u64, String)>,
     pub starts: u64,
