@@ -21,7 +21,7 @@ use crate::pipeline::slot::Slot;
 use crate::pipeline::stage::{check_sequence, Step, STAGE_POLL};
 
 /// How long the stage waits for work while a checkpoint is under way (then steps it).
-const CHECKPOINT_POLL: Duration = Duration::from_micros(100);
+pub const CHECKPOINT_POLL: Duration = Duration::from_micros(100);
 
 /// How far ahead of the command being applied the engine stage prefetches.
 const PREFETCH_DISTANCE: u64 = 4;
@@ -81,6 +81,12 @@ impl EngineStage {
         self
     }
 
+    /// Whether a checkpoint is under way: whoever steps this stage looks again within
+    /// `CHECKPOINT_POLL` instead of sleeping, so the checkpoint goes on while it is quiet.
+    pub fn checkpoint_under_way(&self) -> bool {
+        self.checkpoints.as_ref().is_some_and(|c| c.under_way())
+    }
+
     pub fn engine(&self) -> &Engine {
         &self.engine
     }
@@ -88,9 +94,9 @@ impl EngineStage {
     pub fn run(mut self) {
         loop {
             // A checkpoint under way goes on while the ring is quiet: look, don't sleep.
-            let wait = match &self.checkpoints {
-                Some(c) if c.under_way() => CHECKPOINT_POLL,
-                _ => STAGE_POLL,
+            let wait = match self.checkpoint_under_way() {
+                true => CHECKPOINT_POLL,
+                false => STAGE_POLL,
             };
             if self.step(Some(wait)) == Step::Idle {
                 if self.shared.stop.load(SeqCst) {

@@ -20,7 +20,7 @@ use crate::error::{Result, ServerError};
 use crate::group::node::Node;
 use crate::group::role::Role;
 use crate::pipeline::connections::{Connections, FIRST_CONNECTION};
-use crate::pipeline::engine_stage::EngineStage;
+use crate::pipeline::engine_stage::{EngineStage, CHECKPOINT_POLL};
 use crate::pipeline::gate::Gate;
 use crate::pipeline::intake::Intake;
 use crate::pipeline::journal_stage::JournalStage;
@@ -246,8 +246,14 @@ impl<L: ClientListener> Gateway<L> {
                 .conns
                 .iter()
                 .any(|c| c.readable && !c.blocked && !c.closing);
+        let checkpointing = self
+            .stages
+            .as_ref()
+            .is_some_and(|s| s.engine.checkpoint_under_way());
         let timeout = if self.spin || busy {
             Duration::ZERO
+        } else if checkpointing {
+            CHECKPOINT_POLL // a checkpoint under way goes on while the node is quiet
         } else if self.node.role().follows() {
             HOUSEKEEPING_EVERY // no Ticks of its own: the primary's arrive
         } else {

@@ -60,10 +60,15 @@ fn with_the_stages_on_one_thread_every_acknowledged_order_survives_sigkill() {
 
 #[test]
 fn with_every_stage_on_the_gateway_thread_every_acknowledged_order_survives_sigkill() {
-    // Direct I/O too: the journal's write is the gateway thread's one wait.
+    // Direct I/O too (the journal's write is the gateway thread's one wait), and frequent
+    // checkpoints, which this thread steps between turns and while the node is quiet.
     survives_sigkill(
         "crash-single",
-        &["cores.layout=single", "journal.io=\"direct\""],
+        &[
+            "cores.layout=single",
+            "journal.io=\"direct\"",
+            "checkpoint.every_records=3000",
+        ],
     );
 }
 
