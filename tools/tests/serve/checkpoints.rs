@@ -252,3 +252,68 @@ fn a_full_disk_fails_checkpoints_without_stopping_the_node() {
     outcome.unwrap();
     assert!(unmounted.success());
 }
+
+/// A full disk under the feed log (a 512 KiB tmpfs; root as above): the feed, having written
+/// what fitted, stops (logged,
+/// `surge_feed_enabled` 0) and nothing else does. Checkpoints, which wait for the feed log to
+/// reach them, go on without it; the node keeps answering; a restart, whose replay cannot
+/// write the log either, still serves with every acknowledged order.
+#[test]
+fn a_full_disk_under_the_feed_stops_the_feed_and_nothing_else() {
+    let dir = temp_dir("feed-disk-full");
+    let feed = dir.join("feed");
+    std::fs::create_dir_all(&feed).unwrap();
+    let mounted = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=512k", "tmpfs"])
+        .arg(&feed)
+        .status()
+        .is_ok_and(|s| s.success());
+    if !mounted {
+        assert!(
+            std::env::var("SURGE_REQUIRE_MOUNT").as_deref() != Ok("1"),
+            "mounting tmpfs needs root (SURGE_REQUIRE_MOUNT=1 is set)"
+        );
+        eprintln!("skipped: mounting tmpfs needs root");
+        return;
+    }
+    let mut sets = SETS.to_vec();
+    sets.push("feed.listen=\"127.0.0.1:0\"");
+    let outcome = std::panic::catch_unwind(|| {
+        let mut server = ServerProcess::start(&dir, &sets);
+        upsert(&mut server.client(1), 1, 10, 100_000_000, 0);
+        let (tx, rx) = mpsc::channel();
+        let addr = server.addr;
+        let loader = std::thread::spawn(move || load(addr, 1, tx));
+        let mut acked: Vec<(u64, u64)> = Vec::new();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while metric(&server, "surge_feed_enabled") != 0 {
+            acked.extend(rx.try_iter());
+            assert!(Instant::now() < deadline, "{:#?}", server.logs());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert!(server.logged("feed_stopped"), "{:#?}", server.logs());
+        // It wrote what fitted first.
+        assert!(metric(&server, "surge_feed_through_seq") > 1000);
+        let stopped_at = metric(&server, "surge_checkpoints_total");
+        while metric(&server, "surge_checkpoints_total") < stopped_at + 2 {
+            acked.extend(rx.try_iter());
+            assert!(
+                Instant::now() < deadline,
+                "checkpoints stopped with the feed: {:#?}",
+                server.logs()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        server.kill9();
+        loader.join().unwrap();
+        acked.extend(rx.try_iter());
+        assert!(acked.len() > 3000, "only {} acknowledged", acked.len());
+        let mut server = ServerProcess::start(&dir, &sets);
+        assert!(checkpoint_restored(&server.log_line("recovered").unwrap()) > 0);
+        assert_acknowledged_kept(&server, &acked);
+        server.kill9();
+    });
+    let unmounted = Command::new("umount").arg(&feed).status().unwrap();
+    outcome.unwrap();
+    assert!(unmounted.success());
+}
