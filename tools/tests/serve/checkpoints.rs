@@ -254,8 +254,7 @@ fn a_full_disk_fails_checkpoints_without_stopping_the_node() {
 }
 
 /// A full disk under the feed log (a 512 KiB tmpfs; root as above): the feed, having written
-/// what fitted, stops (logged,
-/// `surge_feed_enabled` 0) and nothing else does. Checkpoints, which wait for the feed log to
+/// what fitted, stops (logged, `surge_feed_enabled` 0) and nothing else does. Checkpoints, which wait for the feed log to
 /// reach them, go on without it; the node keeps answering; a restart, whose replay cannot
 /// write the log either, still serves with every acknowledged order.
 #[test]
