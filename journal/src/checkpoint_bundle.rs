@@ -158,13 +158,7 @@ mod tests {
 
     fn write_chain(dir: &Path) -> Vec<(u64, PathBuf)> {
         for (number, parent, seq) in [(1u64, 0u64, 100u64), (2, 1, 250)] {
-            let meta = CheckpointMeta {
-                number,
-                parent,
-                full: parent == 0,
-                seq,
-                hash: seq * 7,
-            };
+            let meta = CheckpointMeta::new(number, parent, seq, seq * 7);
             let mut w = CheckpointWriter::create(dir, meta, b"head").unwrap();
             for chunk in 0..3u32 {
                 w.frame(1, chunk, 4, &vec![chunk as u8 + number as u8; 5000])

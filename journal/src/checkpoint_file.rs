@@ -42,6 +42,18 @@ pub struct CheckpointMeta {
 }
 
 impl CheckpointMeta {
+    /// The checkpoint numbered `number`, cut at `seq` with the engine's `hash`: a delta on
+    /// `parent`, or full when `parent` is 0.
+    pub fn new(number: u64, parent: u64, seq: u64, hash: u64) -> CheckpointMeta {
+        CheckpointMeta {
+            number,
+            parent,
+            full: parent == 0,
+            seq,
+            hash,
+        }
+    }
+
     fn header(&self, head_len: u32) -> [u8; CHECKPOINT_HEADER_LEN] {
         let mut h = [0u8; CHECKPOINT_HEADER_LEN];
         h[0..8].copy_from_slice(CHECKPOINT_MAGIC);
@@ -378,13 +390,7 @@ mod tests {
     use super::*;
 
     fn meta(number: u64, parent: u64) -> CheckpointMeta {
-        CheckpointMeta {
-            number,
-            parent,
-            full: parent == 0,
-            seq: 100 * number,
-            hash: 7,
-        }
+        CheckpointMeta::new(number, parent, 100 * number, 7)
     }
 
     fn temp_dir(name: &str) -> PathBuf {

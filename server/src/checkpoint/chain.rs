@@ -14,10 +14,9 @@ use engine::checkpoint::{EngineHead, Restorer};
 use engine::Engine;
 use journal::checkpoint_bundle;
 use journal::checkpoint_file::{self, CheckpointFile, CheckpointMeta};
-use journal::{IoMode, Storage};
 use replicator::primary::Chain;
 
-use crate::checkpoint::data_dir::{remove_and_sync, DataDir};
+use crate::checkpoint::data_dir::DataDir;
 use crate::error::{Result, ServerError};
 
 /// An engine restored from a chain: the engine, the sequence it reaches and the number of
@@ -211,16 +210,7 @@ impl DataDir {
             )));
         }
         self.remove_checkpoints(|_| true)?;
-        let journal = self.journal(IoMode::Pwritev2)?;
-        let segments = journal
-            .list()
-            .map_err(|e| ServerError::io("listing the journal", e))?;
-        remove_and_sync(&journal, "the journal directory", segments)?;
-        let snapshots = self.snapshots()?;
-        let all = snapshots
-            .list()
-            .map_err(|e| ServerError::io("listing snapshots", e))?;
-        remove_and_sync(&snapshots, "the snapshot directory", all)?;
+        self.forget_history(|_| true)?;
         let dir = self.checkpoint_dir();
         std::fs::create_dir_all(&dir)
             .map_err(|e| ServerError::io(format!("making {}", dir.display()), e))?;

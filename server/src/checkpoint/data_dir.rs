@@ -200,18 +200,7 @@ impl DataDir {
         snapshots
             .sync(STAGED_SNAPSHOT)
             .map_err(|e| ServerError::io("syncing the staged snapshot", e))?;
-        let journal = self.journal(IoMode::Pwritev2)?;
-        let segments = journal
-            .list()
-            .map_err(|e| ServerError::io("listing the journal", e))?;
-        remove_and_sync(&journal, "the journal directory", segments)?;
-        let others: Vec<String> = snapshots
-            .list()
-            .map_err(|e| ServerError::io("listing snapshots", e))?
-            .into_iter()
-            .filter(|name| name != STAGED_SNAPSHOT)
-            .collect();
-        remove_and_sync(&snapshots, "the snapshot directory", others)?;
+        self.forget_history(|name| name != STAGED_SNAPSHOT)?;
         snapshots
             .rename(STAGED_SNAPSHOT, &snapshot::snapshot_name(seq))
             .and_then(|()| snapshots.sync_dir())
@@ -220,8 +209,28 @@ impl DataDir {
     }
 }
 
+impl DataDir {
+    /// Remove every journal segment and the snapshots `drop` names, each directory synced:
+    /// a standby starting over from what its primary sent (all of it older).
+    pub(super) fn forget_history(&self, drop: impl Fn(&str) -> bool) -> Result<()> {
+        let journal = self.journal(IoMode::Pwritev2)?;
+        let segments = journal
+            .list()
+            .map_err(|e| ServerError::io("listing the journal", e))?;
+        remove_and_sync(&journal, "the journal directory", segments)?;
+        let snapshots = self.snapshots()?;
+        let dropped: Vec<String> = snapshots
+            .list()
+            .map_err(|e| ServerError::io("listing snapshots", e))?
+            .into_iter()
+            .filter(|name| drop(name))
+            .collect();
+        remove_and_sync(&snapshots, "the snapshot directory", dropped)
+    }
+}
+
 /// Remove `names` from `dir` (`what` names it in errors), then sync the directory.
-pub(super) fn remove_and_sync(dir: &FileStorage, what: &str, names: Vec<String>) -> Result<()> {
+fn remove_and_sync(dir: &FileStorage, what: &str, names: Vec<String>) -> Result<()> {
     for name in names {
         dir.remove(&name)
             .map_err(|e| ServerError::io(format!("removing {name} from {what}"), e))?;

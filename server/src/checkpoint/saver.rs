@@ -137,13 +137,7 @@ impl Saver {
     }
 
     fn begin(&mut self, parent: u64, seq: u64, hash: u64, head: &[u8], cut_ns: u64) -> Writing {
-        let meta = CheckpointMeta {
-            number: self.next_number,
-            parent,
-            full: parent == 0,
-            seq,
-            hash,
-        };
+        let meta = CheckpointMeta::new(self.next_number, parent, seq, hash);
         self.next_number += 1;
         let mut w = Writing {
             file: None,

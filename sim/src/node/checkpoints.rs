@@ -148,13 +148,7 @@ impl SimSaver {
                     head,
                     ..
                 } => {
-                    let meta = CheckpointMeta {
-                        number: self.next_number,
-                        parent,
-                        full: parent == 0,
-                        seq,
-                        hash,
-                    };
+                    let meta = CheckpointMeta::new(self.next_number, parent, seq, hash);
                     self.writing = Some(Placed {
                         meta,
                         head,

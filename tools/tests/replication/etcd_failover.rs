@@ -148,8 +148,11 @@ fn sigkill_of_the_primary_hands_over_through_etcd_and_the_old_one_rejoins() {
     a.wait_exit(Duration::from_secs(10)).unwrap();
     wait_role(&b, "primary", Duration::from_secs(10));
     let took = killed.elapsed();
+    // Within the lease's expiry and the next campaign, with room for a busy machine (suites
+    // run side by side on two cores): this says the standby takes over by itself, not how
+    // fast (bench/README.md, *Failover through etcd*, measures that).
     assert!(
-        took <= Duration::from_millis(LEASE_MS + 1000),
+        took <= Duration::from_millis(2 * LEASE_MS + 2000),
         "the standby took {took:?} to take over"
     );
     assert!(b.logged("promoted_by_election"), "{:#?}", b.logs());
